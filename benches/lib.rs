@@ -1,0 +1,1 @@
+//! Shared helpers for larder's benches: seeded key streams and measurement.
