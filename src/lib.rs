@@ -1,1 +1,77 @@
-//! placeholder
+//! # larder — Redis inside your process
+//!
+//! A typed, sharded, in-process cache with Redis's memory model: `maxmemory` with the
+//! eight eviction policies (sampled LRU and LFU with an eviction pool, logarithmic LFU
+//! counters with decay), TTLs with lazy and active expiry, lazy-free deletion, SCAN,
+//! pipelines, transactions and keyspace events.
+//!
+//! ```
+//! use larder::{Cache, Policy, Ttl};
+//! use std::time::Duration;
+//!
+//! let cache: Cache<String, String> = Cache::builder()
+//!     .max_memory(16 << 20)
+//!     .eviction(Policy::AllKeysLfu)
+//!     .build();
+//! cache.insert("greeting".into(), "hello".into()).unwrap();
+//! cache
+//!     .insert_with_ttl("session:1".into(), "alice".into(), Duration::from_secs(30))
+//!     .unwrap();
+//! assert_eq!(cache.get("greeting").as_deref(), Some("hello"));
+//! assert!(matches!(cache.ttl("session:1"), Ttl::Remaining(ms) if ms <= 30_000));
+//! ```
+//!
+//! ## Cargo features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `jemalloc` | tikv-jemallocator statistics (allocated, active, resident, fragmentation) |
+//!
+//! ## Memory per entry
+//!
+//! An entry costs `size_of::<K>() + size_of::<V>() + 8` bytes in the shard's slab (4 bytes
+//! of LRU/LFU metadata, 4 of hash-chain link; rounded up to the alignment of `K` and `V`),
+//! plus 4 to 8 bytes of bucket array, plus whatever `K` and `V` own on the heap. A key with
+//! a TTL costs about 24 bytes more, in the side table. `used_memory` counts the weight
+//! (the [`Weigh`] sizes, or your [`Weigher`]) plus [`ENTRY_OVERHEAD`].
+//!
+//! ## Using larder in a loom model
+//!
+//! Built with `RUSTFLAGS="--cfg loom"`, larder takes every lock, condition variable,
+//! atomic and thread from loom, and by default starts no thread at all
+//! ([`Background::Manual`]): call [`Cache::run_pending_tasks`] where your model wants the
+//! background work (active expiry, lazy free) to happen. See README.md.
+
+mod batch;
+mod builder;
+mod cache;
+mod clock;
+mod error;
+mod events;
+mod evict;
+mod expires;
+mod info;
+mod lazyfree;
+mod meta;
+mod pattern;
+mod policy;
+mod shard;
+mod shim;
+mod table;
+mod txn;
+mod weigh;
+
+pub use batch::{Batch, BatchResult};
+pub use builder::CacheBuilder;
+pub use cache::{Background, Cache, ScanPage};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, TxError};
+pub use events::{Event, EventKind, Subscriber};
+pub use info::{Info, KeyspaceInfo, MemoryInfo, StatsInfo};
+pub use lazyfree::LazyFree;
+pub use meta::LFU_INIT_VAL;
+pub use pattern::glob_match;
+pub use policy::{ParsePolicyError, Policy};
+pub use shard::Ttl;
+pub use txn::Transaction;
+pub use weigh::{DefaultWeigher, Weigh, Weigher, ENTRY_OVERHEAD};

@@ -1,0 +1,231 @@
+//! `CacheBuilder`: every knob, named after its Redis configuration directive.
+
+use crate::cache::{Background, Cache, Settings};
+use crate::clock::{Clock, SystemClock};
+use crate::lazyfree::LazyFree;
+use crate::weigh::{DefaultWeigher, Weigher};
+use crate::Policy;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Builds a [`Cache`]. Start from [`Cache::builder`].
+///
+/// ```
+/// use larder::{Cache, Policy};
+/// let cache: Cache<String, Vec<u8>> = Cache::builder()
+///     .max_memory(64 << 20)              // maxmemory 64mb
+///     .eviction(Policy::AllKeysLfu)      // maxmemory-policy allkeys-lfu
+///     .maxmemory_samples(10)             // maxmemory-samples 10
+///     .build();
+/// # let _ = cache;
+/// ```
+#[must_use]
+pub struct CacheBuilder<K, V, W = DefaultWeigher> {
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) policy: Policy,
+    pub(crate) samples: usize,
+    pub(crate) lfu_log_factor: u32,
+    pub(crate) lfu_decay_time: u32,
+    pub(crate) lazy_free: LazyFree,
+    pub(crate) shards: Option<usize>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) weigher: W,
+    pub(crate) background: Background,
+    pub(crate) cron_period: Duration,
+    pub(crate) event_capacity: usize,
+    pub(crate) hasher_seed: Option<u64>,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
+    fn default() -> Self {
+        CacheBuilder {
+            max_memory: None,
+            max_entries: None,
+            policy: Policy::default(),
+            samples: 5,
+            lfu_log_factor: 10,
+            lfu_decay_time: 1,
+            lazy_free: LazyFree::default(),
+            shards: None,
+            clock: Arc::new(SystemClock),
+            weigher: DefaultWeigher,
+            background: Background::default(),
+            cron_period: Duration::from_millis(100),
+            event_capacity: 1024,
+            hasher_seed: None,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K, V, W> CacheBuilder<K, V, W> {
+    /// `maxmemory`: the bound on `used_memory` in bytes (weights plus the per-entry
+    /// overhead). Unbounded by default. Each shard holds an equal share.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// A bound on the number of entries, in addition to (or instead of) `max_memory`.
+    /// Each shard holds an equal share.
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = Some(n);
+        self
+    }
+
+    /// `maxmemory-policy`: what to evict when a bound is reached. Default `allkeys-lru`.
+    pub fn eviction(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// `maxmemory-samples`: candidates sampled per eviction (default 5, as Redis).
+    pub fn maxmemory_samples(mut self, n: usize) -> Self {
+        self.samples = n.max(1);
+        self
+    }
+
+    /// `lfu-log-factor`: how many hits it takes to saturate the LFU counter (default 10).
+    pub fn lfu_log_factor(mut self, factor: u32) -> Self {
+        self.lfu_log_factor = factor;
+        self
+    }
+
+    /// `lfu-decay-time`: minutes per step of LFU counter decay; 0 disables decay
+    /// (default 1).
+    pub fn lfu_decay_time(mut self, minutes: u32) -> Self {
+        self.lfu_decay_time = minutes;
+        self
+    }
+
+    /// `lazyfree-lazy-*`: which removals drop big values on the background thread.
+    pub fn lazy_free(mut self, lazy_free: LazyFree) -> Self {
+        self.lazy_free = lazy_free;
+        self
+    }
+
+    /// Number of shards (rounded up to a power of two). Default: four per CPU, fewer when
+    /// the bounds are small (one under `--cfg loom`).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n.max(1));
+        self
+    }
+
+    /// The clock expiry reads (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Whether background work (active expiry, lazy free) runs on threads or only when
+    /// [`Cache::run_pending_tasks`] is called. Default: threads, except under
+    /// `--cfg loom`.
+    pub fn background(mut self, background: Background) -> Self {
+        self.background = background;
+        self
+    }
+
+    /// How often the cron runs (Redis's `hz`; default 100 ms, i.e. `hz 10`).
+    pub fn cron_period(mut self, period: Duration) -> Self {
+        self.cron_period = period.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Capacity of each subscriber's event queue (default 1024).
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n.max(1);
+        self
+    }
+
+    /// Fixes the hash seed, for reproducible tests and benches. Default: random.
+    pub fn hasher_seed(mut self, seed: u64) -> Self {
+        self.hasher_seed = Some(seed);
+        self
+    }
+
+    /// Weighs entries with `weigher` instead of the [`Weigh`](crate::Weigh) trait.
+    pub fn weigher<W2: Weigher<K, V>>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
+        CacheBuilder {
+            max_memory: self.max_memory,
+            max_entries: self.max_entries,
+            policy: self.policy,
+            samples: self.samples,
+            lfu_log_factor: self.lfu_log_factor,
+            lfu_decay_time: self.lfu_decay_time,
+            lazy_free: self.lazy_free,
+            shards: self.shards,
+            clock: self.clock,
+            weigher,
+            background: self.background,
+            cron_period: self.cron_period,
+            event_capacity: self.event_capacity,
+            hasher_seed: self.hasher_seed,
+            _types: PhantomData,
+        }
+    }
+
+    /// The shard count this configuration yields.
+    fn shard_count(&self) -> usize {
+        let wanted = self.shards.unwrap_or_else(default_shards);
+        let mut n = wanted.next_power_of_two();
+        // Keep shares large enough that hash imbalance between shards stays small.
+        if let Some(m) = self.max_memory {
+            while n > 1 && m / (n as u64) < 64 * 1024 {
+                n /= 2;
+            }
+        }
+        if let Some(e) = self.max_entries {
+            while n > 1 && e / (n as u64) < 256 {
+                n /= 2;
+            }
+        }
+        n
+    }
+}
+
+fn default_shards() -> usize {
+    if cfg!(loom) {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(4, |n| n.get()) * 4
+    }
+}
+
+impl<K, V, W> CacheBuilder<K, V, W>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weigher<K, V>,
+{
+    /// Builds the cache and, unless configured otherwise, starts its background threads.
+    pub fn build(self) -> Cache<K, V, W> {
+        let shards = self.shard_count();
+        let hasher = match self.hasher_seed {
+            Some(s) => ahash::RandomState::with_seeds(s, s ^ 0x9E37_79B9_7F4A_7C15, 7, 11),
+            None => ahash::RandomState::new(),
+        };
+        let settings = Settings {
+            max_memory: self.max_memory,
+            max_entries: self.max_entries,
+            policy: self.policy,
+            samples: self.samples,
+            lfu_log_factor: self.lfu_log_factor,
+            lfu_decay_time: self.lfu_decay_time,
+            lazy_free: self.lazy_free,
+            cron_period: self.cron_period,
+            event_capacity: self.event_capacity,
+        };
+        Cache::from_parts(
+            settings,
+            shards,
+            hasher,
+            self.weigher,
+            self.clock,
+            self.background,
+        )
+    }
+}

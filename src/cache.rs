@@ -1,0 +1,675 @@
+//! `Cache`: an array of locked shard cores, the background cron, events and lazy free.
+
+use crate::builder::CacheBuilder;
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::events::{EventHub, EventKind, Subscriber};
+use crate::lazyfree::{LazyFree, LazyFreeQueue};
+use crate::meta::Lfu;
+use crate::pattern::glob_match;
+use crate::shard::{Cause, Dead, Env, Garbage, Shard, ShardConfig, Ttl, TtlChange};
+use crate::shim::{lock, thread, Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering, Weak};
+use crate::weigh::{DefaultWeigher, Weigher};
+use crate::Policy;
+use crossbeam_utils::CachePadded;
+use std::borrow::Borrow;
+use std::fmt::{self, Write as _};
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// How background work (active expiry, lazy free, the coarse clock) is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Background {
+    /// Two threads per cache: the cron (active expiry every `cron_period`) and the
+    /// lazy-free worker. Both stop when the last handle of the cache is dropped. Under
+    /// `--cfg loom` they are loom threads.
+    Threads,
+    /// No threads: the owner calls [`Cache::run_pending_tasks`]. The default under
+    /// `--cfg loom`, where every thread must be one the model can see.
+    Manual,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        if cfg!(loom) {
+            Background::Manual
+        } else {
+            Background::Threads
+        }
+    }
+}
+
+/// The configuration a cache was built with.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) policy: Policy,
+    pub(crate) samples: usize,
+    pub(crate) lfu_log_factor: u32,
+    pub(crate) lfu_decay_time: u32,
+    pub(crate) lazy_free: LazyFree,
+    pub(crate) cron_period: Duration,
+    pub(crate) event_capacity: usize,
+}
+
+/// One shard: its lock and the figures readable without it.
+pub(crate) struct Slot<K, V> {
+    pub(crate) shard: Mutex<Shard<K, V>>,
+    used: AtomicU64,
+    len: AtomicU64,
+}
+
+impl<K: Hash + Eq, V> Slot<K, V> {
+    /// Stores the shard's figures where `len()` and `used_memory()` read them lock-free.
+    pub(crate) fn publish(&self, shard: &Shard<K, V>) {
+        self.used.store(shard.used(), Ordering::Relaxed);
+        self.len.store(shard.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Wakes the cron early and tells it to stop.
+struct CronSignal {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl CronSignal {
+    /// Sleeps up to `period`; true when asked to stop.
+    fn sleep(&self, period: Duration) -> bool {
+        let stop = lock(&self.stop);
+        if *stop {
+            return true;
+        }
+        match self.wake.wait_timeout(stop, period) {
+            Ok((g, _)) => *g,
+            Err(p) => *p.into_inner().0,
+        }
+    }
+
+    fn stop(&self) {
+        *lock(&self.stop) = true;
+        self.wake.notify_all();
+    }
+}
+
+pub(crate) struct Inner<K, V, W> {
+    pub(crate) slots: Box<[CachePadded<Slot<K, V>>]>,
+    shard_bits: u32,
+    pub(crate) hasher: ahash::RandomState,
+    pub(crate) weigher: W,
+    pub(crate) clock: Arc<dyn Clock>,
+    coarse_ms: AtomicU64,
+    peak: AtomicU64,
+    pub(crate) events: EventHub<K>,
+    lazy: Arc<LazyFreeQueue>,
+    pub(crate) settings: Settings,
+    background: Background,
+    cron: Arc<CronSignal>,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+}
+
+/// A sharded, typed, in-process cache with Redis's memory model.
+///
+/// Cloning a `Cache` gives another handle to the same cache; the background threads stop
+/// when the last handle is dropped.
+///
+/// `get` returns a clone of the value: for large values store `Arc<V>` so that a read
+/// clones a pointer, not the data.
+pub struct Cache<K, V, W = DefaultWeigher> {
+    pub(crate) inner: Arc<Inner<K, V, W>>,
+}
+
+impl<K, V, W> Clone for Cache<K, V, W> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V, W> fmt::Debug for Cache<K, V, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("shards", &self.inner.slots.len())
+            .field("policy", &self.inner.settings.policy)
+            .field("max_memory", &self.inner.settings.max_memory)
+            .field("max_entries", &self.inner.settings.max_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Cache<K, V, DefaultWeigher> {
+    /// A builder with Redis's defaults: unbounded, `allkeys-lru` once bounded,
+    /// `maxmemory-samples 5`, `lfu-log-factor 10`, `lfu-decay-time 1`.
+    pub fn builder() -> CacheBuilder<K, V, DefaultWeigher> {
+        CacheBuilder::default()
+    }
+}
+
+/// A page of keys from [`Cache::scan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage<K> {
+    /// Pass this to the next call; 0 when the scan is complete.
+    pub cursor: u64,
+    /// The keys of this page.
+    pub keys: Vec<K>,
+}
+
+/// Holds the locks of a set of shards, always taken in ascending shard order.
+pub(crate) struct Locked<'a, K, V> {
+    pub(crate) guards: Vec<(usize, MutexGuard<'a, Shard<K, V>>)>,
+}
+
+impl<'a, K, V> Locked<'a, K, V> {
+    pub(crate) fn shard(&mut self, idx: usize) -> &mut Shard<K, V> {
+        let pos = self
+            .guards
+            .binary_search_by_key(&idx, |(i, _)| *i)
+            .expect("shard not locked");
+        &mut self.guards[pos].1
+    }
+}
+
+impl<K, V, W> Cache<K, V, W>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weigher<K, V>,
+{
+    pub(crate) fn from_parts(
+        settings: Settings,
+        shards: usize,
+        hasher: ahash::RandomState,
+        weigher: W,
+        clock: Arc<dyn Clock>,
+        background: Background,
+    ) -> Self {
+        debug_assert!(shards.is_power_of_two());
+        let share = |total: Option<u64>| total.map_or(u64::MAX, |t| t / shards as u64);
+        let cfg = ShardConfig {
+            policy: settings.policy,
+            samples: settings.samples,
+            lfu: Lfu {
+                log_factor: settings.lfu_log_factor,
+                decay_minutes: settings.lfu_decay_time,
+            },
+            budget: share(settings.max_memory),
+            max_entries: share(settings.max_entries).max(1),
+        };
+        let slots = (0..shards)
+            .map(|i| {
+                CachePadded::new(Slot {
+                    shard: Mutex::new(Shard::new(cfg, hasher.clone(), hasher.hash_one(i))),
+                    used: AtomicU64::new(0),
+                    len: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        let now = clock.now_ms();
+        let inner = Arc::new(Inner {
+            slots,
+            shard_bits: shards.trailing_zeros(),
+            hasher,
+            weigher,
+            clock,
+            coarse_ms: AtomicU64::new(now),
+            peak: AtomicU64::new(0),
+            events: EventHub::new(),
+            lazy: Arc::new(LazyFreeQueue::new()),
+            settings,
+            background,
+            cron: Arc::new(CronSignal {
+                stop: Mutex::new(false),
+                wake: Condvar::new(),
+            }),
+            threads: Mutex::new(Vec::new()),
+        });
+        if background == Background::Threads {
+            Inner::start_threads(&inner);
+        }
+        Cache { inner }
+    }
+
+    // ---- reads -------------------------------------------------------------------
+
+    /// The value of `key`, cloned; `None` if absent or expired. Counts a hit or a miss and
+    /// refreshes the key's LRU/LFU metadata.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.inner.hash(key);
+        self.inner
+            .with_shard(hash, false, |s, env, g| s.get(hash, key, env, g).cloned())
+    }
+
+    /// Whether `key` is present and not expired. Does not touch its metadata (like
+    /// Redis's `EXISTS`).
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.inner.hash(key);
+        self.inner
+            .with_shard(hash, false, |s, env, g| s.peek(hash, key, env, g).is_some())
+    }
+
+    /// Time to live of `key` (Redis's `PTTL`).
+    pub fn ttl<Q>(&self, key: &Q) -> Ttl
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.inner.hash(key);
+        self.inner
+            .with_shard(hash, false, |s, env, g| s.ttl(hash, key, env, g))
+    }
+
+    /// Number of entries, including expired ones not yet deleted (as Redis's `DBSIZE`).
+    /// Reads one atomic per shard; takes no lock.
+    pub fn len(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| s.len.load(Ordering::Relaxed) as usize)
+            .sum()
+    }
+
+    /// Whether the cache holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes in use: the sum of entry weights plus the per-entry overhead. Exact as of
+    /// the last completed write; takes no lock.
+    pub fn used_memory(&self) -> u64 {
+        self.inner.used_memory()
+    }
+
+    // ---- writes ------------------------------------------------------------------
+
+    /// Inserts or overwrites `key`, clearing any TTL it had (as Redis's `SET`). Evicts by
+    /// policy if the bounds require it; fails with [`Error::OutOfMemory`] when the policy
+    /// may not free enough.
+    pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
+        self.inner.insert(key, value, TtlChange::Clear)
+    }
+
+    /// Inserts or overwrites `key` with a time to live (as `SET key value PX ttl`).
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Error> {
+        let at = self.inner.clock.now_ms().saturating_add(ttl.as_millis() as u64);
+        self.inner.insert(key, value, TtlChange::At(at))
+    }
+
+    /// Inserts or overwrites `key` to expire at `at_ms` Unix milliseconds.
+    pub fn insert_expiring_at(&self, key: K, value: V, at_ms: u64) -> Result<(), Error> {
+        self.inner.insert(key, value, TtlChange::At(at_ms))
+    }
+
+    /// Removes `key`; its value is dropped before this returns, after the shard lock is
+    /// released (unless `lazyfree-lazy-user-del` is on). Returns whether it was present.
+    pub fn remove<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.inner.hash(key);
+        self.inner
+            .with_shard(hash, false, |s, env, g| s.remove(hash, key, env, g))
+    }
+
+    /// Removes `key` and drops its value on the lazy-free thread (Redis's `UNLINK`):
+    /// returns in constant time however large the value. Returns whether it was present.
+    pub fn unlink<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.inner.hash(key);
+        self.inner
+            .with_shard(hash, true, |s, env, g| s.remove(hash, key, env, g))
+    }
+
+    /// Sets a time to live on an existing key (Redis's `PEXPIRE`). A zero TTL deletes the
+    /// key. Returns whether the key existed.
+    pub fn expire<Q>(&self, key: &Q, ttl: Duration) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let at = self.inner.clock.now_ms().saturating_add(ttl.as_millis() as u64);
+        self.expire_at(key, at)
+    }
+
+    /// Sets an absolute expiry in Unix milliseconds (Redis's `PEXPIREAT`); a time not in
+    /// the future deletes the key. Returns whether the key existed.
+    pub fn expire_at<Q>(&self, key: &Q, at_ms: u64) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.inner.hash(key);
+        self.inner
+            .with_shard(hash, false, |s, env, g| s.expire_at(hash, key, at_ms, env, g))
+    }
+
+    /// Removes the TTL of `key` (Redis's `PERSIST`). Returns whether it had one.
+    pub fn persist<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.inner.hash(key);
+        self.inner
+            .with_shard(hash, false, |s, env, g| s.persist(hash, key, env, g))
+    }
+
+    /// Removes every entry (Redis's `FLUSHDB`). Shards are emptied one at a time; values
+    /// are dropped after each shard's lock is released.
+    pub fn clear(&self) {
+        for i in 0..self.inner.slots.len() {
+            self.inner.with_slot(i, false, |s, env, g| s.clear(env.weigher, g));
+        }
+    }
+
+    // ---- iteration, events, background -------------------------------------------
+
+    /// One step of a cursor scan (Redis's `SCAN cursor MATCH pattern COUNT count`).
+    ///
+    /// Start with cursor 0; the scan is complete when the returned cursor is 0. Every key
+    /// present for the whole scan is returned at least once, even if the cache grows or
+    /// shrinks between calls; a key may be returned more than once. `pattern` is a Redis
+    /// glob (`*`, `?`, `[a-z]`, `[^a]`, `\x`) matched against the key's `Display` form;
+    /// `count` is a hint of how many keys to look at. Expired keys are not returned.
+    pub fn scan(&self, cursor: u64, pattern: Option<&str>, count: usize) -> ScanPage<K>
+    where
+        K: fmt::Display,
+    {
+        let shards = self.inner.slots.len() as u64;
+        let mut shard = cursor >> 32;
+        let mut bucket = cursor & 0xFFFF_FFFF;
+        let mut keys = Vec::new();
+        let mut text = String::new();
+        let now = self.inner.clock.now_ms();
+        let count = count.max(1);
+        while shard < shards && keys.len() < count {
+            let guard = lock(&self.inner.slots[shard as usize].shard);
+            bucket = guard.scan(bucket, count - keys.len(), now, |k| match pattern {
+                None => keys.push(k.clone()),
+                Some(p) => {
+                    text.clear();
+                    let _ = write!(text, "{k}");
+                    if glob_match(p.as_bytes(), text.as_bytes()) {
+                        keys.push(k.clone());
+                    }
+                }
+            });
+            drop(guard);
+            if bucket == 0 {
+                shard += 1;
+            }
+        }
+        let cursor = if shard >= shards {
+            0
+        } else {
+            (shard << 32) | bucket
+        };
+        ScanPage { cursor, keys }
+    }
+
+    /// Subscribes to keyspace events. Each subscriber has a bounded queue (see
+    /// [`CacheBuilder::event_capacity`]); when it is full, events are dropped and counted
+    /// by [`Subscriber::dropped`], and writers never wait.
+    pub fn subscribe(&self) -> Subscriber<K> {
+        self.inner
+            .events
+            .subscribe(self.inner.settings.event_capacity)
+    }
+
+    /// Runs the background work now on the calling thread: one active-expiry cycle, the
+    /// coarse clock refresh, and (with [`Background::Manual`]) every pending lazy free.
+    /// Returns the number of keys expired.
+    pub fn run_pending_tasks(&self) -> u64 {
+        let expired = self.inner.cron_tick();
+        if self.inner.background == Background::Manual {
+            self.inner.lazy.drain_here();
+        }
+        expired
+    }
+
+    /// Values queued for the lazy-free thread and not yet dropped.
+    pub fn lazyfree_pending_objects(&self) -> u64 {
+        self.inner.lazy.pending()
+    }
+
+    /// The eviction policy in force.
+    pub fn policy(&self) -> Policy {
+        self.inner.settings.policy
+    }
+
+    /// Locks the shards of `hashes` in ascending order (the one order every multi-shard
+    /// operation uses, so they cannot deadlock).
+    pub(crate) fn lock_shards(&self, hashes: impl Iterator<Item = u64>) -> Locked<'_, K, V> {
+        let mut idx: Vec<usize> = hashes.map(|h| self.inner.shard_of(h)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        Locked {
+            guards: idx
+                .into_iter()
+                .map(|i| (i, lock(&self.inner.slots[i].shard)))
+                .collect(),
+        }
+    }
+}
+
+impl<K, V, W> Inner<K, V, W>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weigher<K, V>,
+{
+    pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    pub(crate) fn shard_of(&self, hash: u64) -> usize {
+        if self.shard_bits == 0 {
+            0
+        } else {
+            // High bits pick the shard; the table uses the low bits for buckets.
+            (hash >> (64 - self.shard_bits)) as usize
+        }
+    }
+
+    pub(crate) fn env(&self) -> Env<'_, W> {
+        Env {
+            weigher: &self.weigher,
+            clock: &*self.clock,
+            coarse_ms: self.coarse_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    fn with_shard<R>(
+        &self,
+        hash: u64,
+        unlink: bool,
+        f: impl FnOnce(&mut Shard<K, V>, &Env<'_, W>, &mut Garbage<K, V>) -> R,
+    ) -> R {
+        self.with_slot(self.shard_of(hash), unlink, f)
+    }
+
+    fn with_slot<R>(
+        &self,
+        i: usize,
+        unlink: bool,
+        f: impl FnOnce(&mut Shard<K, V>, &Env<'_, W>, &mut Garbage<K, V>) -> R,
+    ) -> R {
+        let slot = &self.slots[i];
+        let mut g = Garbage::new();
+        let r = {
+            let mut shard = lock(&slot.shard);
+            let r = f(&mut shard, &self.env(), &mut g);
+            self.after_write(slot, &shard, &g);
+            r
+        };
+        self.dispose(g, unlink);
+        r
+    }
+
+    /// Under the shard lock: publish the shard's figures and emit removal events (under
+    /// the lock so that events for one key keep their order).
+    pub(crate) fn after_write(&self, slot: &Slot<K, V>, shard: &Shard<K, V>, g: &Garbage<K, V>) {
+        slot.publish(shard);
+        self.emit_removals(g, true);
+    }
+
+    /// Emits `del`/`expired`/`evicted` for what an operation removed; `del` only when
+    /// `with_del` (a rolled-back transaction's removals did not happen).
+    pub(crate) fn emit_removals(&self, g: &Garbage<K, V>, with_del: bool) {
+        if g.is_empty() || !self.events.active() {
+            return;
+        }
+        for d in g.iter() {
+            if let Dead::Entry { key, cause, .. } = d {
+                let kind = match cause {
+                    Cause::Removed if !with_del => continue,
+                    Cause::Removed => EventKind::Del,
+                    Cause::Expired => EventKind::Expired,
+                    Cause::Evicted => EventKind::Evicted,
+                };
+                self.events.emit(kind, key);
+            }
+        }
+    }
+
+    pub(crate) fn slot(&self, i: usize) -> &Slot<K, V> {
+        &self.slots[i]
+    }
+
+    /// Drops what an operation removed, after its lock is released: on the lazy-free
+    /// thread when the switches say so and the entry is big, or always for `unlink`.
+    pub(crate) fn dispose(&self, g: Garbage<K, V>, unlink: bool) {
+        if g.is_empty() {
+            return;
+        }
+        let lf = &self.settings.lazy_free;
+        for d in g.into_items() {
+            let defer = match &d {
+                Dead::Entry { cause, weight, .. } => {
+                    unlink
+                        || (*weight >= lf.threshold as u64
+                            && match cause {
+                                Cause::Removed => lf.user_del,
+                                Cause::Expired => lf.expire,
+                                Cause::Evicted => lf.eviction,
+                            })
+                }
+                Dead::Value { weight, .. } => lf.server_del && *weight >= lf.threshold as u64,
+            };
+            if defer {
+                self.lazy.defer(Box::new(d));
+            } else {
+                drop(d);
+            }
+        }
+    }
+
+    fn insert(&self, key: K, value: V, ttl: TtlChange) -> Result<(), Error> {
+        let hash = self.hash(&key);
+        let event_key = self.events.active().then(|| key.clone());
+        self.with_shard(hash, false, |s, env, g| {
+            let r = s.insert(hash, key, value, ttl, env, g);
+            // An expiry already past deletes instead (reported as `expired`).
+            let stored = !matches!(ttl, TtlChange::At(at) if at <= env.clock.now_ms());
+            if let (Ok(()), Some(k), true) = (&r, &event_key, stored) {
+                self.events.emit(EventKind::Set, k);
+            }
+            r
+        })
+    }
+
+    pub(crate) fn used_memory(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.used.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn lazyfreed_objects(&self) -> u64 {
+        self.lazy.freed()
+    }
+
+    /// The highest `used_memory` the cron or `info()` has seen.
+    pub(crate) fn update_peak(&self) -> u64 {
+        let used = self.used_memory();
+        self.peak.fetch_max(used, Ordering::Relaxed).max(used)
+    }
+
+    /// One cron cycle: refresh the coarse clock, track the memory peak, and run Redis's
+    /// adaptive active expiry on every shard: sample 20 keys with a TTL, delete the
+    /// expired, and repeat while more than a quarter of a sample had expired, within a
+    /// time budget of a quarter of the cron period.
+    pub(crate) fn cron_tick(&self) -> u64 {
+        const SAMPLE: usize = 20;
+        let now = self.clock.now_ms();
+        self.coarse_ms.store(now, Ordering::Relaxed);
+        self.update_peak();
+        let budget = self.settings.cron_period / 4;
+        let start = Instant::now();
+        let mut expired_total = 0u64;
+        for i in 0..self.slots.len() {
+            loop {
+                let (sampled, expired) = self.with_slot(i, false, |s, env, g| {
+                    s.expire_sample(SAMPLE, now, env.weigher, g)
+                });
+                expired_total += expired as u64;
+                if sampled == 0 || expired * 4 <= sampled || start.elapsed() > budget {
+                    break;
+                }
+            }
+            if start.elapsed() > budget {
+                break;
+            }
+        }
+        expired_total
+    }
+
+    fn start_threads(inner: &Arc<Self>) {
+        let mut threads = lock(&inner.threads);
+        let weak: Weak<Self> = Arc::downgrade(inner);
+        let signal = Arc::clone(&inner.cron);
+        let period = inner.settings.cron_period;
+        threads.push(thread::spawn(move || loop {
+            if signal.sleep(period) {
+                return;
+            }
+            match weak.upgrade() {
+                Some(inner) => {
+                    inner.cron_tick();
+                }
+                None => return,
+            }
+        }));
+        let lazy = Arc::clone(&inner.lazy);
+        threads.push(thread::spawn(move || lazy.run_worker()));
+    }
+}
+
+impl<K, V, W> Drop for Inner<K, V, W> {
+    fn drop(&mut self) {
+        self.cron.stop();
+        self.lazy.close();
+        self.events.close();
+        let me = thread::current().id();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
+            // The cron may itself hold the last handle for a moment; it exits on its own.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Errors of cache operations.
+
+use crate::Policy;
+
+/// Why a write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The write needs memory, and the policy may not evict anything that would free it:
+    /// `noeviction`, or a `volatile-*` policy with no key with a TTL left. Nothing was
+    /// written.
+    #[error("OOM command not allowed when used memory > 'maxmemory' (shard uses {used} of {budget} bytes, policy {policy})")]
+    OutOfMemory {
+        /// Bytes the shard would use after the write.
+        used: u64,
+        /// The shard's share of `max_memory`.
+        budget: u64,
+        /// The eviction policy in force.
+        policy: Policy,
+    },
+    /// One entry weighs more than a shard's share of `max_memory`; it can never fit.
+    #[error("entry of {weight} bytes exceeds the shard's share of maxmemory ({budget} bytes)")]
+    EntryTooLarge {
+        /// The entry's weight including the per-entry overhead.
+        weight: u64,
+        /// The shard's share of `max_memory`.
+        budget: u64,
+    },
+}
+
+/// Why a transaction did not commit. Nothing it wrote was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError<E> {
+    /// The closure returned an error and the transaction was rolled back.
+    #[error("transaction aborted: {0}")]
+    Aborted(E),
+    /// The closure touched a key it did not declare when the transaction began.
+    #[error("transaction touched a key it did not declare")]
+    UndeclaredKey,
+    /// Applying a write was refused (memory); none of the writes were applied.
+    #[error(transparent)]
+    Write(#[from] Error),
+}

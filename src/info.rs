@@ -1,0 +1,241 @@
+//! `info()`: the figures Redis's `INFO` reports, as a typed struct with a Redis-style
+//! text rendering; and the per-key introspection (`memory_usage`, `big_keys`,
+//! `hot_keys`).
+
+use crate::cache::Cache;
+use crate::shim::lock;
+use crate::weigh::{Weigher, ENTRY_OVERHEAD};
+use crate::Policy;
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::Hash;
+
+/// The `# Memory` section.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct MemoryInfo {
+    /// Sum of entry weights plus the per-entry overhead.
+    pub used_memory: u64,
+    /// The highest `used_memory` observed (sampled by the cron and by `info()`).
+    pub used_memory_peak: u64,
+    /// The configured bound, 0 when unbounded (as Redis prints it).
+    pub maxmemory: u64,
+    /// The eviction policy.
+    pub maxmemory_policy: Policy,
+    /// The configured bound on entries, 0 when unbounded.
+    pub max_entries: u64,
+}
+
+/// The `# Stats` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsInfo {
+    /// Reads that found a live key.
+    pub keyspace_hits: u64,
+    /// Reads that found nothing.
+    pub keyspace_misses: u64,
+    /// Keys deleted because their TTL passed.
+    pub expired_keys: u64,
+    /// Keys evicted to stay within the bounds.
+    pub evicted_keys: u64,
+    /// Values queued for the lazy-free thread, not yet dropped.
+    pub lazyfree_pending_objects: u64,
+    /// Values the lazy-free path has dropped.
+    pub lazyfreed_objects: u64,
+}
+
+/// The `# Keyspace` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyspaceInfo {
+    /// Number of keys (expired keys not yet deleted included, as Redis counts them).
+    pub keys: u64,
+    /// Number of keys with a TTL.
+    pub expires: u64,
+    /// Mean remaining TTL of keys with a TTL, in milliseconds (0 when none).
+    pub avg_ttl: u64,
+}
+
+/// A snapshot of the cache's figures, like Redis's `INFO`. `Display` renders it in
+/// Redis's `field:value` format.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Info {
+    /// Memory figures.
+    pub memory: MemoryInfo,
+    /// Counters.
+    pub stats: StatsInfo,
+    /// Key counts.
+    pub keyspace: KeyspaceInfo,
+    /// Number of shards.
+    pub shards: usize,
+}
+
+impl fmt::Display for Info {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.memory;
+        writeln!(f, "# Memory")?;
+        writeln!(f, "used_memory:{}", m.used_memory)?;
+        writeln!(f, "used_memory_human:{}", human(m.used_memory))?;
+        writeln!(f, "used_memory_peak:{}", m.used_memory_peak)?;
+        writeln!(f, "used_memory_peak_human:{}", human(m.used_memory_peak))?;
+        writeln!(f, "maxmemory:{}", m.maxmemory)?;
+        writeln!(f, "maxmemory_human:{}", human(m.maxmemory))?;
+        writeln!(f, "maxmemory_policy:{}", m.maxmemory_policy)?;
+        writeln!(f, "max_entries:{}", m.max_entries)?;
+        writeln!(f)?;
+        let s = &self.stats;
+        writeln!(f, "# Stats")?;
+        writeln!(f, "keyspace_hits:{}", s.keyspace_hits)?;
+        writeln!(f, "keyspace_misses:{}", s.keyspace_misses)?;
+        writeln!(f, "expired_keys:{}", s.expired_keys)?;
+        writeln!(f, "evicted_keys:{}", s.evicted_keys)?;
+        writeln!(f, "lazyfree_pending_objects:{}", s.lazyfree_pending_objects)?;
+        writeln!(f, "lazyfreed_objects:{}", s.lazyfreed_objects)?;
+        writeln!(f)?;
+        let k = &self.keyspace;
+        writeln!(f, "# Keyspace")?;
+        writeln!(
+            f,
+            "db0:keys={},expires={},avg_ttl={}",
+            k.keys, k.expires, k.avg_ttl
+        )
+    }
+}
+
+/// Redis's `bytesToHuman`.
+fn human(n: u64) -> String {
+    let n = n as f64;
+    const K: f64 = 1024.0;
+    if n < K {
+        format!("{n}B")
+    } else if n < K * K {
+        format!("{:.2}K", n / K)
+    } else if n < K * K * K {
+        format!("{:.2}M", n / (K * K))
+    } else {
+        format!("{:.2}G", n / (K * K * K))
+    }
+}
+
+impl<K, V, W> Cache<K, V, W>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weigher<K, V>,
+{
+    /// The cache's figures. Locks each shard briefly in turn.
+    pub fn info(&self) -> Info {
+        let inner = &*self.inner;
+        let now = inner.clock.now_ms();
+        let (mut hits, mut misses, mut expired, mut evicted) = (0, 0, 0, 0);
+        let (mut keys, mut expires, mut ttl_sum, mut ttl_n) = (0u64, 0u64, 0u64, 0u64);
+        for slot in inner.slots.iter() {
+            let s = lock(&slot.shard);
+            hits += s.stats.hits;
+            misses += s.stats.misses;
+            expired += s.stats.expired;
+            evicted += s.stats.evicted;
+            keys += s.len() as u64;
+            expires += s.expires_len() as u64;
+            let (sum, n) = s.ttl_sum(now);
+            ttl_sum += sum;
+            ttl_n += n;
+        }
+        let used = inner.used_memory();
+        Info {
+            memory: MemoryInfo {
+                used_memory: used,
+                used_memory_peak: inner.update_peak(),
+                maxmemory: inner.settings.max_memory.unwrap_or(0),
+                maxmemory_policy: inner.settings.policy,
+                max_entries: inner.settings.max_entries.unwrap_or(0),
+            },
+            stats: StatsInfo {
+                keyspace_hits: hits,
+                keyspace_misses: misses,
+                expired_keys: expired,
+                evicted_keys: evicted,
+                lazyfree_pending_objects: self.lazyfree_pending_objects(),
+                lazyfreed_objects: inner.lazyfreed_objects(),
+            },
+            keyspace: KeyspaceInfo {
+                keys,
+                expires,
+                avg_ttl: ttl_sum.checked_div(ttl_n).unwrap_or(0),
+            },
+            shards: inner.slots.len(),
+        }
+    }
+
+    /// Bytes `key` accounts for (its weight plus the per-entry overhead), as Redis's
+    /// `MEMORY USAGE`; `None` if absent.
+    pub fn memory_usage<Q>(&self, key: &Q) -> Option<u64>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = &*self.inner;
+        let h = inner.hash(key);
+        let s = lock(&inner.slot(inner.shard_of(h)).shard);
+        s.entries_matching(h, key)
+            .map(|(k, v)| (inner.weigher.weight(k, v) + ENTRY_OVERHEAD) as u64)
+    }
+
+    /// The `n` heaviest keys with their memory usage, heaviest first (like
+    /// `redis-cli --bigkeys`). Walks every entry: O(entries).
+    pub fn big_keys(&self, n: usize) -> Vec<(K, u64)> {
+        let inner = &*self.inner;
+        let mut top: Vec<(K, u64)> = Vec::new();
+        for slot in inner.slots.iter() {
+            let s = lock(&slot.shard);
+            for (k, v, _, _) in s.entries() {
+                let w = (inner.weigher.weight(k, v) + ENTRY_OVERHEAD) as u64;
+                keep_top(&mut top, n, k, w);
+            }
+        }
+        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top
+    }
+
+    /// The `n` most frequently used keys by their LFU counter after decay, highest first
+    /// (like `redis-cli --hotkeys`). Meaningful only under an LFU policy, as in Redis;
+    /// otherwise empty. Walks every entry: O(entries).
+    pub fn hot_keys(&self, n: usize) -> Vec<(K, u8)> {
+        let inner = &*self.inner;
+        if !inner.settings.policy.is_lfu() {
+            return Vec::new();
+        }
+        let coarse = inner.env().coarse_ms;
+        let mut top: Vec<(K, u64)> = Vec::new();
+        for slot in inner.slots.iter() {
+            let s = lock(&slot.shard);
+            for (k, _, meta, _) in s.entries() {
+                keep_top(&mut top, n, k, s.lfu_of(meta, coarse) as u64);
+            }
+        }
+        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.into_iter().map(|(k, c)| (k, c as u8)).collect()
+    }
+}
+
+/// Keeps the `n` highest scores seen (n is small: a linear minimum is fine).
+fn keep_top<K: Clone>(top: &mut Vec<(K, u64)>, n: usize, k: &K, score: u64) {
+    if n == 0 {
+        return;
+    }
+    if top.len() < n {
+        top.push((k.clone(), score));
+        return;
+    }
+    if let Some((i, min)) = top
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, e)| e.1)
+        .map(|(i, e)| (i, e.1))
+    {
+        if score > min {
+            top[i] = (k.clone(), score);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The 32 bits of metadata every entry carries, like the `lru` field of a Redis object.
+//!
+//! ```text
+//!  31      25 24 23                     8 7        0
+//! +----------+--+------------------------+----------+
+//! | reserved |T |  LRU: 24-bit access tick          |   LRU and non-LFU policies
+//! +----------+--+------------------------+----------+
+//! | reserved |T |  LFU: minutes (16 bits)| counter  |   LFU policies
+//! +----------+--+------------------------+----------+
+//!  T = the key has an expiry in the shard's side table
+//! ```
+//!
+//! The LRU field is a per-shard *logical* tick (one per access) rather than Redis's
+//! one-second wall clock: at millions of operations a second a one-second clock makes every
+//! key look equally old and LRU degrades to random eviction. See docs/design.md.
+
+/// Mask of the 24-bit LRU/LFU field.
+pub(crate) const CLOCK_MASK: u32 = 0x00FF_FFFF;
+/// Set when the entry has a TTL in the side table.
+pub(crate) const HAS_TTL: u32 = 1 << 24;
+/// The LFU counter a new key starts with (Redis's `LFU_INIT_VAL`).
+pub const LFU_INIT_VAL: u8 = 5;
+
+/// Packed entry metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Meta(pub(crate) u32);
+
+impl Meta {
+    pub(crate) fn has_ttl(self) -> bool {
+        self.0 & HAS_TTL != 0
+    }
+
+    pub(crate) fn set_ttl_flag(&mut self, on: bool) {
+        if on {
+            self.0 |= HAS_TTL;
+        } else {
+            self.0 &= !HAS_TTL;
+        }
+    }
+
+    pub(crate) fn clock(self) -> u32 {
+        self.0 & CLOCK_MASK
+    }
+
+    pub(crate) fn set_clock(&mut self, v: u32) {
+        self.0 = (self.0 & !CLOCK_MASK) | (v & CLOCK_MASK);
+    }
+
+    /// LRU: how many shard accesses ago this entry was last touched (one wrap assumed).
+    pub(crate) fn lru_idle(self, tick: u32) -> u32 {
+        tick.wrapping_sub(self.clock()) & CLOCK_MASK
+    }
+
+    pub(crate) fn lfu_counter(self) -> u8 {
+        (self.0 & 0xFF) as u8
+    }
+
+    pub(crate) fn lfu_minutes(self) -> u16 {
+        ((self.0 >> 8) & 0xFFFF) as u16
+    }
+
+    pub(crate) fn set_lfu(&mut self, minutes: u16, counter: u8) {
+        self.set_clock(((minutes as u32) << 8) | counter as u32);
+    }
+}
+
+/// Redis's LFU arithmetic: a logarithmic 8-bit counter that decays with time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lfu {
+    pub(crate) log_factor: u32,
+    pub(crate) decay_minutes: u32,
+}
+
+impl Lfu {
+    /// Minutes elapsed between a stored 16-bit minute stamp and now, with one wrap
+    /// (Redis's `LFUTimeElapsed`).
+    pub(crate) fn minutes_elapsed(now_min: u16, then: u16) -> u32 {
+        if now_min >= then {
+            (now_min - then) as u32
+        } else {
+            65535 - then as u32 + now_min as u32
+        }
+    }
+
+    /// The counter after decay: one step down per `decay_minutes` elapsed
+    /// (Redis's `LFUDecrAndReturn`).
+    pub(crate) fn decayed(&self, meta: Meta, now_min: u16) -> u8 {
+        let counter = meta.lfu_counter();
+        if self.decay_minutes == 0 {
+            return counter;
+        }
+        let periods = Self::minutes_elapsed(now_min, meta.lfu_minutes()) / self.decay_minutes;
+        counter.saturating_sub(periods.min(255) as u8)
+    }
+
+    /// One access: increments with probability `1 / ((counter - 5) * log_factor + 1)`
+    /// (Redis's `LFULogIncr`). `rand` is a uniformly random 64-bit value.
+    pub(crate) fn log_incr(&self, counter: u8, rand: u64) -> u8 {
+        if counter == 255 {
+            return 255;
+        }
+        let base = counter.saturating_sub(LFU_INIT_VAL) as u64;
+        let denominator = base * self.log_factor as u64 + 1;
+        if rand % denominator == 0 {
+            counter + 1
+        } else {
+            counter
+        }
+    }
+
+    /// Applies decay and one logarithmic increment, stamping the current minute.
+    pub(crate) fn touch(&self, meta: &mut Meta, now_min: u16, rand: u64) {
+        let c = self.log_incr(self.decayed(*meta, now_min), rand);
+        meta.set_lfu(now_min, c);
+    }
+}
+
+/// The 16-bit minute stamp Redis's LFU uses.
+pub(crate) fn lfu_minutes(now_ms: u64) -> u16 {
+    ((now_ms / 60_000) & 0xFFFF) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_flag_and_clock_do_not_overlap() {
+        let mut m = Meta::default();
+        m.set_clock(CLOCK_MASK);
+        m.set_ttl_flag(true);
+        assert_eq!(m.clock(), CLOCK_MASK);
+        assert!(m.has_ttl());
+        m.set_clock(7);
+        assert!(m.has_ttl());
+        m.set_ttl_flag(false);
+        assert_eq!(m.0, 7);
+    }
+
+    #[test]
+    fn lru_idle_handles_wrap() {
+        let mut m = Meta::default();
+        m.set_clock(CLOCK_MASK - 1);
+        assert_eq!(m.lru_idle(CLOCK_MASK + 3), 4);
+    }
+
+    #[test]
+    fn lfu_decay_one_step_per_period() {
+        let lfu = Lfu {
+            log_factor: 10,
+            decay_minutes: 2,
+        };
+        let mut m = Meta::default();
+        m.set_lfu(100, 20);
+        for (now, want) in [(100, 20), (101, 20), (102, 19), (110, 15), (200, 0)] {
+            assert_eq!(lfu.decayed(m, now), want, "at minute {now}");
+        }
+        // Wrap of the 16-bit minute counter.
+        m.set_lfu(65530, 20);
+        assert_eq!(lfu.decayed(m, 3), 20 - (65535 - 65530 + 3) / 2);
+        let off = Lfu {
+            log_factor: 10,
+            decay_minutes: 0,
+        };
+        assert_eq!(off.decayed(m, 3), 20);
+    }
+
+    #[test]
+    fn lfu_increment_probability_follows_the_formula() {
+        let lfu = Lfu {
+            log_factor: 10,
+            decay_minutes: 1,
+        };
+        // At or below LFU_INIT_VAL every access increments.
+        for c in 0..=LFU_INIT_VAL {
+            assert_eq!(lfu.log_incr(c, 12345), c + 1);
+        }
+        assert_eq!(lfu.log_incr(255, 0), 255);
+        // Above it, exactly one residue in (c-5)*factor+1 increments.
+        for c in [6u8, 10, 50, 200] {
+            let d = (c - LFU_INIT_VAL) as u64 * 10 + 1;
+            let hits = (0..d).filter(|&r| lfu.log_incr(c, r) == c + 1).count();
+            assert_eq!(hits, 1, "counter {c}");
+        }
+    }
+}

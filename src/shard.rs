@@ -1,0 +1,667 @@
+//! The single-threaded shard core. The eviction policy, expiry and accounting live here,
+//! once; `Cache` holds an array of these behind locks.
+//!
+//! A shard never drops a user's key or value: whatever an operation removes is handed
+//! back in a [`Garbage`] so the caller can drop it after releasing the lock (inline or on
+//! the lazy-free thread).
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::evict::Pool;
+use crate::expires::Expires;
+use crate::meta::{lfu_minutes, Lfu, Meta, LFU_INIT_VAL};
+use crate::table::{Moved, Table};
+use crate::weigh::{Weigher, ENTRY_OVERHEAD};
+use crate::Policy;
+use std::borrow::Borrow;
+use std::hash::Hash;
+
+/// Why an entry left the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cause {
+    Removed,
+    Expired,
+    Evicted,
+}
+
+/// What an operation removed, to be dropped outside the lock. The values are never read:
+/// they are held so that dropping them happens where the caller chooses.
+#[allow(dead_code)]
+pub(crate) enum Dead<K, V> {
+    /// A whole entry left the cache.
+    Entry {
+        key: K,
+        value: V,
+        cause: Cause,
+        /// Its weight including the per-entry overhead.
+        weight: u64,
+    },
+    /// An overwrite replaced this value.
+    Value {
+        value: V,
+        /// The replaced entry's weight including the per-entry overhead.
+        weight: u64,
+    },
+}
+
+/// A few removals stay inline; an operation rarely removes more than one entry.
+pub(crate) struct Garbage<K, V> {
+    items: Vec<Dead<K, V>>,
+}
+
+impl<K, V> Garbage<K, V> {
+    pub(crate) fn new() -> Self {
+        Garbage { items: Vec::new() }
+    }
+    pub(crate) fn push(&mut self, d: Dead<K, V>) {
+        self.items.push(d);
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Dead<K, V>> {
+        self.items.iter()
+    }
+    pub(crate) fn into_items(self) -> Vec<Dead<K, V>> {
+        self.items
+    }
+}
+
+/// Settings a shard needs, fixed at build time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShardConfig {
+    pub(crate) policy: Policy,
+    pub(crate) samples: usize,
+    pub(crate) lfu: Lfu,
+    /// This shard's share of `max_memory` (u64::MAX: unbounded).
+    pub(crate) budget: u64,
+    /// This shard's share of `max_entries` (u64::MAX: unbounded).
+    pub(crate) max_entries: u64,
+}
+
+/// Counters kept under the shard lock (no atomics on the hot path).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ShardStats {
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) expired: u64,
+    pub(crate) evicted: u64,
+}
+
+/// What a shard operation needs from outside: the weigher and the time.
+pub(crate) struct Env<'a, W> {
+    pub(crate) weigher: &'a W,
+    pub(crate) clock: &'a dyn Clock,
+    /// A recent time, read cheaply; enough for LFU's minute resolution.
+    pub(crate) coarse_ms: u64,
+}
+
+/// How long a key has to live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// No such key (Redis's `TTL` answers -2).
+    Missing,
+    /// The key exists and never expires (Redis answers -1).
+    Persistent,
+    /// The key expires in this many milliseconds.
+    Remaining(u64),
+}
+
+/// Whether an insert keeps, sets or clears the key's TTL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TtlChange {
+    /// Clear any TTL (Redis's plain `SET`).
+    Clear,
+    /// Set an absolute expiry in Unix milliseconds.
+    At(u64),
+}
+
+pub(crate) struct Shard<K, V> {
+    table: Table<K, V>,
+    expires: Expires,
+    pool: Pool,
+    used: u64,
+    /// Logical LRU clock: one tick per access.
+    tick: u32,
+    rng: u64,
+    pub(crate) stats: ShardStats,
+    pub(crate) cfg: ShardConfig,
+}
+
+impl<K: Hash + Eq, V> Shard<K, V> {
+    pub(crate) fn new(cfg: ShardConfig, hasher: ahash::RandomState, seed: u64) -> Self {
+        Shard {
+            table: Table::new(hasher),
+            expires: Expires::default(),
+            pool: Pool::default(),
+            used: 0,
+            tick: 0,
+            rng: seed | 1,
+            stats: ShardStats::default(),
+            cfg,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        self.used
+    }
+
+    pub(crate) fn expires_len(&self) -> usize {
+        self.expires.len()
+    }
+
+    /// xorshift64*: cheap, good enough for sampling and LFU's coin.
+    fn rand(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn weight<W: Weigher<K, V>>(w: &W, key: &K, value: &V) -> u64 {
+        (w.weight(key, value) + ENTRY_OVERHEAD) as u64
+    }
+
+    fn new_meta(&mut self, env_coarse_ms: u64) -> Meta {
+        let mut m = Meta::default();
+        if self.cfg.policy.is_lfu() {
+            m.set_lfu(lfu_minutes(env_coarse_ms), LFU_INIT_VAL);
+        } else {
+            self.tick = self.tick.wrapping_add(1);
+            m.set_clock(self.tick);
+        }
+        m
+    }
+
+    fn touch(&mut self, idx: u32, coarse_ms: u64) {
+        if self.cfg.policy.is_lfu() {
+            let r = self.rand();
+            let lfu = self.cfg.lfu;
+            lfu.touch(
+                &mut self.table.entry_mut(idx).meta,
+                lfu_minutes(coarse_ms),
+                r,
+            );
+        } else {
+            self.tick = self.tick.wrapping_add(1);
+            let t = self.tick;
+            self.table.entry_mut(idx).meta.set_clock(t);
+        }
+    }
+
+    /// Removes entry `idx`, keeping the side tables in step. Returns the move the table
+    /// made so callers holding an index can follow it.
+    fn remove_idx<W: Weigher<K, V>>(
+        &mut self,
+        w: &W,
+        idx: u32,
+        cause: Cause,
+        g: &mut Garbage<K, V>,
+    ) -> Option<Moved> {
+        if self.table.entry(idx).meta.has_ttl() {
+            self.expires.remove(idx);
+        }
+        self.pool.forget(idx);
+        let (e, moved) = self.table.remove_at(idx);
+        if let Some(m) = moved {
+            if self.table.entry(m.to).meta.has_ttl() {
+                self.expires.follow(m);
+            }
+            self.pool.follow(m);
+        }
+        let weight = Self::weight(w, &e.key, &e.value);
+        self.used -= weight;
+        match cause {
+            Cause::Expired => self.stats.expired += 1,
+            Cause::Evicted => self.stats.evicted += 1,
+            Cause::Removed => {}
+        }
+        g.push(Dead::Entry {
+            key: e.key,
+            value: e.value,
+            cause,
+            weight,
+        });
+        moved
+    }
+
+    /// Finds a live entry; an expired one is deleted on the way (lazy expiry).
+    fn find_live<Q, W>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> Option<u32>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        W: Weigher<K, V>,
+    {
+        let idx = self.table.find(hash, key)?;
+        if self.table.entry(idx).meta.has_ttl() {
+            let at = self.expires.get(idx).expect("TTL flag without side-table entry");
+            if at <= env.clock.now_ms() {
+                self.remove_idx(env.weigher, idx, Cause::Expired, g);
+                return None;
+            }
+        }
+        Some(idx)
+    }
+
+    /// A read: touches the entry's LRU/LFU metadata and counts a hit or a miss.
+    pub(crate) fn get<Q, W>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        W: Weigher<K, V>,
+    {
+        match self.find_live(hash, key, env, g) {
+            Some(idx) => {
+                self.stats.hits += 1;
+                self.touch(idx, env.coarse_ms);
+                Some(&self.table.entry(idx).value)
+            }
+            None => {
+                self.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// A read that neither touches metadata nor counts (Redis's `LOOKUP_NOTOUCH`).
+    pub(crate) fn peek<Q, W>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        W: Weigher<K, V>,
+    {
+        let idx = self.find_live(hash, key, env, g)?;
+        Some(&self.table.entry(idx).value)
+    }
+
+    /// Inserts or overwrites. Evicts by policy first if the write needs memory; fails
+    /// without changing anything the caller can observe of this key when it cannot.
+    pub(crate) fn insert<W: Weigher<K, V>>(
+        &mut self,
+        hash: u64,
+        key: K,
+        value: V,
+        ttl: TtlChange,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> Result<(), Error> {
+        if let TtlChange::At(at) = ttl {
+            if at <= env.clock.now_ms() {
+                // Redis: SET with an expiry in the past deletes the key.
+                if let Some(idx) = self.find_live(hash, &key, env, g) {
+                    self.remove_idx(env.weigher, idx, Cause::Expired, g);
+                }
+                return Ok(());
+            }
+        }
+        let mut existing = self.find_live(hash, &key, env, g);
+        let new_w = Self::weight(env.weigher, &key, &value);
+        let old_w = existing.map_or(0, |i| {
+            let e = self.table.entry(i);
+            Self::weight(env.weigher, &e.key, &e.value)
+        });
+        if new_w > self.cfg.budget {
+            return Err(Error::EntryTooLarge {
+                weight: new_w,
+                budget: self.cfg.budget,
+            });
+        }
+        loop {
+            let after = self.used - old_w + new_w;
+            let over_memory = after > self.cfg.budget;
+            let over_count =
+                existing.is_none() && self.table.len() as u64 >= self.cfg.max_entries;
+            if !over_memory && !over_count {
+                break;
+            }
+            let Some(victim) = self.pick_victim(existing, env.coarse_ms) else {
+                return Err(Error::OutOfMemory {
+                    used: after,
+                    budget: self.cfg.budget,
+                    policy: self.cfg.policy,
+                });
+            };
+            let moved = self.remove_idx(env.weigher, victim, Cause::Evicted, g);
+            if let (Some(m), Some(e)) = (moved, existing) {
+                if m.from == e {
+                    existing = Some(m.to);
+                }
+            }
+        }
+        self.used = self.used - old_w + new_w;
+        let idx = match existing {
+            Some(idx) => {
+                let old = std::mem::replace(&mut self.table.entry_mut(idx).value, value);
+                g.push(Dead::Value {
+                    value: old,
+                    weight: old_w,
+                });
+                self.touch(idx, env.coarse_ms);
+                idx
+            }
+            None => {
+                let meta = self.new_meta(env.coarse_ms);
+                self.table.push(hash, key, value, meta)
+            }
+        };
+        self.set_ttl(idx, ttl);
+        Ok(())
+    }
+
+    fn set_ttl(&mut self, idx: u32, ttl: TtlChange) {
+        let meta = &mut self.table.entry_mut(idx).meta;
+        match ttl {
+            TtlChange::Clear => {
+                if meta.has_ttl() {
+                    meta.set_ttl_flag(false);
+                    self.expires.remove(idx);
+                }
+            }
+            TtlChange::At(at) => {
+                meta.set_ttl_flag(true);
+                self.expires.set(idx, at);
+            }
+        }
+    }
+
+    pub(crate) fn remove<Q, W>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        W: Weigher<K, V>,
+    {
+        match self.find_live(hash, key, env, g) {
+            Some(idx) => {
+                self.remove_idx(env.weigher, idx, Cause::Removed, g);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets an absolute expiry; a time not in the future deletes the key, as Redis's
+    /// `PEXPIREAT` does. Returns whether the key existed.
+    pub(crate) fn expire_at<Q, W>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        at: u64,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        W: Weigher<K, V>,
+    {
+        let Some(idx) = self.find_live(hash, key, env, g) else {
+            return false;
+        };
+        if at <= env.clock.now_ms() {
+            self.remove_idx(env.weigher, idx, Cause::Expired, g);
+        } else {
+            self.set_ttl(idx, TtlChange::At(at));
+        }
+        true
+    }
+
+    /// Clears the TTL. Returns whether the key had one.
+    pub(crate) fn persist<Q, W>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        W: Weigher<K, V>,
+    {
+        match self.find_live(hash, key, env, g) {
+            Some(idx) if self.table.entry(idx).meta.has_ttl() => {
+                self.set_ttl(idx, TtlChange::Clear);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn ttl<Q, W>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> Ttl
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        W: Weigher<K, V>,
+    {
+        match self.find_live(hash, key, env, g) {
+            None => Ttl::Missing,
+            Some(idx) => match self.expires.get(idx) {
+                None => Ttl::Persistent,
+                Some(at) => Ttl::Remaining(at.saturating_sub(env.clock.now_ms())),
+            },
+        }
+    }
+
+    /// The absolute expiry of a live key, if it has one.
+    pub(crate) fn expire_time<Q, W>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> Option<Option<u64>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        W: Weigher<K, V>,
+    {
+        let idx = self.find_live(hash, key, env, g)?;
+        Some(self.expires.get(idx))
+    }
+
+    pub(crate) fn clear<W: Weigher<K, V>>(&mut self, w: &W, g: &mut Garbage<K, V>) {
+        for e in self.table.take_all() {
+            let weight = Self::weight(w, &e.key, &e.value);
+            g.push(Dead::Entry {
+                key: e.key,
+                value: e.value,
+                cause: Cause::Removed,
+                weight,
+            });
+        }
+        self.expires.clear();
+        self.pool.clear();
+        self.used = 0;
+    }
+
+    /// A better victim has a higher score.
+    fn score(&self, idx: u32, coarse_ms: u64) -> u64 {
+        let meta = self.table.entry(idx).meta;
+        match self.cfg.policy {
+            Policy::AllKeysLfu | Policy::VolatileLfu => {
+                255 - self.cfg.lfu.decayed(meta, lfu_minutes(coarse_ms)) as u64
+            }
+            Policy::VolatileTtl => u64::MAX - self.expires.get(idx).unwrap_or(u64::MAX),
+            _ => meta.lru_idle(self.tick) as u64,
+        }
+    }
+
+    /// Chooses an entry to evict, never `exclude` (the key being written).
+    fn pick_victim(&mut self, exclude: Option<u32>, coarse_ms: u64) -> Option<u32> {
+        let policy = self.cfg.policy;
+        let volatile = policy.is_volatile();
+        let candidates = if volatile {
+            self.expires.len()
+        } else {
+            self.table.len()
+        };
+        let excluded_is_candidate = exclude.is_some_and(|e| {
+            !volatile || self.table.entry(e).meta.has_ttl()
+        });
+        if candidates <= usize::from(excluded_is_candidate) {
+            return None;
+        }
+        match policy {
+            Policy::NoEviction => None,
+            Policy::AllKeysRandom | Policy::VolatileRandom => loop {
+                let r = self.rand();
+                let idx = if volatile {
+                    self.expires.random(r)?.0
+                } else {
+                    (r % self.table.len() as u64) as u32
+                };
+                if Some(idx) != exclude {
+                    return Some(idx);
+                }
+            },
+            _ => {
+                for _ in 0..self.cfg.samples.max(1) {
+                    let r = self.rand();
+                    let idx = if volatile {
+                        self.expires.random(r)?.0
+                    } else {
+                        (r % self.table.len() as u64) as u32
+                    };
+                    if Some(idx) != exclude {
+                        let s = self.score(idx, coarse_ms);
+                        self.pool.offer(idx, s);
+                    }
+                }
+                // Scores in the pool may be stale (a candidate read since it was
+                // sampled): rescore the best and put it back while a better one remains.
+                loop {
+                    let (idx, _) = self.pool.take_best()?;
+                    if Some(idx) == exclude || (volatile && !self.table.entry(idx).meta.has_ttl())
+                    {
+                        continue;
+                    }
+                    let fresh = self.score(idx, coarse_ms);
+                    match self.pool.best_score() {
+                        Some(next) if next > fresh => self.pool.offer(idx, fresh),
+                        _ => return Some(idx),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round of Redis's active expiry: samples up to `n` keys with a TTL and deletes
+    /// the expired ones. Returns `(sampled, expired)`.
+    pub(crate) fn expire_sample<W: Weigher<K, V>>(
+        &mut self,
+        n: usize,
+        now_ms: u64,
+        w: &W,
+        g: &mut Garbage<K, V>,
+    ) -> (usize, usize) {
+        let n = n.min(self.expires.len());
+        let mut expired = 0;
+        for _ in 0..n {
+            let r = self.rand();
+            let Some((idx, at)) = self.expires.random(r) else {
+                break;
+            };
+            if at <= now_ms {
+                self.remove_idx(w, idx, Cause::Expired, g);
+                expired += 1;
+            }
+        }
+        (n, expired)
+    }
+
+    /// Scans buckets from `cursor` until at least `count` keys are collected or the shard
+    /// is done (returns 0 then). Expired keys are skipped.
+    pub(crate) fn scan(
+        &self,
+        mut cursor: u64,
+        count: usize,
+        now_ms: u64,
+        mut f: impl FnMut(&K),
+    ) -> u64 {
+        let mut n = 0;
+        loop {
+            cursor = self.table.scan_bucket(cursor, |idx, e| {
+                let expired = e.meta.has_ttl()
+                    && self.expires.get(idx).is_some_and(|at| at <= now_ms);
+                if !expired {
+                    n += 1;
+                    f(&e.key);
+                }
+            });
+            if cursor == 0 || n >= count {
+                return cursor;
+            }
+        }
+    }
+
+    /// Every live entry with its expiry, for introspection and snapshots.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&K, &V, Meta, Option<u64>)> {
+        self.table.iter().map(|(i, e)| {
+            let at = if e.meta.has_ttl() {
+                self.expires.get(i)
+            } else {
+                None
+            };
+            (&e.key, &e.value, e.meta, at)
+        })
+    }
+
+    /// The entry stored under `key`, live or not, without touching it.
+    pub(crate) fn entries_matching<Q>(&self, hash: u64, key: &Q) -> Option<(&K, &V)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let idx = self.table.find(hash, key)?;
+        let e = self.table.entry(idx);
+        Some((&e.key, &e.value))
+    }
+
+    /// Sum of remaining TTLs and their count, for `avg_ttl`.
+    pub(crate) fn ttl_sum(&self, now_ms: u64) -> (u64, u64) {
+        self.expires.iter().fold((0, 0), |(s, n), (_, at)| {
+            (s + at.saturating_sub(now_ms), n + 1)
+        })
+    }
+
+    /// The LFU counter (after decay) of a live key, for `hot_keys`.
+    pub(crate) fn lfu_of(&self, meta: Meta, coarse_ms: u64) -> u8 {
+        self.cfg.lfu.decayed(meta, lfu_minutes(coarse_ms))
+    }
+}

@@ -1,0 +1,237 @@
+//! Transactions: atomic reads and writes over a declared set of keys.
+
+use crate::cache::{Cache, Locked};
+use crate::error::{Error, TxError};
+use crate::events::EventKind;
+use crate::shard::{Garbage, Ttl, TtlChange};
+use crate::weigh::Weigher;
+use std::hash::Hash;
+use std::time::Duration;
+
+enum Staged<V> {
+    Put(V, TtlChange),
+    Del,
+}
+
+/// The view a transaction closure gets: reads see the transaction's own writes; writes
+/// are staged and applied together when the closure returns `Ok`.
+///
+/// Only the keys declared to [`Cache::transaction`] may be touched; touching another
+/// aborts the transaction with [`TxError::UndeclaredKey`].
+pub struct Transaction<'a, K, V, W> {
+    cache: &'a Cache<K, V, W>,
+    locked: Locked<'a, K, V>,
+    declared: Vec<(K, u64)>,
+    staged: Vec<(K, u64, Staged<V>)>,
+    garbage: Garbage<K, V>,
+    undeclared: bool,
+}
+
+impl<K, V, W> Cache<K, V, W>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weigher<K, V>,
+{
+    /// Runs `f` atomically over `keys` (like Redis's `MULTI`/`EXEC` with `WATCH`, but
+    /// pessimistic): the shards of `keys` are locked in ascending order, so concurrent
+    /// transactions cannot deadlock; no other operation sees the keys until `f` returns.
+    /// If `f` returns `Ok`, its writes are applied together; if it returns `Err`, or a
+    /// write is refused for memory, none are.
+    ///
+    /// Keep `f` short: it runs under the locks of every shard it declared.
+    pub fn transaction<R, E>(
+        &self,
+        keys: &[K],
+        f: impl FnOnce(&mut Transaction<'_, K, V, W>) -> Result<R, E>,
+    ) -> Result<R, TxError<E>> {
+        let declared: Vec<(K, u64)> = keys
+            .iter()
+            .map(|k| (k.clone(), self.inner.hash(k)))
+            .collect();
+        let locked = self.lock_shards(declared.iter().map(|(_, h)| *h));
+        let mut tx = Transaction {
+            cache: self,
+            locked,
+            declared,
+            staged: Vec::new(),
+            garbage: Garbage::new(),
+            undeclared: false,
+        };
+        let outcome = f(&mut tx);
+        let result = match outcome {
+            Err(e) => Err(TxError::Aborted(e)),
+            Ok(_) if tx.undeclared => Err(TxError::UndeclaredKey),
+            Ok(r) => tx.commit().map(|()| r).map_err(TxError::Write),
+        };
+        let Transaction {
+            locked,
+            garbage,
+            ..
+        } = tx;
+        for (i, guard) in &locked.guards {
+            self.inner.slot(*i).publish(guard);
+        }
+        // Removals a transaction staged are reported by `commit`; the garbage's own `del`
+        // entries are those, or rolled back.
+        self.inner.emit_removals(&garbage, false);
+        drop(locked);
+        self.inner.dispose(garbage, false);
+        result
+    }
+}
+
+impl<K, V, W> Transaction<'_, K, V, W>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weigher<K, V>,
+{
+    fn declared_hash(&mut self, key: &K) -> Option<u64> {
+        let h = self.declared.iter().find(|(k, _)| k == key).map(|(_, h)| *h);
+        if h.is_none() {
+            self.undeclared = true;
+        }
+        h
+    }
+
+    fn staged(&self, key: &K) -> Option<&Staged<V>> {
+        self.staged.iter().rev().find(|(k, _, _)| k == key).map(|(_, _, s)| s)
+    }
+
+    /// The value of `key` as this transaction sees it.
+    pub fn get(&mut self, key: &K) -> Option<V> {
+        let h = self.declared_hash(key)?;
+        match self.staged(key) {
+            Some(Staged::Put(v, _)) => return Some(v.clone()),
+            Some(Staged::Del) => return None,
+            None => {}
+        }
+        let inner = &*self.cache.inner;
+        let env = inner.env();
+        let shard = self.locked.shard(inner.shard_of(h));
+        shard.get(h, key, &env, &mut self.garbage).cloned()
+    }
+
+    /// Whether `key` exists as this transaction sees it.
+    pub fn contains(&mut self, key: &K) -> bool {
+        let Some(h) = self.declared_hash(key) else {
+            return false;
+        };
+        match self.staged(key) {
+            Some(Staged::Put(..)) => return true,
+            Some(Staged::Del) => return false,
+            None => {}
+        }
+        let inner = &*self.cache.inner;
+        let env = inner.env();
+        let shard = self.locked.shard(inner.shard_of(h));
+        shard.peek(h, key, &env, &mut self.garbage).is_some()
+    }
+
+    /// Stages an insert (clearing any TTL).
+    pub fn insert(&mut self, key: K, value: V) {
+        if let Some(h) = self.declared_hash(&key) {
+            self.staged.push((key, h, Staged::Put(value, TtlChange::Clear)));
+        }
+    }
+
+    /// Stages an insert with a time to live counted from now.
+    pub fn insert_with_ttl(&mut self, key: K, value: V, ttl: Duration) {
+        if let Some(h) = self.declared_hash(&key) {
+            let at = self
+                .cache
+                .inner
+                .clock
+                .now_ms()
+                .saturating_add(ttl.as_millis() as u64);
+            self.staged.push((key, h, Staged::Put(value, TtlChange::At(at))));
+        }
+    }
+
+    /// Stages a removal; returns whether the key exists as this transaction sees it.
+    pub fn remove(&mut self, key: &K) -> bool {
+        let existed = self.contains(key);
+        if let Some(h) = self.declared_hash(key) {
+            self.staged.push((key.clone(), h, Staged::Del));
+        }
+        existed
+    }
+
+    /// Applies the staged writes in order; on a refused write, restores every key
+    /// written so far to what it was and reports the error.
+    fn commit(&mut self) -> Result<(), Error> {
+        let inner = &*self.cache.inner;
+        let env = inner.env();
+        let staged = std::mem::take(&mut self.staged);
+        // What each written key was before, to restore on failure.
+        let mut prior: Vec<(K, u64, Option<(V, Option<u64>)>)> = Vec::new();
+        for (k, h, _) in &staged {
+            if prior.iter().any(|(p, _, _)| p == k) {
+                continue;
+            }
+            let shard = self.locked.shard(inner.shard_of(*h));
+            let before = shard
+                .peek(*h, k, &env, &mut self.garbage)
+                .cloned()
+                .map(|v| {
+                    let at = shard.expire_time(*h, k, &env, &mut self.garbage).flatten();
+                    (v, at)
+                });
+            prior.push((k.clone(), *h, before));
+        }
+        let mut events = Vec::new();
+        let mut failure = None;
+        for (k, h, op) in staged {
+            let shard = self.locked.shard(inner.shard_of(h));
+            match op {
+                Staged::Put(v, ttl) => {
+                    let ek = inner.events.active().then(|| k.clone());
+                    if let Err(e) = shard.insert(h, k, v, ttl, &env, &mut self.garbage) {
+                        failure = Some(e);
+                        break;
+                    }
+                    if let Some(k) = ek {
+                        events.push((EventKind::Set, k));
+                    }
+                }
+                Staged::Del => {
+                    if shard.remove(h, &k, &env, &mut self.garbage) {
+                        events.push((EventKind::Del, k));
+                    }
+                }
+            }
+        }
+        if let Some(e) = failure {
+            for (k, h, before) in prior {
+                let shard = self.locked.shard(inner.shard_of(h));
+                match before {
+                    Some((v, at)) => {
+                        let ttl = at.map_or(TtlChange::Clear, TtlChange::At);
+                        // What was there fitted before; restoring it can only evict.
+                        let _ = shard.insert(h, k, v, ttl, &env, &mut self.garbage);
+                    }
+                    None => {
+                        shard.remove(h, &k, &env, &mut self.garbage);
+                    }
+                }
+            }
+            return Err(e);
+        }
+        for (kind, k) in events {
+            inner.events.emit(kind, &k);
+        }
+        Ok(())
+    }
+
+    /// Time to live of `key` as stored (staged writes not considered).
+    pub fn ttl(&mut self, key: &K) -> Ttl {
+        let Some(h) = self.declared_hash(key) else {
+            return Ttl::Missing;
+        };
+        let inner = &*self.cache.inner;
+        let env = inner.env();
+        let shard = self.locked.shard(inner.shard_of(h));
+        shard.ttl(h, key, &env, &mut self.garbage)
+    }
+}
