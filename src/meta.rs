@@ -157,7 +157,8 @@ mod tests {
         }
         // Wrap of the 16-bit minute counter.
         m.set_lfu(65530, 20);
-        assert_eq!(lfu.decayed(m, 3), 20 - (65535 - 65530 + 3) / 2);
+        // Elapsed = 65535 - 65530 + 3 = 8 minutes: four periods of two.
+        assert_eq!(lfu.decayed(m, 3), 16);
         let off = Lfu {
             log_factor: 10,
             decay_minutes: 0,
