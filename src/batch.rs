@@ -163,6 +163,7 @@ where
                             let stored =
                                 !matches!(ttl, TtlChange::At(at) if at <= env.clock.now_ms());
                             if let (Ok(()), Some(k), true) = (&r, &ek, stored) {
+                                inner.emit_removals(&mut g, true);
                                 inner.events.emit(EventKind::Set, k);
                             }
                             BatchResult::Inserted(r)
@@ -171,11 +172,13 @@ where
                         Op::ExpireAt(k, at) => {
                             BatchResult::Expired(shard.expire_at(h, &k, at, &env, &mut g))
                         }
-                        Op::Persist(k) => BatchResult::Persisted(shard.persist(h, &k, &env, &mut g)),
+                        Op::Persist(k) => {
+                            BatchResult::Persisted(shard.persist(h, &k, &env, &mut g))
+                        }
                     };
                     results[i] = Some(r);
                 }
-                inner.after_write(slot, &shard, &g);
+                inner.after_write(slot, &shard, &mut g);
             }
             inner.dispose(g, false);
             start = end;

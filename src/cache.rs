@@ -300,7 +300,11 @@ where
 
     /// Inserts or overwrites `key` with a time to live (as `SET key value PX ttl`).
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Error> {
-        let at = self.inner.clock.now_ms().saturating_add(ttl.as_millis() as u64);
+        let at = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_add(ttl.as_millis() as u64);
         self.inner.insert(key, value, TtlChange::At(at))
     }
 
@@ -340,7 +344,11 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let at = self.inner.clock.now_ms().saturating_add(ttl.as_millis() as u64);
+        let at = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_add(ttl.as_millis() as u64);
         self.expire_at(key, at)
     }
 
@@ -352,8 +360,9 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.inner.hash(key);
-        self.inner
-            .with_shard(hash, false, |s, env, g| s.expire_at(hash, key, at_ms, env, g))
+        self.inner.with_shard(hash, false, |s, env, g| {
+            s.expire_at(hash, key, at_ms, env, g)
+        })
     }
 
     /// Removes the TTL of `key` (Redis's `PERSIST`). Returns whether it had one.
@@ -371,7 +380,8 @@ where
     /// are dropped after each shard's lock is released.
     pub fn clear(&self) {
         for i in 0..self.inner.slots.len() {
-            self.inner.with_slot(i, false, |s, env, g| s.clear(env.weigher, g));
+            self.inner
+                .with_slot(i, false, |s, env, g| s.clear(env.weigher, g));
         }
     }
 
@@ -512,7 +522,7 @@ where
         let r = {
             let mut shard = lock(&slot.shard);
             let r = f(&mut shard, &self.env(), &mut g);
-            self.after_write(slot, &shard, &g);
+            self.after_write(slot, &shard, &mut g);
             r
         };
         self.dispose(g, unlink);
@@ -521,18 +531,23 @@ where
 
     /// Under the shard lock: publish the shard's figures and emit removal events (under
     /// the lock so that events for one key keep their order).
-    pub(crate) fn after_write(&self, slot: &Slot<K, V>, shard: &Shard<K, V>, g: &Garbage<K, V>) {
+    pub(crate) fn after_write(
+        &self,
+        slot: &Slot<K, V>,
+        shard: &Shard<K, V>,
+        g: &mut Garbage<K, V>,
+    ) {
         slot.publish(shard);
         self.emit_removals(g, true);
     }
 
     /// Emits `del`/`expired`/`evicted` for what an operation removed; `del` only when
     /// `with_del` (a rolled-back transaction's removals did not happen).
-    pub(crate) fn emit_removals(&self, g: &Garbage<K, V>, with_del: bool) {
+    pub(crate) fn emit_removals(&self, g: &mut Garbage<K, V>, with_del: bool) {
         if g.is_empty() || !self.events.active() {
             return;
         }
-        for d in g.iter() {
+        for d in g.unreported() {
             if let Dead::Entry { key, cause, .. } = d {
                 let kind = match cause {
                     Cause::Removed if !with_del => continue,
@@ -585,6 +600,8 @@ where
             // An expiry already past deletes instead (reported as `expired`).
             let stored = !matches!(ttl, TtlChange::At(at) if at <= env.clock.now_ms());
             if let (Ok(()), Some(k), true) = (&r, &event_key, stored) {
+                // Evictions the write caused come first.
+                self.emit_removals(g, true);
                 self.events.emit(EventKind::Set, k);
             }
             r

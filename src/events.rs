@@ -78,7 +78,6 @@ impl<K> EventHub<K> {
         Subscriber { queue: q }
     }
 
-
     /// The cache is gone: wake every blocked reader.
     pub(crate) fn close(&self) {
         for w in lock(&self.subscribers).drain(..) {
@@ -109,7 +108,6 @@ impl<K: Clone> EventHub<K> {
             self.active.store(subs.len(), Ordering::Release);
         }
     }
-
 }
 
 impl<K> Queue<K> {

@@ -45,11 +45,7 @@ impl Pool {
 
     /// Takes the best candidate out of the pool.
     pub(crate) fn take_best(&mut self) -> Option<(u32, u64)> {
-        let (i, _) = self
-            .slots
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, c)| c.score)?;
+        let (i, _) = self.slots.iter().enumerate().max_by_key(|(_, c)| c.score)?;
         let c = self.slots.swap_remove(i);
         Some((c.idx, c.score))
     }

@@ -194,7 +194,7 @@ where
                 keep_top(&mut top, n, k, w);
             }
         }
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|e| std::cmp::Reverse(e.1));
         top
     }
 
@@ -214,7 +214,7 @@ where
                 keep_top(&mut top, n, k, s.lfu_of(meta, coarse) as u64);
             }
         }
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|e| std::cmp::Reverse(e.1));
         top.into_iter().map(|(k, c)| (k, c as u8)).collect()
     }
 }

@@ -75,7 +75,10 @@ impl Policy {
     pub fn is_volatile(self) -> bool {
         matches!(
             self,
-            Policy::VolatileLru | Policy::VolatileLfu | Policy::VolatileRandom | Policy::VolatileTtl
+            Policy::VolatileLru
+                | Policy::VolatileLfu
+                | Policy::VolatileRandom
+                | Policy::VolatileTtl
         )
     }
 }
@@ -113,7 +116,10 @@ mod tests {
             assert_eq!(p.as_str().parse::<Policy>().unwrap(), p);
             assert_eq!(p.to_string(), p.as_str());
         }
-        assert_eq!(" AllKeys-LFU ".parse::<Policy>().unwrap(), Policy::AllKeysLfu);
+        assert_eq!(
+            " AllKeys-LFU ".parse::<Policy>().unwrap(),
+            Policy::AllKeysLfu
+        );
         let err = "lru".parse::<Policy>().unwrap_err();
         assert!(err.to_string().contains("\"lru\""));
     }

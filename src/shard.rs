@@ -47,11 +47,16 @@ pub(crate) enum Dead<K, V> {
 /// A few removals stay inline; an operation rarely removes more than one entry.
 pub(crate) struct Garbage<K, V> {
     items: Vec<Dead<K, V>>,
+    /// How many leading items have had their keyspace events emitted.
+    reported: usize,
 }
 
 impl<K, V> Garbage<K, V> {
     pub(crate) fn new() -> Self {
-        Garbage { items: Vec::new() }
+        Garbage {
+            items: Vec::new(),
+            reported: 0,
+        }
     }
     pub(crate) fn push(&mut self, d: Dead<K, V>) {
         self.items.push(d);
@@ -59,8 +64,11 @@ impl<K, V> Garbage<K, V> {
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Dead<K, V>> {
-        self.items.iter()
+    /// Items whose events have not been emitted yet; marks them emitted.
+    pub(crate) fn unreported(&mut self) -> &[Dead<K, V>] {
+        let from = self.reported;
+        self.reported = self.items.len();
+        &self.items[from..]
     }
     pub(crate) fn into_items(self) -> Vec<Dead<K, V>> {
         self.items
@@ -246,7 +254,10 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     {
         let idx = self.table.find(hash, key)?;
         if self.table.entry(idx).meta.has_ttl() {
-            let at = self.expires.get(idx).expect("TTL flag without side-table entry");
+            let at = self
+                .expires
+                .get(idx)
+                .expect("TTL flag without side-table entry");
             if at <= env.clock.now_ms() {
                 self.remove_idx(env.weigher, idx, Cause::Expired, g);
                 return None;
@@ -333,8 +344,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         loop {
             let after = self.used - old_w + new_w;
             let over_memory = after > self.cfg.budget;
-            let over_count =
-                existing.is_none() && self.table.len() as u64 >= self.cfg.max_entries;
+            let over_count = existing.is_none() && self.table.len() as u64 >= self.cfg.max_entries;
             if !over_memory && !over_count {
                 break;
             }
@@ -531,9 +541,8 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         } else {
             self.table.len()
         };
-        let excluded_is_candidate = exclude.is_some_and(|e| {
-            !volatile || self.table.entry(e).meta.has_ttl()
-        });
+        let excluded_is_candidate =
+            exclude.is_some_and(|e| !volatile || self.table.entry(e).meta.has_ttl());
         if candidates <= usize::from(excluded_is_candidate) {
             return None;
         }
@@ -567,8 +576,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 // sampled): rescore the best and put it back while a better one remains.
                 loop {
                     let (idx, _) = self.pool.take_best()?;
-                    if Some(idx) == exclude || (volatile && !self.table.entry(idx).meta.has_ttl())
-                    {
+                    if Some(idx) == exclude || (volatile && !self.table.entry(idx).meta.has_ttl()) {
                         continue;
                     }
                     let fresh = self.score(idx, coarse_ms);
@@ -617,8 +625,8 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         let mut n = 0;
         loop {
             cursor = self.table.scan_bucket(cursor, |idx, e| {
-                let expired = e.meta.has_ttl()
-                    && self.expires.get(idx).is_some_and(|at| at <= now_ms);
+                let expired =
+                    e.meta.has_ttl() && self.expires.get(idx).is_some_and(|at| at <= now_ms);
                 if !expired {
                     n += 1;
                     f(&e.key);

@@ -95,7 +95,10 @@ impl<K: Hash + Eq, V> Table<K, V> {
 
     /// Inserts a key known to be absent; returns its index.
     pub(crate) fn push(&mut self, hash: u64, key: K, value: V, meta: Meta) -> u32 {
-        assert!(self.entries.len() < NIL as usize, "shard holds 2^32-1 entries");
+        assert!(
+            self.entries.len() < NIL as usize,
+            "shard holds 2^32-1 entries"
+        );
         if self.entries.len() >= self.buckets.len() {
             self.resize(self.buckets.len() * 2);
         }
@@ -310,8 +313,11 @@ mod tests {
                     insert(&mut t, 1_000_000 + step * 1000 + k);
                 }
             } else {
-                let extra: Vec<u64> =
-                    t.iter().map(|(_, e)| e.key).filter(|&k| k >= 1_000_000).collect();
+                let extra: Vec<u64> = t
+                    .iter()
+                    .map(|(_, e)| e.key)
+                    .filter(|&k| k >= 1_000_000)
+                    .collect();
                 for k in extra {
                     remove(&mut t, k);
                 }

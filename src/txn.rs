@@ -8,6 +8,9 @@ use crate::weigh::Weigher;
 use std::hash::Hash;
 use std::time::Duration;
 
+/// A key's value and absolute expiry before a commit, or `None` if it was absent.
+type Prior<V> = Option<(V, Option<u64>)>;
+
 enum Staged<V> {
     Put(V, TtlChange),
     Del,
@@ -66,7 +69,7 @@ where
         };
         let Transaction {
             locked,
-            garbage,
+            mut garbage,
             ..
         } = tx;
         for (i, guard) in &locked.guards {
@@ -74,7 +77,7 @@ where
         }
         // Removals a transaction staged are reported by `commit`; the garbage's own `del`
         // entries are those, or rolled back.
-        self.inner.emit_removals(&garbage, false);
+        self.inner.emit_removals(&mut garbage, false);
         drop(locked);
         self.inner.dispose(garbage, false);
         result
@@ -88,7 +91,11 @@ where
     W: Weigher<K, V>,
 {
     fn declared_hash(&mut self, key: &K) -> Option<u64> {
-        let h = self.declared.iter().find(|(k, _)| k == key).map(|(_, h)| *h);
+        let h = self
+            .declared
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, h)| *h);
         if h.is_none() {
             self.undeclared = true;
         }
@@ -96,7 +103,11 @@ where
     }
 
     fn staged(&self, key: &K) -> Option<&Staged<V>> {
-        self.staged.iter().rev().find(|(k, _, _)| k == key).map(|(_, _, s)| s)
+        self.staged
+            .iter()
+            .rev()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, _, s)| s)
     }
 
     /// The value of `key` as this transaction sees it.
@@ -132,7 +143,8 @@ where
     /// Stages an insert (clearing any TTL).
     pub fn insert(&mut self, key: K, value: V) {
         if let Some(h) = self.declared_hash(&key) {
-            self.staged.push((key, h, Staged::Put(value, TtlChange::Clear)));
+            self.staged
+                .push((key, h, Staged::Put(value, TtlChange::Clear)));
         }
     }
 
@@ -145,7 +157,8 @@ where
                 .clock
                 .now_ms()
                 .saturating_add(ttl.as_millis() as u64);
-            self.staged.push((key, h, Staged::Put(value, TtlChange::At(at))));
+            self.staged
+                .push((key, h, Staged::Put(value, TtlChange::At(at))));
         }
     }
 
@@ -164,8 +177,10 @@ where
         let inner = &*self.cache.inner;
         let env = inner.env();
         let staged = std::mem::take(&mut self.staged);
+        // Keys the closure's reads found expired are reported before the commit's events.
+        inner.emit_removals(&mut self.garbage, false);
         // What each written key was before, to restore on failure.
-        let mut prior: Vec<(K, u64, Option<(V, Option<u64>)>)> = Vec::new();
+        let mut prior: Vec<(K, u64, Prior<V>)> = Vec::new();
         for (k, h, _) in &staged {
             if prior.iter().any(|(p, _, _)| p == k) {
                 continue;

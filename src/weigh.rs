@@ -23,13 +23,33 @@ macro_rules! inline_weigh {
     )*};
 }
 inline_weigh!(
-    (), bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64
 );
 
 impl<const N: usize, T: Weigh> Weigh for [T; N] {
     fn weigh(&self) -> usize {
         // Inline elements: their inline size is already in size_of::<[T; N]>.
-        size_of::<[T; N]>() + self.iter().map(|t| t.weigh() - size_of::<T>()).sum::<usize>()
+        size_of::<[T; N]>()
+            + self
+                .iter()
+                .map(|t| t.weigh() - size_of::<T>())
+                .sum::<usize>()
     }
 }
 
@@ -62,7 +82,10 @@ impl<T: Weigh> Weigh for Vec<T> {
     fn weigh(&self) -> usize {
         size_of::<Vec<T>>()
             + self.capacity() * size_of::<T>()
-            + self.iter().map(|t| t.weigh() - size_of::<T>()).sum::<usize>()
+            + self
+                .iter()
+                .map(|t| t.weigh() - size_of::<T>())
+                .sum::<usize>()
     }
 }
 
@@ -70,7 +93,10 @@ impl<T: Weigh> Weigh for VecDeque<T> {
     fn weigh(&self) -> usize {
         size_of::<VecDeque<T>>()
             + self.capacity() * size_of::<T>()
-            + self.iter().map(|t| t.weigh() - size_of::<T>()).sum::<usize>()
+            + self
+                .iter()
+                .map(|t| t.weigh() - size_of::<T>())
+                .sum::<usize>()
     }
 }
 
@@ -112,7 +138,11 @@ impl<K: Weigh, V: Weigh, S> Weigh for HashMap<K, V, S> {
 
 impl<K: Weigh, V: Weigh> Weigh for BTreeMap<K, V> {
     fn weigh(&self) -> usize {
-        size_of::<Self>() + self.iter().map(|(k, v)| k.weigh() + v.weigh()).sum::<usize>()
+        size_of::<Self>()
+            + self
+                .iter()
+                .map(|(k, v)| k.weigh() + v.weigh())
+                .sum::<usize>()
     }
 }
 
