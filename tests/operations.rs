@@ -323,7 +323,7 @@ fn background_threads_expire_and_stop_on_drop() {
         c.insert_with_ttl(i, i, Duration::from_millis(1)).unwrap();
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while c.len() > 0 && std::time::Instant::now() < deadline {
+    while !c.is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(c.len(), 0, "the cron expired every key without access");
