@@ -1,0 +1,94 @@
+use super::*;
+use crate::proto::rng::Rng;
+
+fn header() -> Header {
+    let mut rng = Rng::new(9);
+    Header {
+        sender: NodeId::random(&mut rng),
+        addr: "10.0.0.1:7000".into(),
+        flags: NodeFlags::MASTER,
+        current_epoch: 7,
+        config_epoch: 3,
+        repl_offset: 12345,
+        master: None,
+        slots: SlotSet::from_range(0..5461),
+        state_ok: true,
+        mflags: 0,
+    }
+}
+
+fn ping() -> Message {
+    let mut rng = Rng::new(10);
+    Message {
+        header: header(),
+        body: Body::Ping {
+            sent_at: 99,
+            gossip: vec![Gossip { node: NodeId::random(&mut rng), addr: "b:1".into(), flags: NodeFlags::MASTER | NodeFlags::PFAIL }],
+            migrations: vec![MigrationState { slot: 5, migrating: true, peer: NodeId::random(&mut rng) }],
+        },
+    }
+}
+
+#[test]
+fn round_trip_every_type() {
+    let id = NodeId::random(&mut Rng::new(1));
+    let bodies = vec![
+        ping().body,
+        Body::Pong { echo: 5, claims_acked: true, gossip: vec![], migrations: vec![] },
+        Body::Meet { sent_at: 1, gossip: vec![] },
+        Body::Fail { node: id },
+        Body::Update { node: id, config_epoch: 9, slots: SlotSet::from_range(100..200) },
+        Body::FailoverAuthRequest,
+        Body::FailoverAuthAck { epoch: 42 },
+        Body::MfStart,
+    ];
+    for body in bodies {
+        let mut h = header();
+        h.master = Some(id);
+        let m = Message { header: h, body };
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(Message::decode(&bytes).unwrap(), m);
+    }
+}
+
+#[test]
+fn rejects_with_what_and_where() {
+    let bytes = ping().to_bytes().unwrap();
+    assert!(matches!(Message::decode(&bytes[..1]), Err(DecodeError::Truncated { field: "magic", offset: 0, .. })));
+    let mut b = bytes.clone();
+    b[0] = b'X';
+    assert!(matches!(Message::decode(&b), Err(DecodeError::BadMagic { .. })));
+    let mut b = bytes.clone();
+    b[2] = 2;
+    assert_eq!(Message::decode(&b), Err(DecodeError::UnsupportedVersion { found: 2 }));
+    let mut b = bytes.clone();
+    b[3] = 8;
+    assert_eq!(Message::decode(&b), Err(DecodeError::UnknownType { found: 8 }));
+    let mut b = bytes.clone();
+    b.push(0);
+    assert_eq!(Message::decode(&b), Err(DecodeError::TrailingBytes { offset: bytes.len(), extra: 1 }));
+    let big = vec![0u8; MAX_MESSAGE_LEN + 1];
+    assert!(matches!(Message::decode(&big), Err(DecodeError::TooLarge { .. })));
+    // Flags: sender flags live right after sender id and addr.
+    let flags_at = 4 + 20 + 1 + "10.0.0.1:7000".len();
+    let mut b = bytes.clone();
+    b[flags_at] = 0xff;
+    let err = Message::decode(&b).unwrap_err();
+    assert_eq!(err, DecodeError::InvalidValue { field: "sender flags", offset: flags_at, value: 0xff00 | b[flags_at + 1] as u64 });
+    assert!(err.to_string().contains("offset"));
+}
+
+#[test]
+fn encode_refuses_long_addr() {
+    let mut m = ping();
+    m.header.addr = "x".repeat(300);
+    assert_eq!(m.to_bytes(), Err(EncodeError::AddrTooLong { len: 300 }));
+}
+
+#[test]
+fn truncation_at_every_offset_is_an_error() {
+    let bytes = ping().to_bytes().unwrap();
+    for cut in 0..bytes.len() {
+        assert!(Message::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+}

@@ -1,0 +1,492 @@
+//! Message handling and the gossip cadence: who is pinged when, what a header says,
+//! how claims in headers update the slot table.
+
+use super::*;
+use crate::proto::codec::{mflags, Gossip, Header};
+
+impl Node {
+    /// The header for a message from this node. A replica announces its master's
+    /// slots and configEpoch, as in Redis, so peers learn them from any node of a shard.
+    pub(super) fn header(&self, extra_mflags: u8) -> Header {
+        let me = self.myself();
+        let (config_epoch, slots) = match me.master.and_then(|m| self.nodes.get(&m)) {
+            Some(m) if !me.is_master() => (m.config_epoch, m.slots.clone()),
+            _ => (me.config_epoch, me.slots.clone()),
+        };
+        let mut mf = extra_mflags;
+        if me.is_master() && self.manual.end.is_some() {
+            mf |= mflags::PAUSED;
+        }
+        Header {
+            sender: self.me,
+            addr: self.addr.clone(),
+            flags: NodeFlags::from_bits(me.flags.bits() & (NodeFlags::MASTER | NodeFlags::REPLICA | NodeFlags::NOFAILOVER).bits())
+                .unwrap_or(NodeFlags::MASTER),
+            current_epoch: self.current_epoch,
+            config_epoch,
+            repl_offset: self.repl_offset,
+            master: if me.is_master() { None } else { me.master },
+            slots,
+            state_ok: self.state == ClusterState::Ok,
+            mflags: mf,
+        }
+    }
+
+    /// A few random healthy nodes plus every PFAIL node, as Redis picks them: enough
+    /// that failure reports about a node reach everyone within a few pings.
+    fn gossip_for(&mut self, to: NodeId) -> Vec<Gossip> {
+        let candidates: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|r| {
+                r.id != self.me
+                    && r.id != to
+                    && !r.in_handshake()
+                    && !r.flags.contains(NodeFlags::NOADDR)
+                    && !r.flags.contains(NodeFlags::PFAIL)
+            })
+            .map(|r| r.id)
+            .collect();
+        let wanted = (self.nodes.len() / 10).max(3).min(candidates.len());
+        let mut picked = candidates;
+        // Partial Fisher-Yates: the first `wanted` entries become a random sample.
+        for i in 0..wanted {
+            let j = i + self.rng.below((picked.len() - i) as u64) as usize;
+            picked.swap(i, j);
+        }
+        picked.truncate(wanted);
+        picked.extend(
+            self.nodes.values().filter(|r| r.id != to && r.flags.contains(NodeFlags::PFAIL)).map(|r| r.id),
+        );
+        picked
+            .into_iter()
+            .filter_map(|id| self.nodes.get(&id))
+            .map(|r| Gossip { node: r.id, addr: r.addr.clone(), flags: r.flags })
+            .collect()
+    }
+
+    /// A master tells its replicas about its slot moves so they survive a failover.
+    fn migrations_for(&self, to: NodeId) -> Vec<MigrationState> {
+        let is_my_replica = self.nodes.get(&to).is_some_and(|r| r.master == Some(self.me));
+        if !self.is_master() || !is_my_replica {
+            return Vec::new();
+        }
+        let t = &self.table;
+        t.migrating()
+            .iter()
+            .map(|(&slot, &peer)| MigrationState { slot, migrating: true, peer })
+            .chain(t.importing().iter().map(|(&slot, &peer)| MigrationState { slot, migrating: false, peer }))
+            .collect()
+    }
+
+    /// Sends a PING (or MEET, to a node still in handshake) to `to`.
+    pub(super) fn send_ping(&mut self, now: Instant, to: NodeId) {
+        let Some(rec) = self.nodes.get(&to) else { return };
+        let meet = rec.in_handshake();
+        let gossip = self.gossip_for(to);
+        let body = if meet {
+            Body::Meet { sent_at: now.as_millis(), gossip }
+        } else {
+            Body::Ping { sent_at: now.as_millis(), gossip, migrations: self.migrations_for(to) }
+        };
+        if let Some(rec) = self.nodes.get_mut(&to) {
+            // Keep the time of the oldest unanswered ping: a retransmission must not
+            // postpone failure detection.
+            rec.ping_sent.get_or_insert(now);
+            rec.last_ping_out = now;
+        }
+        self.push(to, body, 0);
+    }
+
+    pub(super) fn send_meet_to_addr(&mut self, now: Instant, addr: String) {
+        let header = self.header(0);
+        let body = Body::Meet { sent_at: now.as_millis(), gossip: Vec::new() };
+        self.transmits.push_back(Transmit { to: None, addr, message: Message { header, body } });
+    }
+
+    /// Pings every known node now. Used when something others must learn quickly
+    /// happened (a promotion, a local PFAIL).
+    pub(super) fn broadcast_ping(&mut self, now: Instant) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().filter(|&id| id != self.me).collect();
+        for id in ids {
+            self.send_ping(now, id);
+        }
+    }
+
+    pub(super) fn send_pong(&mut self, to: NodeId, addr: String, echo: u64, claims_acked: bool) {
+        let gossip = self.gossip_for(to);
+        let migrations = self.migrations_for(to);
+        let header = self.header(0);
+        let body = Body::Pong { echo, claims_acked, gossip, migrations };
+        self.transmits.push_back(Transmit { to: Some(to), addr, message: Message { header, body } });
+    }
+
+    fn add_node(&mut self, now: Instant, id: NodeId, addr: String, flags: NodeFlags) {
+        self.nodes.insert(id, NodeRecord::new(id, addr, flags, now));
+        if !flags.contains(NodeFlags::HANDSHAKE) {
+            self.events.push_back(Event::NodeAdded(id));
+        }
+        self.dirty = true;
+    }
+
+    fn is_banned(&mut self, now: Instant, id: NodeId) -> bool {
+        self.banned.retain(|_, until| *until > now);
+        self.banned.contains_key(&id)
+    }
+
+    pub(super) fn process_message(&mut self, now: Instant, from: NodeId, msg: Message) -> Result<(), Rejected> {
+        let Message { header: h, body } = msg;
+        if h.sender != from {
+            return Err(Rejected::SenderMismatch { claimed: h.sender, authenticated: from });
+        }
+        if from == self.me {
+            return Err(Rejected::FromMyself);
+        }
+        if self.is_banned(now, from) {
+            return Err(Rejected::Forgotten(from));
+        }
+        let role = if h.master.is_some() { NodeFlags::REPLICA } else { NodeFlags::MASTER };
+        if !self.nodes.contains_key(&from) {
+            match &body {
+                Body::Meet { .. } => self.add_node(now, from, h.addr.clone(), role),
+                Body::Pong { .. } if self.pending_meets.iter().any(|m| m.addr == h.addr) => {
+                    self.pending_meets.retain(|m| m.addr != h.addr);
+                    self.add_node(now, from, h.addr.clone(), role);
+                }
+                Body::Ping { sent_at, .. } => {
+                    // Redis answers pings from strangers; it lets them finish a MEET
+                    // whose first PONG was lost.
+                    self.send_pong(from, h.addr.clone(), *sent_at, false);
+                    return Err(Rejected::UnknownSender(from));
+                }
+                _ => return Err(Rejected::UnknownSender(from)),
+            }
+        }
+        self.process_header(now, from, &h);
+        self.note_master_paused(from, &h);
+        match body {
+            Body::Ping { sent_at, gossip, migrations } => {
+                self.process_gossip(now, from, &gossip);
+                self.take_master_migrations(from, migrations);
+                let acked = self.acks_claims(now, from, &h);
+                self.send_pong(from, h.addr.clone(), sent_at, acked);
+            }
+            Body::Meet { sent_at, gossip } => {
+                self.process_gossip(now, from, &gossip);
+                let acked = self.acks_claims(now, from, &h);
+                self.send_pong(from, h.addr.clone(), sent_at, acked);
+            }
+            Body::Pong { echo, claims_acked, gossip, migrations } => {
+                self.process_pong(now, from, echo, claims_acked);
+                self.process_gossip(now, from, &gossip);
+                self.take_master_migrations(from, migrations);
+            }
+            Body::Fail { node } => self.process_fail(now, node),
+            Body::Update { node, config_epoch, slots } => self.process_update(now, node, config_epoch, &slots),
+            Body::FailoverAuthRequest => self.handle_auth_request(now, from, &h),
+            Body::FailoverAuthAck { epoch } => self.handle_auth_ack(now, from, epoch),
+            Body::MfStart => self.handle_mfstart(now, from),
+        }
+        Ok(())
+    }
+
+    /// What every message teaches: the sender is alive, its epochs, role, offset and
+    /// slot claims; and whether its claims are stale or collide with ours.
+    fn process_header(&mut self, now: Instant, from: NodeId, h: &Header) {
+        if h.current_epoch > self.current_epoch {
+            self.current_epoch = h.current_epoch;
+            self.dirty = true;
+        }
+        let sender_is_master = h.master.is_none();
+        let Some(rec) = self.nodes.get_mut(&from) else { return };
+        rec.data_received = now;
+        rec.repl_offset = h.repl_offset;
+        if rec.in_handshake() {
+            rec.flags.remove(NodeFlags::HANDSHAKE);
+            self.events.push_back(Event::NodeAdded(from));
+            self.dirty = true;
+        }
+        if rec.addr != h.addr {
+            rec.addr = h.addr.clone();
+            self.dirty = true;
+        }
+        if h.flags.contains(NodeFlags::NOFAILOVER) {
+            rec.flags.insert(NodeFlags::NOFAILOVER);
+        } else {
+            rec.flags.remove(NodeFlags::NOFAILOVER);
+        }
+        if sender_is_master && h.config_epoch > rec.config_epoch {
+            rec.config_epoch = h.config_epoch;
+            self.dirty = true;
+        }
+        // Role changes.
+        if sender_is_master && !rec.is_master() {
+            rec.flags.remove(NodeFlags::REPLICA);
+            rec.flags.insert(NodeFlags::MASTER);
+            rec.master = None;
+            self.dirty = true;
+        } else if !sender_is_master && (rec.is_master() || rec.master != h.master) {
+            let was_master = rec.is_master();
+            rec.flags.remove(NodeFlags::MASTER);
+            rec.flags.insert(NodeFlags::REPLICA);
+            rec.master = h.master;
+            self.dirty = true;
+            if was_master {
+                // A master turned replica serves nothing any more.
+                let owned = rec.slots.clone();
+                for slot in owned.iter() {
+                    self.assign_slot(slot, None);
+                }
+                if !owned.is_empty() {
+                    self.events.push_back(Event::SlotsChanged);
+                }
+            }
+        }
+        if !sender_is_master {
+            return;
+        }
+        let known = self.nodes.get(&from).map(|r| r.slots != h.slots).unwrap_or(false);
+        if known {
+            self.update_slots_config_with(now, from, h.config_epoch, &h.slots);
+            // The sender still claims slots someone newer owns: tell it (one UPDATE per
+            // message, as Redis does).
+            let stale_owner = h.slots.iter().find_map(|slot| {
+                let owner = self.table.owner(slot)?;
+                let rec = self.nodes.get(&owner)?;
+                (owner != from && rec.config_epoch > h.config_epoch).then_some(owner)
+            });
+            if let Some(owner) = stale_owner {
+                let (config_epoch, slots) = {
+                    let r = &self.nodes[&owner];
+                    (r.config_epoch, r.slots.clone())
+                };
+                self.push(from, Body::Update { node: owner, config_epoch, slots }, 0);
+            }
+        }
+        self.handle_epoch_collision(now, from);
+    }
+
+    /// Redis's `clusterUpdateSlotsConfigWith`: `sender` claims `slots` at `epoch`; take
+    /// every slot whose current owner has an older configEpoch. If that leaves this
+    /// node's master (or this master) without slots, follow the new owner.
+    pub(super) fn update_slots_config_with(&mut self, now: Instant, sender: NodeId, epoch: u64, slots: &SlotSet) {
+        if sender == self.me {
+            return;
+        }
+        let my_primary = if self.is_master() { Some(self.me) } else { self.master() };
+        let mut new_primary = None;
+        let mut changed = false;
+        for slot in slots.iter() {
+            let owner = self.table.owner(slot);
+            if owner == Some(sender) || self.table.importing_from(slot).is_some() {
+                continue;
+            }
+            let owner_epoch = owner.and_then(|o| self.nodes.get(&o)).map(|r| r.config_epoch);
+            if owner_epoch.map_or(true, |e| e < epoch) {
+                if owner.is_some() && owner == my_primary {
+                    new_primary = Some(sender);
+                }
+                if owner == Some(self.me) {
+                    self.table.set_migrating(slot, None);
+                }
+                self.assign_slot(slot, Some(sender));
+                changed = true;
+            }
+        }
+        if changed {
+            self.slots_changed(now);
+        }
+        let Some(new_primary) = new_primary else { return };
+        let primary_empty = my_primary.and_then(|p| self.nodes.get(&p)).is_some_and(|r| r.slots.is_empty());
+        if !primary_empty {
+            return;
+        }
+        if self.is_master() {
+            self.become_replica_of(now, new_primary);
+        } else if self.master() != Some(new_primary) {
+            self.myself_mut().master = Some(new_primary);
+            self.election = Election::default();
+            self.end_manual_failover();
+            self.dirty = true;
+            self.events.push_back(Event::RoleChanged(Some(new_primary)));
+        }
+    }
+
+    fn process_update(&mut self, now: Instant, node: NodeId, config_epoch: u64, slots: &SlotSet) {
+        let Some(rec) = self.nodes.get_mut(&node) else { return };
+        if rec.config_epoch >= config_epoch {
+            return;
+        }
+        if !rec.is_master() {
+            rec.flags.remove(NodeFlags::REPLICA);
+            rec.flags.insert(NodeFlags::MASTER);
+            rec.master = None;
+        }
+        rec.config_epoch = config_epoch;
+        self.dirty = true;
+        self.update_slots_config_with(now, node, config_epoch, slots);
+    }
+
+    /// Redis's `clusterHandleConfigEpochCollision`: two masters with one configEpoch;
+    /// the one with the smaller id takes a new epoch, so all masters end up distinct.
+    fn handle_epoch_collision(&mut self, _now: Instant, from: NodeId) {
+        let Some(sender) = self.nodes.get(&from) else { return };
+        if !sender.is_master() || !self.is_master() || sender.config_epoch != self.myself().config_epoch {
+            return;
+        }
+        if from <= self.me {
+            return;
+        }
+        self.current_epoch += 1;
+        let e = self.current_epoch;
+        self.myself_mut().config_epoch = e;
+        self.dirty = true;
+        self.events.push_back(Event::ConfigEpochBumped(e));
+    }
+
+    fn process_pong(&mut self, now: Instant, from: NodeId, echo: u64, claims_acked: bool) {
+        let lease = self.config.lease();
+        let Some(rec) = self.nodes.get_mut(&from) else { return };
+        rec.pong_received = now;
+        rec.ping_sent = None;
+        if claims_acked && echo != 0 {
+            // The lease runs from when *we* sent the ping, on our own clock: the peer
+            // acked no earlier than that, and waits a full node_timeout after its last
+            // ack before voting to replace us.
+            rec.lease_until = rec.lease_until.max(Instant::from_millis(echo) + lease);
+        }
+        if rec.flags.contains(NodeFlags::PFAIL) {
+            rec.flags.remove(NodeFlags::PFAIL);
+        } else if rec.flags.contains(NodeFlags::FAIL) {
+            self.clear_failure_if_needed(now, from);
+        }
+    }
+
+    fn take_master_migrations(&mut self, from: NodeId, migrations: Vec<MigrationState>) {
+        if !self.is_master() && self.master() == Some(from) {
+            self.master_migrations = migrations;
+        }
+    }
+
+    /// Whether to acknowledge `from`'s slot claims in our pong, granting it a write
+    /// lease: it must be a master we see as healthy, own in our table every slot it
+    /// claims, and not be a master we voted to replace.
+    fn acks_claims(&mut self, now: Instant, from: NodeId, h: &Header) -> bool {
+        if h.master.is_some() {
+            return false;
+        }
+        if let Some(&(epoch, until)) = self.withheld_acks.get(&from) {
+            let current = self.nodes.get(&from).map_or(0, |r| r.config_epoch);
+            if now < until && current < epoch {
+                return false;
+            }
+            self.withheld_acks.remove(&from);
+            self.dirty = true;
+        }
+        let Some(rec) = self.nodes.get_mut(&from) else { return false };
+        if !rec.is_master() || rec.is_failing() || !h.slots.is_subset_of(&rec.slots) {
+            return false;
+        }
+        rec.last_ack_sent = Some(now);
+        true
+    }
+
+    /// The periodic work (Redis's `clusterCron`).
+    pub(super) fn cron(&mut self, now: Instant) {
+        let nt = self.config.node_timeout;
+        let handshake_timeout = nt.max(1000);
+        // Handshakes that never completed are dropped.
+        let before = self.nodes.len();
+        self.nodes.retain(|_, r| !(r.in_handshake() && now.since(r.created) > handshake_timeout));
+        if self.nodes.len() != before {
+            self.dirty = true;
+        }
+        self.pending_meets.retain(|m| now.since(m.since) <= handshake_timeout * 5);
+        let resend: Vec<String> = self
+            .pending_meets
+            .iter_mut()
+            .filter(|m| now.since(m.last_sent) >= nt / 4)
+            .map(|m| {
+                m.last_sent = now;
+                m.addr.clone()
+            })
+            .collect();
+        for addr in resend {
+            self.send_meet_to_addr(now, addr);
+        }
+
+        // Once a second, ping the node with the oldest pong among five random ones.
+        if now.since(self.last_random_ping) >= 1000 {
+            self.last_random_ping = now;
+            let idle: Vec<NodeId> = self
+                .nodes
+                .values()
+                .filter(|r| r.id != self.me && !r.in_handshake() && r.ping_sent.is_none())
+                .map(|r| r.id)
+                .collect();
+            let mut best: Option<(Instant, NodeId)> = None;
+            for _ in 0..5.min(idle.len()) {
+                let id = idle[self.rng.below(idle.len() as u64) as usize];
+                let pong = self.nodes[&id].pong_received;
+                if best.map_or(true, |(p, _)| pong < p) {
+                    best = Some((pong, id));
+                }
+            }
+            if let Some((_, id)) = best {
+                self.send_ping(now, id);
+            }
+        }
+
+        let mut to_ping = Vec::new();
+        let mut new_pfail = Vec::new();
+        for rec in self.nodes.values_mut() {
+            if rec.id == self.me || rec.flags.contains(NodeFlags::NOADDR) {
+                continue;
+            }
+            match rec.ping_sent {
+                Some(_) => {
+                    // PFAIL once a ping is outstanding and nothing at all has been heard
+                    // for node_timeout (Redis measures from the ping, which can add
+                    // half a node_timeout to detection).
+                    if !rec.in_handshake() && !rec.is_failing() && now.since(rec.data_received) > nt {
+                        rec.flags.insert(NodeFlags::PFAIL);
+                        new_pfail.push(rec.id);
+                    }
+                    // The transport may lose a ping; repeat it (Redis reconnects the
+                    // link after node_timeout/2 and pings again).
+                    if now.since(rec.last_ping_out) >= nt / 4 {
+                        to_ping.push(rec.id);
+                    }
+                }
+                None => {
+                    if rec.in_handshake() || now.since(rec.pong_received) > nt / 2 {
+                        to_ping.push(rec.id);
+                    }
+                }
+            }
+        }
+        // A master handing its slots to a replica keeps it informed of its offset.
+        if let (Some(replica), true) = (self.manual.replica, self.is_master()) {
+            if !to_ping.contains(&replica) {
+                to_ping.push(replica);
+            }
+        }
+        for id in to_ping {
+            self.send_ping(now, id);
+        }
+        let any_new_pfail = !new_pfail.is_empty();
+        for id in new_pfail {
+            self.events.push_back(Event::NodePfail(id));
+            self.mark_failing_if_needed(now, id);
+        }
+        if any_new_pfail && self.is_master() {
+            // Spread our failure report now instead of waiting for the next regular
+            // pings, so a majority agrees on FAIL about one network delay after
+            // node_timeout. Only on a new PFAIL, which bounds the extra traffic.
+            self.broadcast_ping(now);
+        }
+        self.check_manual_failover(now);
+        self.handle_replica_failover(now);
+        self.update_state(now);
+    }
+}
