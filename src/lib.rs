@@ -75,3 +75,8 @@ pub use policy::{ParsePolicyError, Policy};
 pub use shard::Ttl;
 pub use txn::Transaction;
 pub use weigh::{DefaultWeigher, Weigh, Weigher, ENTRY_OVERHEAD};
+
+/// README.md's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
