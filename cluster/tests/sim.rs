@@ -13,7 +13,10 @@ fn seeds(default: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("LARDER_SIM_SEED") {
         return vec![s.parse().expect("LARDER_SIM_SEED must be a number")];
     }
-    let n = std::env::var("LARDER_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let n = std::env::var("LARDER_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
     (1..=n).collect()
 }
 
@@ -35,7 +38,9 @@ fn cluster(seed: u64, masters: usize, replicas: usize) -> Result<Sim, String> {
 
 /// The first slot master `i` serves at bootstrap.
 fn first_slot(sim: &Sim, i: usize) -> u16 {
-    sim.node(i).and_then(|n| n.my_slots().iter().next()).unwrap_or(0)
+    sim.node(i)
+        .and_then(|n| n.my_slots().iter().next())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -45,7 +50,9 @@ fn master_crash_fails_over() {
         sim.run_for(2000)?;
         let slot = first_slot(&sim, 0);
         sim.crash(0);
-        let took = sim.run_until(10_000, "replica takes over", |s| s.writer_of(slot) == Some(3))?;
+        let took = sim.run_until(10_000, "replica takes over", |s| {
+            s.writer_of(slot) == Some(3)
+        })?;
         if took > 3000 {
             return Err(format!("seed {seed}: failover took {took} ms"));
         }
@@ -59,16 +66,22 @@ fn master_crash_fails_over() {
 /// `LARDER_SIM_SEEDS=200 cargo test -p larder-cluster --release --test sim failover_time -- --nocapture`.
 #[test]
 fn failover_time() {
-    let n = std::env::var("LARDER_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20u64);
+    let n = std::env::var("LARDER_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20u64);
     let mut times = Vec::new();
     for seed in 1..=n {
         let mut sim = cluster(seed, 3, 1).unwrap_or_else(|e| panic!("{e}"));
         // Crash at a random phase of the gossip cycle.
-        sim.run_for(2000 + seed * 37 % 1000).unwrap_or_else(|e| panic!("{e}"));
+        sim.run_for(2000 + seed * 37 % 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
         let slot = first_slot(&sim, 0);
         sim.crash(0);
         let took = sim
-            .run_until(10_000, "replica takes over", |s| s.writer_of(slot) == Some(3))
+            .run_until(10_000, "replica takes over", |s| {
+                s.writer_of(slot) == Some(3)
+            })
             .unwrap_or_else(|e| panic!("{e}"));
         times.push(took);
     }
@@ -76,7 +89,10 @@ fn failover_time() {
     let median = times[times.len() / 2];
     let p90 = times[times.len() * 9 / 10];
     println!("failover crash-to-writable over {n} seeds, node_timeout 1000 ms: median {median} ms, p90 {p90} ms, min {} ms, max {} ms", times[0], times[times.len() - 1]);
-    assert!(median <= 1300, "median failover {median} ms exceeds 1300 ms");
+    assert!(
+        median <= 1300,
+        "median failover {median} ms exceeds 1300 ms"
+    );
 }
 
 #[test]
@@ -86,15 +102,21 @@ fn new_master_crashes_too() {
         sim.run_for(1500)?;
         let slot = first_slot(&sim, 0);
         sim.crash(0);
-        sim.run_until(10_000, "a replica takes over", |s| matches!(s.writer_of(slot), Some(3) | Some(4)))?;
+        sim.run_until(10_000, "a replica takes over", |s| {
+            matches!(s.writer_of(slot), Some(3) | Some(4))
+        })?;
         let first = sim.writer_of(slot).ok_or("no writer")?;
         let other = if first == 3 { 4 } else { 3 };
         // The other replica follows the new master before it can replace it.
         let first_id = sim.machine(first).id;
-        sim.run_until(5000, "sibling follows the new master", |s| s.node(other).and_then(|n| n.master()) == Some(first_id))?;
+        sim.run_until(5000, "sibling follows the new master", |s| {
+            s.node(other).and_then(|n| n.master()) == Some(first_id)
+        })?;
         sim.run_for(1500)?;
         sim.crash(first);
-        sim.run_until(15_000, "second replica takes over", |s| s.writer_of(slot) == Some(other))?;
+        sim.run_until(15_000, "second replica takes over", |s| {
+            s.writer_of(slot) == Some(other)
+        })?;
         sim.run_until_converged(15_000)?;
         Ok(())
     });
@@ -107,13 +129,18 @@ fn replica_crash_changes_nothing() {
         sim.crash(3);
         sim.run_for(5000)?;
         if sim.masters() != vec![0, 1, 2] {
-            return Err(format!("seed {seed}: masters changed to {:?}", sim.masters()));
+            return Err(format!(
+                "seed {seed}: masters changed to {:?}",
+                sim.masters()
+            ));
         }
         sim.restart(3)?;
         sim.run_until_converged(10_000)?;
         let m0 = sim.machine(0).id;
         if sim.node(3).and_then(|n| n.master()) != Some(m0) {
-            return Err(format!("seed {seed}: restarted replica no longer replicates n0"));
+            return Err(format!(
+                "seed {seed}: restarted replica no longer replicates n0"
+            ));
         }
         Ok(())
     });
@@ -126,13 +153,17 @@ fn old_master_restarts_as_replica() {
         sim.run_for(1000)?;
         let slot = first_slot(&sim, 0);
         sim.crash(0);
-        sim.run_until(10_000, "replica takes over", |s| s.writer_of(slot) == Some(3))?;
+        sim.run_until(10_000, "replica takes over", |s| {
+            s.writer_of(slot) == Some(3)
+        })?;
         sim.run_for(1000)?;
         sim.restart(0)?;
         sim.run_until_converged(15_000)?;
         let n3 = sim.machine(3).id;
         if sim.node(0).and_then(|n| n.master()) != Some(n3) {
-            return Err(format!("seed {seed}: old master did not become a replica of n3"));
+            return Err(format!(
+                "seed {seed}: old master did not become a replica of n3"
+            ));
         }
         Ok(())
     });
@@ -145,13 +176,17 @@ fn master_in_minority_is_replaced() {
         sim.run_for(1000)?;
         let slot = first_slot(&sim, 0);
         sim.partition(&[&[0]]);
-        sim.run_until(10_000, "replica takes over", |s| s.writer_of(slot) == Some(3))?;
+        sim.run_until(10_000, "replica takes over", |s| {
+            s.writer_of(slot) == Some(3)
+        })?;
         sim.run_for(3000)?;
         sim.heal();
         sim.run_until_converged(15_000)?;
         let n3 = sim.machine(3).id;
         if sim.node(0).and_then(|n| n.master()) != Some(n3) {
-            return Err(format!("seed {seed}: old master did not follow n3 after the heal"));
+            return Err(format!(
+                "seed {seed}: old master did not follow n3 after the heal"
+            ));
         }
         Ok(())
     });
@@ -168,7 +203,9 @@ fn shard_in_minority_is_not_failed_over() {
         sim.partition(&[&[0, 3]]);
         sim.run_for(5000)?;
         if sim.writer_of(slot).is_some() {
-            return Err(format!("seed {seed}: slot {slot} still writable in a minority"));
+            return Err(format!(
+                "seed {seed}: slot {slot} still writable in a minority"
+            ));
         }
         sim.heal();
         sim.run_until_converged(15_000)?;
@@ -190,11 +227,15 @@ fn two_master_split_never_fails_over() {
         sim.run_for(8000)?;
         for r in [2, 3] {
             if sim.node(r).is_some_and(|n| n.is_master()) {
-                return Err(format!("seed {seed}: replica n{r} was promoted in a two-master split"));
+                return Err(format!(
+                    "seed {seed}: replica n{r} was promoted in a two-master split"
+                ));
             }
         }
         if sim.writer_of(0).is_some() || sim.writer_of(16383).is_some() {
-            return Err(format!("seed {seed}: a master kept writing without a majority"));
+            return Err(format!(
+                "seed {seed}: a master kept writing without a majority"
+            ));
         }
         sim.heal();
         sim.run_until_converged(15_000)?;
@@ -284,9 +325,14 @@ fn epoch_collision_after_takeover_resolves() {
         // Two takeovers at the same instant pick the same new configEpoch.
         sim.failover(3, FailoverMode::Takeover)?;
         sim.failover(4, FailoverMode::Takeover)?;
-        let (e3, e4) = (sim.node(3).map(|n| n.config_epoch()), sim.node(4).map(|n| n.config_epoch()));
+        let (e3, e4) = (
+            sim.node(3).map(|n| n.config_epoch()),
+            sim.node(4).map(|n| n.config_epoch()),
+        );
         if e3 != e4 {
-            return Err(format!("seed {seed}: expected a collision, got {e3:?} and {e4:?}"));
+            return Err(format!(
+                "seed {seed}: expected a collision, got {e3:?} and {e4:?}"
+            ));
         }
         // Convergence includes distinct configEpochs for all masters.
         sim.run_until_converged(10_000)?;
@@ -309,9 +355,14 @@ fn best_offset_replica_wins() {
         sim.run_for(1500)?;
         let slot = first_slot(&sim, 0);
         sim.crash(0);
-        sim.run_until(10_000, "a replica takes over", |s| s.writer_of(slot).is_some())?;
+        sim.run_until(10_000, "a replica takes over", |s| {
+            s.writer_of(slot).is_some()
+        })?;
         if sim.writer_of(slot) != Some(best) {
-            return Err(format!("seed {seed}: n{best} had the best offset but n{:?} won", sim.writer_of(slot)));
+            return Err(format!(
+                "seed {seed}: n{best} had the best offset but n{:?} won",
+                sim.writer_of(slot)
+            ));
         }
         sim.run_until_converged(15_000)?;
         Ok(())
@@ -324,18 +375,28 @@ fn migration_state_survives_failover() {
         let mut sim = cluster(seed, 3, 1)?;
         let slot = first_slot(&sim, 0);
         let (n0, n1) = (sim.machine(0).id, sim.machine(1).id);
-        sim.node_mut(0).ok_or("n0 down")?.set_slot_migrating(slot, n1).map_err(|e| e.to_string())?;
-        sim.node_mut(1).ok_or("n1 down")?.set_slot_importing(slot, n0).map_err(|e| e.to_string())?;
+        sim.node_mut(0)
+            .ok_or("n0 down")?
+            .set_slot_migrating(slot, n1)
+            .map_err(|e| e.to_string())?;
+        sim.node_mut(1)
+            .ok_or("n1 down")?
+            .set_slot_importing(slot, n0)
+            .map_err(|e| e.to_string())?;
         sim.run_for(1500)?;
         sim.crash(0);
-        sim.run_until(10_000, "replica takes over", |s| s.writer_of(slot) == Some(3))?;
+        sim.run_until(10_000, "replica takes over", |s| {
+            s.writer_of(slot) == Some(3)
+        })?;
         let n3 = sim.node(3).ok_or("n3 down")?;
         if n3.slots().migrating_to(slot) != Some(n1) {
             return Err(format!("seed {seed}: MIGRATING state lost in the failover"));
         }
         use larder_cluster::proto::{KeyPresence, Route};
         if n3.route(slot, KeyPresence::None, false) != (Route::Ask { slot, node: n1 }) {
-            return Err(format!("seed {seed}: a missing key is not redirected with ASK"));
+            return Err(format!(
+                "seed {seed}: a missing key is not redirected with ASK"
+            ));
         }
         Ok(())
     });
@@ -346,7 +407,12 @@ fn slow_lossy_network_with_stale_votes() {
     run("slow_lossy_network_with_stale_votes", |seed| {
         let mut sim = cluster(seed, 3, 2)?;
         // Long, varied delays: acks of a failed election arrive during the next one.
-        sim.set_net(NetConfig { min_delay: 1, max_delay: 400, drop: 0.1, duplicate: 0.05 });
+        sim.set_net(NetConfig {
+            min_delay: 1,
+            max_delay: 400,
+            drop: 0.1,
+            duplicate: 0.05,
+        });
         sim.run_for(1000)?;
         sim.crash(0);
         sim.run_for(15_000)?;

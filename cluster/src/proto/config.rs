@@ -56,7 +56,10 @@ impl Default for Config {
 impl Config {
     /// Default settings with the given `node_timeout`.
     pub fn with_node_timeout(node_timeout: u64) -> Self {
-        Config { node_timeout, ..Config::default() }
+        Config {
+            node_timeout,
+            ..Config::default()
+        }
     }
 
     /// How often the periodic work runs: a twentieth of node_timeout, 10..=100 ms.

@@ -125,8 +125,16 @@ impl std::ops::BitOr for NodeFlags {
 
 impl fmt::Debug for NodeFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; 8] =
-            ["master", "slave", "fail?", "fail", "myself", "handshake", "noaddr", "nofailover"];
+        const NAMES: [&str; 8] = [
+            "master",
+            "slave",
+            "fail?",
+            "fail",
+            "myself",
+            "handshake",
+            "noaddr",
+            "nofailover",
+        ];
         let mut first = true;
         for (i, name) in NAMES.iter().enumerate() {
             if self.0 & (1 << i) != 0 {

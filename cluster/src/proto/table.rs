@@ -16,7 +16,11 @@ pub struct SlotTable {
 
 impl Default for SlotTable {
     fn default() -> Self {
-        SlotTable { owner: vec![None; SLOTS], migrating: BTreeMap::new(), importing: BTreeMap::new() }
+        SlotTable {
+            owner: vec![None; SLOTS],
+            migrating: BTreeMap::new(),
+            importing: BTreeMap::new(),
+        }
     }
 }
 
@@ -134,7 +138,14 @@ impl SlotTable {
     ///
     /// `asking` is true when the client sent ASKING just before. `cluster_ok` is the
     /// node's cluster state; Redis refuses every keyed command while it is FAIL.
-    pub fn route(&self, me: NodeId, slot: Slot, keys: KeyPresence, asking: bool, cluster_ok: bool) -> Route {
+    pub fn route(
+        &self,
+        me: NodeId,
+        slot: Slot,
+        keys: KeyPresence,
+        asking: bool,
+        cluster_ok: bool,
+    ) -> Route {
         let Some(owner) = self.owner(slot) else {
             return Route::ClusterDown;
         };
@@ -153,7 +164,11 @@ impl SlotTable {
         if asking && self.importing_from(slot).is_some() {
             // An importing node serves ASKING clients, but a multi-key command must not
             // see half of its keys while the rest are still on the source.
-            return if keys == KeyPresence::Some { Route::TryAgain } else { Route::Serve };
+            return if keys == KeyPresence::Some {
+                Route::TryAgain
+            } else {
+                Route::Serve
+            };
         }
         Route::Moved { slot, node: owner }
     }
@@ -169,22 +184,43 @@ mod tests {
         let mut rng = Rng::new(1);
         let (a, b) = (NodeId::random(&mut rng), NodeId::random(&mut rng));
         let mut t = SlotTable::default();
-        assert_eq!(t.route(a, 1, KeyPresence::All, false, true), Route::ClusterDown);
+        assert_eq!(
+            t.route(a, 1, KeyPresence::All, false, true),
+            Route::ClusterDown
+        );
         t.set_owner(1, Some(a));
         t.set_owner(2, Some(b));
         assert_eq!(t.route(a, 1, KeyPresence::None, false, true), Route::Serve);
-        assert_eq!(t.route(a, 1, KeyPresence::All, false, false), Route::ClusterDown);
-        assert_eq!(t.route(a, 2, KeyPresence::All, false, true), Route::Moved { slot: 2, node: b });
+        assert_eq!(
+            t.route(a, 1, KeyPresence::All, false, false),
+            Route::ClusterDown
+        );
+        assert_eq!(
+            t.route(a, 2, KeyPresence::All, false, true),
+            Route::Moved { slot: 2, node: b }
+        );
         // a migrates slot 1 to b.
         t.set_migrating(1, Some(b));
         assert_eq!(t.route(a, 1, KeyPresence::All, false, true), Route::Serve);
-        assert_eq!(t.route(a, 1, KeyPresence::None, false, true), Route::Ask { slot: 1, node: b });
-        assert_eq!(t.route(a, 1, KeyPresence::Some, false, true), Route::TryAgain);
+        assert_eq!(
+            t.route(a, 1, KeyPresence::None, false, true),
+            Route::Ask { slot: 1, node: b }
+        );
+        assert_eq!(
+            t.route(a, 1, KeyPresence::Some, false, true),
+            Route::TryAgain
+        );
         // a imports slot 2 from b: only ASKING clients are served.
         t.set_importing(2, Some(b));
-        assert_eq!(t.route(a, 2, KeyPresence::None, false, true), Route::Moved { slot: 2, node: b });
+        assert_eq!(
+            t.route(a, 2, KeyPresence::None, false, true),
+            Route::Moved { slot: 2, node: b }
+        );
         assert_eq!(t.route(a, 2, KeyPresence::None, true, true), Route::Serve);
-        assert_eq!(t.route(a, 2, KeyPresence::Some, true, true), Route::TryAgain);
+        assert_eq!(
+            t.route(a, 2, KeyPresence::Some, true, true),
+            Route::TryAgain
+        );
         assert_eq!(t.slots_of(a).len(), 1);
         t.forget(b);
         assert_eq!(t.owner(2), None);

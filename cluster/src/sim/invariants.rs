@@ -20,30 +20,50 @@ pub struct Checker {
 
 impl Checker {
     /// Epochs never go down, even across a crash and restart.
-    pub(crate) fn check_epochs(&mut self, id: NodeId, current: u64, config: u64) -> Result<(), String> {
+    pub(crate) fn check_epochs(
+        &mut self,
+        id: NodeId,
+        current: u64,
+        config: u64,
+    ) -> Result<(), String> {
         let e = self.epochs.entry(id).or_insert((current, config));
         if current < e.0 {
-            return Err(format!("node {id:?}: currentEpoch went down from {} to {current}", e.0));
+            return Err(format!(
+                "node {id:?}: currentEpoch went down from {} to {current}",
+                e.0
+            ));
         }
         if config < e.1 {
-            return Err(format!("node {id:?}: configEpoch went down from {} to {config}", e.1));
+            return Err(format!(
+                "node {id:?}: configEpoch went down from {} to {config}",
+                e.1
+            ));
         }
         *e = (current, config);
         Ok(())
     }
 
     /// A master votes for at most one candidate per epoch.
-    pub(crate) fn check_vote(&mut self, voter: NodeId, epoch: u64, candidate: NodeId) -> Result<(), String> {
+    pub(crate) fn check_vote(
+        &mut self,
+        voter: NodeId,
+        epoch: u64,
+        candidate: NodeId,
+    ) -> Result<(), String> {
         match self.votes.insert((voter, epoch), candidate) {
-            Some(prev) if prev != candidate => {
-                Err(format!("master {voter:?} voted twice in epoch {epoch}: for {prev:?} and {candidate:?}"))
-            }
+            Some(prev) if prev != candidate => Err(format!(
+                "master {voter:?} voted twice in epoch {epoch}: for {prev:?} and {candidate:?}"
+            )),
             _ => Ok(()),
         }
     }
 
     /// At most one node may accept writes for any slot.
-    pub(crate) fn check_single_writer(&self, now: Instant, writable: &[(usize, SlotSet)]) -> Result<(), String> {
+    pub(crate) fn check_single_writer(
+        &self,
+        now: Instant,
+        writable: &[(usize, SlotSet)],
+    ) -> Result<(), String> {
         if now < self.overlap_allowed_until {
             return Ok(());
         }
@@ -51,7 +71,9 @@ impl Checker {
             for (b, sb) in &writable[i + 1..] {
                 if sa.intersects(sb) {
                     let slot = sa.iter().find(|s| sb.contains(*s)).unwrap_or(0);
-                    return Err(format!("nodes {a} and {b} both accept writes for slot {slot}"));
+                    return Err(format!(
+                        "nodes {a} and {b} both accept writes for slot {slot}"
+                    ));
                 }
             }
         }

@@ -35,11 +35,21 @@ pub struct NetConfig {
 impl NetConfig {
     /// A LAN: 1-5 ms, nothing lost.
     pub fn lan() -> Self {
-        NetConfig { min_delay: 1, max_delay: 5, drop: 0.0, duplicate: 0.0 }
+        NetConfig {
+            min_delay: 1,
+            max_delay: 5,
+            drop: 0.0,
+            duplicate: 0.0,
+        }
     }
     /// A bad network: 1-40 ms, 5% loss, 2% duplicates.
     pub fn lossy() -> Self {
-        NetConfig { min_delay: 1, max_delay: 40, drop: 0.05, duplicate: 0.02 }
+        NetConfig {
+            min_delay: 1,
+            max_delay: 40,
+            drop: 0.05,
+            duplicate: 0.02,
+        }
     }
 }
 
@@ -128,10 +138,23 @@ impl Sim {
         for i in 0..n {
             let id = NodeId::random(&mut rng);
             let addr = format!("10.0.0.{i}:7000");
-            let node = Node::new(cfg.node.clone(), id, addr.clone(), Instant::ZERO, rng.next_u64());
+            let node = Node::new(
+                cfg.node.clone(),
+                id,
+                addr.clone(),
+                Instant::ZERO,
+                rng.next_u64(),
+            );
             by_id.insert(id, i);
             by_addr.insert(addr.clone(), i);
-            nodes.push(SimNode { id, addr, node: Some(node), disk: None, offset: 0, frozen: false });
+            nodes.push(SimNode {
+                id,
+                addr,
+                node: Some(node),
+                disk: None,
+                offset: 0,
+                frozen: false,
+            });
         }
         Sim {
             cfg,
@@ -158,12 +181,17 @@ impl Sim {
         let m = self.cfg.masters;
         let now = self.now;
         for i in 0..self.nodes.len() {
-            let node = self.nodes[i].node.as_mut().ok_or("crashed before bootstrap")?;
-            node.set_config_epoch(i as u64 + 1).map_err(|e| e.to_string())?;
+            let node = self.nodes[i]
+                .node
+                .as_mut()
+                .ok_or("crashed before bootstrap")?;
+            node.set_config_epoch(i as u64 + 1)
+                .map_err(|e| e.to_string())?;
             if i < m {
                 let lo = (SLOTS * i / m) as u16;
                 let hi = (SLOTS * (i + 1) / m) as u16;
-                node.add_slots(now, &SlotSet::from_range(lo..hi)).map_err(|e| e.to_string())?;
+                node.add_slots(now, &SlotSet::from_range(lo..hi))
+                    .map_err(|e| e.to_string())?;
             }
         }
         let addrs: Vec<String> = self.nodes.iter().map(|n| n.addr.clone()).collect();
@@ -176,7 +204,14 @@ impl Sim {
         let n = self.nodes.len();
         // Wait until everyone knows everyone, then attach replicas.
         let deadline = self.now + 20_000;
-        while self.nodes.iter().any(|s| s.node.as_ref().is_some_and(|node| node.nodes().filter(|v| !v.flags.contains(crate::proto::NodeFlags::HANDSHAKE)).count() < n)) {
+        while self.nodes.iter().any(|s| {
+            s.node.as_ref().is_some_and(|node| {
+                node.nodes()
+                    .filter(|v| !v.flags.contains(crate::proto::NodeFlags::HANDSHAKE))
+                    .count()
+                    < n
+            })
+        }) {
             if self.now > deadline {
                 return Err(self.fail("nodes did not discover each other"));
             }
@@ -231,19 +266,28 @@ impl Sim {
     /// Running nodes that are masters and serve slots (in their own view).
     pub fn masters(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|&i| self.node(i).is_some_and(|n| n.is_master() && !n.my_slots().is_empty()))
+            .filter(|&i| {
+                self.node(i)
+                    .is_some_and(|n| n.is_master() && !n.my_slots().is_empty())
+            })
             .collect()
     }
     /// Running nodes that replicate `master` (in their own view).
     pub fn replicas_of(&self, master: usize) -> Vec<usize> {
         let id = self.nodes[master].id;
-        (0..self.nodes.len()).filter(|&i| self.node(i).is_some_and(|n| n.master() == Some(id))).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.node(i).is_some_and(|n| n.master() == Some(id)))
+            .collect()
     }
     /// The running node that accepts writes for `slot` now, if exactly one does.
     pub fn writer_of(&self, slot: u16) -> Option<usize> {
         let now = self.now;
-        let w: Vec<usize> =
-            (0..self.nodes.len()).filter(|&i| self.node(i).is_some_and(|n| n.write_permission(now, slot).is_ok())).collect();
+        let w: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.node(i)
+                    .is_some_and(|n| n.write_permission(now, slot).is_ok())
+            })
+            .collect();
         (w.len() == 1).then(|| w[0])
     }
     /// The recent trace (faults, events), for failure reports.
@@ -272,7 +316,13 @@ impl Sim {
         let seed = self.rng.next_u64();
         let m = &mut self.nodes[i];
         let disk = m.disk.as_ref().ok_or("restart without saved state")?;
-        m.node = Some(Node::restore(self.cfg.node.clone(), disk, m.addr.clone(), self.now, seed));
+        m.node = Some(Node::restore(
+            self.cfg.node.clone(),
+            disk,
+            m.addr.clone(),
+            self.now,
+            seed,
+        ));
         self.flush(i)
     }
     /// Splits the network: each list is a side; machines in no list form one more
@@ -313,7 +363,10 @@ impl Sim {
     pub fn failover(&mut self, i: usize, mode: FailoverMode) -> Result<(), String> {
         self.log(format!("n{i}: CLUSTER FAILOVER {mode:?}"));
         let now = self.now;
-        let node = self.nodes[i].node.as_mut().ok_or("failover on a crashed node")?;
+        let node = self.nodes[i]
+            .node
+            .as_mut()
+            .ok_or("failover on a crashed node")?;
         node.failover(now, mode).map_err(|e| e.to_string())?;
         if mode == FailoverMode::Takeover {
             self.allow_overlap_for(self.cfg.node.node_timeout + 100);
@@ -329,11 +382,17 @@ impl Sim {
         if self.trace.len() == TRACE_LINES {
             self.trace.pop_front();
         }
-        self.trace.push_back(format!("{:>7} {line}", self.now.as_millis()));
+        self.trace
+            .push_back(format!("{:>7} {line}", self.now.as_millis()));
     }
 
     fn fail(&self, what: &str) -> String {
-        format!("seed {}: t={}: {what}\nrecent trace:\n{}", self.cfg.seed, self.now, self.trace())
+        format!(
+            "seed {}: t={}: {what}\nrecent trace:\n{}",
+            self.cfg.seed,
+            self.now,
+            self.trace()
+        )
     }
 
     // --------------------------------------------------------------- driving
@@ -363,7 +422,9 @@ impl Sim {
         let now = self.now;
         let mut touched = BTreeSet::new();
         while self.queue.peek().is_some_and(|Reverse(m)| m.at <= now) {
-            let Some(Reverse(m)) = self.queue.pop() else { break };
+            let Some(Reverse(m)) = self.queue.pop() else {
+                break;
+            };
             if !self.connected(m.from, m.to) {
                 continue;
             }
@@ -398,7 +459,9 @@ impl Sim {
 
     /// Saves, then sends, then logs events: the order a real driver must keep.
     fn flush(&mut self, i: usize) -> Result<(), String> {
-        let Some(node) = self.nodes[i].node.as_mut() else { return Ok(()) };
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return Ok(());
+        };
         if let Some(saved) = node.poll_save() {
             self.nodes[i].disk = Some(saved);
         }
@@ -427,10 +490,15 @@ impl Sim {
             let Some(to) = to else { continue };
             if let Body::FailoverAuthAck { epoch } = t.message.body {
                 let cand = self.nodes[to].id;
-                self.checker.check_vote(me, epoch, cand).map_err(|e| self.fail(&e))?;
+                self.checker
+                    .check_vote(me, epoch, cand)
+                    .map_err(|e| self.fail(&e))?;
             }
             *self.sent.entry(t.message.body.type_name()).or_default() += 1;
-            let bytes = t.message.to_bytes().map_err(|e| self.fail(&format!("encode: {e}")))?;
+            let bytes = t
+                .message
+                .to_bytes()
+                .map_err(|e| self.fail(&format!("encode: {e}")))?;
             let net = self.cfg.net.clone();
             if self.rng.chance(net.drop) {
                 continue;
@@ -439,20 +507,32 @@ impl Sim {
             for _ in 0..copies {
                 let delay = self.rng.range(net.min_delay, net.max_delay);
                 self.seq += 1;
-                self.queue.push(Reverse(InFlight { at: self.now + delay, seq: self.seq, from: i, to, bytes: bytes.clone() }));
+                self.queue.push(Reverse(InFlight {
+                    at: self.now + delay,
+                    seq: self.seq,
+                    from: i,
+                    to,
+                    bytes: bytes.clone(),
+                }));
             }
         }
         Ok(())
     }
 
     fn describe_event(&self, e: &Event) -> String {
-        let name = |id: &NodeId| self.by_id.get(id).map_or(format!("{id:?}"), |i| format!("n{i}"));
+        let name = |id: &NodeId| {
+            self.by_id
+                .get(id)
+                .map_or(format!("{id:?}"), |i| format!("n{i}"))
+        };
         match e {
             Event::NodePfail(id) => format!("PFAIL {}", name(id)),
             Event::NodeFailed(id) => format!("FAIL {}", name(id)),
             Event::FailCleared(id) => format!("FAIL cleared {}", name(id)),
             Event::RoleChanged(Some(m)) => format!("now replica of {}", name(m)),
-            Event::VoteGranted { candidate, epoch } => format!("votes for {} in epoch {epoch}", name(candidate)),
+            Event::VoteGranted { candidate, epoch } => {
+                format!("votes for {} in epoch {epoch}", name(candidate))
+            }
             other => format!("{other:?}"),
         }
     }
@@ -471,8 +551,12 @@ impl Sim {
             }
         }
         for i in 0..self.nodes.len() {
-            let Some(master) = self.node(i).and_then(|n| n.master()) else { continue };
-            let Some(m) = self.index_of(master) else { continue };
+            let Some(master) = self.node(i).and_then(|n| n.master()) else {
+                continue;
+            };
+            let Some(m) = self.index_of(master) else {
+                continue;
+            };
             if self.nodes[i].frozen || self.nodes[m].node.is_none() || !self.connected(i, m) {
                 continue;
             }
@@ -493,15 +577,21 @@ impl Sim {
         let now = self.now;
         let mut writable = Vec::new();
         for i in 0..self.nodes.len() {
-            let Some(n) = &self.nodes[i].node else { continue };
+            let Some(n) = &self.nodes[i].node else {
+                continue;
+            };
             let (id, cur, conf) = (n.id(), n.current_epoch(), n.config_epoch());
             let w = n.writable_slots(now);
-            self.checker.check_epochs(id, cur, conf).map_err(|e| self.fail(&e))?;
+            self.checker
+                .check_epochs(id, cur, conf)
+                .map_err(|e| self.fail(&e))?;
             if !w.is_empty() {
                 writable.push((i, w));
             }
         }
-        self.checker.check_single_writer(now, &writable).map_err(|e| self.fail(&e))
+        self.checker
+            .check_single_writer(now, &writable)
+            .map_err(|e| self.fail(&e))
     }
 
     /// Why the cluster has not converged, or `None` if it has: every running node sees
@@ -509,7 +599,9 @@ impl Sim {
     /// agrees and accepts writes, and masters hold distinct configEpochs.
     pub fn convergence_gap(&self) -> Option<String> {
         let now = self.now;
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].node.is_some()).collect();
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].node.is_some())
+            .collect();
         let first = self.node(*up.first()?)?;
         for &i in &up {
             let n = self.node(i)?;
@@ -521,7 +613,10 @@ impl Sim {
             }
             for slot in (0..SLOTS as u16).step_by(1) {
                 if n.slots().owner(slot) != first.slots().owner(slot) {
-                    return Some(format!("n{i} and n{} disagree on the owner of slot {slot}", up[0]));
+                    return Some(format!(
+                        "n{i} and n{} disagree on the owner of slot {slot}",
+                        up[0]
+                    ));
                 }
             }
         }
@@ -531,7 +626,10 @@ impl Sim {
             let n = self.node(i)?;
             if n.is_master() && !n.my_slots().is_empty() {
                 if let Some(j) = epochs.insert(n.config_epoch(), i) {
-                    return Some(format!("n{i} and n{j} share configEpoch {}", n.config_epoch()));
+                    return Some(format!(
+                        "n{i} and n{j} share configEpoch {}",
+                        n.config_epoch()
+                    ));
                 }
                 if let Err(e) = n.write_permission(now, n.my_slots().iter().next()?) {
                     return Some(format!("master n{i} refuses writes: {e}"));
@@ -545,7 +643,7 @@ impl Sim {
         for slot in 0..SLOTS as u16 {
             let owner = first.slots().owner(slot)?;
             let i = self.index_of(owner)?;
-            if self.node(i).map_or(true, |n| !n.my_slots().contains(slot)) {
+            if self.node(i).is_none_or(|n| !n.my_slots().contains(slot)) {
                 return Some(format!("slot {slot} owner n{i} is down or disagrees"));
             }
         }
@@ -568,7 +666,12 @@ impl Sim {
     }
 
     /// Runs until `pred` holds (checked every 10 ms); errors after `max_ms`.
-    pub fn run_until(&mut self, max_ms: u64, what: &str, mut pred: impl FnMut(&Sim) -> bool) -> Result<u64, String> {
+    pub fn run_until(
+        &mut self,
+        max_ms: u64,
+        what: &str,
+        mut pred: impl FnMut(&Sim) -> bool,
+    ) -> Result<u64, String> {
         let start = self.now;
         while !pred(self) {
             if self.now.since(start) > max_ms {

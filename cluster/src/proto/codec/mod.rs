@@ -156,7 +156,12 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let available = self.buf.len() - self.pos;
         if available < n {
-            return Err(DecodeError::Truncated { field, offset: self.pos, needed: n, available });
+            return Err(DecodeError::Truncated {
+                field,
+                offset: self.pos,
+                needed: n,
+                available,
+            });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -180,7 +185,11 @@ impl<'a> Reader<'a> {
         match self.u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(DecodeError::InvalidValue { field, offset, value: v as u64 }),
+            v => Err(DecodeError::InvalidValue {
+                field,
+                offset,
+                value: v as u64,
+            }),
         }
     }
     fn id(&mut self, field: &'static str) -> Result<NodeId, DecodeError> {
@@ -198,7 +207,11 @@ impl<'a> Reader<'a> {
     fn flags(&mut self, field: &'static str) -> Result<NodeFlags, DecodeError> {
         let offset = self.pos;
         let bits = self.u16(field)?;
-        NodeFlags::from_bits(bits).ok_or(DecodeError::InvalidValue { field, offset, value: bits as u64 })
+        NodeFlags::from_bits(bits).ok_or(DecodeError::InvalidValue {
+            field,
+            offset,
+            value: bits as u64,
+        })
     }
     fn slots(&mut self) -> Result<SlotSet, DecodeError> {
         let b = self.take(SlotSet::WORDS * 8, "slot bitmap")?;
@@ -214,7 +227,12 @@ impl<'a> Reader<'a> {
         let offset = self.pos;
         let count = self.u16(field)? as usize;
         if count > max {
-            return Err(DecodeError::TooMany { field, offset, count, max });
+            return Err(DecodeError::TooMany {
+                field,
+                offset,
+                count,
+                max,
+            });
         }
         Ok(count)
     }
@@ -237,11 +255,19 @@ impl<'a> Reader<'a> {
             let offset = self.pos;
             let slot = self.u16("migration slot")?;
             if slot as usize >= SLOTS {
-                return Err(DecodeError::InvalidValue { field: "migration slot", offset, value: slot as u64 });
+                return Err(DecodeError::InvalidValue {
+                    field: "migration slot",
+                    offset,
+                    value: slot as u64,
+                });
             }
             let migrating = self.bool("migration direction")?;
             let peer = self.id("migration peer")?;
-            out.push(MigrationState { slot, migrating, peer });
+            out.push(MigrationState {
+                slot,
+                migrating,
+                peer,
+            });
         }
         Ok(out)
     }
@@ -254,7 +280,12 @@ fn put_addr(out: &mut Vec<u8>, addr: &str) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn put_count(out: &mut Vec<u8>, field: &'static str, count: usize, max: usize) -> Result<(), EncodeError> {
+fn put_count(
+    out: &mut Vec<u8>,
+    field: &'static str,
+    count: usize,
+    max: usize,
+) -> Result<(), EncodeError> {
     if count > max {
         return Err(EncodeError::TooMany { field, count, max });
     }
@@ -313,12 +344,21 @@ impl Message {
         out.push(h.mflags);
         put_slots(out, &h.slots);
         match &self.body {
-            Body::Ping { sent_at, gossip, migrations } => {
+            Body::Ping {
+                sent_at,
+                gossip,
+                migrations,
+            } => {
                 out.extend_from_slice(&sent_at.to_be_bytes());
                 put_gossip(out, gossip)?;
                 put_migrations(out, migrations)?;
             }
-            Body::Pong { echo, claims_acked, gossip, migrations } => {
+            Body::Pong {
+                echo,
+                claims_acked,
+                gossip,
+                migrations,
+            } => {
                 out.extend_from_slice(&echo.to_be_bytes());
                 out.push(*claims_acked as u8);
                 put_gossip(out, gossip)?;
@@ -329,7 +369,11 @@ impl Message {
                 put_gossip(out, gossip)?;
             }
             Body::Fail { node } => out.extend_from_slice(&node.0),
-            Body::Update { node, config_epoch, slots } => {
+            Body::Update {
+                node,
+                config_epoch,
+                slots,
+            } => {
                 out.extend_from_slice(&node.0);
                 out.extend_from_slice(&config_epoch.to_be_bytes());
                 put_slots(out, slots);
@@ -340,7 +384,10 @@ impl Message {
         let len = out.len() - start;
         if len > MAX_MESSAGE_LEN {
             out.truncate(start);
-            return Err(EncodeError::TooLarge { len, max: MAX_MESSAGE_LEN });
+            return Err(EncodeError::TooLarge {
+                len,
+                max: MAX_MESSAGE_LEN,
+            });
         }
         Ok(())
     }
@@ -356,12 +403,17 @@ impl Message {
     /// an error naming the field and offset.
     pub fn decode(data: &[u8]) -> Result<Message, DecodeError> {
         if data.len() > MAX_MESSAGE_LEN {
-            return Err(DecodeError::TooLarge { len: data.len(), max: MAX_MESSAGE_LEN });
+            return Err(DecodeError::TooLarge {
+                len: data.len(),
+                max: MAX_MESSAGE_LEN,
+            });
         }
         let mut r = Reader { buf: data, pos: 0 };
         let magic = r.take(2, "magic")?;
         if magic != MAGIC {
-            return Err(DecodeError::BadMagic { found: [magic[0], magic[1]] });
+            return Err(DecodeError::BadMagic {
+                found: [magic[0], magic[1]],
+            });
         }
         let version = r.u8("version")?;
         if version != VERSION {
@@ -377,12 +429,20 @@ impl Message {
         let current_epoch = r.u64("current epoch")?;
         let config_epoch = r.u64("config epoch")?;
         let repl_offset = r.u64("replication offset")?;
-        let master = if r.bool("has master")? { Some(r.id("master id")?) } else { None };
+        let master = if r.bool("has master")? {
+            Some(r.id("master id")?)
+        } else {
+            None
+        };
         let state_ok = r.bool("state ok")?;
         let mflags_offset = r.pos;
         let mflags = r.u8("mflags")?;
         if mflags & !mflags::ALL != 0 {
-            return Err(DecodeError::InvalidValue { field: "mflags", offset: mflags_offset, value: mflags as u64 });
+            return Err(DecodeError::InvalidValue {
+                field: "mflags",
+                offset: mflags_offset,
+                value: mflags as u64,
+            });
         }
         let slots = r.slots()?;
         let header = Header {
@@ -398,22 +458,40 @@ impl Message {
             mflags,
         };
         let body = match ty {
-            0 => Body::Ping { sent_at: r.u64("ping time")?, gossip: r.gossip()?, migrations: r.migrations()? },
+            0 => Body::Ping {
+                sent_at: r.u64("ping time")?,
+                gossip: r.gossip()?,
+                migrations: r.migrations()?,
+            },
             1 => Body::Pong {
                 echo: r.u64("pong echo")?,
                 claims_acked: r.bool("claims acked")?,
                 gossip: r.gossip()?,
                 migrations: r.migrations()?,
             },
-            2 => Body::Meet { sent_at: r.u64("meet time")?, gossip: r.gossip()? },
-            3 => Body::Fail { node: r.id("failing node id")? },
-            4 => Body::Update { node: r.id("update node id")?, config_epoch: r.u64("update config epoch")?, slots: r.slots()? },
+            2 => Body::Meet {
+                sent_at: r.u64("meet time")?,
+                gossip: r.gossip()?,
+            },
+            3 => Body::Fail {
+                node: r.id("failing node id")?,
+            },
+            4 => Body::Update {
+                node: r.id("update node id")?,
+                config_epoch: r.u64("update config epoch")?,
+                slots: r.slots()?,
+            },
             5 => Body::FailoverAuthRequest,
-            6 => Body::FailoverAuthAck { epoch: r.u64("ack epoch")? },
+            6 => Body::FailoverAuthAck {
+                epoch: r.u64("ack epoch")?,
+            },
             _ => Body::MfStart,
         };
         if r.pos != data.len() {
-            return Err(DecodeError::TrailingBytes { offset: r.pos, extra: data.len() - r.pos });
+            return Err(DecodeError::TrailingBytes {
+                offset: r.pos,
+                extra: data.len() - r.pos,
+            });
         }
         Ok(Message { header, body })
     }

@@ -23,8 +23,16 @@ fn ping() -> Message {
         header: header(),
         body: Body::Ping {
             sent_at: 99,
-            gossip: vec![Gossip { node: NodeId::random(&mut rng), addr: "b:1".into(), flags: NodeFlags::MASTER | NodeFlags::PFAIL }],
-            migrations: vec![MigrationState { slot: 5, migrating: true, peer: NodeId::random(&mut rng) }],
+            gossip: vec![Gossip {
+                node: NodeId::random(&mut rng),
+                addr: "b:1".into(),
+                flags: NodeFlags::MASTER | NodeFlags::PFAIL,
+            }],
+            migrations: vec![MigrationState {
+                slot: 5,
+                migrating: true,
+                peer: NodeId::random(&mut rng),
+            }],
         },
     }
 }
@@ -34,10 +42,22 @@ fn round_trip_every_type() {
     let id = NodeId::random(&mut Rng::new(1));
     let bodies = vec![
         ping().body,
-        Body::Pong { echo: 5, claims_acked: true, gossip: vec![], migrations: vec![] },
-        Body::Meet { sent_at: 1, gossip: vec![] },
+        Body::Pong {
+            echo: 5,
+            claims_acked: true,
+            gossip: vec![],
+            migrations: vec![],
+        },
+        Body::Meet {
+            sent_at: 1,
+            gossip: vec![],
+        },
         Body::Fail { node: id },
-        Body::Update { node: id, config_epoch: 9, slots: SlotSet::from_range(100..200) },
+        Body::Update {
+            node: id,
+            config_epoch: 9,
+            slots: SlotSet::from_range(100..200),
+        },
         Body::FailoverAuthRequest,
         Body::FailoverAuthAck { epoch: 42 },
         Body::MfStart,
@@ -54,27 +74,59 @@ fn round_trip_every_type() {
 #[test]
 fn rejects_with_what_and_where() {
     let bytes = ping().to_bytes().unwrap();
-    assert!(matches!(Message::decode(&bytes[..1]), Err(DecodeError::Truncated { field: "magic", offset: 0, .. })));
+    assert!(matches!(
+        Message::decode(&bytes[..1]),
+        Err(DecodeError::Truncated {
+            field: "magic",
+            offset: 0,
+            ..
+        })
+    ));
     let mut b = bytes.clone();
     b[0] = b'X';
-    assert!(matches!(Message::decode(&b), Err(DecodeError::BadMagic { .. })));
+    assert!(matches!(
+        Message::decode(&b),
+        Err(DecodeError::BadMagic { .. })
+    ));
     let mut b = bytes.clone();
     b[2] = 2;
-    assert_eq!(Message::decode(&b), Err(DecodeError::UnsupportedVersion { found: 2 }));
+    assert_eq!(
+        Message::decode(&b),
+        Err(DecodeError::UnsupportedVersion { found: 2 })
+    );
     let mut b = bytes.clone();
     b[3] = 8;
-    assert_eq!(Message::decode(&b), Err(DecodeError::UnknownType { found: 8 }));
+    assert_eq!(
+        Message::decode(&b),
+        Err(DecodeError::UnknownType { found: 8 })
+    );
     let mut b = bytes.clone();
     b.push(0);
-    assert_eq!(Message::decode(&b), Err(DecodeError::TrailingBytes { offset: bytes.len(), extra: 1 }));
+    assert_eq!(
+        Message::decode(&b),
+        Err(DecodeError::TrailingBytes {
+            offset: bytes.len(),
+            extra: 1
+        })
+    );
     let big = vec![0u8; MAX_MESSAGE_LEN + 1];
-    assert!(matches!(Message::decode(&big), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(
+        Message::decode(&big),
+        Err(DecodeError::TooLarge { .. })
+    ));
     // Flags: sender flags live right after sender id and addr.
     let flags_at = 4 + 20 + 1 + "10.0.0.1:7000".len();
     let mut b = bytes.clone();
     b[flags_at] = 0xff;
     let err = Message::decode(&b).unwrap_err();
-    assert_eq!(err, DecodeError::InvalidValue { field: "sender flags", offset: flags_at, value: 0xff00 | b[flags_at + 1] as u64 });
+    assert_eq!(
+        err,
+        DecodeError::InvalidValue {
+            field: "sender flags",
+            offset: flags_at,
+            value: 0xff00 | b[flags_at + 1] as u64
+        }
+    );
     assert!(err.to_string().contains("offset"));
 }
 

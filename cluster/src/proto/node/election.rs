@@ -6,14 +6,20 @@ use crate::proto::codec::{mflags, Header};
 impl Node {
     /// True while an automatic or manual failover may be scheduled or running.
     pub(super) fn election_pending(&self) -> bool {
-        let Some(master) = self.master().and_then(|m| self.nodes.get(&m)) else { return false };
-        !self.is_master() && !master.slots.is_empty() && (master.flags.contains(NodeFlags::FAIL) || self.manual.can_start)
+        let Some(master) = self.master().and_then(|m| self.nodes.get(&m)) else {
+            return false;
+        };
+        !self.is_master()
+            && !master.slots.is_empty()
+            && (master.flags.contains(NodeFlags::FAIL) || self.manual.can_start)
     }
 
     /// This replica's rank among its master's replicas: how many have a better offset
     /// (ties broken by id, so two equal replicas never wait the same time).
-    fn rank(&self) -> usize {
-        let Some(master) = self.master() else { return 0 };
+    pub(super) fn rank(&self) -> usize {
+        let Some(master) = self.master() else {
+            return 0;
+        };
         self.nodes
             .values()
             .filter(|r| {
@@ -21,7 +27,8 @@ impl Node {
                     && r.master == Some(master)
                     && !r.is_master()
                     && !r.flags.contains(NodeFlags::NOFAILOVER)
-                    && (r.repl_offset > self.repl_offset || (r.repl_offset == self.repl_offset && r.id < self.me))
+                    && (r.repl_offset > self.repl_offset
+                        || (r.repl_offset == self.repl_offset && r.id < self.me))
             })
             .count()
     }
@@ -29,13 +36,20 @@ impl Node {
     /// Redis's `clusterHandleSlaveFailover`.
     pub(super) fn handle_replica_failover(&mut self, now: Instant) {
         let manual = self.manual.end.is_some() && self.manual.can_start;
-        let Some(master_id) = self.master() else { return };
+        let Some(master_id) = self.master() else {
+            return;
+        };
         if self.is_master() {
             return;
         }
-        let Some(master) = self.nodes.get(&master_id) else { return };
+        let Some(master) = self.nodes.get(&master_id) else {
+            return;
+        };
         let master_failed = master.flags.contains(NodeFlags::FAIL);
-        if (!master_failed && !manual) || (self.config.replica_no_failover && !manual) || master.slots.is_empty() {
+        // Automatic failover needs a FAIL master and may be disabled; a manual one
+        // needs neither. Either way the master must have had slots to hand over.
+        let automatic_ok = master_failed && !self.config.replica_no_failover;
+        if (!manual && !automatic_ok) || master.slots.is_empty() {
             return;
         }
         let nt = self.config.node_timeout;
@@ -60,10 +74,18 @@ impl Node {
                 0
             } else {
                 let fixed = self.config.failover_fixed_delay_max.min(nt / 30);
-                let random = self.rng.below(self.config.failover_random_delay_max.min(nt / 4).max(1));
+                let random = self
+                    .rng
+                    .below(self.config.failover_random_delay_max.min(nt / 4).max(1));
                 fixed + random + rank as u64 * self.config.failover_rank_delay
             };
-            self.election = Election { auth_time: Some(now + delay), sent: false, epoch: 0, rank, votes: BTreeSet::new() };
+            self.election = Election {
+                auth_time: Some(now + delay),
+                sent: false,
+                epoch: 0,
+                rank,
+                votes: BTreeSet::new(),
+            };
             // Siblings learn our offset now, so their ranks are right.
             let siblings: Vec<NodeId> = self
                 .nodes
@@ -80,7 +102,9 @@ impl Node {
                 return;
             }
         }
-        let Some(auth_time) = self.election.auth_time else { return };
+        let Some(auth_time) = self.election.auth_time else {
+            return;
+        };
         if !self.election.sent && !manual {
             let rank = self.rank();
             if rank > self.election.rank {
@@ -98,10 +122,19 @@ impl Node {
             self.election.epoch = self.current_epoch;
             self.election.sent = true;
             self.dirty = true;
-            self.events.push_back(Event::ElectionStarted(self.current_epoch));
-            let mf = if self.manual.end.is_some() { mflags::FORCEACK } else { 0 };
-            let masters: Vec<NodeId> =
-                self.nodes.values().filter(|r| r.id != self.me && r.is_master() && !r.in_handshake()).map(|r| r.id).collect();
+            self.events
+                .push_back(Event::ElectionStarted(self.current_epoch));
+            let mf = if self.manual.end.is_some() {
+                mflags::FORCEACK
+            } else {
+                0
+            };
+            let masters: Vec<NodeId> = self
+                .nodes
+                .values()
+                .filter(|r| r.id != self.me && r.is_master() && !r.in_handshake())
+                .map(|r| r.id)
+                .collect();
             for m in masters {
                 self.push(m, Body::FailoverAuthRequest, mf);
             }
@@ -124,7 +157,11 @@ impl Node {
         me.flags.remove(NodeFlags::REPLICA);
         me.flags.insert(NodeFlags::MASTER);
         me.master = None;
-        let slots = self.nodes.get(&old).map(|r| r.slots.clone()).unwrap_or_default();
+        let slots = self
+            .nodes
+            .get(&old)
+            .map(|r| r.slots.clone())
+            .unwrap_or_default();
         for slot in slots.iter() {
             self.assign_slot(slot, Some(self.me));
         }
@@ -136,7 +173,10 @@ impl Node {
                 self.table.set_importing(m.slot, Some(m.peer));
             }
         }
-        self.election = Election { auth_time: self.election.auth_time, ..Election::default() };
+        self.election = Election {
+            auth_time: self.election.auth_time,
+            ..Election::default()
+        };
         self.end_manual_failover();
         self.dirty = true;
         self.events.push_back(Event::RoleChanged(None));
@@ -158,9 +198,15 @@ impl Node {
         if h.current_epoch < self.current_epoch || self.last_vote_epoch == self.current_epoch {
             return;
         }
-        let Some(cand) = self.nodes.get(&from) else { return };
-        let Some(master_id) = cand.master.filter(|_| !cand.is_master()) else { return };
-        let Some(master) = self.nodes.get(&master_id) else { return };
+        let Some(cand) = self.nodes.get(&from) else {
+            return;
+        };
+        let Some(master_id) = cand.master.filter(|_| !cand.is_master()) else {
+            return;
+        };
+        let Some(master) = self.nodes.get(&master_id) else {
+            return;
+        };
         let force = h.mflags & mflags::FORCEACK != 0;
         let nt = self.config.node_timeout;
         if !master.flags.contains(NodeFlags::FAIL) && !force {
@@ -171,7 +217,10 @@ impl Node {
         }
         // Every claimed slot must not belong to a newer configuration.
         let stale = h.slots.iter().any(|slot| {
-            self.table.owner(slot).and_then(|o| self.nodes.get(&o)).is_some_and(|o| o.config_epoch > h.config_epoch)
+            self.table
+                .owner(slot)
+                .and_then(|o| self.nodes.get(&o))
+                .is_some_and(|o| o.config_epoch > h.config_epoch)
         });
         if stale {
             return;
@@ -182,22 +231,39 @@ impl Node {
         if let Some(m) = self.nodes.get_mut(&master_id) {
             m.voted_time = Some(now);
         }
-        self.withheld_acks.insert(master_id, (epoch, now + nt + 2 * self.config.auth_timeout()));
+        self.withheld_acks.insert(
+            master_id,
+            (epoch, now + nt + 2 * self.config.auth_timeout()),
+        );
         self.dirty = true;
-        self.events.push_back(Event::VoteGranted { candidate: from, epoch });
+        self.events.push_back(Event::VoteGranted {
+            candidate: from,
+            epoch,
+        });
         let send_at = last_ack.map_or(now, |t| t + nt).max(now);
         let addr = h.addr.clone();
-        self.pending_votes.push(PendingVote { candidate: from, addr, epoch, send_at });
+        self.pending_votes.push(PendingVote {
+            candidate: from,
+            addr,
+            epoch,
+            send_at,
+        });
         self.send_due_votes(now);
     }
 
     pub(super) fn send_due_votes(&mut self, now: Instant) {
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_votes).into_iter().partition(|v| v.send_at <= now);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_votes)
+            .into_iter()
+            .partition(|v| v.send_at <= now);
         self.pending_votes = later;
         for v in due {
             let header = self.header(0);
             let body = Body::FailoverAuthAck { epoch: v.epoch };
-            self.transmits.push_back(Transmit { to: Some(v.candidate), addr: v.addr, message: Message { header, body } });
+            self.transmits.push_back(Transmit {
+                to: Some(v.candidate),
+                addr: v.addr,
+                message: Message { header, body },
+            });
         }
     }
 
@@ -211,7 +277,12 @@ impl Node {
         }
     }
 
-    pub(super) fn start_manual_failover(&mut self, now: Instant, mode: FailoverMode, master: NodeId) {
+    pub(super) fn start_manual_failover(
+        &mut self,
+        now: Instant,
+        mode: FailoverMode,
+        master: NodeId,
+    ) {
         self.end_manual_failover();
         match mode {
             FailoverMode::Takeover => {
@@ -234,7 +305,10 @@ impl Node {
 
     /// Master side of a manual failover: pause writes and tell the replica our offset.
     pub(super) fn handle_mfstart(&mut self, now: Instant, from: NodeId) {
-        let is_my_replica = self.nodes.get(&from).is_some_and(|r| r.master == Some(self.me) && !r.is_master());
+        let is_my_replica = self
+            .nodes
+            .get(&from)
+            .is_some_and(|r| r.master == Some(self.me) && !r.is_master());
         if !self.is_master() || !is_my_replica {
             return;
         }

@@ -32,12 +32,16 @@ impl Node {
                     }
                 }
                 None => {
-                    if g.flags.contains(NodeFlags::NOADDR) || g.addr.is_empty() || self.is_banned_now(now, g.node) {
+                    if g.flags.contains(NodeFlags::NOADDR)
+                        || g.addr.is_empty()
+                        || self.is_banned_now(now, g.node)
+                    {
                         continue;
                     }
                     // Start a handshake: we will MEET it until it answers.
                     let flags = NodeFlags::HANDSHAKE | NodeFlags::MASTER;
-                    self.nodes.insert(g.node, NodeRecord::new(g.node, g.addr.clone(), flags, now));
+                    self.nodes
+                        .insert(g.node, NodeRecord::new(g.node, g.addr.clone(), flags, now));
                 }
             }
         }
@@ -54,7 +58,9 @@ impl Node {
         let (_, needed) = self.quorum();
         let validity = 2 * self.config.node_timeout;
         let i_count = self.myself().is_voting_master();
-        let Some(rec) = self.nodes.get_mut(&id) else { return };
+        let Some(rec) = self.nodes.get_mut(&id) else {
+            return;
+        };
         if !rec.flags.contains(NodeFlags::PFAIL) || rec.flags.contains(NodeFlags::FAIL) {
             return;
         }
@@ -68,8 +74,12 @@ impl Node {
         self.dirty = true;
         self.events.push_back(Event::NodeFailed(id));
         // Everyone learns at once; the FAIL flag is what lets a replica start.
-        let targets: Vec<NodeId> =
-            self.nodes.values().filter(|r| r.id != self.me && r.id != id && !r.in_handshake()).map(|r| r.id).collect();
+        let targets: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|r| r.id != self.me && r.id != id && !r.in_handshake())
+            .map(|r| r.id)
+            .collect();
         for to in targets {
             self.push(to, Body::Fail { node: id }, 0);
         }
@@ -81,7 +91,9 @@ impl Node {
         if id == self.me {
             return;
         }
-        let Some(rec) = self.nodes.get_mut(&id) else { return };
+        let Some(rec) = self.nodes.get_mut(&id) else {
+            return;
+        };
         if rec.flags.contains(NodeFlags::FAIL) {
             return;
         }
@@ -98,7 +110,9 @@ impl Node {
     /// `2 * node_timeout`, when it is clear nobody failed it over.
     pub(super) fn clear_failure_if_needed(&mut self, now: Instant, id: NodeId) {
         let undo = 2 * self.config.node_timeout;
-        let Some(rec) = self.nodes.get_mut(&id) else { return };
+        let Some(rec) = self.nodes.get_mut(&id) else {
+            return;
+        };
         if !rec.flags.contains(NodeFlags::FAIL) {
             return;
         }

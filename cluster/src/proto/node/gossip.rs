@@ -20,8 +20,11 @@ impl Node {
         Header {
             sender: self.me,
             addr: self.addr.clone(),
-            flags: NodeFlags::from_bits(me.flags.bits() & (NodeFlags::MASTER | NodeFlags::REPLICA | NodeFlags::NOFAILOVER).bits())
-                .unwrap_or(NodeFlags::MASTER),
+            flags: NodeFlags::from_bits(
+                me.flags.bits()
+                    & (NodeFlags::MASTER | NodeFlags::REPLICA | NodeFlags::NOFAILOVER).bits(),
+            )
+            .unwrap_or(NodeFlags::MASTER),
             current_epoch: self.current_epoch,
             config_epoch,
             repl_offset: self.repl_offset,
@@ -56,38 +59,65 @@ impl Node {
         }
         picked.truncate(wanted);
         picked.extend(
-            self.nodes.values().filter(|r| r.id != to && r.flags.contains(NodeFlags::PFAIL)).map(|r| r.id),
+            self.nodes
+                .values()
+                .filter(|r| r.id != to && r.flags.contains(NodeFlags::PFAIL))
+                .map(|r| r.id),
         );
         picked
             .into_iter()
             .filter_map(|id| self.nodes.get(&id))
-            .map(|r| Gossip { node: r.id, addr: r.addr.clone(), flags: r.flags })
+            .map(|r| Gossip {
+                node: r.id,
+                addr: r.addr.clone(),
+                flags: r.flags,
+            })
             .collect()
     }
 
     /// A master tells its replicas about its slot moves so they survive a failover.
     fn migrations_for(&self, to: NodeId) -> Vec<MigrationState> {
-        let is_my_replica = self.nodes.get(&to).is_some_and(|r| r.master == Some(self.me));
+        let is_my_replica = self
+            .nodes
+            .get(&to)
+            .is_some_and(|r| r.master == Some(self.me));
         if !self.is_master() || !is_my_replica {
             return Vec::new();
         }
         let t = &self.table;
         t.migrating()
             .iter()
-            .map(|(&slot, &peer)| MigrationState { slot, migrating: true, peer })
-            .chain(t.importing().iter().map(|(&slot, &peer)| MigrationState { slot, migrating: false, peer }))
+            .map(|(&slot, &peer)| MigrationState {
+                slot,
+                migrating: true,
+                peer,
+            })
+            .chain(t.importing().iter().map(|(&slot, &peer)| MigrationState {
+                slot,
+                migrating: false,
+                peer,
+            }))
             .collect()
     }
 
     /// Sends a PING (or MEET, to a node still in handshake) to `to`.
     pub(super) fn send_ping(&mut self, now: Instant, to: NodeId) {
-        let Some(rec) = self.nodes.get(&to) else { return };
+        let Some(rec) = self.nodes.get(&to) else {
+            return;
+        };
         let meet = rec.in_handshake();
         let gossip = self.gossip_for(to);
         let body = if meet {
-            Body::Meet { sent_at: now.as_millis(), gossip }
+            Body::Meet {
+                sent_at: now.as_millis(),
+                gossip,
+            }
         } else {
-            Body::Ping { sent_at: now.as_millis(), gossip, migrations: self.migrations_for(to) }
+            Body::Ping {
+                sent_at: now.as_millis(),
+                gossip,
+                migrations: self.migrations_for(to),
+            }
         };
         if let Some(rec) = self.nodes.get_mut(&to) {
             // Keep the time of the oldest unanswered ping: a retransmission must not
@@ -100,14 +130,26 @@ impl Node {
 
     pub(super) fn send_meet_to_addr(&mut self, now: Instant, addr: String) {
         let header = self.header(0);
-        let body = Body::Meet { sent_at: now.as_millis(), gossip: Vec::new() };
-        self.transmits.push_back(Transmit { to: None, addr, message: Message { header, body } });
+        let body = Body::Meet {
+            sent_at: now.as_millis(),
+            gossip: Vec::new(),
+        };
+        self.transmits.push_back(Transmit {
+            to: None,
+            addr,
+            message: Message { header, body },
+        });
     }
 
     /// Pings every known node now. Used when something others must learn quickly
     /// happened (a promotion, a local PFAIL).
     pub(super) fn broadcast_ping(&mut self, now: Instant) {
-        let ids: Vec<NodeId> = self.nodes.keys().copied().filter(|&id| id != self.me).collect();
+        let ids: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&id| id != self.me)
+            .collect();
         for id in ids {
             self.send_ping(now, id);
         }
@@ -117,8 +159,17 @@ impl Node {
         let gossip = self.gossip_for(to);
         let migrations = self.migrations_for(to);
         let header = self.header(0);
-        let body = Body::Pong { echo, claims_acked, gossip, migrations };
-        self.transmits.push_back(Transmit { to: Some(to), addr, message: Message { header, body } });
+        let body = Body::Pong {
+            echo,
+            claims_acked,
+            gossip,
+            migrations,
+        };
+        self.transmits.push_back(Transmit {
+            to: Some(to),
+            addr,
+            message: Message { header, body },
+        });
     }
 
     fn add_node(&mut self, now: Instant, id: NodeId, addr: String, flags: NodeFlags) {
@@ -134,10 +185,18 @@ impl Node {
         self.banned.contains_key(&id)
     }
 
-    pub(super) fn process_message(&mut self, now: Instant, from: NodeId, msg: Message) -> Result<(), Rejected> {
+    pub(super) fn process_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: Message,
+    ) -> Result<(), Rejected> {
         let Message { header: h, body } = msg;
         if h.sender != from {
-            return Err(Rejected::SenderMismatch { claimed: h.sender, authenticated: from });
+            return Err(Rejected::SenderMismatch {
+                claimed: h.sender,
+                authenticated: from,
+            });
         }
         if from == self.me {
             return Err(Rejected::FromMyself);
@@ -145,7 +204,11 @@ impl Node {
         if self.is_banned(now, from) {
             return Err(Rejected::Forgotten(from));
         }
-        let role = if h.master.is_some() { NodeFlags::REPLICA } else { NodeFlags::MASTER };
+        let role = if h.master.is_some() {
+            NodeFlags::REPLICA
+        } else {
+            NodeFlags::MASTER
+        };
         if !self.nodes.contains_key(&from) {
             match &body {
                 Body::Meet { .. } => self.add_node(now, from, h.addr.clone(), role),
@@ -165,7 +228,11 @@ impl Node {
         self.process_header(now, from, &h);
         self.note_master_paused(from, &h);
         match body {
-            Body::Ping { sent_at, gossip, migrations } => {
+            Body::Ping {
+                sent_at,
+                gossip,
+                migrations,
+            } => {
                 self.process_gossip(now, from, &gossip);
                 self.take_master_migrations(from, migrations);
                 let acked = self.acks_claims(now, from, &h);
@@ -176,13 +243,22 @@ impl Node {
                 let acked = self.acks_claims(now, from, &h);
                 self.send_pong(from, h.addr.clone(), sent_at, acked);
             }
-            Body::Pong { echo, claims_acked, gossip, migrations } => {
+            Body::Pong {
+                echo,
+                claims_acked,
+                gossip,
+                migrations,
+            } => {
                 self.process_pong(now, from, echo, claims_acked);
                 self.process_gossip(now, from, &gossip);
                 self.take_master_migrations(from, migrations);
             }
             Body::Fail { node } => self.process_fail(now, node),
-            Body::Update { node, config_epoch, slots } => self.process_update(now, node, config_epoch, &slots),
+            Body::Update {
+                node,
+                config_epoch,
+                slots,
+            } => self.process_update(now, node, config_epoch, &slots),
             Body::FailoverAuthRequest => self.handle_auth_request(now, from, &h),
             Body::FailoverAuthAck { epoch } => self.handle_auth_ack(now, from, epoch),
             Body::MfStart => self.handle_mfstart(now, from),
@@ -198,7 +274,9 @@ impl Node {
             self.dirty = true;
         }
         let sender_is_master = h.master.is_none();
-        let Some(rec) = self.nodes.get_mut(&from) else { return };
+        let Some(rec) = self.nodes.get_mut(&from) else {
+            return;
+        };
         rec.data_received = now;
         rec.repl_offset = h.repl_offset;
         if rec.in_handshake() {
@@ -245,7 +323,11 @@ impl Node {
         if !sender_is_master {
             return;
         }
-        let known = self.nodes.get(&from).map(|r| r.slots != h.slots).unwrap_or(false);
+        let known = self
+            .nodes
+            .get(&from)
+            .map(|r| r.slots != h.slots)
+            .unwrap_or(false);
         if known {
             self.update_slots_config_with(now, from, h.config_epoch, &h.slots);
             // The sender still claims slots someone newer owns: tell it (one UPDATE per
@@ -260,7 +342,15 @@ impl Node {
                     let r = &self.nodes[&owner];
                     (r.config_epoch, r.slots.clone())
                 };
-                self.push(from, Body::Update { node: owner, config_epoch, slots }, 0);
+                self.push(
+                    from,
+                    Body::Update {
+                        node: owner,
+                        config_epoch,
+                        slots,
+                    },
+                    0,
+                );
             }
         }
         self.handle_epoch_collision(now, from);
@@ -269,11 +359,21 @@ impl Node {
     /// Redis's `clusterUpdateSlotsConfigWith`: `sender` claims `slots` at `epoch`; take
     /// every slot whose current owner has an older configEpoch. If that leaves this
     /// node's master (or this master) without slots, follow the new owner.
-    pub(super) fn update_slots_config_with(&mut self, now: Instant, sender: NodeId, epoch: u64, slots: &SlotSet) {
+    pub(super) fn update_slots_config_with(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        epoch: u64,
+        slots: &SlotSet,
+    ) {
         if sender == self.me {
             return;
         }
-        let my_primary = if self.is_master() { Some(self.me) } else { self.master() };
+        let my_primary = if self.is_master() {
+            Some(self.me)
+        } else {
+            self.master()
+        };
         let mut new_primary = None;
         let mut changed = false;
         for slot in slots.iter() {
@@ -281,8 +381,10 @@ impl Node {
             if owner == Some(sender) || self.table.importing_from(slot).is_some() {
                 continue;
             }
-            let owner_epoch = owner.and_then(|o| self.nodes.get(&o)).map(|r| r.config_epoch);
-            if owner_epoch.map_or(true, |e| e < epoch) {
+            let owner_epoch = owner
+                .and_then(|o| self.nodes.get(&o))
+                .map(|r| r.config_epoch);
+            if owner_epoch.is_none_or(|e| e < epoch) {
                 if owner.is_some() && owner == my_primary {
                     new_primary = Some(sender);
                 }
@@ -296,8 +398,12 @@ impl Node {
         if changed {
             self.slots_changed(now);
         }
-        let Some(new_primary) = new_primary else { return };
-        let primary_empty = my_primary.and_then(|p| self.nodes.get(&p)).is_some_and(|r| r.slots.is_empty());
+        let Some(new_primary) = new_primary else {
+            return;
+        };
+        let primary_empty = my_primary
+            .and_then(|p| self.nodes.get(&p))
+            .is_some_and(|r| r.slots.is_empty());
         if !primary_empty {
             return;
         }
@@ -313,7 +419,9 @@ impl Node {
     }
 
     fn process_update(&mut self, now: Instant, node: NodeId, config_epoch: u64, slots: &SlotSet) {
-        let Some(rec) = self.nodes.get_mut(&node) else { return };
+        let Some(rec) = self.nodes.get_mut(&node) else {
+            return;
+        };
         if rec.config_epoch >= config_epoch {
             return;
         }
@@ -330,8 +438,13 @@ impl Node {
     /// Redis's `clusterHandleConfigEpochCollision`: two masters with one configEpoch;
     /// the one with the smaller id takes a new epoch, so all masters end up distinct.
     fn handle_epoch_collision(&mut self, _now: Instant, from: NodeId) {
-        let Some(sender) = self.nodes.get(&from) else { return };
-        if !sender.is_master() || !self.is_master() || sender.config_epoch != self.myself().config_epoch {
+        let Some(sender) = self.nodes.get(&from) else {
+            return;
+        };
+        if !sender.is_master()
+            || !self.is_master()
+            || sender.config_epoch != self.myself().config_epoch
+        {
             return;
         }
         if from <= self.me {
@@ -346,7 +459,9 @@ impl Node {
 
     fn process_pong(&mut self, now: Instant, from: NodeId, echo: u64, claims_acked: bool) {
         let lease = self.config.lease();
-        let Some(rec) = self.nodes.get_mut(&from) else { return };
+        let Some(rec) = self.nodes.get_mut(&from) else {
+            return;
+        };
         rec.pong_received = now;
         rec.ping_sent = None;
         if claims_acked && echo != 0 {
@@ -383,7 +498,9 @@ impl Node {
             self.withheld_acks.remove(&from);
             self.dirty = true;
         }
-        let Some(rec) = self.nodes.get_mut(&from) else { return false };
+        let Some(rec) = self.nodes.get_mut(&from) else {
+            return false;
+        };
         if !rec.is_master() || rec.is_failing() || !h.slots.is_subset_of(&rec.slots) {
             return false;
         }
@@ -397,11 +514,13 @@ impl Node {
         let handshake_timeout = nt.max(1000);
         // Handshakes that never completed are dropped.
         let before = self.nodes.len();
-        self.nodes.retain(|_, r| !(r.in_handshake() && now.since(r.created) > handshake_timeout));
+        self.nodes
+            .retain(|_, r| !(r.in_handshake() && now.since(r.created) > handshake_timeout));
         if self.nodes.len() != before {
             self.dirty = true;
         }
-        self.pending_meets.retain(|m| now.since(m.since) <= handshake_timeout * 5);
+        self.pending_meets
+            .retain(|m| now.since(m.since) <= handshake_timeout * 5);
         let resend: Vec<String> = self
             .pending_meets
             .iter_mut()
@@ -428,7 +547,7 @@ impl Node {
             for _ in 0..5.min(idle.len()) {
                 let id = idle[self.rng.below(idle.len() as u64) as usize];
                 let pong = self.nodes[&id].pong_received;
-                if best.map_or(true, |(p, _)| pong < p) {
+                if best.is_none_or(|(p, _)| pong < p) {
                     best = Some((pong, id));
                 }
             }
@@ -448,7 +567,8 @@ impl Node {
                     // PFAIL once a ping is outstanding and nothing at all has been heard
                     // for node_timeout (Redis measures from the ping, which can add
                     // half a node_timeout to detection).
-                    if !rec.in_handshake() && !rec.is_failing() && now.since(rec.data_received) > nt {
+                    if !rec.in_handshake() && !rec.is_failing() && now.since(rec.data_received) > nt
+                    {
                         rec.flags.insert(NodeFlags::PFAIL);
                         new_pfail.push(rec.id);
                     }

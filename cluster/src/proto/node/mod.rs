@@ -320,10 +320,19 @@ pub struct Node {
 impl Node {
     /// A fresh node that knows only itself: a master with no slots and epoch 0.
     /// `seed` drives its gossip and election randomness.
-    pub fn new(config: Config, id: NodeId, addr: impl Into<String>, now: Instant, seed: u64) -> Self {
+    pub fn new(
+        config: Config,
+        id: NodeId,
+        addr: impl Into<String>,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
         let addr = addr.into();
         let mut nodes = BTreeMap::new();
-        nodes.insert(id, NodeRecord::new(id, addr.clone(), NodeFlags::MASTER | NodeFlags::MYSELF, now));
+        nodes.insert(
+            id,
+            NodeRecord::new(id, addr.clone(), NodeFlags::MASTER | NodeFlags::MYSELF, now),
+        );
         let mut node = Node {
             next_cron: now,
             config,
@@ -355,16 +364,35 @@ impl Node {
 
     /// A node restarted from its saved state. Peers start with no failure flags; a
     /// restarted master writes only once a majority acknowledges its slots again.
-    pub fn restore(config: Config, saved: &PersistentState, addr: impl Into<String>, now: Instant, seed: u64) -> Self {
+    pub fn restore(
+        config: Config,
+        saved: &PersistentState,
+        addr: impl Into<String>,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
         let mut node = Node::new(config, saved.id, addr, now, seed);
         node.current_epoch = saved.current_epoch;
         node.last_vote_epoch = saved.last_vote_epoch;
         for p in &saved.nodes {
-            let mut flags = if p.master.is_some() { NodeFlags::REPLICA } else { NodeFlags::MASTER };
+            let mut flags = if p.master.is_some() {
+                NodeFlags::REPLICA
+            } else {
+                NodeFlags::MASTER
+            };
             if p.id == saved.id {
                 flags.insert(NodeFlags::MYSELF);
             }
-            let mut rec = NodeRecord::new(p.id, if p.id == saved.id { node.addr.clone() } else { p.addr.clone() }, flags, now);
+            let mut rec = NodeRecord::new(
+                p.id,
+                if p.id == saved.id {
+                    node.addr.clone()
+                } else {
+                    p.addr.clone()
+                },
+                flags,
+                now,
+            );
             rec.master = p.master;
             rec.config_epoch = p.config_epoch;
             // We may have acknowledged any master just before the crash: wait a full
@@ -451,7 +479,8 @@ impl Node {
     }
     /// Where a command on `slot` must go (`getNodeByQuery`).
     pub fn route(&self, slot: Slot, keys: KeyPresence, asking: bool) -> Route {
-        self.table.route(self.me, slot, keys, asking, self.state == ClusterState::Ok)
+        self.table
+            .route(self.me, slot, keys, asking, self.state == ClusterState::Ok)
     }
     /// Whether this node may accept a write for `slot` now.
     pub fn write_permission(&self, now: Instant, slot: Slot) -> Result<(), WriteRefusal> {
@@ -490,23 +519,47 @@ impl Node {
                     slots: r.slots.clone(),
                 })
                 .collect(),
-            migrating: self.table.migrating().iter().map(|(s, n)| (*s, *n)).collect(),
-            importing: self.table.importing().iter().map(|(s, n)| (*s, *n)).collect(),
-            withheld_acks: self.withheld_acks.iter().map(|(n, (e, _))| (*n, *e)).collect(),
+            migrating: self
+                .table
+                .migrating()
+                .iter()
+                .map(|(s, n)| (*s, *n))
+                .collect(),
+            importing: self
+                .table
+                .importing()
+                .iter()
+                .map(|(s, n)| (*s, *n))
+                .collect(),
+            withheld_acks: self
+                .withheld_acks
+                .iter()
+                .map(|(n, (e, _))| (*n, *e))
+                .collect(),
         }
     }
 
     // ----------------------------------------------------------------- inputs
 
     /// Decodes `bytes` from the authenticated peer `from` and handles the message.
-    pub fn handle_bytes(&mut self, now: Instant, from: NodeId, bytes: &[u8]) -> Result<(), HandleError> {
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        bytes: &[u8],
+    ) -> Result<(), HandleError> {
         let msg = Message::decode(bytes)?;
         self.handle_message(now, from, msg)?;
         Ok(())
     }
 
     /// Handles one message from the authenticated peer `from`.
-    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) -> Result<(), Rejected> {
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: Message,
+    ) -> Result<(), Rejected> {
         let r = self.process_message(now, from, msg);
         self.after_input(now);
         r
@@ -529,7 +582,11 @@ impl Node {
     pub fn meet(&mut self, now: Instant, addr: impl Into<String>) {
         let addr = addr.into();
         self.send_meet_to_addr(now, addr.clone());
-        self.pending_meets.push(PendingMeet { addr, since: now, last_sent: now });
+        self.pending_meets.push(PendingMeet {
+            addr,
+            since: now,
+            last_sent: now,
+        });
     }
 
     /// `CLUSTER ADDSLOTS`: serve `slots`, each of which must be unassigned.
@@ -577,7 +634,10 @@ impl Node {
         if master == self.me {
             return Err(CommandError::IsMyself);
         }
-        let rec = self.nodes.get(&master).ok_or(CommandError::UnknownNode(master))?;
+        let rec = self
+            .nodes
+            .get(&master)
+            .ok_or(CommandError::UnknownNode(master))?;
         if !rec.is_master() {
             return Err(CommandError::TargetNotMaster(master));
         }
@@ -628,7 +688,12 @@ impl Node {
     /// `CLUSTER SETSLOT slot NODE node`: the move is done, `node` owns `slot`. When the
     /// importing node takes the slot it bumps its configEpoch without consensus, as
     /// Redis does, so its claim wins over the source's.
-    pub fn set_slot_node(&mut self, now: Instant, slot: Slot, node: NodeId) -> Result<(), CommandError> {
+    pub fn set_slot_node(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        node: NodeId,
+    ) -> Result<(), CommandError> {
         self.check_slot(slot)?;
         if !self.nodes.contains_key(&node) {
             return Err(CommandError::UnknownNode(node));
@@ -725,10 +790,14 @@ impl Node {
     // ---------------------------------------------------------------- helpers
 
     fn myself(&self) -> &NodeRecord {
-        self.nodes.get(&self.me).expect("the local node is never removed from its table")
+        self.nodes
+            .get(&self.me)
+            .expect("the local node is never removed from its table")
     }
     fn myself_mut(&mut self) -> &mut NodeRecord {
-        self.nodes.get_mut(&self.me).expect("the local node is never removed from its table")
+        self.nodes
+            .get_mut(&self.me)
+            .expect("the local node is never removed from its table")
     }
     fn check_slot(&self, slot: Slot) -> Result<(), CommandError> {
         if slot as usize >= SLOTS {
@@ -762,9 +831,23 @@ impl Node {
     /// Redis's `clusterBumpConfigEpochWithoutConsensus`: take a fresh epoch unless this
     /// node already holds the greatest one.
     fn bump_epoch_without_consensus(&mut self) {
-        let max = self.nodes.values().map(|r| r.config_epoch).max().unwrap_or(0).max(self.current_epoch);
+        let max = self
+            .nodes
+            .values()
+            .map(|r| r.config_epoch)
+            .max()
+            .unwrap_or(0)
+            .max(self.current_epoch);
         let mine = self.myself().config_epoch;
-        if mine == 0 || mine != max || self.nodes.values().filter(|r| r.config_epoch == max).count() > 1 {
+        if mine == 0
+            || mine != max
+            || self
+                .nodes
+                .values()
+                .filter(|r| r.config_epoch == max)
+                .count()
+                > 1
+        {
             self.current_epoch += 1;
             let e = self.current_epoch;
             self.myself_mut().config_epoch = e;
@@ -790,9 +873,15 @@ impl Node {
     }
 
     fn push(&mut self, to: NodeId, body: Body, mflags: u8) {
-        let Some(addr) = self.nodes.get(&to).map(|r| r.addr.clone()) else { return };
+        let Some(addr) = self.nodes.get(&to).map(|r| r.addr.clone()) else {
+            return;
+        };
         let header = self.header(mflags);
-        self.transmits.push_back(Transmit { to: Some(to), addr, message: Message { header, body } });
+        self.transmits.push_back(Transmit {
+            to: Some(to),
+            addr,
+            message: Message { header, body },
+        });
     }
 
     /// Work that follows every input: elections and manual failovers react to what

@@ -9,8 +9,12 @@ impl Node {
     pub(super) fn update_state(&mut self, now: Instant) {
         let mut ok = true;
         if self.config.require_full_coverage {
-            let covered: usize =
-                self.nodes.values().filter(|r| !r.flags.contains(NodeFlags::FAIL)).map(|r| r.slots.len()).sum();
+            let covered: usize = self
+                .nodes
+                .values()
+                .filter(|r| !r.flags.contains(NodeFlags::FAIL))
+                .map(|r| r.slots.len())
+                .sum();
             ok = covered == SLOTS;
         }
         let i_am_master = self.is_master();
@@ -33,7 +37,11 @@ impl Node {
                 }
             }
         }
-        let new = if ok { ClusterState::Ok } else { ClusterState::Fail };
+        let new = if ok {
+            ClusterState::Ok
+        } else {
+            ClusterState::Fail
+        };
         if new != self.state {
             self.state = new;
             self.events.push_back(Event::StateChanged(ok));
@@ -68,7 +76,10 @@ impl Node {
                 })
                 .count();
             if healthy < needed_replicas {
-                return Err(WriteRefusal::NotEnoughReplicas { healthy, needed: needed_replicas });
+                return Err(WriteRefusal::NotEnoughReplicas {
+                    healthy,
+                    needed: needed_replicas,
+                });
             }
         }
         let (_, needed) = self.quorum();

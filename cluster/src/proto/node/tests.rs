@@ -1,1 +1,815 @@
+//! One test per protocol rule. A simulated cluster provides a realistic starting point;
+//! each test then feeds one node hand-made messages and checks its reaction.
 
+use super::*;
+use crate::proto::codec::{mflags, Gossip, Header};
+use crate::sim::{Sim, SimConfig};
+
+fn cluster(masters: usize, replicas: usize) -> Sim {
+    let mut sim = Sim::new(SimConfig::new(42, masters, replicas));
+    sim.bootstrap().unwrap();
+    sim.run_for(500).unwrap();
+    sim
+}
+
+fn id(sim: &Sim, i: usize) -> NodeId {
+    sim.machine(i).id
+}
+
+fn header_of(sim: &Sim, i: usize) -> Header {
+    sim.node(i).unwrap().header(0)
+}
+
+fn drain(node: &mut Node) -> (Vec<Transmit>, Vec<Event>) {
+    let mut t = Vec::new();
+    let mut e = Vec::new();
+    while let Some(x) = node.poll_transmit() {
+        t.push(x);
+    }
+    while let Some(x) = node.poll_event() {
+        e.push(x);
+    }
+    (t, e)
+}
+
+fn flags(node: &Node, of: NodeId) -> NodeFlags {
+    node.nodes[&of].flags
+}
+
+fn ping(header: Header, gossip: Vec<Gossip>) -> Message {
+    Message {
+        header,
+        body: Body::Ping {
+            sent_at: 1,
+            gossip,
+            migrations: vec![],
+        },
+    }
+}
+
+fn report(about: NodeId, f: NodeFlags) -> Gossip {
+    Gossip {
+        node: about,
+        addr: "x:1".into(),
+        flags: f,
+    }
+}
+
+#[test]
+fn sender_must_match_authenticated_peer() {
+    let mut sim = cluster(3, 0);
+    let h = header_of(&sim, 1);
+    let (b, c) = (id(&sim, 1), id(&sim, 2));
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    assert_eq!(
+        n0.handle_message(now, c, ping(h, vec![])),
+        Err(Rejected::SenderMismatch {
+            claimed: b,
+            authenticated: c
+        })
+    );
+    let mine = n0.header(0);
+    let me = n0.id();
+    assert_eq!(
+        n0.handle_message(now, me, ping(mine, vec![])),
+        Err(Rejected::FromMyself)
+    );
+    assert!(matches!(
+        n0.handle_bytes(now, b, b"junk"),
+        Err(HandleError::Decode(_))
+    ));
+}
+
+#[test]
+fn ping_is_answered_with_pong_acking_valid_claims() {
+    let mut sim = cluster(3, 0);
+    let h = header_of(&sim, 1);
+    let b = id(&sim, 1);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    drain(n0);
+    n0.handle_message(now, b, ping(h.clone(), vec![])).unwrap();
+    let (t, _) = drain(n0);
+    assert!(t.iter().any(|t| t.to == Some(b)
+        && matches!(
+            t.message.body,
+            Body::Pong {
+                echo: 1,
+                claims_acked: true,
+                ..
+            }
+        )));
+    // A claim on slots someone else owns (with an equal epoch) is not acknowledged.
+    let mut greedy = h;
+    greedy.slots = SlotSet::full();
+    n0.handle_message(now, b, ping(greedy, vec![])).unwrap();
+    let (t, _) = drain(n0);
+    assert!(t.iter().any(|t| matches!(
+        t.message.body,
+        Body::Pong {
+            claims_acked: false,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn pfail_after_node_timeout_without_answer() {
+    let mut sim = cluster(3, 0);
+    let c = id(&sim, 2);
+    sim.crash(2);
+    let start = sim.now();
+    let heard = sim.node(0).unwrap().nodes[&c].data_received;
+    sim.run_until(3000, "PFAIL", |s| {
+        flags(s.node(0).unwrap(), c).intersects(NodeFlags::PFAIL | NodeFlags::FAIL)
+    })
+    .unwrap();
+    let n0 = sim.node(0).unwrap();
+    // Not before node_timeout of silence, and within one tick after it.
+    assert!(
+        sim.now().since(heard) > 1000,
+        "flagged after {} ms of silence",
+        sim.now().since(heard)
+    );
+    assert!(sim.now().since(heard) <= 1000 + n0.config.cron_interval() + 10);
+    assert!(sim.now().since(start) <= 1100);
+}
+
+#[test]
+fn pong_clears_pfail() {
+    let mut sim = cluster(3, 0);
+    let c = id(&sim, 2);
+    let h = header_of(&sim, 2);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.nodes.get_mut(&c).unwrap().flags.insert(NodeFlags::PFAIL);
+    let pong = Message {
+        header: h,
+        body: Body::Pong {
+            echo: 0,
+            claims_acked: false,
+            gossip: vec![],
+            migrations: vec![],
+        },
+    };
+    n0.handle_message(now, c, pong).unwrap();
+    assert!(!flags(n0, c).contains(NodeFlags::PFAIL));
+}
+
+#[test]
+fn fail_needs_reports_from_a_majority_of_masters() {
+    // 3 masters + 1 replica each: quorum is 2 masters.
+    let mut sim = cluster(3, 1);
+    let (b, c, rb) = (id(&sim, 1), id(&sim, 2), id(&sim, 4));
+    let (hb, hrb) = (header_of(&sim, 1), header_of(&sim, 4));
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.nodes.get_mut(&c).unwrap().flags.insert(NodeFlags::PFAIL);
+    // A replica's report does not count.
+    n0.handle_message(
+        now,
+        rb,
+        ping(hrb, vec![report(c, NodeFlags::MASTER | NodeFlags::PFAIL)]),
+    )
+    .unwrap();
+    assert!(!flags(n0, c).contains(NodeFlags::FAIL));
+    drain(n0);
+    // n0 itself + master b: a majority.
+    n0.handle_message(
+        now,
+        b,
+        ping(hb, vec![report(c, NodeFlags::MASTER | NodeFlags::PFAIL)]),
+    )
+    .unwrap();
+    assert!(flags(n0, c).contains(NodeFlags::FAIL));
+    let (t, e) = drain(n0);
+    assert!(e.contains(&Event::NodeFailed(c)));
+    // FAIL is broadcast to everyone but the failed node.
+    let fails = t
+        .iter()
+        .filter(|t| matches!(t.message.body, Body::Fail { node } if node == c))
+        .count();
+    assert_eq!(fails, 4);
+    assert!(t
+        .iter()
+        .all(|t| t.to != Some(c) || !matches!(t.message.body, Body::Fail { .. })));
+}
+
+#[test]
+fn reports_expire_and_can_be_withdrawn() {
+    let mut sim = cluster(5, 0);
+    let (b, e) = (id(&sim, 1), id(&sim, 4));
+    let hb = header_of(&sim, 1);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(
+        now,
+        b,
+        ping(
+            hb.clone(),
+            vec![report(e, NodeFlags::MASTER | NodeFlags::PFAIL)],
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        n0.nodes
+            .get_mut(&e)
+            .unwrap()
+            .fail_reports
+            .count_valid(now, 2000),
+        1
+    );
+    n0.handle_message(now, b, ping(hb, vec![report(e, NodeFlags::MASTER)]))
+        .unwrap();
+    assert_eq!(
+        n0.nodes
+            .get_mut(&e)
+            .unwrap()
+            .fail_reports
+            .count_valid(now, 2000),
+        0
+    );
+}
+
+#[test]
+fn fail_message_is_believed_and_cleared_as_redis_does() {
+    let mut sim = cluster(3, 1);
+    let (b, c, rc) = (id(&sim, 1), id(&sim, 2), id(&sim, 5));
+    let (hb, hc, hrc) = (header_of(&sim, 1), header_of(&sim, 2), header_of(&sim, 5));
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    let fail = |node| Message {
+        header: hb.clone(),
+        body: Body::Fail { node },
+    };
+    n0.handle_message(now, b, fail(c)).unwrap();
+    n0.handle_message(now, b, fail(rc)).unwrap();
+    assert!(flags(n0, c).contains(NodeFlags::FAIL) && flags(n0, rc).contains(NodeFlags::FAIL));
+    assert_eq!(
+        n0.state(),
+        ClusterState::Fail,
+        "a FAIL master leaves slots uncovered"
+    );
+    let pong = |h: Header| Message {
+        header: h,
+        body: Body::Pong {
+            echo: 0,
+            claims_acked: false,
+            gossip: vec![],
+            migrations: vec![],
+        },
+    };
+    // A replica's FAIL clears on its first pong.
+    n0.handle_message(now + 10, rc, pong(hrc)).unwrap();
+    assert!(!flags(n0, rc).contains(NodeFlags::FAIL));
+    // A master with slots stays FAIL for 2 * node_timeout: someone may be replacing it.
+    n0.handle_message(now + 1000, c, pong(hc.clone())).unwrap();
+    assert!(flags(n0, c).contains(NodeFlags::FAIL));
+    n0.handle_message(now + 2001, c, pong(hc)).unwrap();
+    assert!(!flags(n0, c).contains(NodeFlags::FAIL));
+}
+
+/// Node 0 votes; master 1 failed; its replicas are nodes 5 and 6 (3 masters x 2).
+fn vote_setup() -> (Sim, NodeId, NodeId, NodeId) {
+    let mut sim = cluster(3, 2);
+    let (m1, r5, r6) = (id(&sim, 1), id(&sim, 5), id(&sim, 6));
+    let n0 = sim.node_mut(0).unwrap();
+    let rec = n0.nodes.get_mut(&m1).unwrap();
+    rec.flags.insert(NodeFlags::FAIL);
+    rec.last_ack_sent = None;
+    drain(n0);
+    (sim, m1, r5, r6)
+}
+
+fn request(sim: &Sim, from: usize, epoch: u64, force: bool) -> Message {
+    let mut h = sim
+        .node(from)
+        .unwrap()
+        .header(if force { mflags::FORCEACK } else { 0 });
+    h.current_epoch = epoch;
+    Message {
+        header: h,
+        body: Body::FailoverAuthRequest,
+    }
+}
+
+fn acks(t: &[Transmit]) -> Vec<(Option<NodeId>, u64)> {
+    t.iter()
+        .filter_map(|t| {
+            if let Body::FailoverAuthAck { epoch } = t.message.body {
+                Some((t.to, epoch))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn master_votes_once_per_epoch() {
+    let (mut sim, _m1, r5, r6) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let (q5, q6) = (request(&sim, 5, e, false), request(&sim, 6, e, false));
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(now, r5, q5).unwrap();
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r5), e)]);
+    assert_eq!(n0.last_vote_epoch(), e);
+    assert!(
+        n0.poll_save().is_some(),
+        "the vote must be saved before the ack leaves"
+    );
+    n0.handle_message(now, r6, q6).unwrap();
+    assert!(acks(&drain(n0).0).is_empty());
+}
+
+#[test]
+fn no_vote_unless_master_failed_or_forced() {
+    let (mut sim, m1, r5, _) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let (q, qf) = (request(&sim, 5, e, false), request(&sim, 5, e + 1, true));
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.nodes.get_mut(&m1).unwrap().flags.remove(NodeFlags::FAIL);
+    n0.handle_message(now, r5, q).unwrap();
+    assert!(acks(&drain(n0).0).is_empty());
+    n0.handle_message(now, r5, qf).unwrap();
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r5), e + 1)]);
+}
+
+#[test]
+fn no_vote_for_a_sibling_within_two_node_timeouts() {
+    let (mut sim, _, r5, r6) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let (q5, q6, q6_late) = (
+        request(&sim, 5, e, false),
+        request(&sim, 6, e + 1, false),
+        request(&sim, 6, e + 2, false),
+    );
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(now, r5, q5).unwrap();
+    n0.handle_message(now + 1999, r6, q6).unwrap();
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r5), e)]);
+    n0.handle_message(now + 2001, r6, q6_late).unwrap();
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r6), e + 2)]);
+}
+
+#[test]
+fn no_vote_for_stale_slot_claims() {
+    let (mut sim, m1, r5, _) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let q = request(&sim, 5, e, false);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    // Someone newer owns the failed master's slots already.
+    let claimed = q.header.config_epoch;
+    n0.nodes.get_mut(&m1).unwrap().config_epoch = claimed + 10;
+    n0.handle_message(now, r5, q).unwrap();
+    assert!(acks(&drain(n0).0).is_empty());
+}
+
+#[test]
+fn replicas_and_slotless_masters_do_not_vote() {
+    let (mut sim, _, r5, _) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let q = request(&sim, 5, e, true);
+    let now = sim.now();
+    let n3 = sim.node_mut(3).unwrap();
+    assert!(!n3.is_master());
+    n3.handle_message(now, r5, q).unwrap();
+    assert!(acks(&drain(n3).0).is_empty());
+}
+
+#[test]
+fn vote_waits_out_the_old_masters_lease() {
+    let (mut sim, m1, r5, _) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let q = request(&sim, 5, e, false);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.nodes.get_mut(&m1).unwrap().last_ack_sent = Some(now);
+    n0.handle_message(now, r5, q).unwrap();
+    let (t, ev) = drain(n0);
+    assert!(acks(&t).is_empty(), "ack deferred");
+    assert!(ev.contains(&Event::VoteGranted {
+        candidate: r5,
+        epoch: e
+    }));
+    assert!(n0.poll_timeout() <= now + 1000);
+    n0.handle_timeout(now + 999);
+    assert!(acks(&drain(n0).0).is_empty());
+    n0.handle_timeout(now + 1000);
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r5), e)]);
+    // And it no longer acknowledges the old master's claims.
+    let mut h = n0.header(0);
+    h.sender = m1;
+    h.slots = n0.nodes[&m1].slots.clone();
+    h.config_epoch = n0.nodes[&m1].config_epoch;
+    n0.nodes.get_mut(&m1).unwrap().flags.remove(NodeFlags::FAIL);
+    n0.handle_message(now + 1000, m1, ping(h, vec![])).unwrap();
+    assert!(drain(n0).0.iter().any(|t| matches!(
+        t.message.body,
+        Body::Pong {
+            claims_acked: false,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn acks_from_an_older_election_never_count() {
+    let mut sim = cluster(3, 1);
+    let (m0, m1) = (id(&sim, 0), id(&sim, 1));
+    let (h0, h1) = (header_of(&sim, 0), header_of(&sim, 1));
+    let now = sim.now();
+    let r = sim.node_mut(3).unwrap();
+    r.nodes.get_mut(&m0).unwrap().flags.insert(NodeFlags::FAIL);
+    let e = r.current_epoch() + 5;
+    r.election = Election {
+        auth_time: Some(now),
+        sent: true,
+        epoch: e,
+        rank: 0,
+        votes: BTreeSet::new(),
+    };
+    let ack = |h: &Header, epoch| Message {
+        header: h.clone(),
+        body: Body::FailoverAuthAck { epoch },
+    };
+    r.handle_message(now, m1, ack(&h1, e - 1)).unwrap();
+    assert!(r.election.votes.is_empty(), "stale ack counted");
+    r.handle_message(now, m1, ack(&h1, e)).unwrap();
+    r.handle_message(now, m1, ack(&h1, e)).unwrap();
+    assert_eq!(r.election.votes.len(), 1, "a duplicated ack counts once");
+    assert!(!r.is_master());
+    // The failed master's own vote would not count either (it is not serving... it
+    // is FAIL); a second live master completes the majority of 3.
+    let _ = h0;
+    let h2 = sim.node(2).unwrap().header(0);
+    let m2 = id(&sim, 2);
+    let r = sim.node_mut(3).unwrap();
+    r.handle_message(now, m2, ack(&h2, e)).unwrap();
+    assert!(r.is_master());
+    assert_eq!(r.config_epoch(), e, "the winner takes the election epoch");
+    assert_eq!(r.my_slots().len(), 5461);
+    let (t, ev) = drain(r);
+    assert!(ev.contains(&Event::Promoted(e)));
+    assert!(
+        t.iter()
+            .filter(|t| matches!(t.message.body, Body::Ping { .. }))
+            .count()
+            >= 4
+    );
+}
+
+#[test]
+fn rank_follows_replication_offset() {
+    let mut sim = cluster(3, 2);
+    let (r5, r6) = (id(&sim, 5), id(&sim, 6));
+    let n5 = sim.node_mut(5).unwrap();
+    n5.set_repl_offset(100);
+    n5.nodes.get_mut(&r6).unwrap().repl_offset = 200;
+    assert_eq!(n5.rank(), 1);
+    n5.nodes.get_mut(&r6).unwrap().repl_offset = 50;
+    assert_eq!(n5.rank(), 0);
+    // Equal offsets: the smaller id goes first.
+    n5.nodes.get_mut(&r6).unwrap().repl_offset = 100;
+    assert_eq!(n5.rank(), usize::from(r6 < r5));
+}
+
+#[test]
+fn election_delay_is_fixed_plus_random_plus_rank() {
+    let mut sim = cluster(3, 2);
+    let (m1, r6) = (id(&sim, 1), id(&sim, 6));
+    let now = sim.now();
+    let n5 = sim.node_mut(5).unwrap();
+    n5.set_repl_offset(0);
+    n5.nodes.get_mut(&r6).unwrap().repl_offset = 1_000_000;
+    n5.nodes.get_mut(&m1).unwrap().flags.insert(NodeFlags::FAIL);
+    n5.handle_replica_failover(now);
+    let at = n5.election.auth_time.unwrap();
+    // fixed = min(500, 1000/30) = 33, random < min(500, 250), rank 1 -> +1000.
+    assert!(at >= now + 1033 && at < now + 1033 + 250, "{at} vs {now}");
+    assert!(!n5.election.sent);
+    n5.handle_timeout(at);
+    assert!(n5.election.sent);
+    assert_eq!(n5.election.epoch, n5.current_epoch());
+}
+
+#[test]
+fn replica_validity_factor_blocks_old_replicas() {
+    let mut sim = cluster(3, 1);
+    let m0 = id(&sim, 0);
+    let now = sim.now();
+    let r = sim.node_mut(3).unwrap();
+    r.nodes.get_mut(&m0).unwrap().flags.insert(NodeFlags::FAIL);
+    // Master last heard 1000 + 10000 + 10 * 1000 ms ago, and then some.
+    let heard = r.nodes[&m0].data_received;
+    r.handle_replica_failover(heard + 21_001 + 1);
+    assert!(r.election.auth_time.is_none());
+    r.handle_replica_failover(now);
+    assert!(r.election.auth_time.is_some());
+}
+
+#[test]
+fn epoch_collision_bumps_the_smaller_id() {
+    let mut sim = cluster(3, 0);
+    let (a, b) = (id(&sim, 0), id(&sim, 1));
+    let hb = header_of(&sim, 1);
+    let now = sim.now();
+    let (small, big) = if a < b { (0, 1) } else { (1, 0) };
+    let n0 = sim.node_mut(0).unwrap();
+    let mut h = hb;
+    h.config_epoch = n0.config_epoch();
+    n0.nodes.get_mut(&b).unwrap().config_epoch = h.config_epoch;
+    let before = n0.config_epoch();
+    n0.handle_message(now, b, ping(h, vec![])).unwrap();
+    if small == 0 {
+        assert!(n0.config_epoch() > before, "the smaller id must bump");
+    } else {
+        assert_eq!(n0.config_epoch(), before, "the bigger id keeps its epoch");
+    }
+    let _ = big;
+}
+
+#[test]
+fn stale_claims_get_an_update_and_a_slotless_master_follows() {
+    let mut sim = cluster(3, 1);
+    let (m0, m1, r3) = (id(&sim, 0), id(&sim, 1), id(&sim, 3));
+    let h0 = header_of(&sim, 0);
+    let now = sim.now();
+    // n1 learnt that r3 took n0's slots with a newer epoch.
+    let n1 = sim.node_mut(1).unwrap();
+    let slots = n1.nodes[&m0].slots.clone();
+    n1.nodes.get_mut(&r3).unwrap().config_epoch = 100;
+    n1.nodes.get_mut(&r3).unwrap().flags = NodeFlags::MASTER;
+    n1.nodes.get_mut(&r3).unwrap().master = None;
+    for s in slots.iter() {
+        n1.assign_slot(s, Some(r3));
+    }
+    drain(n1);
+    // n0 still claims them.
+    n1.handle_message(now, m0, ping(h0, vec![])).unwrap();
+    let (t, _) = drain(n1);
+    let update = t.iter().find_map(|t| match &t.message.body {
+        Body::Update {
+            node,
+            config_epoch,
+            slots,
+        } => Some((*node, *config_epoch, slots.clone())),
+        _ => None,
+    });
+    let (node, epoch, upd_slots) = update.expect("an UPDATE for the stale claim");
+    assert_eq!((node, epoch), (r3, 100));
+    // n0 applies it: it lost every slot, so it becomes a replica of r3.
+    let h1 = header_of(&sim, 1);
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(
+        now,
+        m1,
+        Message {
+            header: h1,
+            body: Body::Update {
+                node,
+                config_epoch: epoch,
+                slots: upd_slots,
+            },
+        },
+    )
+    .unwrap();
+    assert!(!n0.is_master());
+    assert_eq!(n0.master(), Some(r3));
+}
+
+#[test]
+fn writes_need_a_lease_from_a_majority() {
+    let sim = cluster(3, 0);
+    let now = sim.now();
+    let n0 = sim.node(0).unwrap();
+    let slot = n0.my_slots().iter().next().unwrap();
+    assert_eq!(n0.write_permission(now, slot), Ok(()));
+    let other = sim.node(1).unwrap().my_slots().iter().next().unwrap();
+    assert!(matches!(
+        n0.write_permission(now, other),
+        Err(WriteRefusal::NotOwner(Some(_)))
+    ));
+    // Leases run out 900 ms after the last acked ping.
+    let later = now + 2000;
+    assert!(matches!(
+        n0.write_status(later),
+        Err(WriteRefusal::NoQuorum {
+            acked: 1,
+            needed: 2
+        })
+    ));
+    assert_eq!(
+        sim.node(3 - 3)
+            .unwrap()
+            .route(other, KeyPresence::All, false),
+        Route::Moved {
+            slot: other,
+            node: id(&sim, 1)
+        }
+    );
+}
+
+#[test]
+fn master_in_minority_goes_down_and_waits_to_rejoin() {
+    let mut sim = cluster(3, 0);
+    let (b, c) = (id(&sim, 1), id(&sim, 2));
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.nodes.get_mut(&b).unwrap().flags.insert(NodeFlags::PFAIL);
+    n0.nodes.get_mut(&c).unwrap().flags.insert(NodeFlags::PFAIL);
+    n0.update_state(now);
+    assert_eq!(n0.state(), ClusterState::Fail);
+    n0.nodes.get_mut(&b).unwrap().flags.remove(NodeFlags::PFAIL);
+    n0.nodes.get_mut(&c).unwrap().flags.remove(NodeFlags::PFAIL);
+    n0.update_state(now + 999);
+    assert_eq!(n0.state(), ClusterState::Fail, "rejoin delay");
+    n0.update_state(now + 1000);
+    assert_eq!(n0.state(), ClusterState::Ok);
+}
+
+#[test]
+fn min_replicas_to_write() {
+    let mut sim = cluster(3, 1);
+    let now = sim.now();
+    let r3 = id(&sim, 3);
+    let n0 = sim.node_mut(0).unwrap();
+    n0.config.min_replicas_to_write = 1;
+    n0.config.min_replicas_max_lag = 500;
+    assert_eq!(n0.write_status(now), Ok(()));
+    let heard = n0.nodes[&r3].data_received;
+    assert!(matches!(
+        n0.write_status(heard + 501),
+        Err(WriteRefusal::NotEnoughReplicas {
+            healthy: 0,
+            needed: 1
+        })
+    ));
+    n0.config.min_replicas_to_write = 2;
+    assert!(matches!(
+        n0.write_status(now),
+        Err(WriteRefusal::NotEnoughReplicas {
+            healthy: 1,
+            needed: 2
+        })
+    ));
+}
+
+#[test]
+fn manual_failover_pauses_the_master_until_the_replica_catches_up() {
+    let mut sim = cluster(3, 1);
+    let (m0, r3) = (id(&sim, 0), id(&sim, 3));
+    let now = sim.now();
+    sim.node_mut(0).unwrap().set_repl_offset(500);
+    let r = sim.node_mut(3).unwrap();
+    r.set_repl_offset(400);
+    r.failover(now, FailoverMode::Default).unwrap();
+    let (t, _) = drain(r);
+    assert!(t
+        .iter()
+        .any(|t| t.to == Some(m0) && t.message.body == Body::MfStart));
+    let h3 = header_of(&sim, 3);
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(
+        now,
+        r3,
+        Message {
+            header: h3,
+            body: Body::MfStart,
+        },
+    )
+    .unwrap();
+    let slot = n0.my_slots().iter().next().unwrap();
+    assert_eq!(n0.write_permission(now, slot), Err(WriteRefusal::Paused));
+    let (t, _) = drain(n0);
+    let paused = t.into_iter().find(|t| t.to == Some(r3)).unwrap().message;
+    assert!(paused.header.mflags & mflags::PAUSED != 0);
+    assert_eq!(paused.header.repl_offset, 500);
+    let r = sim.node_mut(3).unwrap();
+    r.handle_message(now, m0, paused).unwrap();
+    assert!(!r.election.sent, "must not start behind the master");
+    r.set_repl_offset(500);
+    r.handle_timeout(now + 1);
+    assert!(r.election.sent, "caught up: election starts at once");
+    // Manual failover times out after 5 s on the master.
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_timeout(now + 5001);
+    assert_eq!(
+        n0.write_status(now + 5001).err(),
+        Some(WriteRefusal::NoQuorum {
+            acked: 1,
+            needed: 2
+        })
+    );
+    assert!(n0.manual.end.is_none());
+}
+
+#[test]
+fn takeover_bumps_epoch_without_votes() {
+    let mut sim = cluster(3, 1);
+    let now = sim.now();
+    let max = (0..6)
+        .map(|i| sim.node(i).unwrap().config_epoch())
+        .max()
+        .unwrap();
+    let r = sim.node_mut(3).unwrap();
+    r.failover(now, FailoverMode::Takeover).unwrap();
+    assert!(r.is_master());
+    assert!(r.config_epoch() > max);
+    assert_eq!(r.my_slots().len(), 5461);
+}
+
+#[test]
+fn failover_commands_check_their_preconditions() {
+    let mut sim = cluster(3, 1);
+    let now = sim.now();
+    assert_eq!(
+        sim.node_mut(0)
+            .unwrap()
+            .failover(now, FailoverMode::Default),
+        Err(CommandError::NotReplica)
+    );
+    let m0 = id(&sim, 0);
+    let r = sim.node_mut(3).unwrap();
+    r.nodes.get_mut(&m0).unwrap().flags.insert(NodeFlags::FAIL);
+    assert_eq!(
+        r.failover(now, FailoverMode::Default),
+        Err(CommandError::MasterDown)
+    );
+    assert_eq!(
+        r.add_slots(now, &SlotSet::from_range(0..1)),
+        Err(CommandError::NotMaster)
+    );
+    let n1 = sim.node_mut(1).unwrap();
+    assert!(matches!(
+        n1.add_slots(now, &SlotSet::from_range(0..1)),
+        Err(CommandError::SlotBusy { slot: 0, .. })
+    ));
+    assert_eq!(n1.set_config_epoch(9), Err(CommandError::EpochLocked));
+    assert_eq!(n1.replicate(now, m0), Err(CommandError::HasSlots));
+}
+
+#[test]
+fn forget_bans_the_node_from_gossip() {
+    let mut sim = cluster(3, 0);
+    let (b, c) = (id(&sim, 1), id(&sim, 2));
+    let hb = header_of(&sim, 1);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.forget(now, c).unwrap();
+    assert!(n0.node(c).is_none());
+    n0.handle_message(now, b, ping(hb, vec![report(c, NodeFlags::MASTER)]))
+        .unwrap();
+    assert!(n0.node(c).is_none(), "gossip re-added a forgotten node");
+    assert_eq!(n0.forget(now, n0.id()), Err(CommandError::IsMyself));
+}
+
+#[test]
+fn gossip_introduces_unknown_nodes_by_handshake() {
+    let mut sim = cluster(3, 0);
+    let b = id(&sim, 1);
+    let hb = header_of(&sim, 1);
+    let now = sim.now();
+    let stranger = NodeId([7; 20]);
+    let n0 = sim.node_mut(0).unwrap();
+    drain(n0);
+    n0.handle_message(now, b, ping(hb, vec![report(stranger, NodeFlags::MASTER)]))
+        .unwrap();
+    assert!(flags(n0, stranger).contains(NodeFlags::HANDSHAKE));
+    n0.handle_timeout(now + 100);
+    let (t, _) = drain(n0);
+    assert!(t
+        .iter()
+        .any(|t| t.to == Some(stranger) && matches!(t.message.body, Body::Meet { .. })));
+    // Never answered: dropped after the handshake timeout.
+    n0.handle_timeout(now + 1200);
+    assert!(n0.node(stranger).is_none());
+}
+
+#[test]
+fn restart_keeps_epochs_vote_and_slots() {
+    let (mut sim, _, r5, _) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let q = request(&sim, 5, e, false);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(now, r5, q).unwrap();
+    let saved = n0.poll_save().unwrap();
+    let cfg = n0.config.clone();
+    let slots = n0.my_slots().clone();
+    let back = Node::restore(cfg, &saved, "10.0.0.0:7000", now + 10, 1);
+    assert_eq!(back.current_epoch(), e);
+    assert_eq!(back.last_vote_epoch(), e);
+    assert_eq!(back.my_slots(), &slots);
+    assert!(back.is_master());
+    // A restarted master writes only after fresh acknowledgements.
+    assert!(matches!(
+        back.write_status(now + 10),
+        Err(WriteRefusal::NoQuorum { .. }) | Err(WriteRefusal::ClusterDown)
+    ));
+}
