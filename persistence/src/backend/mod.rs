@@ -1,0 +1,145 @@
+//! File I/O behind one small trait, so tests can swap the disk for memory, for a crash
+//! image (bytes not yet fsynced are lost) or for a disk that fails on cue.
+//!
+//! A [`Backend`] is one directory holding flat file names (no `/`). Every file the crate
+//! touches goes through [`Backend::open`] and the returned [`FileHandle`]; directory
+//! changes (create, rename, remove) become durable only after [`Backend::sync_dir`].
+
+use std::io;
+use std::ops::Deref;
+use std::sync::Arc;
+
+mod crash;
+mod fault;
+mod fs;
+mod memory;
+
+pub use crash::CrashImageBackend;
+pub use fault::{FaultBackend, FaultPlan};
+pub use fs::FsBackend;
+pub use memory::MemoryBackend;
+
+/// How [`Backend::open`] treats an existing or missing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open a file that must exist, for reading and writing.
+    Existing,
+    /// Create the file, truncating it to zero length if it already exists.
+    CreateTruncate,
+}
+
+/// One open file. All methods take `&self`: the append path writes while another
+/// thread runs [`FileHandle::sync_data`] on the same handle.
+pub trait FileHandle: Send + Sync {
+    /// Current length in bytes, as a reader would see it now (not necessarily durable).
+    fn len(&self) -> io::Result<u64>;
+
+    /// Whether [`FileHandle::len`] is zero.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Fills all of `buf` from `offset`. Reading past the end is an error of kind
+    /// [`io::ErrorKind::UnexpectedEof`]; nothing is promised about `buf` then.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Writes all of `buf` at `offset`, extending the file if needed (a gap left by an
+    /// offset past the end reads as zeros). On error, any prefix of `buf` may have been
+    /// written. The bytes are visible to readers at once but durable only after a
+    /// successful [`FileHandle::sync_data`].
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Truncates or zero-extends the file to `len` bytes. Durable after `sync_data`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Makes every write and `set_len` that returned before this call durable. An error
+    /// means nothing about those bytes can be assumed, now or later (Linux may drop the
+    /// dirty pages and report success on a retry), so callers must not retry and trust.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// The whole content of a file, read-only: a memory map on a real disk, a copy
+/// elsewhere. The bytes start at an address aligned to at least 16.
+pub enum FileBytes {
+    /// A read-only memory map (page aligned).
+    Mapped(memmap2::Mmap),
+    /// An owned, 16-byte aligned copy.
+    Owned(rkyv::util::AlignedVec<16>),
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v.as_slice(),
+        }
+    }
+}
+
+/// A directory of files. Names are plain file names: no separators, no `..`.
+pub trait Backend: Send + Sync {
+    /// Opens `name` as [`OpenMode`] says. A file created here exists durably only after
+    /// [`Backend::sync_dir`]. A missing file with [`OpenMode::Existing`] is an error of
+    /// kind [`io::ErrorKind::NotFound`].
+    fn open(&self, name: &str, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>>;
+
+    /// Renames `from` to `to`, replacing `to` atomically if it exists: a reader sees the
+    /// old or the new file, never neither. Durable after [`Backend::sync_dir`].
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+
+    /// Removes `name`. Removing a missing file is an error of kind `NotFound`.
+    /// Durable after [`Backend::sync_dir`].
+    fn remove(&self, name: &str) -> io::Result<()>;
+
+    /// Names of the files in the directory, in no particular order.
+    fn list(&self) -> io::Result<Vec<String>>;
+
+    /// Makes every create, rename and remove that returned before this call durable.
+    fn sync_dir(&self) -> io::Result<()>;
+
+    /// The whole content of `name` for reading. The default reads it through
+    /// [`Backend::open`]; a real disk maps it instead. The caller must not write the
+    /// file while holding the result.
+    fn read_all(&self, name: &str) -> io::Result<FileBytes> {
+        let file = self.open(name, OpenMode::Existing)?;
+        let len = usize::try_from(file.len()?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+        let mut buf = rkyv::util::AlignedVec::<16>::with_capacity(len);
+        buf.resize(len, 0);
+        file.read_at(buf.as_mut_slice(), 0)?;
+        Ok(FileBytes::Owned(buf))
+    }
+}
+
+/// Checks that `name` is a plain file name; backends reject anything else.
+pub(crate) fn check_name(name: &str) -> io::Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a plain file name: {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn open(&self, name: &str, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
+        (**self).open(name, mode)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        (**self).rename(from, to)
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        (**self).remove(name)
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        (**self).list()
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        (**self).sync_dir()
+    }
+    fn read_all(&self, name: &str) -> io::Result<FileBytes> {
+        (**self).read_all(name)
+    }
+}
