@@ -128,6 +128,7 @@ where
     /// order they were added.
     pub fn apply(self) -> Vec<BatchResult<V>> {
         let inner = &*self.cache.inner;
+        let started = inner.multi_start();
         let n = self.ops.len();
         let mut order: Vec<(usize, usize)> = self
             .ops
@@ -183,6 +184,7 @@ where
             inner.dispose(g, false);
             start = end;
         }
+        inner.multi_record(crate::latency::Op::Batch, started);
         results
             .into_iter()
             .map(|r| r.expect("every op produced a result"))

@@ -37,6 +37,10 @@ pub struct CacheBuilder<K, V, W = DefaultWeigher> {
     pub(crate) cron_period: Duration,
     pub(crate) event_capacity: usize,
     pub(crate) hasher_seed: Option<u64>,
+    pub(crate) latency_tracking: bool,
+    pub(crate) slowlog_log_slower_than: Option<Duration>,
+    pub(crate) slowlog_max_len: usize,
+    pub(crate) name: String,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -57,6 +61,10 @@ impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
             cron_period: Duration::from_millis(100),
             event_capacity: 1024,
             hasher_seed: None,
+            latency_tracking: false,
+            slowlog_log_slower_than: None,
+            slowlog_max_len: 128,
+            name: "default".to_string(),
             _types: PhantomData,
         }
     }
@@ -147,6 +155,33 @@ impl<K, V, W> CacheBuilder<K, V, W> {
         self
     }
 
+    /// Records a latency histogram per operation (Redis's `latency-tracking`). Off by
+    /// default: it costs two clock reads per operation.
+    pub fn latency_tracking(mut self, on: bool) -> Self {
+        self.latency_tracking = on;
+        self
+    }
+
+    /// `slowlog-log-slower-than`: operations taking at least this long are logged (and
+    /// every operation is timed). Off by default.
+    pub fn slowlog_log_slower_than(mut self, threshold: Duration) -> Self {
+        self.slowlog_log_slower_than = Some(threshold);
+        self
+    }
+
+    /// `slowlog-max-len`: how many slow operations are kept (default 128).
+    pub fn slowlog_max_len(mut self, n: usize) -> Self {
+        self.slowlog_max_len = n;
+        self
+    }
+
+    /// A name for this cache, used as the `cache` label of exported metrics (default
+    /// `"default"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Weighs entries with `weigher` instead of the [`Weigh`](crate::Weigh) trait.
     pub fn weigher<W2: Weigher<K, V>>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
         CacheBuilder {
@@ -164,6 +199,10 @@ impl<K, V, W> CacheBuilder<K, V, W> {
             cron_period: self.cron_period,
             event_capacity: self.event_capacity,
             hasher_seed: self.hasher_seed,
+            latency_tracking: self.latency_tracking,
+            slowlog_log_slower_than: self.slowlog_log_slower_than,
+            slowlog_max_len: self.slowlog_max_len,
+            name: self.name,
             _types: PhantomData,
         }
     }
@@ -218,6 +257,10 @@ where
             lazy_free: self.lazy_free,
             cron_period: self.cron_period,
             event_capacity: self.event_capacity,
+            latency_tracking: self.latency_tracking,
+            slowlog_log_slower_than: self.slowlog_log_slower_than,
+            slowlog_max_len: self.slowlog_max_len,
+            name: self.name,
         };
         Cache::from_parts(
             settings,

@@ -4,6 +4,7 @@ use crate::builder::CacheBuilder;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::events::{EventHub, EventKind, Subscriber};
+use crate::latency::{Histogram, Op, OpHistograms, Slowlog, SlowlogEntry};
 use crate::lazyfree::{LazyFree, LazyFreeQueue};
 use crate::meta::Lfu;
 use crate::pattern::glob_match;
@@ -51,6 +52,10 @@ pub(crate) struct Settings {
     pub(crate) lazy_free: LazyFree,
     pub(crate) cron_period: Duration,
     pub(crate) event_capacity: usize,
+    pub(crate) latency_tracking: bool,
+    pub(crate) slowlog_log_slower_than: Option<Duration>,
+    pub(crate) slowlog_max_len: usize,
+    pub(crate) name: String,
 }
 
 /// One shard: its lock and the figures readable without it.
@@ -107,6 +112,11 @@ pub(crate) struct Inner<K, V, W> {
     background: Background,
     cron: Arc<CronSignal>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// Whether operations are timed (latency tracking or a slowlog threshold is on).
+    timing: bool,
+    pub(crate) slowlog: Slowlog<K>,
+    /// Latency of operations that span shards.
+    multi_latency: Mutex<OpHistograms>,
 }
 
 /// A sharded, typed, in-process cache with Redis's memory model.
@@ -132,6 +142,7 @@ impl<K, V, W> fmt::Debug for Cache<K, V, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("shards", &self.inner.slots.len())
+            .field("name", &self.inner.settings.name)
             .field("policy", &self.inner.settings.policy)
             .field("max_memory", &self.inner.settings.max_memory)
             .field("max_entries", &self.inner.settings.max_entries)
@@ -217,13 +228,16 @@ where
             peak: AtomicU64::new(0),
             events: EventHub::new(),
             lazy: Arc::new(LazyFreeQueue::new()),
-            settings,
             background,
             cron: Arc::new(CronSignal {
                 stop: Mutex::new(false),
                 wake: Condvar::new(),
             }),
             threads: Mutex::new(Vec::new()),
+            timing: settings.latency_tracking || settings.slowlog_log_slower_than.is_some(),
+            slowlog: Slowlog::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),
+            multi_latency: Mutex::new(OpHistograms::default()),
+            settings,
         });
         if background == Background::Threads {
             Inner::start_threads(&inner);
@@ -241,8 +255,9 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.inner.hash(key);
-        self.inner
-            .with_shard(hash, false, |s, env, g| s.get(hash, key, env, g).cloned())
+        self.inner.with_key(Op::Get, hash, key, false, |s, env, g| {
+            s.get(hash, key, env, g).cloned()
+        })
     }
 
     /// Whether `key` is present and not expired. Does not touch its metadata (like
@@ -254,7 +269,9 @@ where
     {
         let hash = self.inner.hash(key);
         self.inner
-            .with_shard(hash, false, |s, env, g| s.peek(hash, key, env, g).is_some())
+            .with_key(Op::Contains, hash, key, false, |s, env, g| {
+                s.peek(hash, key, env, g).is_some()
+            })
     }
 
     /// Time to live of `key` (Redis's `PTTL`).
@@ -264,8 +281,9 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.inner.hash(key);
-        self.inner
-            .with_shard(hash, false, |s, env, g| s.ttl(hash, key, env, g))
+        self.inner.with_key(Op::Ttl, hash, key, false, |s, env, g| {
+            s.ttl(hash, key, env, g)
+        })
     }
 
     /// Number of entries, including expired ones not yet deleted (as Redis's `DBSIZE`).
@@ -322,7 +340,9 @@ where
     {
         let hash = self.inner.hash(key);
         self.inner
-            .with_shard(hash, false, |s, env, g| s.remove(hash, key, env, g))
+            .with_key(Op::Remove, hash, key, false, |s, env, g| {
+                s.remove(hash, key, env, g)
+            })
     }
 
     /// Removes `key` and drops its value on the lazy-free thread (Redis's `UNLINK`):
@@ -334,7 +354,9 @@ where
     {
         let hash = self.inner.hash(key);
         self.inner
-            .with_shard(hash, true, |s, env, g| s.remove(hash, key, env, g))
+            .with_key(Op::Unlink, hash, key, true, |s, env, g| {
+                s.remove(hash, key, env, g)
+            })
     }
 
     /// Sets a time to live on an existing key (Redis's `PEXPIRE`). A zero TTL deletes the
@@ -360,9 +382,10 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.inner.hash(key);
-        self.inner.with_shard(hash, false, |s, env, g| {
-            s.expire_at(hash, key, at_ms, env, g)
-        })
+        self.inner
+            .with_key(Op::Expire, hash, key, false, |s, env, g| {
+                s.expire_at(hash, key, at_ms, env, g)
+            })
     }
 
     /// Removes the TTL of `key` (Redis's `PERSIST`). Returns whether it had one.
@@ -373,15 +396,22 @@ where
     {
         let hash = self.inner.hash(key);
         self.inner
-            .with_shard(hash, false, |s, env, g| s.persist(hash, key, env, g))
+            .with_key(Op::Persist, hash, key, false, |s, env, g| {
+                s.persist(hash, key, env, g)
+            })
     }
 
     /// Removes every entry (Redis's `FLUSHDB`). Shards are emptied one at a time; values
     /// are dropped after each shard's lock is released.
     pub fn clear(&self) {
         for i in 0..self.inner.slots.len() {
-            self.inner
-                .with_slot(i, false, |s, env, g| s.clear(env.weigher, g));
+            self.inner.with_slot(
+                i,
+                None,
+                false,
+                |s, env, g| s.clear(env.weigher, g),
+                |_| None,
+            );
         }
     }
 
@@ -398,6 +428,7 @@ where
     where
         K: fmt::Display,
     {
+        let started = self.inner.multi_start();
         let shards = self.inner.slots.len() as u64;
         let mut shard = cursor >> 32;
         let mut bucket = cursor & 0xFFFF_FFFF;
@@ -427,6 +458,7 @@ where
         } else {
             (shard << 32) | bucket
         };
+        self.inner.multi_record(Op::Scan, started);
         ScanPage { cursor, keys }
     }
 
@@ -453,6 +485,50 @@ where
     /// Values queued for the lazy-free thread and not yet dropped.
     pub fn lazyfree_pending_objects(&self) -> u64 {
         self.inner.lazy.pending()
+    }
+
+    /// The newest `n` slowlog entries, newest first (Redis's `SLOWLOG GET n`). Empty
+    /// unless [`CacheBuilder::slowlog_log_slower_than`] is set.
+    pub fn slowlog_get(&self, n: usize) -> Vec<SlowlogEntry<K>> {
+        self.inner.slowlog.get(n)
+    }
+
+    /// Number of slowlog entries (`SLOWLOG LEN`).
+    pub fn slowlog_len(&self) -> usize {
+        self.inner.slowlog.len()
+    }
+
+    /// Empties the slowlog (`SLOWLOG RESET`).
+    pub fn slowlog_reset(&self) {
+        self.inner.slowlog.reset();
+    }
+
+    /// The latency histogram of `op` since the cache was built (Redis's `LATENCY
+    /// HISTOGRAM`). Empty unless [`CacheBuilder::latency_tracking`] (or a slowlog
+    /// threshold) is on. Locks each shard briefly.
+    pub fn latency_histogram(&self, op: Op) -> Histogram {
+        self.inner.latency().get(op).clone()
+    }
+
+    /// Returns unused allocator pages to the OS (Redis's `MEMORY PURGE`); with the
+    /// `jemalloc` feature, purges every jemalloc arena. Returns whether anything was asked
+    /// of the allocator.
+    pub fn memory_purge(&self) -> bool {
+        #[cfg(feature = "jemalloc")]
+        {
+            crate::alloc::memory_purge()
+        }
+        #[cfg(not(feature = "jemalloc"))]
+        {
+            false
+        }
+    }
+
+    /// Publishes `info()`'s figures through the `metrics` crate now (the cron also does
+    /// every cycle). Gauges are named `larder_<field>` with label `cache=<name>`.
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        crate::metrics_export::publish(&self.inner.settings.name, &self.inner.info());
     }
 
     /// The eviction policy in force.
@@ -502,31 +578,82 @@ where
         }
     }
 
-    fn with_shard<R>(
+    /// Runs a single-key operation on the key's shard (timed when tracking is on).
+    fn with_key<Q, R>(
         &self,
+        op: Op,
         hash: u64,
+        key: &Q,
         unlink: bool,
         f: impl FnOnce(&mut Shard<K, V>, &Env<'_, W>, &mut Garbage<K, V>) -> R,
-    ) -> R {
-        self.with_slot(self.shard_of(hash), unlink, f)
+    ) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.with_slot(self.shard_of(hash), Some(op), unlink, f, |s| {
+            s.key_clone(hash, key)
+        })
     }
 
+    /// Runs `f` under shard `i`'s lock, then publishes figures, emits events, and drops
+    /// what it removed after unlocking. With `op` and timing on, records the latency
+    /// (lock wait included) and, if slow, a slowlog entry whose key `key_of` finds.
     fn with_slot<R>(
         &self,
         i: usize,
+        op: Option<Op>,
         unlink: bool,
         f: impl FnOnce(&mut Shard<K, V>, &Env<'_, W>, &mut Garbage<K, V>) -> R,
+        key_of: impl FnOnce(&Shard<K, V>) -> Option<K>,
     ) -> R {
         let slot = &self.slots[i];
+        let started = match op {
+            Some(_) if self.timing => Some(Instant::now()),
+            _ => None,
+        };
         let mut g = Garbage::new();
         let r = {
             let mut shard = lock(&slot.shard);
             let r = f(&mut shard, &self.env(), &mut g);
+            if let (Some(t0), Some(op)) = (started, op) {
+                let d = t0.elapsed();
+                shard.latency.record(op, d);
+                if self.slowlog.is_slow(d) {
+                    let key = key_of(&shard);
+                    self.slowlog.push(self.clock.now_ms(), d, op, key);
+                }
+            }
             self.after_write(slot, &shard, &mut g);
             r
         };
         self.dispose(g, unlink);
         r
+    }
+
+    /// Starts timing an operation that spans shards.
+    pub(crate) fn multi_start(&self) -> Option<Instant> {
+        self.timing.then(Instant::now)
+    }
+
+    /// Records an operation that spans shards.
+    pub(crate) fn multi_record(&self, op: Op, started: Option<Instant>) {
+        if let Some(t0) = started {
+            let d = t0.elapsed();
+            lock(&self.multi_latency).record(op, d);
+            if self.slowlog.is_slow(d) {
+                self.slowlog.push(self.clock.now_ms(), d, op, None);
+            }
+        }
+    }
+
+    /// The merged latency histograms of every shard and the multi-shard operations.
+    pub(crate) fn latency(&self) -> OpHistograms {
+        let mut all = lock(&self.multi_latency).clone();
+        for slot in self.slots.iter() {
+            all.merge(&lock(&slot.shard).latency);
+        }
+        all
     }
 
     /// Under the shard lock: publish the shard's figures and emit removal events (under
@@ -595,17 +722,24 @@ where
     fn insert(&self, key: K, value: V, ttl: TtlChange) -> Result<(), Error> {
         let hash = self.hash(&key);
         let event_key = self.events.active().then(|| key.clone());
-        self.with_shard(hash, false, |s, env, g| {
-            let r = s.insert(hash, key, value, ttl, env, g);
-            // An expiry already past deletes instead (reported as `expired`).
-            let stored = !matches!(ttl, TtlChange::At(at) if at <= env.clock.now_ms());
-            if let (Ok(()), Some(k), true) = (&r, &event_key, stored) {
-                // Evictions the write caused come first.
-                self.emit_removals(g, true);
-                self.events.emit(EventKind::Set, k);
-            }
-            r
-        })
+        let log_key = self.slowlog.threshold.is_some().then(|| key.clone());
+        self.with_slot(
+            self.shard_of(hash),
+            Some(Op::Insert),
+            false,
+            |s, env, g| {
+                let r = s.insert(hash, key, value, ttl, env, g);
+                // An expiry already past deletes instead (reported as `expired`).
+                let stored = !matches!(ttl, TtlChange::At(at) if at <= env.clock.now_ms());
+                if let (Ok(()), Some(k), true) = (&r, &event_key, stored) {
+                    // Evictions the write caused come first.
+                    self.emit_removals(g, true);
+                    self.events.emit(EventKind::Set, k);
+                }
+                r
+            },
+            |_| log_key,
+        )
     }
 
     pub(crate) fn used_memory(&self) -> u64 {
@@ -613,6 +747,10 @@ where
             .iter()
             .map(|s| s.used.load(Ordering::Relaxed))
             .sum()
+    }
+
+    pub(crate) fn lazyfree_pending(&self) -> u64 {
+        self.lazy.pending()
     }
 
     pub(crate) fn lazyfreed_objects(&self) -> u64 {
@@ -634,14 +772,20 @@ where
         let now = self.clock.now_ms();
         self.coarse_ms.store(now, Ordering::Relaxed);
         self.update_peak();
+        #[cfg(feature = "metrics")]
+        crate::metrics_export::publish(&self.settings.name, &self.info());
         let budget = self.settings.cron_period / 4;
         let start = Instant::now();
         let mut expired_total = 0u64;
         for i in 0..self.slots.len() {
             loop {
-                let (sampled, expired) = self.with_slot(i, false, |s, env, g| {
-                    s.expire_sample(SAMPLE, now, env.weigher, g)
-                });
+                let (sampled, expired) = self.with_slot(
+                    i,
+                    None,
+                    false,
+                    |s, env, g| s.expire_sample(SAMPLE, now, env.weigher, g),
+                    |_| None,
+                );
                 expired_total += expired as u64;
                 if sampled == 0 || expired * 4 <= sampled || start.elapsed() > budget {
                     break;

@@ -2,13 +2,15 @@
 //! text rendering; and the per-key introspection (`memory_usage`, `big_keys`,
 //! `hot_keys`).
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Inner};
+use crate::latency::Op;
 use crate::shim::lock;
 use crate::weigh::{Weigher, ENTRY_OVERHEAD};
 use crate::Policy;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
+use std::time::Duration;
 
 /// The `# Memory` section.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +26,27 @@ pub struct MemoryInfo {
     pub maxmemory_policy: Policy,
     /// The configured bound on entries, 0 when unbounded.
     pub max_entries: u64,
+    /// jemalloc's figures; `None` without the `jemalloc` feature.
+    pub allocator: Option<AllocatorInfo>,
+}
+
+/// What Redis's `INFO memory` reports of its allocator (cargo feature `jemalloc`).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct AllocatorInfo {
+    /// Bytes allocated by the application (`allocator_allocated`).
+    pub allocated: u64,
+    /// Bytes in active pages (`allocator_active`).
+    pub active: u64,
+    /// Bytes in physically resident pages the allocator maps (`allocator_resident`).
+    pub resident: u64,
+    /// The process's resident set size (`used_memory_rss`).
+    pub rss: u64,
+    /// `active / allocated`: fragmentation inside the allocator's pages.
+    pub allocator_frag_ratio: f64,
+    /// `rss / used_memory`: resident bytes of the process per byte the cache accounts
+    /// (Redis's `mem_fragmentation_ratio`).
+    pub mem_fragmentation_ratio: f64,
 }
 
 /// The `# Stats` section.
@@ -69,6 +92,13 @@ pub struct Info {
     pub keyspace: KeyspaceInfo,
     /// Number of shards.
     pub shards: usize,
+    /// p50, p99 and p99.9 latency of each operation that ran, when latency tracking is
+    /// on (Redis's `latencystats`; bucket upper bounds, so within a factor of two).
+    pub latency: Vec<(Op, Duration, Duration, Duration)>,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 impl fmt::Display for Info {
@@ -83,6 +113,18 @@ impl fmt::Display for Info {
         writeln!(f, "maxmemory_human:{}", human(m.maxmemory))?;
         writeln!(f, "maxmemory_policy:{}", m.maxmemory_policy)?;
         writeln!(f, "max_entries:{}", m.max_entries)?;
+        if let Some(a) = &m.allocator {
+            writeln!(f, "used_memory_rss:{}", a.rss)?;
+            writeln!(f, "allocator_allocated:{}", a.allocated)?;
+            writeln!(f, "allocator_active:{}", a.active)?;
+            writeln!(f, "allocator_resident:{}", a.resident)?;
+            writeln!(f, "allocator_frag_ratio:{:.2}", a.allocator_frag_ratio)?;
+            writeln!(
+                f,
+                "mem_fragmentation_ratio:{:.2}",
+                a.mem_fragmentation_ratio
+            )?;
+        }
         writeln!(f)?;
         let s = &self.stats;
         writeln!(f, "# Stats")?;
@@ -93,6 +135,19 @@ impl fmt::Display for Info {
         writeln!(f, "lazyfree_pending_objects:{}", s.lazyfree_pending_objects)?;
         writeln!(f, "lazyfreed_objects:{}", s.lazyfreed_objects)?;
         writeln!(f)?;
+        if !self.latency.is_empty() {
+            writeln!(f, "# Latencystats")?;
+            for (op, p50, p99, p999) in &self.latency {
+                writeln!(
+                    f,
+                    "latency_percentiles_usec_{op}:p50={:.3},p99={:.3},p99.9={:.3}",
+                    us(*p50),
+                    us(*p99),
+                    us(*p999)
+                )?;
+            }
+            writeln!(f)?;
+        }
         let k = &self.keyspace;
         writeln!(f, "# Keyspace")?;
         writeln!(
@@ -126,46 +181,7 @@ where
 {
     /// The cache's figures. Locks each shard briefly in turn.
     pub fn info(&self) -> Info {
-        let inner = &*self.inner;
-        let now = inner.clock.now_ms();
-        let (mut hits, mut misses, mut expired, mut evicted) = (0, 0, 0, 0);
-        let (mut keys, mut expires, mut ttl_sum, mut ttl_n) = (0u64, 0u64, 0u64, 0u64);
-        for slot in inner.slots.iter() {
-            let s = lock(&slot.shard);
-            hits += s.stats.hits;
-            misses += s.stats.misses;
-            expired += s.stats.expired;
-            evicted += s.stats.evicted;
-            keys += s.len() as u64;
-            expires += s.expires_len() as u64;
-            let (sum, n) = s.ttl_sum(now);
-            ttl_sum += sum;
-            ttl_n += n;
-        }
-        let used = inner.used_memory();
-        Info {
-            memory: MemoryInfo {
-                used_memory: used,
-                used_memory_peak: inner.update_peak(),
-                maxmemory: inner.settings.max_memory.unwrap_or(0),
-                maxmemory_policy: inner.settings.policy,
-                max_entries: inner.settings.max_entries.unwrap_or(0),
-            },
-            stats: StatsInfo {
-                keyspace_hits: hits,
-                keyspace_misses: misses,
-                expired_keys: expired,
-                evicted_keys: evicted,
-                lazyfree_pending_objects: self.lazyfree_pending_objects(),
-                lazyfreed_objects: inner.lazyfreed_objects(),
-            },
-            keyspace: KeyspaceInfo {
-                keys,
-                expires,
-                avg_ttl: ttl_sum.checked_div(ttl_n).unwrap_or(0),
-            },
-            shards: inner.slots.len(),
-        }
+        self.inner.info()
     }
 
     /// Bytes `key` accounts for (its weight plus the per-entry overhead), as Redis's
@@ -219,6 +235,68 @@ where
     }
 }
 
+impl<K, V, W> Inner<K, V, W>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weigher<K, V>,
+{
+    pub(crate) fn info(&self) -> Info {
+        let inner = self;
+
+        let now = inner.clock.now_ms();
+        let (mut hits, mut misses, mut expired, mut evicted) = (0, 0, 0, 0);
+        let (mut keys, mut expires, mut ttl_sum, mut ttl_n) = (0u64, 0u64, 0u64, 0u64);
+        for slot in inner.slots.iter() {
+            let s = lock(&slot.shard);
+            hits += s.stats.hits;
+            misses += s.stats.misses;
+            expired += s.stats.expired;
+            evicted += s.stats.evicted;
+            keys += s.len() as u64;
+            expires += s.expires_len() as u64;
+            let (sum, n) = s.ttl_sum(now);
+            ttl_sum += sum;
+            ttl_n += n;
+        }
+        let used = inner.used_memory();
+        Info {
+            memory: MemoryInfo {
+                used_memory: used,
+                used_memory_peak: inner.update_peak(),
+                maxmemory: inner.settings.max_memory.unwrap_or(0),
+                maxmemory_policy: inner.settings.policy,
+                max_entries: inner.settings.max_entries.unwrap_or(0),
+                allocator: allocator(used),
+            },
+            stats: StatsInfo {
+                keyspace_hits: hits,
+                keyspace_misses: misses,
+                expired_keys: expired,
+                evicted_keys: evicted,
+                lazyfree_pending_objects: inner.lazyfree_pending(),
+                lazyfreed_objects: inner.lazyfreed_objects(),
+            },
+            keyspace: KeyspaceInfo {
+                keys,
+                expires,
+                avg_ttl: ttl_sum.checked_div(ttl_n).unwrap_or(0),
+            },
+            shards: inner.slots.len(),
+            latency: {
+                let h = inner.latency();
+                Op::ALL
+                    .iter()
+                    .filter_map(|&op| {
+                        let g = h.get(op);
+                        Some((op, g.quantile(0.5)?, g.quantile(0.99)?, g.quantile(0.999)?))
+                    })
+                    .collect()
+            },
+        }
+    }
+}
+
 /// Keeps the `n` highest scores seen (n is small: a linear minimum is fine).
 fn keep_top<K: Clone>(top: &mut Vec<(K, u64)>, n: usize, k: &K, score: u64) {
     if n == 0 {
@@ -238,4 +316,14 @@ fn keep_top<K: Clone>(top: &mut Vec<(K, u64)>, n: usize, k: &K, score: u64) {
             top[i] = (k.clone(), score);
         }
     }
+}
+
+#[cfg(feature = "jemalloc")]
+fn allocator(used: u64) -> Option<AllocatorInfo> {
+    crate::alloc::allocator_info(used)
+}
+
+#[cfg(not(feature = "jemalloc"))]
+fn allocator(_used: u64) -> Option<AllocatorInfo> {
+    None
 }

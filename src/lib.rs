@@ -25,7 +25,8 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `jemalloc` | tikv-jemallocator statistics (allocated, active, resident, fragmentation) |
+//! | `jemalloc` | jemalloc statistics in `info()` (allocated, active, resident, fragmentation ratios), `memory_purge()`, and [`Jemalloc`] to install as the global allocator |
+//! | `metrics` | `info()`'s figures exported as `metrics` gauges every cron cycle |
 //!
 //! ## Memory per entry
 //!
@@ -42,6 +43,8 @@
 //! ([`Background::Manual`]): call [`Cache::run_pending_tasks`] where your model wants the
 //! background work (active expiry, lazy free) to happen. See README.md.
 
+#[cfg(feature = "jemalloc")]
+mod alloc;
 mod batch;
 mod builder;
 mod cache;
@@ -51,8 +54,11 @@ mod events;
 mod evict;
 mod expires;
 mod info;
+mod latency;
 mod lazyfree;
 mod meta;
+#[cfg(feature = "metrics")]
+mod metrics_export;
 mod pattern;
 mod policy;
 mod shard;
@@ -61,13 +67,16 @@ mod table;
 mod txn;
 mod weigh;
 
+#[cfg(feature = "jemalloc")]
+pub use alloc::Jemalloc;
 pub use batch::{Batch, BatchResult};
 pub use builder::CacheBuilder;
 pub use cache::{Background, Cache, ScanPage};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, TxError};
 pub use events::{Event, EventKind, Subscriber};
-pub use info::{Info, KeyspaceInfo, MemoryInfo, StatsInfo};
+pub use info::{AllocatorInfo, Info, KeyspaceInfo, MemoryInfo, StatsInfo};
+pub use latency::{Histogram, Op, SlowlogEntry, BUCKETS};
 pub use lazyfree::LazyFree;
 pub use meta::LFU_INIT_VAL;
 pub use pattern::glob_match;

@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::evict::Pool;
 use crate::expires::Expires;
+use crate::latency::OpHistograms;
 use crate::meta::{lfu_minutes, Lfu, Meta, LFU_INIT_VAL};
 use crate::table::{Moved, Table};
 use crate::weigh::{Weigher, ENTRY_OVERHEAD};
@@ -134,6 +135,8 @@ pub(crate) struct Shard<K, V> {
     rng: u64,
     pub(crate) stats: ShardStats,
     pub(crate) cfg: ShardConfig,
+    /// Latency of this shard's single-key operations (recorded only when timing is on).
+    pub(crate) latency: OpHistograms,
 }
 
 impl<K: Hash + Eq, V> Shard<K, V> {
@@ -147,6 +150,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             rng: seed | 1,
             stats: ShardStats::default(),
             cfg,
+            latency: OpHistograms::default(),
         }
     }
 
@@ -648,6 +652,15 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             };
             (&e.key, &e.value, e.meta, at)
         })
+    }
+
+    /// A clone of the stored key equal to `key`, if present.
+    pub(crate) fn key_clone<Q>(&self, hash: u64, key: &Q) -> Option<K>
+    where
+        K: Borrow<Q> + Clone,
+        Q: Eq + ?Sized,
+    {
+        self.entries_matching(hash, key).map(|(k, _)| k.clone())
     }
 
     /// The entry stored under `key`, live or not, without touching it.

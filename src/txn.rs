@@ -48,6 +48,7 @@ where
         keys: &[K],
         f: impl FnOnce(&mut Transaction<'_, K, V, W>) -> Result<R, E>,
     ) -> Result<R, TxError<E>> {
+        let started = self.inner.multi_start();
         let declared: Vec<(K, u64)> = keys
             .iter()
             .map(|k| (k.clone(), self.inner.hash(k)))
@@ -80,6 +81,8 @@ where
         self.inner.emit_removals(&mut garbage, false);
         drop(locked);
         self.inner.dispose(garbage, false);
+        self.inner
+            .multi_record(crate::latency::Op::Transaction, started);
         result
     }
 }
