@@ -434,6 +434,11 @@ impl DataDir {
     /// Switches the log to a new incr file; returns (its start sequence, its id).
     fn switch_incr(&self, dir: &mut DirState) -> Result<(u64, u64), RewriteError> {
         let sh = &self.shared;
+        if let Some(cause) = &sh.log.lock().poisoned {
+            return Err(RewriteError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
         let id = dir.next_id;
         dir.next_id += 1;
         let name = incr_name(id);

@@ -67,6 +67,9 @@ pub enum HeaderError {
     /// A version this build does not read.
     #[error("unsupported AOF format version {0}")]
     Version(u32),
+    /// The reserved bytes 12..16 are not zero.
+    #[error("reserved header bytes 12..16 are not zero")]
+    Reserved,
 }
 
 /// Checks the file header of an incr file.
@@ -80,6 +83,9 @@ pub fn check_file_header(bytes: &[u8]) -> Result<(), HeaderError> {
     let v = u32_at(bytes, VERSION_OFFSET);
     if v != AOF_VERSION {
         return Err(HeaderError::Version(v));
+    }
+    if u32_at(bytes, VERSION_OFFSET + 4) != 0 {
+        return Err(HeaderError::Reserved);
     }
     Ok(())
 }

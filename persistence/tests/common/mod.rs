@@ -95,3 +95,24 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+/// An independent copy of a directory (a second "disk" with the same bytes).
+pub fn copy_dir(from: &dyn Backend) -> larder_persistence::backend::MemoryBackend {
+    let copy = larder_persistence::backend::MemoryBackend::new();
+    for n in from.list().unwrap() {
+        let bytes = from.read_all(&n).unwrap();
+        let f = copy
+            .open(&n, larder_persistence::OpenMode::CreateTruncate)
+            .unwrap();
+        f.write_at(&bytes, 0).unwrap();
+    }
+    copy
+}
+
+/// Replaces the content of `name` in `backend`.
+pub fn put(backend: &dyn Backend, name: &str, bytes: &[u8]) {
+    let f = backend
+        .open(name, larder_persistence::OpenMode::CreateTruncate)
+        .unwrap();
+    f.write_at(bytes, 0).unwrap();
+}
