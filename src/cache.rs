@@ -68,8 +68,15 @@ pub(crate) struct Slot<K, V> {
 impl<K: Hash + Eq, V> Slot<K, V> {
     /// Stores the shard's figures where `len()` and `used_memory()` read them lock-free.
     pub(crate) fn publish(&self, shard: &Shard<K, V>) {
-        self.used.store(shard.used(), Ordering::Relaxed);
-        self.len.store(shard.len() as u64, Ordering::Relaxed);
+        // Only this shard's lock holder writes these, so a load tells whether a store is
+        // needed; reads (most operations) change nothing and skip the stores.
+        let (used, len) = (shard.used(), shard.len() as u64);
+        if self.used.load(Ordering::Relaxed) != used {
+            self.used.store(used, Ordering::Relaxed);
+        }
+        if self.len.load(Ordering::Relaxed) != len {
+            self.len.store(len, Ordering::Relaxed);
+        }
     }
 }
 
