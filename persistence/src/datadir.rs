@@ -311,20 +311,27 @@ impl DataDir {
             },
             opts,
         });
-        let syncer = (shared.opts.fsync == FsyncPolicy::EverySec).then(|| {
+        let syncer = if shared.opts.fsync == FsyncPolicy::EverySec {
             let (tx, rx) = crossbeam_channel::bounded::<()>(1);
             let s = shared.clone();
             let interval = s.opts.everysec_interval;
             let handle = std::thread::Builder::new()
                 .name("larder-everysec".into())
                 .spawn(move || {
+                    // Ends when the sender is dropped (DataDir dropped).
                     while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
                         s.log.sync_tick();
                     }
                 })
-                .expect("spawning the everysec fsync thread");
-            (tx, handle)
-        });
+                .map_err(|source| OpenError::Io {
+                    file: ".".into(),
+                    op: "spawn the everysec fsync thread",
+                    source,
+                })?;
+            Some((tx, handle))
+        } else {
+            None
+        };
         Ok(DataDir { shared, syncer })
     }
 

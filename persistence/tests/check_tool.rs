@@ -1,0 +1,119 @@
+//! `larder-check`: output and exit codes.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use common::{open, set};
+use larder_persistence::backend::FsBackend;
+use larder_persistence::{FsyncPolicy, Options};
+
+fn check(dir: &Path, args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_larder-check"))
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
+}
+
+fn make_dir(records: u64) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Arc::new(FsBackend::new(tmp.path()).unwrap());
+    let opts = Options {
+        fsync: FsyncPolicy::No,
+        ..Options::default()
+    };
+    let r = open(b, opts).unwrap();
+    for n in 1..=records {
+        r.dir.append(&set(n)).unwrap();
+    }
+    tmp
+}
+
+fn incr(dir: &Path) -> std::path::PathBuf {
+    dir.join("incr.1.aof")
+}
+
+#[test]
+fn healthy_directory() {
+    let tmp = make_dir(10);
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("incr.1.aof"), "{out}");
+    assert!(out.contains("last good sequence: 10"), "{out}");
+}
+
+#[test]
+fn torn_tail_reported_then_fixed() {
+    let tmp = make_dir(10);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(incr(tmp.path()))
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - 5).unwrap();
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("torn tail") && out.contains("after sequence 9"),
+        "{out}"
+    );
+    // Declined.
+    let (code, out) = check(tmp.path(), &["--fix"], "n\n");
+    assert_eq!(code, 5, "{out}");
+    // Confirmed.
+    let (code, out) = check(tmp.path(), &["--fix"], "y\n");
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("FIXED"), "{out}");
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("last good sequence: 9"), "{out}");
+}
+
+#[test]
+fn corrupt_middle_of_last_file_needs_fix() {
+    let tmp = make_dir(10);
+    let mut bytes = std::fs::read(incr(tmp.path())).unwrap();
+    bytes[40] ^= 0x10;
+    std::fs::write(incr(tmp.path()), &bytes).unwrap();
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("corrupt tail"), "{out}");
+    let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");
+    assert_eq!(code, 4, "{out}");
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("last good sequence: 0"), "{out}");
+}
+
+#[test]
+fn damaged_manifest_and_usage_errors() {
+    let tmp = make_dir(3);
+    let m = tmp.path().join("manifest");
+    let mut bytes = std::fs::read(&m).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(&m, &bytes).unwrap();
+    let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("manifest"), "{out}");
+    let (code, _) = check(&tmp.path().join("nope"), &[], "");
+    assert_eq!(code, 5);
+    let (code, _) = check(tmp.path(), &["--yes"], "");
+    assert_eq!(code, 2, "--yes without --fix is a usage error");
+}
