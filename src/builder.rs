@@ -23,48 +23,38 @@ use std::time::Duration;
 /// ```
 #[must_use]
 pub struct CacheBuilder<K, V, W = DefaultWeigher> {
-    pub(crate) max_memory: Option<u64>,
-    pub(crate) max_entries: Option<u64>,
-    pub(crate) policy: Policy,
-    pub(crate) samples: usize,
-    pub(crate) lfu_log_factor: u32,
-    pub(crate) lfu_decay_time: u32,
-    pub(crate) lazy_free: LazyFree,
+    pub(crate) settings: Settings,
     pub(crate) shards: Option<usize>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) weigher: W,
     pub(crate) background: Background,
-    pub(crate) cron_period: Duration,
-    pub(crate) event_capacity: usize,
     pub(crate) hasher_seed: Option<u64>,
-    pub(crate) latency_tracking: bool,
-    pub(crate) slowlog_log_slower_than: Option<Duration>,
-    pub(crate) slowlog_max_len: usize,
-    pub(crate) name: String,
     _types: PhantomData<fn(K, V)>,
 }
 
 impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
     fn default() -> Self {
         CacheBuilder {
-            max_memory: None,
-            max_entries: None,
-            policy: Policy::default(),
-            samples: 5,
-            lfu_log_factor: 10,
-            lfu_decay_time: 1,
-            lazy_free: LazyFree::default(),
+            settings: Settings {
+                max_memory: None,
+                max_entries: None,
+                policy: Policy::default(),
+                samples: 5,
+                lfu_log_factor: 10,
+                lfu_decay_time: 1,
+                lazy_free: LazyFree::default(),
+                cron_period: Duration::from_millis(100),
+                event_capacity: 1024,
+                latency_tracking: false,
+                slowlog_log_slower_than: None,
+                slowlog_max_len: 128,
+                name: "default".to_string(),
+            },
             shards: None,
             clock: Arc::new(SystemClock),
             weigher: DefaultWeigher,
             background: Background::default(),
-            cron_period: Duration::from_millis(100),
-            event_capacity: 1024,
             hasher_seed: None,
-            latency_tracking: false,
-            slowlog_log_slower_than: None,
-            slowlog_max_len: 128,
-            name: "default".to_string(),
             _types: PhantomData,
         }
     }
@@ -74,45 +64,45 @@ impl<K, V, W> CacheBuilder<K, V, W> {
     /// `maxmemory`: the bound on `used_memory` in bytes (weights plus the per-entry
     /// overhead). Unbounded by default. Each shard holds an equal share.
     pub fn max_memory(mut self, bytes: u64) -> Self {
-        self.max_memory = Some(bytes);
+        self.settings.max_memory = Some(bytes);
         self
     }
 
     /// A bound on the number of entries, in addition to (or instead of) `max_memory`.
     /// Each shard holds an equal share.
     pub fn max_entries(mut self, n: u64) -> Self {
-        self.max_entries = Some(n);
+        self.settings.max_entries = Some(n);
         self
     }
 
     /// `maxmemory-policy`: what to evict when a bound is reached. Default `allkeys-lru`.
     pub fn eviction(mut self, policy: Policy) -> Self {
-        self.policy = policy;
+        self.settings.policy = policy;
         self
     }
 
     /// `maxmemory-samples`: candidates sampled per eviction (default 5, as Redis).
     pub fn maxmemory_samples(mut self, n: usize) -> Self {
-        self.samples = n.max(1);
+        self.settings.samples = n.max(1);
         self
     }
 
     /// `lfu-log-factor`: how many hits it takes to saturate the LFU counter (default 10).
     pub fn lfu_log_factor(mut self, factor: u32) -> Self {
-        self.lfu_log_factor = factor;
+        self.settings.lfu_log_factor = factor;
         self
     }
 
     /// `lfu-decay-time`: minutes per step of LFU counter decay; 0 disables decay
     /// (default 1).
     pub fn lfu_decay_time(mut self, minutes: u32) -> Self {
-        self.lfu_decay_time = minutes;
+        self.settings.lfu_decay_time = minutes;
         self
     }
 
     /// `lazyfree-lazy-*`: which removals drop big values on the background thread.
     pub fn lazy_free(mut self, lazy_free: LazyFree) -> Self {
-        self.lazy_free = lazy_free;
+        self.settings.lazy_free = lazy_free;
         self
     }
 
@@ -139,13 +129,13 @@ impl<K, V, W> CacheBuilder<K, V, W> {
 
     /// How often the cron runs (Redis's `hz`; default 100 ms, i.e. `hz 10`).
     pub fn cron_period(mut self, period: Duration) -> Self {
-        self.cron_period = period.max(Duration::from_millis(1));
+        self.settings.cron_period = period.max(Duration::from_millis(1));
         self
     }
 
     /// Capacity of each subscriber's event queue (default 1024).
     pub fn event_capacity(mut self, n: usize) -> Self {
-        self.event_capacity = n.max(1);
+        self.settings.event_capacity = n.max(1);
         self
     }
 
@@ -158,51 +148,39 @@ impl<K, V, W> CacheBuilder<K, V, W> {
     /// Records a latency histogram per operation (Redis's `latency-tracking`). Off by
     /// default: it costs two clock reads per operation.
     pub fn latency_tracking(mut self, on: bool) -> Self {
-        self.latency_tracking = on;
+        self.settings.latency_tracking = on;
         self
     }
 
     /// `slowlog-log-slower-than`: operations taking at least this long are logged (and
     /// every operation is timed). Off by default.
     pub fn slowlog_log_slower_than(mut self, threshold: Duration) -> Self {
-        self.slowlog_log_slower_than = Some(threshold);
+        self.settings.slowlog_log_slower_than = Some(threshold);
         self
     }
 
     /// `slowlog-max-len`: how many slow operations are kept (default 128).
     pub fn slowlog_max_len(mut self, n: usize) -> Self {
-        self.slowlog_max_len = n;
+        self.settings.slowlog_max_len = n;
         self
     }
 
     /// A name for this cache, used as the `cache` label of exported metrics (default
     /// `"default"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.settings.name = name.into();
         self
     }
 
     /// Weighs entries with `weigher` instead of the [`Weigh`](crate::Weigh) trait.
     pub fn weigher<W2: Weigher<K, V>>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
         CacheBuilder {
-            max_memory: self.max_memory,
-            max_entries: self.max_entries,
-            policy: self.policy,
-            samples: self.samples,
-            lfu_log_factor: self.lfu_log_factor,
-            lfu_decay_time: self.lfu_decay_time,
-            lazy_free: self.lazy_free,
+            settings: self.settings,
             shards: self.shards,
             clock: self.clock,
             weigher,
             background: self.background,
-            cron_period: self.cron_period,
-            event_capacity: self.event_capacity,
             hasher_seed: self.hasher_seed,
-            latency_tracking: self.latency_tracking,
-            slowlog_log_slower_than: self.slowlog_log_slower_than,
-            slowlog_max_len: self.slowlog_max_len,
-            name: self.name,
             _types: PhantomData,
         }
     }
@@ -212,12 +190,12 @@ impl<K, V, W> CacheBuilder<K, V, W> {
         let wanted = self.shards.unwrap_or_else(default_shards);
         let mut n = wanted.next_power_of_two();
         // Keep shares large enough that hash imbalance between shards stays small.
-        if let Some(m) = self.max_memory {
+        if let Some(m) = self.settings.max_memory {
             while n > 1 && m / (n as u64) < 64 * 1024 {
                 n /= 2;
             }
         }
-        if let Some(e) = self.max_entries {
+        if let Some(e) = self.settings.max_entries {
             while n > 1 && e / (n as u64) < 256 {
                 n /= 2;
             }
@@ -247,23 +225,8 @@ where
             Some(s) => ahash::RandomState::with_seeds(s, s ^ 0x9E37_79B9_7F4A_7C15, 7, 11),
             None => ahash::RandomState::new(),
         };
-        let settings = Settings {
-            max_memory: self.max_memory,
-            max_entries: self.max_entries,
-            policy: self.policy,
-            samples: self.samples,
-            lfu_log_factor: self.lfu_log_factor,
-            lfu_decay_time: self.lfu_decay_time,
-            lazy_free: self.lazy_free,
-            cron_period: self.cron_period,
-            event_capacity: self.event_capacity,
-            latency_tracking: self.latency_tracking,
-            slowlog_log_slower_than: self.slowlog_log_slower_than,
-            slowlog_max_len: self.slowlog_max_len,
-            name: self.name,
-        };
         Cache::from_parts(
-            settings,
+            self.settings,
             shards,
             hasher,
             self.weigher,

@@ -139,39 +139,32 @@ impl<K: Hash + Eq, V> Table<K, V> {
 
     /// Removes `idx` from its chain.
     fn unlink(&mut self, hash: u64, idx: u32) {
-        let b = self.bucket_of(hash);
         let next = self.entries[idx as usize].next;
-        if self.buckets[b] == idx {
-            self.buckets[b] = next;
-            return;
-        }
-        let mut i = self.buckets[b];
-        while i != NIL {
-            if self.entries[i as usize].next == idx {
-                self.entries[i as usize].next = next;
-                return;
-            }
-            i = self.entries[i as usize].next;
-        }
-        unreachable!("entry {idx} is not on the chain of its bucket");
+        self.replace_link(hash, idx, next);
     }
 
     /// Points whatever link referred to `from` at `to` (the entry is about to move).
     fn relink(&mut self, hash: u64, from: u32, to: u32) {
+        self.replace_link(hash, from, to);
+    }
+
+    /// Finds the link (bucket head or a `next`) on `hash`'s chain that holds `target` and
+    /// makes it hold `with`.
+    fn replace_link(&mut self, hash: u64, target: u32, with: u32) {
         let b = self.bucket_of(hash);
-        if self.buckets[b] == from {
-            self.buckets[b] = to;
+        if self.buckets[b] == target {
+            self.buckets[b] = with;
             return;
         }
         let mut i = self.buckets[b];
         while i != NIL {
-            if self.entries[i as usize].next == from {
-                self.entries[i as usize].next = to;
+            if self.entries[i as usize].next == target {
+                self.entries[i as usize].next = with;
                 return;
             }
             i = self.entries[i as usize].next;
         }
-        unreachable!("entry {from} is not on the chain of its bucket");
+        unreachable!("entry {target} is not on the chain of its bucket");
     }
 
     /// Rebuilds every chain for `n` buckets (a power of two). Done at once, under the
