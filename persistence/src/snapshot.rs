@@ -618,6 +618,22 @@ pub fn load_bytes(
     Ok(layout)
 }
 
+/// [`load_bytes`] for bytes at any address: copies them into an aligned buffer first
+/// when they are not 16-byte aligned (fuzzers, network buffers).
+pub fn load_slice(
+    file: &str,
+    bytes: &[u8],
+    threads: usize,
+    sink: &(dyn Fn(Section<'_>) + Sync),
+) -> Result<SnapshotLayout, SnapshotError> {
+    if (bytes.as_ptr() as usize) % SECTION_ALIGN == 0 {
+        return load_bytes(file, bytes, threads, sink);
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    load_bytes(file, &aligned, threads, sink)
+}
+
 /// Loads snapshot `name` from `backend` (memory-mapped on a real disk); see
 /// [`load_bytes`].
 pub fn load(
