@@ -89,6 +89,9 @@ pub struct Status {
     pub next_seq: u64,
     /// Every sequence up to this one is durable.
     pub durable_seq: u64,
+    /// Fsyncs of the log since open (under `Always`, appends divided by this is the
+    /// mean group-commit size).
+    pub fsyncs: u64,
     /// A rewrite has begun and not finished.
     pub rewrite_in_progress: bool,
     /// How the last rewrite ended.
@@ -383,6 +386,7 @@ impl DataDir {
             aof_incr_size: st.len,
             next_seq: st.next_seq,
             durable_seq: st.durable_seq,
+            fsyncs: st.fsyncs,
             rewrite_in_progress: dir.rewrite_in_progress,
             last_rewrite: dir.last_rewrite.clone(),
             last_write: match &st.last_write_error {

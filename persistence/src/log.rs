@@ -65,6 +65,8 @@ pub(crate) struct LogState {
     syncing: bool,
     pub(crate) poisoned: Option<String>,
     pub(crate) last_write_error: Option<String>,
+    /// Fsyncs run by group-commit leaders and everysec ticks.
+    pub(crate) fsyncs: u64,
     buf: Vec<u8>,
 }
 
@@ -92,6 +94,7 @@ impl Log {
                 syncing: false,
                 poisoned: None,
                 last_write_error: None,
+                fsyncs: 0,
                 buf: Vec::new(),
             }),
             synced: Condvar::new(),
@@ -196,6 +199,7 @@ impl Log {
         let result = file.sync_data();
         let mut st = self.lock();
         st.syncing = false;
+        st.fsyncs += 1;
         match result {
             Ok(()) => st.durable_seq = st.durable_seq.max(target),
             Err(e) => {

@@ -188,3 +188,32 @@ fn concurrent_appenders_get_distinct_contiguous_sequences() {
     let r = open(backend, opts(FsyncPolicy::Always)).unwrap();
     assert_eq!(r.records.len(), 800);
 }
+
+#[test]
+fn group_commit_shares_fsyncs_between_appenders() {
+    use larder_persistence::backend::{FaultBackend, FaultPlan};
+    let slow = FaultBackend::new(
+        MemoryBackend::new(),
+        FaultPlan {
+            sync_delay: Some(std::time::Duration::from_millis(3)),
+            ..FaultPlan::default()
+        },
+    );
+    let r = open(Arc::new(slow.clone()), opts(FsyncPolicy::Always)).unwrap();
+    let before = slow.syncs();
+    let dir = &r.dir;
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            s.spawn(move || {
+                for i in 0..20 {
+                    dir.append(&set(t * 100 + i)).unwrap();
+                }
+            });
+        }
+    });
+    let fsyncs = slow.syncs() - before;
+    assert_eq!(fsyncs, dir.status().fsyncs);
+    // 320 durable appends; without group commit that is 320 fsyncs.
+    assert!(fsyncs < 160, "{fsyncs} fsyncs for 320 appends");
+    assert_eq!(dir.status().durable_seq, 320);
+}

@@ -18,6 +18,8 @@ pub struct FaultPlan {
     pub capacity: Option<u64>,
     /// Every operation (file or directory) after the Nth fails, the Nth included.
     pub fail_after_ops: Option<u64>,
+    /// Every `sync_data` sleeps this long first, like a slow disk.
+    pub sync_delay: Option<std::time::Duration>,
 }
 
 #[derive(Default)]
@@ -64,6 +66,11 @@ impl<B: Backend> FaultBackend<B> {
     /// Operations counted so far (for sizing `fail_after_ops` sweeps).
     pub fn ops(&self) -> u64 {
         self.counters().ops
+    }
+
+    /// `sync_data` calls counted so far.
+    pub fn syncs(&self) -> u64 {
+        self.counters().syncs
     }
 
     /// The wrapped backend.
@@ -141,6 +148,10 @@ impl FileHandle for FaultFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         op(&self.counters, "sync_data")?;
+        let delay = lock(&self.counters).plan.sync_delay;
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         {
             let mut c = lock(&self.counters);
             c.syncs += 1;
