@@ -636,6 +636,18 @@ impl Rewrite {
         }
     }
 
+    /// Adds every entry of `entries` (for instance one shard's worth, taken under that
+    /// shard's lock while other shards keep taking writes).
+    pub fn extend<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = crate::snapshot::EntryRef<'a>>,
+    ) -> Result<(), RewriteError> {
+        match &mut self.writer {
+            Some(w) => Ok(w.extend(entries)?),
+            None => Err(RewriteError::InProgress),
+        }
+    }
+
     /// Entries pushed so far.
     pub fn entries(&self) -> u64 {
         self.writer.as_ref().map_or(0, |w| w.entries())

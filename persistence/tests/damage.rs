@@ -224,3 +224,19 @@ impl BaseName for MemoryBackend {
             .name
     }
 }
+
+/// A filesystem may extend a file whose new data never reached the disk, leaving
+/// zeros: that is a torn tail, not corruption.
+#[test]
+fn zero_filled_tail_is_torn() {
+    let (b, ends) = small_dir();
+    let mut bytes = b.read_all("incr.1.aof").unwrap().to_vec();
+    let good = bytes.len();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    put(&b, "incr.1.aof", &bytes);
+    let r = open(Arc::new(b.clone()), opts(true)).unwrap();
+    assert_eq!(r.records.len(), ends.len());
+    let t = r.dir.status().loading.truncated.unwrap();
+    assert_eq!((t.offset, t.bytes), (good as u64, 4096));
+    assert_eq!(t.last_good_seq, ends.len() as u64);
+}
