@@ -130,13 +130,26 @@ impl Contender {
         }
     }
 
-    /// Builds this cache bounded to `capacity` entries and hands it to `job`.
+    /// Builds this cache bounded to `capacity` entries and hands it to `job`. larder gets
+    /// its defaults (5 `maxmemory-samples`, default shard count).
     pub fn run<J: WithSubject>(self, capacity: u64, job: J) -> J::Output {
+        self.run_with_samples(capacity, 5, job)
+    }
+
+    /// As [`Contender::run`], with larder's `maxmemory-samples` set to `samples` (peers
+    /// have no such knob), to see what eviction sampling costs.
+    pub fn run_with_samples<J: WithSubject>(
+        self,
+        capacity: u64,
+        samples: usize,
+        job: J,
+    ) -> J::Output {
         match self {
             Contender::Larder(policy) => {
                 let cache = larder::Cache::builder()
                     .max_entries(capacity)
                     .eviction(policy)
+                    .maxmemory_samples(samples)
                     .hasher_seed(42)
                     .build();
                 let with_ttl = policy.as_str().starts_with("volatile");

@@ -14,5 +14,5 @@ pub mod zipf;
 pub use belady::belady_hits;
 pub use contenders::{Contender, Subject, Value};
 pub use rng::Xoshiro256;
-pub use rss::resident_bytes;
+pub use rss::{resident_bytes, thread_cpu_time};
 pub use zipf::{scan_polluted_stream, zipf_stream, Zipf};

@@ -3,7 +3,7 @@
 //! the same run.
 //!
 //! ```text
-//! cargo run --release -p larder-benches --bin compare -- throughput [--ops N] [--reps N]
+//! cargo run --release -p larder-benches --bin compare -- throughput [--ops N] [--reps N] [--samples N] [--only NAME]
 //! cargo run --release -p larder-benches --bin compare -- memory [--entries N]
 //! cargo run --release -p larder-benches --bin compare -- hit-ratio [--ops N]
 //! cargo run --release -p larder-benches --bin compare -- all
@@ -12,7 +12,8 @@
 use larder::Policy;
 use larder_benches::contenders::{value_for, WithSubject};
 use larder_benches::{
-    belady_hits, resident_bytes, scan_polluted_stream, svg, zipf_stream, Contender, Subject,
+    belady_hits, resident_bytes, scan_polluted_stream, svg, thread_cpu_time, zipf_stream,
+    Contender, Subject,
 };
 use std::process::Command;
 use std::sync::Barrier;
@@ -31,12 +32,24 @@ fn main() {
             })
     };
     match args.first().map(String::as_str) {
-        Some("throughput") => throughput(flag("--ops", 4_000_000), flag("--reps", 3)),
+        Some("throughput") => {
+            let only = args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .map(String::as_str);
+            throughput(
+                flag("--ops", 4_000_000),
+                flag("--reps", 3),
+                flag("--samples", 5),
+                only,
+            )
+        }
         Some("memory") => memory(flag("--entries", 5_000_000)),
         Some("mem-child") => mem_child(&args[1], args[2].parse().expect("entry count")),
         Some("hit-ratio") => hit_ratio(flag("--ops", 3_000_000)),
         Some("all") => {
-            throughput(4_000_000, 3);
+            throughput(4_000_000, 3, 5, None);
             memory(5_000_000);
             hit_ratio(3_000_000);
         }
@@ -58,8 +71,9 @@ struct ParallelReplay<'a> {
 }
 
 impl WithSubject for ParallelReplay<'_> {
-    type Output = (Duration, u64);
-    fn visit<S: Subject>(self, cache: &S) -> (Duration, u64) {
+    /// Wall time, summed worker CPU time, hits.
+    type Output = (Duration, Duration, u64);
+    fn visit<S: Subject>(self, cache: &S) -> (Duration, Duration, u64) {
         let start = Barrier::new(self.streams.len() + 1);
         std::thread::scope(|scope| {
             let workers: Vec<_> = self
@@ -69,23 +83,32 @@ impl WithSubject for ParallelReplay<'_> {
                     let start = &start;
                     scope.spawn(move || {
                         start.wait();
+                        let cpu0 = thread_cpu_time();
                         let mut hits = 0u64;
                         for &k in stream {
                             hits += u64::from(cache.access(k));
                         }
-                        hits
+                        (thread_cpu_time() - cpu0, hits)
                     })
                 })
                 .collect();
             start.wait();
             let t0 = Instant::now();
-            let hits = workers.into_iter().map(|w| w.join().expect("worker")).sum();
-            (t0.elapsed(), hits)
+            let (mut cpu, mut hits) = (Duration::ZERO, 0);
+            for w in workers {
+                let (c, h) = w.join().expect("worker");
+                cpu += c;
+                hits += h;
+            }
+            (t0.elapsed(), cpu, hits)
         })
     }
 }
 
-fn throughput(ops_per_thread: usize, reps: usize) {
+/// `only`: run just the contenders whose name contains it (for profiling one cache);
+/// ratios are printed only when all four ran.
+/// `samples`: larder's `maxmemory-samples`.
+fn throughput(ops_per_thread: usize, reps: usize, samples: usize, only: Option<&str>) {
     const THREADS: usize = 2;
     const CAPACITY: u64 = 100_000;
     let streams: Vec<Vec<u64>> = (0..THREADS)
@@ -97,52 +120,72 @@ fn throughput(ops_per_thread: usize, reps: usize) {
         Contender::QuickCache,
         Contender::Moka,
     ];
+    let contenders: Vec<Contender> = contenders
+        .into_iter()
+        .filter(|c| only.is_none_or(|o| c.name().contains(o)))
+        .collect();
     let total_ops = (THREADS * ops_per_thread) as f64;
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    // Per contender, per rep: ops per wall second and ops per CPU second (summed over
+    // the worker threads; time spent descheduled by other jobs does not count).
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     let mut hit_ratios = vec![0.0; contenders.len()];
     println!(
         "## Throughput: {THREADS} threads x {ops_per_thread} ops, Zipf 0.99 over {KEYS} keys, \
-         capacity {CAPACITY}, get + insert on miss, u64 -> [u8; 16], {reps} reps\n"
+         capacity {CAPACITY}, get + insert on miss, u64 -> [u8; 16], {reps} reps, \
+         larder maxmemory-samples {samples}\n"
     );
     for rep in 0..reps {
         // Rotate the order so no cache always runs first (cold CPU, other jobs, ...).
         for i in 0..contenders.len() {
             let c = (i + rep) % contenders.len();
-            let (elapsed, hits) = contenders[c].run(CAPACITY, ParallelReplay { streams: &streams });
-            let rate = total_ops / elapsed.as_secs_f64();
-            rates[c].push(rate);
+            let (elapsed, cpu_time, hits) = contenders[c].run_with_samples(
+                CAPACITY,
+                samples,
+                ParallelReplay { streams: &streams },
+            );
+            wall[c].push(total_ops / elapsed.as_secs_f64());
+            cpu[c].push(total_ops / cpu_time.as_secs_f64());
             hit_ratios[c] = hits as f64 / total_ops;
             eprintln!(
-                "rep {rep} {:<20} {:>6.2} Mops/s  hit {:.2}%",
+                "rep {rep} {:<20} {:>6.2} Mops/s wall {:>6.2} Mops/CPU-s  hit {:.2}%",
                 contenders[c].name(),
-                rate / 1e6,
+                wall[c][rep] / 1e6,
+                cpu[c][rep] / 1e6,
                 hit_ratios[c] * 100.0
             );
         }
     }
-    let median: Vec<f64> = rates.iter().map(|r| median(r)).collect();
-    println!("| cache | Mops/s (median) | min–max | hit ratio |");
-    println!("|---|---:|---:|---:|");
+    let best = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
+    let wall_med: Vec<f64> = wall.iter().map(|r| median(r)).collect();
+    let wall_best: Vec<f64> = wall.iter().map(|r| best(r)).collect();
+    let cpu_med: Vec<f64> = cpu.iter().map(|r| median(r)).collect();
+    println!("| cache | Mops/s wall, median | Mops/s wall, best | Mops per CPU-second, median | hit ratio |");
+    println!("|---|---:|---:|---:|---:|");
     for (c, contender) in contenders.iter().enumerate() {
-        let lo = rates[c].iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = rates[c].iter().copied().fold(0.0, f64::max);
         println!(
-            "| {} | {:.2} | {:.2}–{:.2} | {:.2}% |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2}% |",
             contender.name(),
-            median[c] / 1e6,
-            lo / 1e6,
-            hi / 1e6,
+            wall_med[c] / 1e6,
+            wall_best[c] / 1e6,
+            cpu_med[c] / 1e6,
             hit_ratios[c] * 100.0
         );
     }
-    println!("\n| ratio (median throughput) | value |");
-    println!("|---|---:|");
+    if contenders.len() < 4 {
+        return;
+    }
+    println!("\n| ratio | wall, median | wall, best | per CPU-second |");
+    println!("|---|---:|---:|---:|");
     for (l, name) in [(0, "allkeys-lru"), (1, "allkeys-lfu")] {
-        println!(
-            "| larder {name} / quick_cache | {:.2} |",
-            median[l] / median[2]
-        );
-        println!("| larder {name} / moka | {:.2} |", median[l] / median[3]);
+        for (p, peer) in [(2, "quick_cache"), (3, "moka")] {
+            println!(
+                "| larder {name} / {peer} | {:.2} | {:.2} | {:.2} |",
+                wall_med[l] / wall_med[p],
+                wall_best[l] / wall_best[p],
+                cpu_med[l] / cpu_med[p]
+            );
+        }
     }
     println!();
 }
