@@ -61,8 +61,31 @@ fn master_crash_fails_over() {
     });
 }
 
-/// Crash-to-writable time of a failover, node_timeout = 1000 ms, LAN delays. Prints the
-/// median and p90 over the seeds; the figure in docs/cluster.md comes from
+/// Crash-to-writable times over `n` seeds on `net`, sorted.
+fn failover_times(n: u64, net: NetConfig) -> Vec<u64> {
+    let mut times = Vec::new();
+    for seed in 1..=n {
+        let mut sim = cluster(seed, 3, 1).unwrap_or_else(|e| panic!("{e}"));
+        sim.set_net(net.clone());
+        // Crash at a random phase of the gossip cycle.
+        sim.run_for(2000 + seed * 37 % 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let slot = first_slot(&sim, 0);
+        sim.crash(0);
+        let took = sim
+            .run_until(20_000, "replica takes over", |s| {
+                s.writer_of(slot) == Some(3)
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        times.push(took);
+    }
+    times.sort_unstable();
+    times
+}
+
+/// Crash-to-writable time of a failover (node_timeout = 1000 ms): from the instant the
+/// master dies to the instant its replica may accept a write. Prints median and p90;
+/// the figures in docs/cluster.md come from
 /// `LARDER_SIM_SEEDS=200 cargo test -p larder-cluster --release --test sim failover_time -- --nocapture`.
 #[test]
 fn failover_time() {
@@ -70,29 +93,24 @@ fn failover_time() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20u64);
-    let mut times = Vec::new();
-    for seed in 1..=n {
-        let mut sim = cluster(seed, 3, 1).unwrap_or_else(|e| panic!("{e}"));
-        // Crash at a random phase of the gossip cycle.
-        sim.run_for(2000 + seed * 37 % 1000)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let slot = first_slot(&sim, 0);
-        sim.crash(0);
-        let took = sim
-            .run_until(10_000, "replica takes over", |s| {
-                s.writer_of(slot) == Some(3)
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        times.push(took);
+    for (name, net) in [
+        ("LAN 1-5 ms", NetConfig::lan()),
+        ("lossy 1-40 ms, 5% loss", NetConfig::lossy()),
+    ] {
+        let t = failover_times(n, net);
+        let (median, p90) = (t[t.len() / 2], t[t.len() * 9 / 10]);
+        println!(
+            "failover crash-to-writable, {name}, {n} seeds: median {median} ms, p90 {p90} ms, min {} ms, max {} ms",
+            t[0],
+            t[t.len() - 1]
+        );
+        if name.starts_with("LAN") {
+            assert!(
+                median <= 1300,
+                "median failover {median} ms exceeds 1300 ms"
+            );
+        }
     }
-    times.sort_unstable();
-    let median = times[times.len() / 2];
-    let p90 = times[times.len() * 9 / 10];
-    println!("failover crash-to-writable over {n} seeds, node_timeout 1000 ms: median {median} ms, p90 {p90} ms, min {} ms, max {} ms", times[0], times[times.len() - 1]);
-    assert!(
-        median <= 1300,
-        "median failover {median} ms exceeds 1300 ms"
-    );
 }
 
 #[test]
@@ -465,4 +483,54 @@ fn keyslot_of_documented_keys() {
     use larder_cluster::proto::key_hash_slot;
     assert_eq!(key_hash_slot(b"foo"), 12182);
     assert!((key_hash_slot(b"anything") as usize) < SLOTS);
+}
+
+#[test]
+fn chaos_with_asymmetric_links() {
+    run("chaos_with_asymmetric_links", |seed| {
+        let mut sim = cluster(seed, 5, 1)?;
+        sim.set_net(NetConfig::lossy());
+        let n = sim.len();
+        let mut rng = larder_cluster::proto::Rng::new(seed ^ 0xc4a05);
+        let mut down: Vec<usize> = Vec::new();
+        for _ in 0..30 {
+            match rng.below(6) {
+                0 if down.len() < 2 => {
+                    let i = rng.below(n as u64) as usize;
+                    if !down.contains(&i) {
+                        sim.crash(i);
+                        down.push(i);
+                    }
+                }
+                1 => {
+                    if let Some(i) = down.pop() {
+                        sim.restart(i)?;
+                    }
+                }
+                2 => {
+                    let side: Vec<usize> = (0..n).filter(|_| rng.chance(0.4)).collect();
+                    sim.partition(&[&side]);
+                }
+                3 | 4 => {
+                    let a = rng.below(n as u64) as usize;
+                    let b = rng.below(n as u64) as usize;
+                    if a != b {
+                        sim.set_direction(a, b, rng.chance(0.3));
+                    }
+                }
+                _ => sim.heal(),
+            }
+            sim.run_for(rng.range(100, 2500))?;
+        }
+        for i in down {
+            sim.restart(i)?;
+        }
+        sim.heal();
+        sim.set_net(NetConfig::lan());
+        sim.run_until_converged(60_000)?;
+        if std::env::var("LARDER_SIM_TRACE").is_ok() {
+            eprintln!("{}\nmessages sent: {:?}", sim.trace(), sim.sent);
+        }
+        Ok(())
+    });
 }

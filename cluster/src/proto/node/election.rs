@@ -81,10 +81,8 @@ impl Node {
             };
             self.election = Election {
                 auth_time: Some(now + delay),
-                sent: false,
-                epoch: 0,
                 rank,
-                votes: BTreeSet::new(),
+                ..Election::default()
             };
             // Siblings learn our offset now, so their ranks are right.
             let siblings: Vec<NodeId> = self
@@ -124,26 +122,41 @@ impl Node {
             self.dirty = true;
             self.events
                 .push_back(Event::ElectionStarted(self.current_epoch));
-            let mf = if self.manual.end.is_some() {
-                mflags::FORCEACK
-            } else {
-                0
-            };
-            let masters: Vec<NodeId> = self
-                .nodes
-                .values()
-                .filter(|r| r.id != self.me && r.is_master() && !r.in_handshake())
-                .map(|r| r.id)
-                .collect();
-            for m in masters {
-                self.push(m, Body::FailoverAuthRequest, mf);
-            }
+            self.request_votes(now);
             return;
         }
         let (_, needed) = self.quorum();
         if self.election.votes.len() >= needed {
             let epoch = self.election.epoch;
             self.take_over_master(now, epoch);
+        } else if now.since(self.election.last_request) >= nt / 4 {
+            // A lost request or ack would otherwise cost a whole retry period
+            // (2 * auth_timeout); voters answer a repeated request idempotently.
+            self.request_votes(now);
+        }
+    }
+
+    /// Asks every master that has not voted yet for its vote in the current election.
+    fn request_votes(&mut self, now: Instant) {
+        self.election.last_request = now;
+        let mf = if self.manual.end.is_some() {
+            mflags::FORCEACK
+        } else {
+            0
+        };
+        let masters: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|r| {
+                r.id != self.me
+                    && r.is_master()
+                    && !r.in_handshake()
+                    && !self.election.votes.contains(&r.id)
+            })
+            .map(|r| r.id)
+            .collect();
+        for m in masters {
+            self.push(m, Body::FailoverAuthRequest, mf);
         }
     }
 
@@ -195,7 +208,25 @@ impl Node {
         if !self.myself().is_voting_master() {
             return;
         }
-        if h.current_epoch < self.current_epoch || self.last_vote_epoch == self.current_epoch {
+        if h.current_epoch < self.current_epoch {
+            return;
+        }
+        if self.last_vote_epoch == self.current_epoch {
+            // Already voted in this epoch. The same candidate asking again (its request
+            // or our ack was lost) gets the same answer; anyone else gets nothing.
+            let repeat =
+                self.last_vote_candidate == Some(from) && h.current_epoch == self.last_vote_epoch;
+            let deferred = self.pending_votes.iter().any(|v| v.candidate == from);
+            if repeat && !deferred {
+                let epoch = self.last_vote_epoch;
+                self.pending_votes.push(PendingVote {
+                    candidate: from,
+                    addr: h.addr.clone(),
+                    epoch,
+                    send_at: now,
+                });
+                self.send_due_votes(now);
+            }
             return;
         }
         let Some(cand) = self.nodes.get(&from) else {
@@ -227,6 +258,7 @@ impl Node {
         }
         let epoch = self.current_epoch;
         self.last_vote_epoch = epoch;
+        self.last_vote_candidate = Some(from);
         let last_ack = master.last_ack_sent;
         if let Some(m) = self.nodes.get_mut(&master_id) {
             m.voted_time = Some(now);

@@ -252,6 +252,8 @@ struct Election {
     epoch: u64,
     rank: usize,
     votes: BTreeSet<NodeId>,
+    /// When the vote requests were last (re)sent.
+    last_request: Instant,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -300,6 +302,9 @@ pub struct Node {
     table: SlotTable,
     current_epoch: u64,
     last_vote_epoch: u64,
+    /// Who got the vote of `last_vote_epoch` (not persisted: after a restart a repeated
+    /// request is refused, which is safe).
+    last_vote_candidate: Option<NodeId>,
     state: ClusterState,
     among_minority_time: Option<Instant>,
     next_cron: Instant,
@@ -343,6 +348,7 @@ impl Node {
             table: SlotTable::default(),
             current_epoch: 0,
             last_vote_epoch: 0,
+            last_vote_candidate: None,
             state: ClusterState::Fail,
             among_minority_time: None,
             last_random_ping: now,

@@ -325,6 +325,20 @@ fn master_votes_once_per_epoch() {
 }
 
 #[test]
+fn a_repeated_request_gets_the_same_vote_again() {
+    let (mut sim, _m1, r5, r6) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let (q5, q6) = (request(&sim, 5, e, false), request(&sim, 6, e, false));
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(now, r5, q5.clone()).unwrap();
+    n0.handle_message(now + 300, r5, q5).unwrap();
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r5), e), (Some(r5), e)]);
+    n0.handle_message(now + 300, r6, q6).unwrap();
+    assert!(acks(&drain(n0).0).is_empty());
+}
+
+#[test]
 fn no_vote_unless_master_failed_or_forced() {
     let (mut sim, m1, r5, _) = vote_setup();
     let e = sim.node(0).unwrap().current_epoch() + 1;
@@ -431,8 +445,7 @@ fn acks_from_an_older_election_never_count() {
         auth_time: Some(now),
         sent: true,
         epoch: e,
-        rank: 0,
-        votes: BTreeSet::new(),
+        ..Election::default()
     };
     let ack = |h: &Header, epoch| Message {
         header: h.clone(),
