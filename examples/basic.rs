@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..1000 {
         batch = batch.insert(format!("item:{i}"), format!("value {i}"));
     }
-    batch.apply();
+    batch.apply()?;
 
     // SCAN with MATCH, as redis-cli --scan --pattern 'user:*' does.
     let mut cursor = 0;
@@ -68,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cache.get("acct:b")
     );
 
-    cache.unlink("item:0"); // dropped on the lazy-free thread
+    cache.unlink("item:0")?; // dropped on the lazy-free thread
     let sets = events
         .drain()
         .iter()

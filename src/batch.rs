@@ -1,10 +1,12 @@
 //! Pipelines: many operations, one lock acquisition per shard.
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Inner};
 use crate::error::Error;
 use crate::events::EventKind;
-use crate::shard::{Garbage, TtlChange};
+use crate::journal::{Journal, LogOp, LogRecord};
+use crate::shard::{Env, Garbage, Shard, TtlChange};
 use crate::weigh::Weigher;
+use crate::write::removals;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -125,9 +127,15 @@ where
     }
 
     /// Applies every operation, locking each shard once, and returns their results in the
-    /// order they were added.
-    pub fn apply(self) -> Vec<BatchResult<V>> {
+    /// order they were added. A refused insert (memory) is reported in its result and
+    /// the rest go on; an error of a durable cache's log fails the whole call (the
+    /// operations of shards already done may be applied, but are not durable).
+    pub fn apply(self) -> Result<Vec<BatchResult<V>>, Error> {
         let inner = &*self.cache.inner;
+        let journal = inner.journal();
+        if let Some(j) = journal {
+            j.check()?;
+        }
         let started = inner.multi_start();
         let n = self.ops.len();
         let mut order: Vec<(usize, usize)> = self
@@ -141,53 +149,133 @@ where
         let mut ops: Vec<Option<(u64, Op<K, V>)>> = self.ops.into_iter().map(Some).collect();
         let mut results: Vec<Option<BatchResult<V>>> = (0..n).map(|_| None).collect();
         let events = inner.events.active();
-        let mut start = 0;
-        while start < order.len() {
-            let shard_idx = order[start].0;
-            let end = start
-                + order[start..]
-                    .iter()
-                    .take_while(|(s, _)| *s == shard_idx)
-                    .count();
-            let slot = inner.slot(shard_idx);
+        let mut last_seq = 0;
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let slot = inner.slot(group[0].0);
             let mut g = Garbage::new();
-            {
+            let written = {
                 let mut shard = crate::shim::lock(&slot.shard);
                 let env = inner.env();
-                for &(_, i) in &order[start..end] {
+                let mut records = Vec::new();
+                let mut logged = Ok(());
+                for &(_, i) in group {
                     let (h, op) = ops[i].take().expect("each op runs once");
-                    let r = match op {
-                        Op::Get(k) => BatchResult::Value(shard.get(h, &k, &env, &mut g).cloned()),
-                        Op::Insert(k, v, ttl) => {
-                            let ek = events.then(|| k.clone());
-                            let r = shard.insert(h, k, v, ttl, &env, &mut g);
-                            let stored =
-                                !matches!(ttl, TtlChange::At(at) if at <= env.clock.now_ms());
-                            if let (Ok(()), Some(k), true) = (&r, &ek, stored) {
-                                inner.emit_removals(&mut g, true);
-                                inner.events.emit(EventKind::Set, k);
-                            }
-                            BatchResult::Inserted(r)
-                        }
-                        Op::Remove(k) => BatchResult::Removed(shard.remove(h, &k, &env, &mut g)),
-                        Op::ExpireAt(k, at) => {
-                            BatchResult::Expired(shard.expire_at(h, &k, at, &env, &mut g))
-                        }
-                        Op::Persist(k) => {
-                            BatchResult::Persisted(shard.persist(h, &k, &env, &mut g))
-                        }
-                    };
+                    let (r, own) = apply_one(inner, &mut shard, &env, &mut g, h, op, events);
+                    if let (Some(j), Ok(())) = (journal, &logged) {
+                        logged = log_one(j, &shard, &mut g, own, &mut records);
+                    }
                     results[i] = Some(r);
                 }
                 inner.after_write(slot, &shard, &mut g);
-            }
+                match (journal, logged) {
+                    (Some(j), Ok(())) => j.write(records, false),
+                    (_, Err(e)) => Err(e),
+                    (None, Ok(())) => Ok(0),
+                }
+            };
             inner.dispose(g, false);
-            start = end;
+            last_seq = last_seq.max(written?);
         }
+        inner.wait(last_seq)?;
         inner.multi_record(crate::latency::Op::Batch, started);
-        results
+        Ok(results
             .into_iter()
             .map(|r| r.expect("every op produced a result"))
-            .collect()
+            .collect())
     }
+}
+
+/// What an applied operation asks the log to record of itself (its removals are taken
+/// from the garbage).
+enum Own<K> {
+    Nothing,
+    /// The entry at this index was set.
+    Set(u32, Option<u64>),
+    Expire(K, u64),
+    Persist(K),
+}
+
+/// Applies one operation to its locked shard.
+fn apply_one<K, V, W>(
+    inner: &Inner<K, V, W>,
+    shard: &mut Shard<K, V>,
+    env: &Env<'_, W>,
+    g: &mut Garbage<K, V>,
+    h: u64,
+    op: Op<K, V>,
+    events: bool,
+) -> (BatchResult<V>, Own<K>)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weigher<K, V>,
+{
+    match op {
+        Op::Get(k) => (
+            BatchResult::Value(shard.get(h, &k, env, g).cloned()),
+            Own::Nothing,
+        ),
+        Op::Insert(k, v, ttl) => {
+            let ek = events.then(|| k.clone());
+            let r = shard.insert(h, k, v, ttl, env, g);
+            let own = match (&r, ttl) {
+                (Ok(Some(idx)), TtlChange::Clear) => Own::Set(*idx, None),
+                (Ok(Some(idx)), TtlChange::At(at)) => Own::Set(*idx, Some(at)),
+                _ => Own::Nothing,
+            };
+            if let (Own::Set(..), Some(k)) = (&own, &ek) {
+                inner.emit_removals(g, true);
+                inner.events.emit(EventKind::Set, k);
+            }
+            (BatchResult::Inserted(r.map(|_| ())), own)
+        }
+        Op::Remove(k) => (
+            BatchResult::Removed(shard.remove(h, &k, env, g)),
+            Own::Nothing,
+        ),
+        Op::ExpireAt(k, at) => {
+            let existed = shard.expire_at(h, &k, at, env, g);
+            let own = if existed && shard.stored_key(h, &k).is_some() {
+                Own::Expire(k, at)
+            } else {
+                Own::Nothing
+            };
+            (BatchResult::Expired(existed), own)
+        }
+        Op::Persist(k) => {
+            let had = shard.persist(h, &k, env, g);
+            let own = if had { Own::Persist(k) } else { Own::Nothing };
+            (BatchResult::Persisted(had), own)
+        }
+    }
+}
+
+/// Appends the records of one applied operation: its removals, then itself.
+fn log_one<K, V>(
+    j: &dyn Journal<K, V>,
+    shard: &Shard<K, V>,
+    g: &mut Garbage<K, V>,
+    own: Own<K>,
+    records: &mut Vec<LogRecord>,
+) -> Result<(), Error>
+where
+    K: Hash + Eq + 'static,
+    V: 'static,
+{
+    records.extend(removals(j, g)?);
+    let rec = match own {
+        Own::Nothing => return Ok(()),
+        Own::Set(idx, expire_at) => {
+            let (key, value) = shard.entry_at(idx);
+            j.record(LogOp::Set {
+                key,
+                value,
+                expire_at,
+            })?
+        }
+        Own::Expire(k, at) => j.record(LogOp::Expire(&k, at))?,
+        Own::Persist(k) => j.record(LogOp::Persist(&k))?,
+    };
+    records.push(rec);
+    Ok(())
 }

@@ -2,13 +2,13 @@
 
 use crate::builder::CacheBuilder;
 use crate::clock::Clock;
-use crate::error::Error;
 use crate::events::{EventHub, EventKind, Subscriber};
+use crate::journal::Journal;
 use crate::latency::{Histogram, Op, OpHistograms, Slowlog, SlowlogEntry};
 use crate::lazyfree::{LazyFree, LazyFreeQueue};
 use crate::meta::Lfu;
 use crate::pattern::glob_match;
-use crate::shard::{Cause, Dead, Env, Garbage, Shard, ShardConfig, Ttl, TtlChange};
+use crate::shard::{Cause, Dead, Env, Garbage, Shard, ShardConfig, Ttl};
 use crate::shim::{lock, thread, Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering, Weak};
 use crate::weigh::{DefaultWeigher, Weigher};
 use crate::Policy;
@@ -16,6 +16,7 @@ use crossbeam_utils::CachePadded;
 use std::borrow::Borrow;
 use std::fmt::{self, Write as _};
 use std::hash::Hash;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How background work (active expiry, lazy free, the coarse clock) is run.
@@ -124,6 +125,10 @@ pub(crate) struct Inner<K, V, W> {
     pub(crate) slowlog: Slowlog<K>,
     /// Latency of operations that span shards.
     multi_latency: Mutex<OpHistograms>,
+    /// The append-only log of a durable cache, attached once loading is done.
+    journal: OnceLock<Box<dyn Journal<K, V>>>,
+    /// Set while a background rewrite runs.
+    pub(crate) rewriting: std::sync::atomic::AtomicBool,
 }
 
 /// A sharded, typed, in-process cache with Redis's memory model.
@@ -245,6 +250,8 @@ where
             slowlog: Slowlog::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),
             multi_latency: Mutex::new(OpHistograms::default()),
             settings,
+            journal: OnceLock::new(),
+            rewriting: std::sync::atomic::AtomicBool::new(false),
         });
         if background == Background::Threads {
             Inner::start_threads(&inner);
@@ -316,112 +323,6 @@ where
 
     // ---- writes ------------------------------------------------------------------
 
-    /// Inserts or overwrites `key`, clearing any TTL it had (as Redis's `SET`). Evicts by
-    /// policy if the bounds require it; fails with [`Error::OutOfMemory`] when the policy
-    /// may not free enough.
-    pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
-        self.inner.insert(key, value, TtlChange::Clear)
-    }
-
-    /// Inserts or overwrites `key` with a time to live (as `SET key value PX ttl`).
-    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Error> {
-        let at = self
-            .inner
-            .clock
-            .now_ms()
-            .saturating_add(ttl.as_millis() as u64);
-        self.inner.insert(key, value, TtlChange::At(at))
-    }
-
-    /// Inserts or overwrites `key` to expire at `at_ms` Unix milliseconds.
-    pub fn insert_expiring_at(&self, key: K, value: V, at_ms: u64) -> Result<(), Error> {
-        self.inner.insert(key, value, TtlChange::At(at_ms))
-    }
-
-    /// Removes `key`; its value is dropped before this returns, after the shard lock is
-    /// released (unless `lazyfree-lazy-user-del` is on). Returns whether it was present.
-    pub fn remove<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let hash = self.inner.hash(key);
-        self.inner
-            .with_key(Op::Remove, hash, key, false, |s, env, g| {
-                s.remove(hash, key, env, g)
-            })
-    }
-
-    /// Removes `key` and drops its value on the lazy-free thread (Redis's `UNLINK`):
-    /// returns in constant time however large the value. Returns whether it was present.
-    pub fn unlink<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let hash = self.inner.hash(key);
-        self.inner
-            .with_key(Op::Unlink, hash, key, true, |s, env, g| {
-                s.remove(hash, key, env, g)
-            })
-    }
-
-    /// Sets a time to live on an existing key (Redis's `PEXPIRE`). A zero TTL deletes the
-    /// key. Returns whether the key existed.
-    pub fn expire<Q>(&self, key: &Q, ttl: Duration) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let at = self
-            .inner
-            .clock
-            .now_ms()
-            .saturating_add(ttl.as_millis() as u64);
-        self.expire_at(key, at)
-    }
-
-    /// Sets an absolute expiry in Unix milliseconds (Redis's `PEXPIREAT`); a time not in
-    /// the future deletes the key. Returns whether the key existed.
-    pub fn expire_at<Q>(&self, key: &Q, at_ms: u64) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let hash = self.inner.hash(key);
-        self.inner
-            .with_key(Op::Expire, hash, key, false, |s, env, g| {
-                s.expire_at(hash, key, at_ms, env, g)
-            })
-    }
-
-    /// Removes the TTL of `key` (Redis's `PERSIST`). Returns whether it had one.
-    pub fn persist<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let hash = self.inner.hash(key);
-        self.inner
-            .with_key(Op::Persist, hash, key, false, |s, env, g| {
-                s.persist(hash, key, env, g)
-            })
-    }
-
-    /// Removes every entry (Redis's `FLUSHDB`). Shards are emptied one at a time; values
-    /// are dropped after each shard's lock is released.
-    pub fn clear(&self) {
-        for i in 0..self.inner.slots.len() {
-            self.inner.with_slot(
-                i,
-                None,
-                false,
-                |s, env, g| s.clear(env.weigher, g),
-                |_| None,
-            );
-        }
-    }
-
     // ---- iteration, events, background -------------------------------------------
 
     /// One step of a cursor scan (Redis's `SCAN cursor MATCH pattern COUNT count`).
@@ -445,7 +346,7 @@ where
         let count = count.max(1);
         while shard < shards && keys.len() < count {
             let guard = lock(&self.inner.slots[shard as usize].shard);
-            bucket = guard.scan(bucket, count - keys.len(), now, |k| match pattern {
+            bucket = guard.scan(bucket, count - keys.len(), now, |k, _, _| match pattern {
                 None => keys.push(k.clone()),
                 Some(p) => {
                     text.clear();
@@ -564,6 +465,17 @@ where
     V: Clone + Send + Sync + 'static,
     W: Weigher<K, V>,
 {
+    /// Attaches the log of a durable cache (once, after loading).
+    #[cfg_attr(not(feature = "persistence"), allow(dead_code))]
+    pub(crate) fn set_journal(&self, journal: Box<dyn Journal<K, V>>) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// The log, for a durable cache.
+    pub(crate) fn journal(&self) -> Option<&dyn Journal<K, V>> {
+        self.journal.get().map(|j| &**j)
+    }
+
     pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
     }
@@ -586,7 +498,7 @@ where
     }
 
     /// Runs a single-key operation on the key's shard (timed when tracking is on).
-    fn with_key<Q, R>(
+    pub(crate) fn with_key<Q, R>(
         &self,
         op: Op,
         hash: u64,
@@ -606,7 +518,7 @@ where
     /// Runs `f` under shard `i`'s lock, then publishes figures, emits events, and drops
     /// what it removed after unlocking. With `op` and timing on, records the latency
     /// (lock wait included) and, if slow, a slowlog entry whose key `key_of` finds.
-    fn with_slot<R>(
+    pub(crate) fn with_slot<R>(
         &self,
         i: usize,
         op: Option<Op>,
@@ -726,29 +638,6 @@ where
         }
     }
 
-    fn insert(&self, key: K, value: V, ttl: TtlChange) -> Result<(), Error> {
-        let hash = self.hash(&key);
-        let event_key = self.events.active().then(|| key.clone());
-        let log_key = self.slowlog.threshold.is_some().then(|| key.clone());
-        self.with_slot(
-            self.shard_of(hash),
-            Some(Op::Insert),
-            false,
-            |s, env, g| {
-                let r = s.insert(hash, key, value, ttl, env, g);
-                // An expiry already past deletes instead (reported as `expired`).
-                let stored = !matches!(ttl, TtlChange::At(at) if at <= env.clock.now_ms());
-                if let (Ok(()), Some(k), true) = (&r, &event_key, stored) {
-                    // Evictions the write caused come first.
-                    self.emit_removals(g, true);
-                    self.events.emit(EventKind::Set, k);
-                }
-                r
-            },
-            |_| log_key,
-        )
-    }
-
     pub(crate) fn used_memory(&self) -> u64 {
         self.slots
             .iter()
@@ -805,6 +694,12 @@ where
         expired_total
     }
 
+    /// Whether the journal's rules (size growth, save rules, retry) call for a rewrite.
+    pub(crate) fn rewrite_due(&self) -> bool {
+        self.journal()
+            .is_some_and(|j| j.rewrite_due(self.clock.now_ms()))
+    }
+
     fn start_threads(inner: &Arc<Self>) {
         let mut threads = lock(&inner.threads);
         let weak: Weak<Self> = Arc::downgrade(inner);
@@ -817,6 +712,10 @@ where
             match weak.upgrade() {
                 Some(inner) => {
                     inner.cron_tick();
+                    if inner.rewrite_due() {
+                        // The outcome is recorded in the journal's status and backoff.
+                        let _ = Inner::start_rewrite(&inner);
+                    }
                 }
                 None => return,
             }
@@ -831,6 +730,10 @@ impl<K, V, W> Drop for Inner<K, V, W> {
         self.cron.stop();
         self.lazy.close();
         self.events.close();
+        if let Some(j) = self.journal.get() {
+            // A clean close leaves nothing for a power cut to take.
+            let _ = j.sync();
+        }
         let me = thread::current().id();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {

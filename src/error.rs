@@ -18,6 +18,18 @@ pub enum Error {
         /// The eviction policy in force.
         policy: Policy,
     },
+    /// The append-only file could not be written or synced. The write that returns this
+    /// may be visible in memory but is not durable; later writes are refused with this
+    /// error until the log can be written again (Redis's `MISCONF`).
+    #[error("MISCONF writes refused: the append-only file cannot be written: {0}")]
+    Persistence(String),
+    /// A rewrite (`rewrite_aof`, `save`, `bgsave`) could not run or failed; the files in
+    /// force are complete and loadable.
+    #[error("AOF rewrite failed: {0}")]
+    Rewrite(String),
+    /// The operation needs a durable cache (one opened with `durability`).
+    #[error("this cache has no persistence configured")]
+    NotDurable,
     /// One entry weighs more than a shard's share of `max_memory`; it can never fit.
     #[error("entry of {weight} bytes exceeds the shard's share of maxmemory ({budget} bytes)")]
     EntryTooLarge {

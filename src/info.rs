@@ -49,6 +49,42 @@ pub struct AllocatorInfo {
     pub mem_fragmentation_ratio: f64,
 }
 
+/// The `# Persistence` section of a durable cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PersistenceInfo {
+    /// Always true for a durable cache (larder's snapshots are the AOF's base).
+    pub aof_enabled: bool,
+    /// `appendfsync`: `always`, `everysec` or `no`.
+    pub aof_fsync: &'static str,
+    /// Whether a rewrite (snapshot) is running.
+    pub aof_rewrite_in_progress: bool,
+    /// `ok`, or `err: ...` for the last rewrite.
+    pub aof_last_rewrite_status: String,
+    /// `ok`, or `err: ...` for the last log write or fsync.
+    pub aof_last_write_status: String,
+    /// Bytes of the base and every incr file.
+    pub aof_current_size: u64,
+    /// Bytes of the base snapshot.
+    pub aof_base_size: u64,
+    /// When the last snapshot (rewrite) completed, Unix seconds (the open time if none).
+    pub rdb_last_save_time: u64,
+    /// Writes logged since the last snapshot.
+    pub rdb_changes_since_last_save: u64,
+    /// Entries loaded from the base on open.
+    pub loading_base_entries: u64,
+    /// Records replayed from the incr files on open.
+    pub loading_records: u64,
+    /// Bytes read on open.
+    pub loading_bytes: u64,
+    /// How long opening took, in milliseconds.
+    pub loading_time_ms: u64,
+    /// Bytes of a torn tail cut on open (0: none).
+    pub loading_truncated_bytes: u64,
+    /// The file whose tail was cut, if any.
+    pub loading_truncated_file: Option<String>,
+}
+
 /// The `# Stats` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -92,6 +128,8 @@ pub struct Info {
     pub keyspace: KeyspaceInfo,
     /// Number of shards.
     pub shards: usize,
+    /// Persistence figures; `None` unless the cache is durable.
+    pub persistence: Option<PersistenceInfo>,
     /// p50, p99 and p99.9 latency of each operation that ran, when latency tracking is
     /// on (Redis's `latencystats`; bucket upper bounds, so within a factor of two).
     pub latency: Vec<(Op, Duration, Duration, Duration)>,
@@ -127,6 +165,32 @@ impl fmt::Display for Info {
         }
         writeln!(f)?;
         let s = &self.stats;
+        if let Some(p) = &self.persistence {
+            writeln!(f, "# Persistence")?;
+            writeln!(f, "aof_enabled:{}", u8::from(p.aof_enabled))?;
+            writeln!(f, "aof_fsync:{}", p.aof_fsync)?;
+            writeln!(
+                f,
+                "aof_rewrite_in_progress:{}",
+                u8::from(p.aof_rewrite_in_progress)
+            )?;
+            writeln!(f, "aof_last_rewrite_status:{}", p.aof_last_rewrite_status)?;
+            writeln!(f, "aof_last_write_status:{}", p.aof_last_write_status)?;
+            writeln!(f, "aof_current_size:{}", p.aof_current_size)?;
+            writeln!(f, "aof_base_size:{}", p.aof_base_size)?;
+            writeln!(f, "rdb_last_save_time:{}", p.rdb_last_save_time)?;
+            writeln!(
+                f,
+                "rdb_changes_since_last_save:{}",
+                p.rdb_changes_since_last_save
+            )?;
+            writeln!(f, "loading_base_entries:{}", p.loading_base_entries)?;
+            writeln!(f, "loading_records:{}", p.loading_records)?;
+            writeln!(f, "loading_bytes:{}", p.loading_bytes)?;
+            writeln!(f, "loading_time_ms:{}", p.loading_time_ms)?;
+            writeln!(f, "loading_truncated_bytes:{}", p.loading_truncated_bytes)?;
+            writeln!(f)?;
+        }
         writeln!(f, "# Stats")?;
         writeln!(f, "keyspace_hits:{}", s.keyspace_hits)?;
         writeln!(f, "keyspace_misses:{}", s.keyspace_misses)?;
@@ -283,6 +347,7 @@ where
                 avg_ttl: ttl_sum.checked_div(ttl_n).unwrap_or(0),
             },
             shards: inner.slots.len(),
+            persistence: inner.journal().map(|j| j.info()),
             latency: {
                 let h = inner.latency();
                 Op::ALL

@@ -26,6 +26,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `jemalloc` | jemalloc statistics in `info()` (allocated, active, resident, fragmentation ratios), `memory_purge()`, and [`Jemalloc`] to install as the global allocator |
+//! | `persistence` | durability: `Cache::builder().durability(..).open()`, an append-only file with `always`/`everysec`/`no` fsync, snapshots, rewrites, crash-safe recovery |
 //! | `metrics` | `info()`'s figures exported as `metrics` gauges every cron cycle |
 //!
 //! ## Memory per entry
@@ -49,11 +50,14 @@ mod batch;
 mod builder;
 mod cache;
 mod clock;
+#[cfg(feature = "persistence")]
+mod durable;
 mod error;
 mod events;
 mod evict;
 mod expires;
 mod info;
+mod journal;
 mod latency;
 mod lazyfree;
 mod meta;
@@ -61,11 +65,13 @@ mod meta;
 mod metrics_export;
 mod pattern;
 mod policy;
+mod rewrite;
 mod shard;
 mod shim;
 mod table;
 mod txn;
 mod weigh;
+mod write;
 
 #[cfg(feature = "jemalloc")]
 pub use alloc::Jemalloc;
@@ -73,9 +79,11 @@ pub use batch::{Batch, BatchResult};
 pub use builder::CacheBuilder;
 pub use cache::{Background, Cache, ScanPage};
 pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "persistence")]
+pub use durable::{Codec, CodecError, Durability, DurableBuilder, Fsync, OpenError};
 pub use error::{Error, TxError};
 pub use events::{Event, EventKind, Subscriber};
-pub use info::{AllocatorInfo, Info, KeyspaceInfo, MemoryInfo, StatsInfo};
+pub use info::{AllocatorInfo, Info, KeyspaceInfo, MemoryInfo, PersistenceInfo, StatsInfo};
 pub use latency::{Histogram, Op, SlowlogEntry, BUCKETS};
 pub use lazyfree::LazyFree;
 pub use meta::LFU_INIT_VAL;

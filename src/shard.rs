@@ -50,6 +50,8 @@ pub(crate) struct Garbage<K, V> {
     items: Vec<Dead<K, V>>,
     /// How many leading items have had their keyspace events emitted.
     reported: usize,
+    /// How many leading items have been written to the log.
+    logged: usize,
 }
 
 impl<K, V> Garbage<K, V> {
@@ -57,6 +59,7 @@ impl<K, V> Garbage<K, V> {
         Garbage {
             items: Vec::new(),
             reported: 0,
+            logged: 0,
         }
     }
     pub(crate) fn push(&mut self, d: Dead<K, V>) {
@@ -71,6 +74,16 @@ impl<K, V> Garbage<K, V> {
         self.reported = self.items.len();
         &self.items[from..]
     }
+    /// Keys of entries removed and not yet logged; marks them logged.
+    pub(crate) fn unlogged_keys(&mut self) -> impl Iterator<Item = &K> {
+        let from = self.logged;
+        self.logged = self.items.len();
+        self.items[from..].iter().filter_map(|d| match d {
+            Dead::Entry { key, .. } => Some(key),
+            Dead::Value { .. } => None,
+        })
+    }
+
     pub(crate) fn into_items(self) -> Vec<Dead<K, V>> {
         self.items
     }
@@ -315,6 +328,8 @@ impl<K: Hash + Eq, V> Shard<K, V> {
 
     /// Inserts or overwrites. Evicts by policy first if the write needs memory; fails
     /// without changing anything the caller can observe of this key when it cannot.
+    /// Returns the entry's index, or `None` when an expiry already past deleted the key
+    /// instead.
     pub(crate) fn insert<W: Weigher<K, V>>(
         &mut self,
         hash: u64,
@@ -323,14 +338,14 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         ttl: TtlChange,
         env: &Env<'_, W>,
         g: &mut Garbage<K, V>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<u32>, Error> {
         if let TtlChange::At(at) = ttl {
             if at <= env.clock.now_ms() {
                 // Redis: SET with an expiry in the past deletes the key.
                 if let Some(idx) = self.find_live(hash, &key, env, g) {
                     self.remove_idx(env.weigher, idx, Cause::Expired, g);
                 }
-                return Ok(());
+                return Ok(None);
             }
         }
         let mut existing = self.find_live(hash, &key, env, g);
@@ -383,7 +398,13 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             }
         };
         self.set_ttl(idx, ttl);
-        Ok(())
+        Ok(Some(idx))
+    }
+
+    /// The stored key and value at `idx`.
+    pub(crate) fn entry_at(&self, idx: u32) -> (&K, &V) {
+        let e = self.table.entry(idx);
+        (&e.key, &e.value)
     }
 
     fn set_ttl(&mut self, idx: u32, ttl: TtlChange) {
@@ -617,23 +638,26 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         (n, expired)
     }
 
-    /// Scans buckets from `cursor` until at least `count` keys are collected or the shard
-    /// is done (returns 0 then). Expired keys are skipped.
+    /// Scans buckets from `cursor` until at least `count` entries are visited or the
+    /// shard is done (returns 0 then). Expired entries are skipped.
     pub(crate) fn scan(
         &self,
         mut cursor: u64,
         count: usize,
         now_ms: u64,
-        mut f: impl FnMut(&K),
+        mut f: impl FnMut(&K, &V, Option<u64>),
     ) -> u64 {
         let mut n = 0;
         loop {
             cursor = self.table.scan_bucket(cursor, |idx, e| {
-                let expired =
-                    e.meta.has_ttl() && self.expires.get(idx).is_some_and(|at| at <= now_ms);
-                if !expired {
+                let at = if e.meta.has_ttl() {
+                    self.expires.get(idx)
+                } else {
+                    None
+                };
+                if at.is_none_or(|at| at > now_ms) {
                     n += 1;
-                    f(&e.key);
+                    f(&e.key, &e.value, at);
                 }
             });
             if cursor == 0 || n >= count {
@@ -652,6 +676,31 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             };
             (&e.key, &e.value, e.meta, at)
         })
+    }
+
+    /// The stored entry equal to `key` with its expiry, if present.
+    pub(crate) fn stored_entry<Q>(&self, hash: u64, key: &Q) -> Option<(&K, &V, Option<u64>)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let idx = self.table.find(hash, key)?;
+        let e = self.table.entry(idx);
+        let at = if e.meta.has_ttl() {
+            self.expires.get(idx)
+        } else {
+            None
+        };
+        Some((&e.key, &e.value, at))
+    }
+
+    /// The stored key equal to `key`, if present.
+    pub(crate) fn stored_key<Q>(&self, hash: u64, key: &Q) -> Option<&K>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.entries_matching(hash, key).map(|(k, _)| k)
     }
 
     /// A clone of the stored key equal to `key`, if present.

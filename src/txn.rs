@@ -3,8 +3,10 @@
 use crate::cache::{Cache, Locked};
 use crate::error::{Error, TxError};
 use crate::events::EventKind;
+use crate::journal::LogOp;
 use crate::shard::{Garbage, Ttl, TtlChange};
 use crate::weigh::Weigher;
+use crate::write::removals;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub struct Transaction<'a, K, V, W> {
     staged: Vec<(K, u64, Staged<V>)>,
     garbage: Garbage<K, V>,
     undeclared: bool,
+    /// Keys the commit wrote (or tried to), for the log.
+    touched: Vec<(K, u64)>,
 }
 
 impl<K, V, W> Cache<K, V, W>
@@ -61,12 +65,18 @@ where
             staged: Vec::new(),
             garbage: Garbage::new(),
             undeclared: false,
+            touched: Vec::new(),
         };
         let outcome = f(&mut tx);
-        let result = match outcome {
-            Err(e) => Err(TxError::Aborted(e)),
-            Ok(_) if tx.undeclared => Err(TxError::UndeclaredKey),
-            Ok(r) => tx.commit().map(|()| r).map_err(TxError::Write),
+        // `seq`: what the log must make durable once the locks are released.
+        let (result, seq) = match outcome {
+            Err(e) => (Err(TxError::Aborted(e)), Ok(0)),
+            Ok(_) if tx.undeclared => (Err(TxError::UndeclaredKey), Ok(0)),
+            Ok(r) => {
+                let applied = tx.commit();
+                let seq = tx.log();
+                (applied.map(|()| r).map_err(TxError::Write), seq)
+            }
         };
         let Transaction {
             locked,
@@ -83,7 +93,11 @@ where
         self.inner.dispose(garbage, false);
         self.inner
             .multi_record(crate::latency::Op::Transaction, started);
-        result
+        let durable = seq.and_then(|seq| self.inner.wait(seq));
+        match (result, durable) {
+            (Ok(_), Err(e)) => Err(TxError::Write(e)),
+            (result, _) => result,
+        }
     }
 }
 
@@ -178,7 +192,15 @@ where
     /// written so far to what it was and reports the error.
     fn commit(&mut self) -> Result<(), Error> {
         let inner = &*self.cache.inner;
+        if let Some(j) = inner.journal() {
+            j.check()?;
+        }
         let env = inner.env();
+        self.touched = self
+            .staged
+            .iter()
+            .map(|(k, h, _)| (k.clone(), *h))
+            .collect();
         let staged = std::mem::take(&mut self.staged);
         // Keys the closure's reads found expired are reported before the commit's events.
         inner.emit_removals(&mut self.garbage, false);
@@ -240,6 +262,34 @@ where
             inner.events.emit(kind, &k);
         }
         Ok(())
+    }
+
+    /// Logs what the commit (or its rollback) left, as one all-or-nothing record: a `Del`
+    /// for every entry that left the keyspace, then the final value of every touched key
+    /// still present. Replayed, it yields exactly the state the locks release. Returns
+    /// the sequence to wait for.
+    fn log(&mut self) -> Result<u64, Error> {
+        let inner = &*self.cache.inner;
+        let Some(j) = inner.journal() else {
+            return Ok(0);
+        };
+        let mut records = removals(j, &mut self.garbage)?;
+        let mut done: Vec<&K> = Vec::new();
+        for (k, h) in &self.touched {
+            if done.contains(&k) {
+                continue;
+            }
+            done.push(k);
+            let shard = self.locked.shard(inner.shard_of(*h));
+            if let Some((key, value, expire_at)) = shard.stored_entry(*h, k) {
+                records.push(j.record(LogOp::Set {
+                    key,
+                    value,
+                    expire_at,
+                })?);
+            }
+        }
+        j.write(records, true)
     }
 
     /// Time to live of `key` as stored (staged writes not considered).

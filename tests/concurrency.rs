@@ -34,7 +34,7 @@ fn scan_sees_every_stable_key_while_tables_resize() {
                             c.insert(format!("churn:{t}:{n}:{i}"), i).unwrap();
                         }
                         for i in 0..3000 {
-                            c.remove(&format!("churn:{t}:{n}:{i}"));
+                            c.remove(&format!("churn:{t}:{n}:{i}")).unwrap();
                         }
                         n += 1;
                     }

@@ -31,7 +31,7 @@ fn slowlog_records_slow_operations_with_their_key() {
     assert_eq!(log[0].op, Op::Insert);
     assert_eq!(log[0].key.as_deref(), Some("slow"));
     assert!(log[0].duration >= Duration::from_millis(10));
-    c.remove("slow"); // weighs again: slow; the key is gone, so no key is logged
+    c.remove("slow").unwrap(); // weighs again: slow; the key is gone, so no key is logged
     c.insert("slow2".into(), Slow(13)).unwrap();
     assert_eq!(c.slowlog_len(), 2, "slowlog-max-len keeps the newest two");
     assert_eq!(c.slowlog_get(1)[0].key.as_deref(), Some("slow2"));
@@ -51,7 +51,7 @@ fn latency_histograms_count_each_operation() {
     for i in 0..50 {
         c.get(&i);
     }
-    c.batch().insert(1000, 1).get(1000).apply();
+    c.batch().insert(1000, 1).get(1000).apply().unwrap();
     assert_eq!(c.latency_histogram(Op::Insert).count(), 100);
     assert_eq!(c.latency_histogram(Op::Get).count(), 50);
     assert_eq!(c.latency_histogram(Op::Batch).count(), 1);
@@ -79,7 +79,7 @@ fn allocator_figures_follow_the_jemalloc_feature() {
         let a = info.memory.allocator.as_ref().expect("jemalloc figures");
         assert!(a.allocated > 0 && a.active >= a.allocated && a.resident > 0);
         assert!(info.to_string().contains("mem_fragmentation_ratio:"));
-        c.clear();
+        c.clear().unwrap();
         assert!(c.memory_purge());
     } else {
         assert!(info.memory.allocator.is_none());

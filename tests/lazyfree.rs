@@ -110,7 +110,7 @@ fn big_values_drop_off_thread_and_outside_locks_small_ones_inline() {
 
     // unlink: always deferred, even small values.
     cache.insert(1, small(1)).unwrap();
-    assert!(cache.unlink(&1));
+    assert!(cache.unlink(&1).unwrap());
     let r = wait_for(1);
     assert_ne!(r.thread, me, "unlink dropped on the caller's thread");
     assert!(r.locks_free);
@@ -118,8 +118,8 @@ fn big_values_drop_off_thread_and_outside_locks_small_ones_inline() {
     // remove with lazyfree-lazy-user-del: big deferred, small inline.
     cache.insert(2, big(2)).unwrap();
     cache.insert(3, small(3)).unwrap();
-    cache.remove(&2);
-    cache.remove(&3);
+    cache.remove(&2).unwrap();
+    cache.remove(&3).unwrap();
     let r3 = record_of(3).expect("small value dropped before remove returned");
     assert_eq!(r3.thread, me);
     assert!(r3.locks_free, "small value dropped under a shard lock");
@@ -154,7 +154,7 @@ fn big_values_drop_off_thread_and_outside_locks_small_ones_inline() {
         .build();
     CACHE.get().unwrap().lock().unwrap().replace(inline.clone());
     inline.insert(50, big(50)).unwrap();
-    inline.remove(&50);
+    inline.remove(&50).unwrap();
     let r = record_of(50).expect("dropped before remove returned");
     assert_eq!(r.thread, me);
     assert!(r.locks_free);

@@ -104,9 +104,9 @@ fn run(ops: Vec<Op>) {
             Op::Remove(k) | Op::Unlink(k) => {
                 let want = m.live(k, now).is_some();
                 let got = if matches!(op, Op::Remove(_)) {
-                    cache.remove(&k)
+                    cache.remove(&k).unwrap()
                 } else {
-                    cache.unlink(&k)
+                    cache.unlink(&k).unwrap()
                 };
                 assert_eq!(got, want, "{ctx}");
                 m.map.remove(&k);
@@ -114,7 +114,7 @@ fn run(ops: Vec<Op>) {
             Op::Expire(k, t) => {
                 let want = m.live(k, now).is_some();
                 assert_eq!(
-                    cache.expire(&k, Duration::from_millis(t as u64)),
+                    cache.expire(&k, Duration::from_millis(t as u64)).unwrap(),
                     want,
                     "{ctx}"
                 );
@@ -128,7 +128,7 @@ fn run(ops: Vec<Op>) {
             }
             Op::Persist(k) => {
                 let want = m.live(k, now).is_some_and(|x| x.1.is_some());
-                assert_eq!(cache.persist(&k), want, "{ctx}");
+                assert_eq!(cache.persist(&k).unwrap(), want, "{ctx}");
                 if want {
                     m.map.get_mut(&k).unwrap().1 = None;
                 }
@@ -150,7 +150,7 @@ fn run(ops: Vec<Op>) {
                 assert_eq!(cache.lazyfree_pending_objects(), 0, "{ctx}");
             }
             Op::Clear => {
-                cache.clear();
+                cache.clear().unwrap();
                 m.map.clear();
                 assert_eq!(cache.len(), 0, "{ctx}");
             }
@@ -175,7 +175,7 @@ fn run(ops: Vec<Op>) {
                         None => b.remove(k),
                     };
                 }
-                b.apply();
+                b.apply().unwrap();
                 for (k, v) in items {
                     match v {
                         Some(v) => {

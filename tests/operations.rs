@@ -28,9 +28,9 @@ fn insert_get_remove_contains() {
     c.insert("a".into(), 10).unwrap();
     assert_eq!(c.get("a"), Some(10));
     assert_eq!(c.len(), 2);
-    assert!(c.remove("a"));
-    assert!(!c.remove("a"));
-    assert!(c.unlink("b"));
+    assert!(c.remove("a").unwrap());
+    assert!(!c.remove("a").unwrap());
+    assert!(c.unlink("b").unwrap());
     assert!(c.is_empty());
     assert_eq!(c.get("a"), None);
     c.run_pending_tasks();
@@ -43,12 +43,12 @@ fn ttl_expire_persist_follow_redis() {
     assert_eq!(c.ttl("k"), Ttl::Missing);
     c.insert("k".into(), 1).unwrap();
     assert_eq!(c.ttl("k"), Ttl::Persistent);
-    assert!(c.expire("k", Duration::from_millis(500)));
+    assert!(c.expire("k", Duration::from_millis(500)).unwrap());
     assert_eq!(c.ttl("k"), Ttl::Remaining(500));
     clock.advance(200);
     assert_eq!(c.ttl("k"), Ttl::Remaining(300));
-    assert!(c.persist("k"));
-    assert!(!c.persist("k"));
+    assert!(c.persist("k").unwrap());
+    assert!(!c.persist("k").unwrap());
     assert_eq!(c.ttl("k"), Ttl::Persistent);
     c.insert_with_ttl("t".into(), 2, Duration::from_millis(100))
         .unwrap();
@@ -61,9 +61,9 @@ fn ttl_expire_persist_follow_redis() {
     assert_eq!(c.get("t"), None, "expired exactly at its deadline");
     assert_eq!(c.ttl("t"), Ttl::Missing);
     // Expire in the past deletes.
-    assert!(c.expire_at("k", T0));
+    assert!(c.expire_at("k", T0).unwrap());
     assert!(!c.contains("k"));
-    assert!(!c.expire("nope", Duration::from_secs(1)));
+    assert!(!c.expire("nope", Duration::from_secs(1)).unwrap());
     let info = c.info();
     assert_eq!(info.stats.expired_keys, 2);
 }
@@ -154,7 +154,7 @@ fn clear_empties_everything() {
         c.insert_with_ttl(format!("{i}"), i, Duration::from_secs(5))
             .unwrap();
     }
-    c.clear();
+    c.clear().unwrap();
     assert!(c.is_empty());
     assert_eq!(c.used_memory(), 0);
     assert_eq!(c.info().keyspace.expires, 0);
@@ -197,7 +197,8 @@ fn batch_applies_in_order_per_key() {
         .insert_with_ttl("y".into(), 5, Duration::from_millis(10))
         .persist("y".into())
         .expire("y".into(), Duration::from_millis(10))
-        .apply();
+        .apply()
+        .unwrap();
     assert_eq!(
         results,
         vec![
@@ -284,7 +285,7 @@ fn events_report_set_del_expired_evicted_and_count_drops() {
     let sub = c.subscribe();
     c.insert(1, 1).unwrap();
     c.insert_with_ttl(2, 2, Duration::from_millis(5)).unwrap();
-    c.remove(&1);
+    c.remove(&1).unwrap();
     clock.advance(5);
     assert_eq!(c.get(&2), None);
     c.insert(3, 3).unwrap();

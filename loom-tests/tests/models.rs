@@ -35,7 +35,7 @@ fn remove_racing_insert_is_linearizable() {
     model(|| {
         let c = manual();
         let c2 = c.clone();
-        let t = thread::spawn(move || c2.remove(&7));
+        let t = thread::spawn(move || c2.remove(&7).unwrap());
         c.insert(7, 1).unwrap();
         let removed = t.join().unwrap();
         assert_eq!(c.contains(&7), !removed);
@@ -52,7 +52,7 @@ fn get_during_insert_and_remove() {
         let c2 = c.clone();
         let t = thread::spawn(move || {
             c2.insert(3, 33).unwrap();
-            c2.remove(&3);
+            c2.remove(&3).unwrap();
         });
         let seen = c.get(&3);
         assert!(seen.is_none() || seen == Some(33));
@@ -123,7 +123,7 @@ fn lazy_free_hand_off_drops_exactly_once() {
         c.insert(1, Counted(Arc::clone(&drops))).unwrap();
         let c2 = c.clone();
         let t = thread::spawn(move || {
-            c2.unlink(&1);
+            c2.unlink(&1).unwrap();
         });
         t.join().unwrap();
         assert_eq!(c.get(&1).map(|_| ()), None);
