@@ -95,10 +95,11 @@ impl Backend for FsBackend {
             // mmap of an empty file fails on Linux; an empty copy says the same.
             return Ok(FileBytes::Owned(rkyv::util::AlignedVec::new()));
         }
-        // SAFETY: the crate never writes a snapshot file after it is renamed into place,
-        // and callers are told (trait docs) not to write a file while holding its map.
-        // Another process truncating the file could still fault us; that is the
-        // documented limit of every mmap reader.
+        // SAFETY: the crate holds maps only while recovering or checking, when nothing
+        // in this process writes the file (a torn tail is cut only after its bytes were
+        // last read), and the trait tells other callers not to write a file while
+        // holding its map. Another process truncating the file could still fault us;
+        // that is the documented limit of every mmap reader.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(FileBytes::Mapped(map))
     }
