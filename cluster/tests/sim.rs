@@ -534,3 +534,58 @@ fn chaos_with_asymmetric_links() {
         Ok(())
     });
 }
+
+#[test]
+fn fresh_cluster_resolves_epoch_collisions() {
+    run("fresh_cluster_resolves_epoch_collisions", |seed| {
+        // Every master starts with configEpoch 0; convergence requires distinct epochs.
+        let mut cfg = SimConfig::new(seed, 5, 0);
+        cfg.distinct_epochs = false;
+        let mut sim = Sim::new(cfg);
+        sim.bootstrap()?;
+        Ok(())
+    });
+}
+
+#[test]
+fn slot_migration_completes() {
+    run("slot_migration_completes", |seed| {
+        let mut sim = cluster(seed, 3, 1)?;
+        let slot = first_slot(&sim, 0);
+        let (n0, n1) = (sim.machine(0).id, sim.machine(1).id);
+        let now = sim.now();
+        sim.node_mut(1)
+            .ok_or("n1 down")?
+            .set_slot_importing(slot, n0)
+            .map_err(|e| e.to_string())?;
+        sim.node_mut(0)
+            .ok_or("n0 down")?
+            .set_slot_migrating(slot, n1)
+            .map_err(|e| e.to_string())?;
+        sim.run_for(500)?;
+        // The keys moved; the importing side takes the slot first (bumping its epoch),
+        // then the source; everyone else learns it from n1's claim.
+        sim.node_mut(1)
+            .ok_or("n1 down")?
+            .set_slot_node(now, slot, n1)
+            .map_err(|e| e.to_string())?;
+        sim.node_mut(0)
+            .ok_or("n0 down")?
+            .set_slot_node(now, slot, n1)
+            .map_err(|e| e.to_string())?;
+        sim.run_until_converged(10_000)?;
+        for i in 0..sim.len() {
+            if sim.node(i).and_then(|n| n.slots().owner(slot)) != Some(n1) {
+                return Err(format!(
+                    "seed {seed}: n{i} does not see n1 owning slot {slot}"
+                ));
+            }
+        }
+        if sim.writer_of(slot) != Some(1) {
+            return Err(format!(
+                "seed {seed}: n1 does not accept writes for its new slot"
+            ));
+        }
+        Ok(())
+    });
+}

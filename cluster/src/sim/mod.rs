@@ -66,6 +66,10 @@ pub struct SimConfig {
     pub node: Config,
     /// Network behaviour.
     pub net: NetConfig,
+    /// Give each node a distinct configEpoch at bootstrap (`SET-CONFIG-EPOCH`, as
+    /// `redis-cli --cluster create` does). Without it every master starts at 0 and the
+    /// collision rule has to separate them.
+    pub distinct_epochs: bool,
 }
 
 impl SimConfig {
@@ -77,6 +81,7 @@ impl SimConfig {
             replicas_per_master: replicas,
             node: Config::with_node_timeout(1000),
             net: NetConfig::lan(),
+            distinct_epochs: true,
         }
     }
 }
@@ -185,8 +190,10 @@ impl Sim {
                 .node
                 .as_mut()
                 .ok_or("crashed before bootstrap")?;
-            node.set_config_epoch(i as u64 + 1)
-                .map_err(|e| e.to_string())?;
+            if self.cfg.distinct_epochs {
+                node.set_config_epoch(i as u64 + 1)
+                    .map_err(|e| e.to_string())?;
+            }
             if i < m {
                 let lo = (SLOTS * i / m) as u16;
                 let hi = (SLOTS * (i + 1) / m) as u16;
