@@ -84,6 +84,10 @@ pub use durable::{Codec, CodecError, Durability, DurableBuilder, Fsync, OpenErro
 pub use error::{Error, TxError};
 pub use events::{Event, EventKind, Subscriber};
 pub use info::{AllocatorInfo, Info, KeyspaceInfo, MemoryInfo, PersistenceInfo, StatsInfo};
+/// The storage engine under a durable cache: file formats, backends (including the
+/// crash-image and fault-injecting ones tests use), and recovery.
+#[cfg(feature = "persistence")]
+pub use larder_persistence as persistence;
 pub use latency::{Histogram, Op, SlowlogEntry, BUCKETS};
 pub use lazyfree::LazyFree;
 pub use meta::LFU_INIT_VAL;
