@@ -111,6 +111,32 @@ fn failover_time() {
             );
         }
     }
+    for mode in [
+        FailoverMode::Default,
+        FailoverMode::Force,
+        FailoverMode::Takeover,
+    ] {
+        let mut t = Vec::new();
+        for seed in 1..=n {
+            let mut sim = cluster(seed, 3, 1).unwrap_or_else(|e| panic!("{e}"));
+            sim.run_for(2000 + seed * 37 % 1000)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let slot = first_slot(&sim, 0);
+            sim.failover(3, mode).unwrap_or_else(|e| panic!("{e}"));
+            let took = sim
+                .run_until(10_000, "replica takes over", |s| {
+                    s.writer_of(slot) == Some(3)
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            t.push(took);
+        }
+        t.sort_unstable();
+        println!(
+            "manual failover {mode:?}, command-to-writable, live master, LAN, {n} seeds: median {} ms, p90 {} ms",
+            t[t.len() / 2],
+            t[t.len() * 9 / 10]
+        );
+    }
 }
 
 #[test]
@@ -586,6 +612,22 @@ fn slot_migration_completes() {
                 "seed {seed}: n1 does not accept writes for its new slot"
             ));
         }
+        Ok(())
+    });
+}
+
+#[test]
+fn manual_failover_force_with_live_master() {
+    run("manual_failover_force_with_live_master", |seed| {
+        let mut sim = cluster(seed, 3, 1)?;
+        let mut rng = larder_cluster::proto::Rng::new(seed);
+        sim.run_for(1000 + rng.below(1000))?;
+        let slot = first_slot(&sim, 0);
+        // The master is up and votes for its own replica: it must stop writing, and
+        // the other voters wait out its lease.
+        sim.failover(3, FailoverMode::Force)?;
+        sim.run_until(5000, "replica takes over", |s| s.writer_of(slot) == Some(3))?;
+        sim.run_until_converged(10_000)?;
         Ok(())
     });
 }

@@ -4,6 +4,10 @@
 use super::*;
 use crate::proto::codec::Gossip;
 
+/// Most nodes a table holds. Redis recommends clusters below 1000 nodes; the cap keeps a
+/// misbehaving peer from filling memory with invented handshakes.
+const MAX_NODES: usize = 4096;
+
 impl Node {
     /// Number of masters serving slots, and how many of them make a majority.
     pub(super) fn quorum(&self) -> (usize, usize) {
@@ -35,6 +39,7 @@ impl Node {
                     if g.flags.contains(NodeFlags::NOADDR)
                         || g.addr.is_empty()
                         || self.is_banned_now(now, g.node)
+                        || self.nodes.len() >= MAX_NODES
                     {
                         continue;
                     }

@@ -83,10 +83,23 @@ impl Node {
             }
         }
         let (_, needed) = self.quorum();
+        // A master that voted for its own replica (a forced failover) no longer vouches
+        // for itself: its vote may be the one that makes the replica's majority.
+        let self_ok = match self.withheld_acks.get(&self.me) {
+            Some(&(epoch, until)) => now >= until || self.myself().config_epoch >= epoch,
+            None => true,
+        };
         let acked = self
             .nodes
             .values()
-            .filter(|r| r.is_voting_master() && (r.id == self.me || r.lease_until > now))
+            .filter(|r| {
+                r.is_voting_master()
+                    && if r.id == self.me {
+                        self_ok
+                    } else {
+                        r.lease_until > now
+                    }
+            })
             .count();
         if acked < needed {
             return Err(WriteRefusal::NoQuorum { acked, needed });

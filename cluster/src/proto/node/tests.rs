@@ -826,3 +826,23 @@ fn restart_keeps_epochs_vote_and_slots() {
         Err(WriteRefusal::NoQuorum { .. }) | Err(WriteRefusal::ClusterDown)
     ));
 }
+
+#[test]
+fn a_master_voting_for_its_own_replica_stops_writing() {
+    let mut sim = cluster(3, 1);
+    let r3 = id(&sim, 3);
+    let now = sim.now();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let q = request(&sim, 3, e, true);
+    let m1 = id(&sim, 1);
+    let n0 = sim.node_mut(0).unwrap();
+    // Itself and n2 make the majority of three...
+    n0.nodes.get_mut(&m1).unwrap().lease_until = Instant::ZERO;
+    assert_eq!(n0.write_status(now), Ok(()));
+    n0.handle_message(now, r3, q).unwrap();
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r3), e)]);
+    assert!(matches!(
+        n0.write_status(now),
+        Err(WriteRefusal::NoQuorum { .. })
+    ));
+}
