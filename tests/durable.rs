@@ -412,13 +412,23 @@ fn sigkill_mid_write_loses_nothing_acknowledged() {
                 .spawn()
                 .unwrap();
             let stdout = child.stdout.take().unwrap();
+            let (first_tx, first_rx) = std::sync::mpsc::channel();
             let reader = std::thread::spawn(move || {
-                BufReader::new(stdout)
-                    .lines()
-                    .map_while(Result::ok)
-                    .collect::<Vec<String>>()
+                let mut lines = Vec::new();
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if lines.is_empty() {
+                        let _ = first_tx.send(());
+                    }
+                    lines.push(line);
+                }
+                lines
             });
-            std::thread::sleep(Duration::from_millis(100 + rng() % 300));
+            // Kill at a random moment after the child starts acknowledging writes (its
+            // start-up time varies with the machine's load).
+            first_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the child never acknowledged a write");
+            std::thread::sleep(Duration::from_millis(20 + rng() % 300));
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             for line in reader.join().unwrap() {
