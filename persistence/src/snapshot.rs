@@ -565,52 +565,58 @@ pub fn load_bytes(
     // Phase 1: checksums. Phase 2: validate the archive and hand over.
     for phase in 0..2 {
         let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(e) = layout.sections.get(i) else {
-                        break;
-                    };
-                    if first_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .is_some()
-                    {
-                        break;
-                    }
-                    let data = &bytes[e.offset as usize..(e.offset + e.len) as usize];
-                    let offset = e.offset as usize;
-                    if phase == 0 {
-                        if crc(data) != e.crc {
-                            fail(SnapshotError::SectionChecksum {
-                                file: file.to_owned(),
-                                section: i,
-                                offset,
-                            });
-                        }
-                        continue;
-                    }
-                    let invalid = |reason: String| SnapshotError::SectionInvalid {
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(e) = layout.sections.get(i) else {
+                break;
+            };
+            if first_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+            {
+                break;
+            }
+            let data = &bytes[e.offset as usize..(e.offset + e.len) as usize];
+            let offset = e.offset as usize;
+            if phase == 0 {
+                if crc(data) != e.crc {
+                    fail(SnapshotError::SectionChecksum {
                         file: file.to_owned(),
                         section: i,
                         offset,
-                        reason,
-                    };
-                    match rkyv::access::<rkyv::Archived<Vec<Entry>>, rkyv::rancor::Error>(data) {
-                        Ok(entries) if entries.len() as u64 == e.entries => {
-                            sink(Section { index: i, entries });
-                        }
-                        Ok(entries) => fail(invalid(format!(
-                            "{} entries, index says {}",
-                            entries.len(),
-                            e.entries
-                        ))),
-                        Err(err) => fail(invalid(err.to_string())),
-                    }
-                });
+                    });
+                }
+                continue;
             }
-        });
+            let invalid = |reason: String| SnapshotError::SectionInvalid {
+                file: file.to_owned(),
+                section: i,
+                offset,
+                reason,
+            };
+            match rkyv::access::<rkyv::Archived<Vec<Entry>>, rkyv::rancor::Error>(data) {
+                Ok(entries) if entries.len() as u64 == e.entries => {
+                    sink(Section { index: i, entries });
+                }
+                Ok(entries) => fail(invalid(format!(
+                    "{} entries, index says {}",
+                    entries.len(),
+                    e.entries
+                ))),
+                Err(err) => fail(invalid(err.to_string())),
+            }
+        };
+        // One thread: work inline rather than spawn (no thread for a small load).
+        if threads == 1 {
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(work);
+                }
+            });
+        }
         if let Some(e) = first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
