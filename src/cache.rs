@@ -546,7 +546,9 @@ where
             self.after_write(slot, &shard, &mut g);
             r
         };
-        self.dispose(g, unlink);
+        if !g.is_empty() {
+            self.dispose(g, unlink);
+        }
         r
     }
 

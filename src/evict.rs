@@ -15,54 +15,76 @@ struct Candidate {
 
 /// The best eviction candidates seen so far, kept across evictions as Redis keeps its
 /// `EvictionPoolLRU`. Candidates refer to entries by table index and follow their moves.
-#[derive(Default)]
+///
+/// Kept sorted by ascending score in a fixed array, as Redis keeps its pool: once the
+/// pool is full of good candidates, most samples are worse than the worst of them and are
+/// turned away with one comparison; the best is always last.
 pub(crate) struct Pool {
-    slots: Vec<Candidate>,
+    slots: [Candidate; POOL_SIZE],
+    len: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            slots: [Candidate { idx: 0, score: 0 }; POOL_SIZE],
+            len: 0,
+        }
+    }
 }
 
 impl Pool {
+    fn live(&self) -> &[Candidate] {
+        &self.slots[..self.len]
+    }
+
+    fn remove_at(&mut self, pos: usize) {
+        self.slots.copy_within(pos + 1..self.len, pos);
+        self.len -= 1;
+    }
+
     pub(crate) fn offer(&mut self, idx: u32, score: u64) {
-        if let Some(c) = self.slots.iter_mut().find(|c| c.idx == idx) {
-            c.score = score;
+        if self.len == POOL_SIZE && score <= self.slots[0].score {
             return;
         }
-        if self.slots.len() < POOL_SIZE {
-            self.slots.push(Candidate { idx, score });
-            return;
+        if let Some(pos) = self.live().iter().position(|c| c.idx == idx) {
+            self.remove_at(pos);
         }
-        // Full: replace the worst candidate if this one is better.
-        let (worst, w) = self
-            .slots
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, c)| c.score)
-            .map(|(i, c)| (i, c.score))
-            .expect("pool is full");
-        if score > w {
-            self.slots[worst] = Candidate { idx, score };
+        if self.len == POOL_SIZE {
+            self.remove_at(0);
         }
+        let at = self.live().partition_point(|c| c.score < score);
+        self.slots.copy_within(at..self.len, at + 1);
+        self.slots[at] = Candidate { idx, score };
+        self.len += 1;
     }
 
     /// Takes the best candidate out of the pool.
     pub(crate) fn take_best(&mut self) -> Option<(u32, u64)> {
-        let (i, _) = self.slots.iter().enumerate().max_by_key(|(_, c)| c.score)?;
-        let c = self.slots.swap_remove(i);
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        let c = self.slots[self.len];
         Some((c.idx, c.score))
     }
 
     /// The best score left, if any.
     pub(crate) fn best_score(&self) -> Option<u64> {
-        self.slots.iter().map(|c| c.score).max()
+        self.live().last().map(|c| c.score)
     }
 
     /// Entry `idx` is gone.
     pub(crate) fn forget(&mut self, idx: u32) {
-        self.slots.retain(|c| c.idx != idx);
+        if let Some(pos) = self.live().iter().position(|c| c.idx == idx) {
+            self.remove_at(pos);
+        }
     }
 
     /// The table moved an entry; candidates follow it.
     pub(crate) fn follow(&mut self, moved: Moved) {
-        for c in &mut self.slots {
+        let len = self.len;
+        for c in &mut self.slots[..len] {
             if c.idx == moved.from {
                 c.idx = moved.to;
             }
@@ -70,7 +92,7 @@ impl Pool {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.slots.clear();
+        self.len = 0;
     }
 }
 
@@ -91,6 +113,17 @@ mod tests {
         let mut all: Vec<u64> = (0..100u64).map(|i| (i * 37) % 101).collect();
         all.sort_unstable_by(|a, b| b.cmp(a));
         assert_eq!(got, all[..POOL_SIZE].to_vec());
+    }
+
+    #[test]
+    fn reoffering_updates_a_candidate() {
+        let mut p = Pool::default();
+        p.offer(1, 10);
+        p.offer(2, 20);
+        p.offer(1, 30);
+        assert_eq!(p.take_best(), Some((1, 30)));
+        assert_eq!(p.take_best(), Some((2, 20)));
+        assert_eq!(p.take_best(), None);
     }
 
     #[test]

@@ -45,9 +45,12 @@ pub(crate) enum Dead<K, V> {
     },
 }
 
-/// A few removals stay inline; an operation rarely removes more than one entry.
+/// What an operation removed. The first item is held inline: most operations remove
+/// nothing or one entry (an eviction, an overwrite), and this keeps them off the
+/// allocator.
 pub(crate) struct Garbage<K, V> {
-    items: Vec<Dead<K, V>>,
+    first: Option<Dead<K, V>>,
+    rest: Vec<Dead<K, V>>,
     /// How many leading items have had their keyspace events emitted.
     reported: usize,
     /// How many leading items have been written to the log.
@@ -57,35 +60,45 @@ pub(crate) struct Garbage<K, V> {
 impl<K, V> Garbage<K, V> {
     pub(crate) fn new() -> Self {
         Garbage {
-            items: Vec::new(),
+            first: None,
+            rest: Vec::new(),
             reported: 0,
             logged: 0,
         }
     }
     pub(crate) fn push(&mut self, d: Dead<K, V>) {
-        self.items.push(d);
+        if self.first.is_none() {
+            self.first = Some(d);
+        } else {
+            self.rest.push(d);
+        }
     }
     pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.first.is_none()
+    }
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+    fn iter(&self) -> impl Iterator<Item = &Dead<K, V>> {
+        self.first.iter().chain(self.rest.iter())
     }
     /// Items whose events have not been emitted yet; marks them emitted.
-    pub(crate) fn unreported(&mut self) -> &[Dead<K, V>] {
-        let from = self.reported;
-        self.reported = self.items.len();
-        &self.items[from..]
+    pub(crate) fn unreported(&mut self) -> impl Iterator<Item = &Dead<K, V>> {
+        let len = self.len();
+        let from = std::mem::replace(&mut self.reported, len);
+        self.iter().skip(from)
     }
     /// Keys of entries removed and not yet logged; marks them logged.
     pub(crate) fn unlogged_keys(&mut self) -> impl Iterator<Item = &K> {
-        let from = self.logged;
-        self.logged = self.items.len();
-        self.items[from..].iter().filter_map(|d| match d {
+        let len = self.len();
+        let from = std::mem::replace(&mut self.logged, len);
+        self.iter().skip(from).filter_map(|d| match d {
             Dead::Entry { key, .. } => Some(key),
             Dead::Value { .. } => None,
         })
     }
-
-    pub(crate) fn into_items(self) -> Vec<Dead<K, V>> {
-        self.items
+    pub(crate) fn into_items(self) -> impl Iterator<Item = Dead<K, V>> {
+        self.first.into_iter().chain(self.rest)
     }
 }
 
@@ -149,7 +162,8 @@ pub(crate) struct Shard<K, V> {
     pub(crate) stats: ShardStats,
     pub(crate) cfg: ShardConfig,
     /// Latency of this shard's single-key operations (recorded only when timing is on).
-    pub(crate) latency: OpHistograms,
+    /// Boxed: 4 KiB that would otherwise sit between the fields every operation reads.
+    pub(crate) latency: Box<OpHistograms>,
 }
 
 impl<K: Hash + Eq, V> Shard<K, V> {
@@ -163,7 +177,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             rng: seed | 1,
             stats: ShardStats::default(),
             cfg,
-            latency: OpHistograms::default(),
+            latency: Box::default(),
         }
     }
 
