@@ -115,7 +115,9 @@ pub enum RecordError {
 }
 
 impl Record {
-    /// Appends the payload encoding of `self` to `out`.
+    /// Appends the payload encoding of `self` to `out`. Lengths are u32 on disk: a
+    /// key, value or `Multi` over 4 GiB cannot be represented (the log refuses any
+    /// record over [`crate::frame::MAX_PAYLOAD`] before encoding it).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
         self.encode_unreserved(out);
