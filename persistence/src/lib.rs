@@ -13,6 +13,38 @@
 //!    file, the caller streams the keyspace into [`Rewrite::push`] while writes go on,
 //!    and [`DataDir::finish_rewrite`] installs the new base and swaps the manifest.
 //!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use larder_persistence::backend::MemoryBackend;
+//! use larder_persistence::{DataDir, FsyncPolicy, Options, Record};
+//!
+//! let disk = Arc::new(MemoryBackend::new()); // FsBackend::new(path) for a real disk
+//! let opts = Options { fsync: FsyncPolicy::Always, ..Options::default() };
+//! let dir = DataDir::open(disk.clone(), opts.clone(), &|_| {}, &mut |_, _| {})?;
+//! let seq = dir.append(&Record::Set { key: b"k".to_vec(), value: b"v".to_vec(), expire_at_ms: None })?;
+//! assert_eq!(seq, 1);
+//!
+//! // Rewrite: switch, stream the keyspace, install.
+//! let mut rw = dir.begin_rewrite()?;
+//! rw.push(b"k", b"v", None)?;
+//! dir.finish_rewrite(rw)?;
+//! drop(dir);
+//!
+//! // Recover: base sections (in parallel), then log records in order.
+//! let base = Mutex::new(Vec::new());
+//! let mut log = Vec::new();
+//! let dir = DataDir::open(
+//!     disk,
+//!     opts,
+//!     &|section| base.lock().unwrap().extend(section.iter().map(|e| e.key.to_vec())),
+//!     &mut |seq, rec| log.push((seq, rec)),
+//! )?;
+//! assert_eq!(base.into_inner().unwrap(), vec![b"k".to_vec()]);
+//! assert!(log.is_empty());
+//! assert_eq!(dir.status().next_seq, 2);
+//! # Ok::<(), larder_persistence::Error>(())
+//! ```
+//!
 //! File layouts are drawn in `docs/format.md` and next to the offset constants in
 //! [`frame`], [`snapshot`] and [`manifest`]. All integers are little-endian.
 
