@@ -154,7 +154,7 @@ where
             let slot = inner.slot(group[0].0);
             let mut g = Garbage::new();
             let written = {
-                let mut shard = crate::shim::lock(&slot.shard);
+                let mut shard = crate::shim::write(&slot.shard);
                 let env = inner.env();
                 let mut records = Vec::new();
                 let mut logged = Ok(());

@@ -2,14 +2,18 @@
 
 use crate::builder::CacheBuilder;
 use crate::clock::Clock;
+use crate::counter::{thread_rand, Striped};
 use crate::events::{EventHub, EventKind, Subscriber};
 use crate::journal::Journal;
 use crate::latency::{Histogram, Op, OpHistograms, Slowlog, SlowlogEntry};
 use crate::lazyfree::{LazyFree, LazyFreeQueue};
 use crate::meta::Lfu;
 use crate::pattern::glob_match;
-use crate::shard::{Cause, Dead, Env, Garbage, Shard, ShardConfig, Ttl};
-use crate::shim::{lock, thread, Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering, Weak};
+use crate::shard::{Cause, Dead, Env, Garbage, Lookup, Shard, ShardConfig, Ttl};
+use crate::shim::{
+    lock, read, thread, write, Arc, AtomicU64, Condvar, Mutex, Ordering, RwLock, RwLockWriteGuard,
+    Weak,
+};
 use crate::weigh::{DefaultWeigher, Weigher};
 use crate::Policy;
 use crossbeam_utils::CachePadded;
@@ -61,7 +65,7 @@ pub(crate) struct Settings {
 
 /// One shard: its lock and the figures readable without it.
 pub(crate) struct Slot<K, V> {
-    pub(crate) shard: Mutex<Shard<K, V>>,
+    pub(crate) shard: RwLock<Shard<K, V>>,
     used: AtomicU64,
     len: AtomicU64,
 }
@@ -127,6 +131,10 @@ pub(crate) struct Inner<K, V, W> {
     multi_latency: Mutex<OpHistograms>,
     /// The append-only log of a durable cache, attached once loading is done.
     journal: OnceLock<Box<dyn Journal<K, V>>>,
+    /// Hits and misses of reads made under the shared lock (locked reads count in the
+    /// shard).
+    pub(crate) read_hits: Striped,
+    pub(crate) read_misses: Striped,
     /// Set while a background rewrite runs.
     pub(crate) rewriting: std::sync::atomic::AtomicBool,
 }
@@ -181,7 +189,7 @@ pub struct ScanPage<K> {
 
 /// Holds the locks of a set of shards, always taken in ascending shard order.
 pub(crate) struct Locked<'a, K, V> {
-    pub(crate) guards: Vec<(usize, MutexGuard<'a, Shard<K, V>>)>,
+    pub(crate) guards: Vec<(usize, RwLockWriteGuard<'a, Shard<K, V>>)>,
 }
 
 impl<'a, K, V> Locked<'a, K, V> {
@@ -223,7 +231,7 @@ where
         let slots = (0..shards)
             .map(|i| {
                 CachePadded::new(Slot {
-                    shard: Mutex::new(Shard::new(cfg, hasher.clone(), hasher.hash_one(i))),
+                    shard: RwLock::new(Shard::new(cfg, hasher.clone(), hasher.hash_one(i))),
                     used: AtomicU64::new(0),
                     len: AtomicU64::new(0),
                 })
@@ -251,6 +259,8 @@ where
             multi_latency: Mutex::new(OpHistograms::default()),
             settings,
             journal: OnceLock::new(),
+            read_hits: Striped::default(),
+            read_misses: Striped::default(),
             rewriting: std::sync::atomic::AtomicBool::new(false),
         });
         if background == Background::Threads {
@@ -262,42 +272,78 @@ where
     // ---- reads -------------------------------------------------------------------
 
     /// The value of `key`, cloned; `None` if absent or expired. Counts a hit or a miss and
-    /// refreshes the key's LRU/LFU metadata.
+    /// refreshes the key's LRU/LFU metadata. Takes the shard's lock shared, so readers of
+    /// one shard do not wait for each other.
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.inner.hash(key);
-        self.inner.with_key(Op::Get, hash, key, false, |s, env, g| {
+        let inner = &*self.inner;
+        let hash = inner.hash(key);
+        if !inner.timing {
+            let s = read(&inner.slots[inner.shard_of(hash)].shard);
+            match s.lookup(hash, key, &*inner.clock) {
+                Lookup::Live(idx) => {
+                    s.touch_shared(idx, inner.coarse_ms.load(Ordering::Relaxed), thread_rand);
+                    let v = s.value_at(idx).clone();
+                    drop(s);
+                    inner.read_hits.incr();
+                    return Some(v);
+                }
+                Lookup::Missing => {
+                    drop(s);
+                    inner.read_misses.incr();
+                    return None;
+                }
+                // Deleting it (Redis's lazy expiry) needs the exclusive lock.
+                Lookup::Expired => {}
+            }
+        }
+        inner.with_key(Op::Get, hash, key, false, |s, env, g| {
             s.get(hash, key, env, g).cloned()
         })
     }
 
     /// Whether `key` is present and not expired. Does not touch its metadata (like
-    /// Redis's `EXISTS`).
+    /// Redis's `EXISTS`). Takes the shard's lock shared.
     pub fn contains<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.inner.hash(key);
-        self.inner
-            .with_key(Op::Contains, hash, key, false, |s, env, g| {
+        let inner = &*self.inner;
+        let hash = inner.hash(key);
+        if inner.timing {
+            return inner.with_key(Op::Contains, hash, key, false, |s, env, g| {
                 s.peek(hash, key, env, g).is_some()
-            })
+            });
+        }
+        let s = read(&inner.slots[inner.shard_of(hash)].shard);
+        matches!(s.lookup(hash, key, &*inner.clock), Lookup::Live(_))
     }
 
-    /// Time to live of `key` (Redis's `PTTL`).
+    /// Time to live of `key` (Redis's `PTTL`). Takes the shard's lock shared.
     pub fn ttl<Q>(&self, key: &Q) -> Ttl
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.inner.hash(key);
-        self.inner.with_key(Op::Ttl, hash, key, false, |s, env, g| {
-            s.ttl(hash, key, env, g)
-        })
+        let inner = &*self.inner;
+        let hash = inner.hash(key);
+        if inner.timing {
+            return inner.with_key(Op::Ttl, hash, key, false, |s, env, g| {
+                s.ttl(hash, key, env, g)
+            });
+        }
+        let s = read(&inner.slots[inner.shard_of(hash)].shard);
+        match s.lookup(hash, key, &*inner.clock) {
+            Lookup::Live(idx) => match s.expiry_at(idx) {
+                None => Ttl::Persistent,
+                Some(at) => Ttl::Remaining(at.saturating_sub(inner.clock.now_ms())),
+            },
+            Lookup::Missing | Lookup::Expired => Ttl::Missing,
+        }
     }
 
     /// Number of entries, including expired ones not yet deleted (as Redis's `DBSIZE`).
@@ -345,7 +391,7 @@ where
         let now = self.inner.clock.now_ms();
         let count = count.max(1);
         while shard < shards && keys.len() < count {
-            let guard = lock(&self.inner.slots[shard as usize].shard);
+            let guard = read(&self.inner.slots[shard as usize].shard);
             bucket = guard.scan(bucket, count - keys.len(), now, |k, _, _| match pattern {
                 None => keys.push(k.clone()),
                 Some(p) => {
@@ -453,7 +499,7 @@ where
         Locked {
             guards: idx
                 .into_iter()
-                .map(|i| (i, lock(&self.inner.slots[i].shard)))
+                .map(|i| (i, write(&self.inner.slots[i].shard)))
                 .collect(),
         }
     }
@@ -476,10 +522,12 @@ where
         self.journal.get().map(|j| &**j)
     }
 
+    #[inline]
     pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
     }
 
+    #[inline]
     pub(crate) fn shard_of(&self, hash: u64) -> usize {
         if self.shard_bits == 0 {
             0
@@ -533,7 +581,7 @@ where
         };
         let mut g = Garbage::new();
         let r = {
-            let mut shard = lock(&slot.shard);
+            let mut shard = write(&slot.shard);
             let r = f(&mut shard, &self.env(), &mut g);
             if let (Some(t0), Some(op)) = (started, op) {
                 let d = t0.elapsed();
@@ -572,7 +620,7 @@ where
     pub(crate) fn latency(&self) -> OpHistograms {
         let mut all = lock(&self.multi_latency).clone();
         for slot in self.slots.iter() {
-            all.merge(&lock(&slot.shard).latency);
+            all.merge(&read(&slot.shard).latency);
         }
         all
     }

@@ -4,7 +4,7 @@
 
 use crate::cache::{Cache, Inner};
 use crate::latency::Op;
-use crate::shim::lock;
+use crate::shim::read;
 use crate::weigh::{Weigher, ENTRY_OVERHEAD};
 use crate::Policy;
 use std::borrow::Borrow;
@@ -257,7 +257,7 @@ where
     {
         let inner = &*self.inner;
         let h = inner.hash(key);
-        let s = lock(&inner.slot(inner.shard_of(h)).shard);
+        let s = read(&inner.slot(inner.shard_of(h)).shard);
         s.entries_matching(h, key)
             .map(|(k, v)| (inner.weigher.weight(k, v) + ENTRY_OVERHEAD) as u64)
     }
@@ -268,7 +268,7 @@ where
         let inner = &*self.inner;
         let mut top: Vec<(K, u64)> = Vec::new();
         for slot in inner.slots.iter() {
-            let s = lock(&slot.shard);
+            let s = read(&slot.shard);
             for (k, v, _, _) in s.entries() {
                 let w = (inner.weigher.weight(k, v) + ENTRY_OVERHEAD) as u64;
                 keep_top(&mut top, n, k, w);
@@ -289,7 +289,7 @@ where
         let coarse = inner.env().coarse_ms;
         let mut top: Vec<(K, u64)> = Vec::new();
         for slot in inner.slots.iter() {
-            let s = lock(&slot.shard);
+            let s = read(&slot.shard);
             for (k, _, meta, _) in s.entries() {
                 keep_top(&mut top, n, k, s.lfu_of(meta, coarse) as u64);
             }
@@ -312,7 +312,7 @@ where
         let (mut hits, mut misses, mut expired, mut evicted) = (0, 0, 0, 0);
         let (mut keys, mut expires, mut ttl_sum, mut ttl_n) = (0u64, 0u64, 0u64, 0u64);
         for slot in inner.slots.iter() {
-            let s = lock(&slot.shard);
+            let s = read(&slot.shard);
             hits += s.stats.hits;
             misses += s.stats.misses;
             expired += s.stats.expired;
@@ -323,6 +323,8 @@ where
             ttl_sum += sum;
             ttl_n += n;
         }
+        hits += inner.read_hits.sum();
+        misses += inner.read_misses.sum();
         let used = inner.used_memory();
         Info {
             memory: MemoryInfo {

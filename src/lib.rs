@@ -50,6 +50,7 @@ mod batch;
 mod builder;
 mod cache;
 mod clock;
+mod counter;
 #[cfg(feature = "persistence")]
 mod durable;
 mod error;

@@ -26,6 +26,7 @@ pub const LFU_INIT_VAL: u8 = 5;
 pub(crate) struct Meta(pub(crate) u32);
 
 impl Meta {
+    #[inline]
     pub(crate) fn has_ttl(self) -> bool {
         self.0 & HAS_TTL != 0
     }
@@ -38,10 +39,12 @@ impl Meta {
         }
     }
 
+    #[inline]
     pub(crate) fn clock(self) -> u32 {
         self.0 & CLOCK_MASK
     }
 
+    #[inline]
     pub(crate) fn set_clock(&mut self, v: u32) {
         self.0 = (self.0 & !CLOCK_MASK) | (v & CLOCK_MASK);
     }
@@ -61,6 +64,39 @@ impl Meta {
 
     pub(crate) fn set_lfu(&mut self, minutes: u16, counter: u8) {
         self.set_clock(((minutes as u32) << 8) | counter as u32);
+    }
+}
+
+/// An entry's metadata, in a cell a reader holding only the shard's shared lock may
+/// stamp. Relaxed: the bits are a hint for eviction, never used to synchronise; a racing
+/// reader's stamp may overwrite another's, as an unlocked Redis counter update might.
+/// std's atomic even under loom: modelling every stamp would only grow the state space.
+pub(crate) struct MetaCell(std::sync::atomic::AtomicU32);
+
+impl MetaCell {
+    pub(crate) fn new(m: Meta) -> Self {
+        MetaCell(std::sync::atomic::AtomicU32::new(m.0))
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> Meta {
+        Meta(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Stores `m` from a shared reference; skipped when unchanged so hot keys do not
+    /// dirty their cache line on every read.
+    #[inline]
+    pub(crate) fn stamp(&self, m: Meta) {
+        if self.get() != m {
+            self.0.store(m.0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Changes the metadata under the exclusive lock.
+    pub(crate) fn update(&mut self, f: impl FnOnce(&mut Meta)) {
+        let mut m = Meta(*self.0.get_mut());
+        f(&mut m);
+        *self.0.get_mut() = m.0;
     }
 }
 

@@ -10,7 +10,7 @@
 
 use crate::cache::{Cache, Inner};
 use crate::error::Error;
-use crate::shim::{lock, thread, Arc};
+use crate::shim::{read, thread, Arc};
 use crate::weigh::Weigher;
 use std::hash::Hash;
 use std::sync::atomic::Ordering;
@@ -96,7 +96,7 @@ where
             for slot in self.slots.iter() {
                 let mut cursor = 0;
                 loop {
-                    cursor = lock(&slot.shard).scan(cursor, CHUNK, now, |k, v, at| {
+                    cursor = read(&slot.shard).scan(cursor, CHUNK, now, |k, v, at| {
                         chunk.push((k.clone(), v.clone(), at));
                     });
                     for (k, v, at) in chunk.drain(..) {

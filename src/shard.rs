@@ -102,6 +102,16 @@ impl<K, V> Garbage<K, V> {
     }
 }
 
+/// What a read under the shared lock found.
+pub(crate) enum Lookup {
+    /// A live entry at this index.
+    Live(u32),
+    /// No such key.
+    Missing,
+    /// The key is there but its TTL has passed; deleting it needs the exclusive lock.
+    Expired,
+}
+
 /// Settings a shard needs, fixed at build time.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ShardConfig {
@@ -222,15 +232,67 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         if self.cfg.policy.is_lfu() {
             let r = self.rand();
             let lfu = self.cfg.lfu;
-            lfu.touch(
-                &mut self.table.entry_mut(idx).meta,
-                lfu_minutes(coarse_ms),
-                r,
-            );
+            self.table
+                .entry_mut(idx)
+                .meta
+                .update(|m| lfu.touch(m, lfu_minutes(coarse_ms), r));
         } else {
             self.tick = self.tick.wrapping_add(1);
             let t = self.tick;
-            self.table.entry_mut(idx).meta.set_clock(t);
+            self.table.entry_mut(idx).meta.update(|m| m.set_clock(t));
+        }
+    }
+
+    /// Finds `key` under the shared lock, without deleting anything.
+    #[inline]
+    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q, clock: &dyn Clock) -> Lookup
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let Some(idx) = self.table.find(hash, key) else {
+            return Lookup::Missing;
+        };
+        if self.table.entry(idx).meta.get().has_ttl() {
+            let at = self
+                .expires
+                .get(idx)
+                .expect("TTL flag without side-table entry");
+            if at <= clock.now_ms() {
+                return Lookup::Expired;
+            }
+        }
+        Lookup::Live(idx)
+    }
+
+    /// Records a read made under the shared lock: stamps the current LRU tick (the tick
+    /// itself advances only under the exclusive lock), or makes one LFU access with a
+    /// coin from `rand`.
+    #[inline]
+    pub(crate) fn touch_shared(&self, idx: u32, coarse_ms: u64, rand: impl FnOnce() -> u64) {
+        let cell = &self.table.entry(idx).meta;
+        let mut m = cell.get();
+        if self.cfg.policy.is_lfu() {
+            self.cfg.lfu.touch(&mut m, lfu_minutes(coarse_ms), rand());
+        } else {
+            m.set_clock(self.tick);
+        }
+        cell.stamp(m);
+    }
+
+    /// The value at `idx`.
+    #[inline]
+    pub(crate) fn value_at(&self, idx: u32) -> &V {
+        &self.table.entry(idx).value
+    }
+
+    /// The absolute expiry of the entry at `idx`, if it has one.
+    #[inline]
+    pub(crate) fn expiry_at(&self, idx: u32) -> Option<u64> {
+        if self.table.entry(idx).meta.get().has_ttl() {
+            self.expires.get(idx)
+        } else {
+            None
         }
     }
 
@@ -243,13 +305,13 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         cause: Cause,
         g: &mut Garbage<K, V>,
     ) -> Option<Moved> {
-        if self.table.entry(idx).meta.has_ttl() {
+        if self.table.entry(idx).meta.get().has_ttl() {
             self.expires.remove(idx);
         }
         self.pool.forget(idx);
         let (e, moved) = self.table.remove_at(idx);
         if let Some(m) = moved {
-            if self.table.entry(m.to).meta.has_ttl() {
+            if self.table.entry(m.to).meta.get().has_ttl() {
                 self.expires.follow(m);
             }
             self.pool.follow(m);
@@ -271,6 +333,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     }
 
     /// Finds a live entry; an expired one is deleted on the way (lazy expiry).
+    #[inline]
     fn find_live<Q, W>(
         &mut self,
         hash: u64,
@@ -284,7 +347,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         W: Weigher<K, V>,
     {
         let idx = self.table.find(hash, key)?;
-        if self.table.entry(idx).meta.has_ttl() {
+        if self.table.entry(idx).meta.get().has_ttl() {
             let at = self
                 .expires
                 .get(idx)
@@ -298,6 +361,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     }
 
     /// A read: touches the entry's LRU/LFU metadata and counts a hit or a miss.
+    #[inline]
     pub(crate) fn get<Q, W>(
         &mut self,
         hash: u64,
@@ -425,13 +489,13 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         let meta = &mut self.table.entry_mut(idx).meta;
         match ttl {
             TtlChange::Clear => {
-                if meta.has_ttl() {
-                    meta.set_ttl_flag(false);
+                if meta.get().has_ttl() {
+                    meta.update(|m| m.set_ttl_flag(false));
                     self.expires.remove(idx);
                 }
             }
             TtlChange::At(at) => {
-                meta.set_ttl_flag(true);
+                meta.update(|m| m.set_ttl_flag(true));
                 self.expires.set(idx, at);
             }
         }
@@ -498,7 +562,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         W: Weigher<K, V>,
     {
         match self.find_live(hash, key, env, g) {
-            Some(idx) if self.table.entry(idx).meta.has_ttl() => {
+            Some(idx) if self.table.entry(idx).meta.get().has_ttl() => {
                 self.set_ttl(idx, TtlChange::Clear);
                 true
             }
@@ -561,7 +625,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
 
     /// A better victim has a higher score.
     fn score(&self, idx: u32, coarse_ms: u64) -> u64 {
-        let meta = self.table.entry(idx).meta;
+        let meta = self.table.entry(idx).meta.get();
         match self.cfg.policy {
             Policy::AllKeysLfu | Policy::VolatileLfu => {
                 255 - self.cfg.lfu.decayed(meta, lfu_minutes(coarse_ms)) as u64
@@ -581,7 +645,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             self.table.len()
         };
         let excluded_is_candidate =
-            exclude.is_some_and(|e| !volatile || self.table.entry(e).meta.has_ttl());
+            exclude.is_some_and(|e| !volatile || self.table.entry(e).meta.get().has_ttl());
         if candidates <= usize::from(excluded_is_candidate) {
             return None;
         }
@@ -615,7 +679,9 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 // sampled): rescore the best and put it back while a better one remains.
                 loop {
                     let (idx, _) = self.pool.take_best()?;
-                    if Some(idx) == exclude || (volatile && !self.table.entry(idx).meta.has_ttl()) {
+                    if Some(idx) == exclude
+                        || (volatile && !self.table.entry(idx).meta.get().has_ttl())
+                    {
                         continue;
                     }
                     let fresh = self.score(idx, coarse_ms);
@@ -664,7 +730,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         let mut n = 0;
         loop {
             cursor = self.table.scan_bucket(cursor, |idx, e| {
-                let at = if e.meta.has_ttl() {
+                let at = if e.meta.get().has_ttl() {
                     self.expires.get(idx)
                 } else {
                     None
@@ -683,12 +749,12 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     /// Every live entry with its expiry, for introspection and snapshots.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (&K, &V, Meta, Option<u64>)> {
         self.table.iter().map(|(i, e)| {
-            let at = if e.meta.has_ttl() {
+            let at = if e.meta.get().has_ttl() {
                 self.expires.get(i)
             } else {
                 None
             };
-            (&e.key, &e.value, e.meta, at)
+            (&e.key, &e.value, e.meta.get(), at)
         })
     }
 
@@ -700,7 +766,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     {
         let idx = self.table.find(hash, key)?;
         let e = self.table.entry(idx);
-        let at = if e.meta.has_ttl() {
+        let at = if e.meta.get().has_ttl() {
             self.expires.get(idx)
         } else {
             None

@@ -10,7 +10,7 @@
 pub(crate) use loom::{
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Condvar, Mutex, MutexGuard,
+        Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     thread,
 };
@@ -19,7 +19,7 @@ pub(crate) use loom::{
 pub(crate) use std::{
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Condvar, Mutex, MutexGuard,
+        Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
     },
     thread,
 };
@@ -29,8 +29,27 @@ pub(crate) use std::sync::{Arc, Weak};
 /// Locks `m`, ignoring poison. larder restores a shard's invariants before any user code
 /// (a weigher, `Hash`, `Eq`, a transaction closure) can run under the lock, so a panic in
 /// user code leaves the protected data consistent and the cache stays usable.
+#[inline]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Takes `l` shared, ignoring poison (see [`lock`]).
+#[inline]
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    match l.read() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Takes `l` exclusively, ignoring poison (see [`lock`]).
+#[inline]
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    match l.write() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     }

@@ -11,7 +11,7 @@
 //! `buckets.len()` is a power of two; every entry is on exactly one chain, the one of
 //! bucket `hash(key) & mask`; chains end in [`NIL`].
 
-use crate::meta::Meta;
+use crate::meta::{Meta, MetaCell};
 use std::borrow::Borrow;
 use std::hash::Hash;
 
@@ -22,7 +22,7 @@ const MIN_BUCKETS: usize = 4;
 pub(crate) struct Entry<K, V> {
     pub(crate) key: K,
     pub(crate) value: V,
-    pub(crate) meta: Meta,
+    pub(crate) meta: MetaCell,
     next: u32,
 }
 
@@ -57,18 +57,22 @@ impl<K: Hash + Eq, V> Table<K, V> {
         self.buckets.len()
     }
 
+    #[inline]
     fn mask(&self) -> u64 {
         self.buckets.len() as u64 - 1
     }
 
+    #[inline]
     fn bucket_of(&self, hash: u64) -> usize {
         (hash & self.mask()) as usize
     }
 
+    #[inline]
     pub(crate) fn hash_key<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
     }
 
+    #[inline]
     pub(crate) fn entry(&self, idx: u32) -> &Entry<K, V> {
         &self.entries[idx as usize]
     }
@@ -77,6 +81,7 @@ impl<K: Hash + Eq, V> Table<K, V> {
         &mut self.entries[idx as usize]
     }
 
+    #[inline]
     pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<u32>
     where
         K: Borrow<Q>,
@@ -107,7 +112,7 @@ impl<K: Hash + Eq, V> Table<K, V> {
         self.entries.push(Entry {
             key,
             value,
-            meta,
+            meta: MetaCell::new(meta),
             next: self.buckets[b],
         });
         self.buckets[b] = idx;

@@ -13,7 +13,7 @@ use crate::events::EventKind;
 use crate::journal::{Journal, LogOp, LogRecord};
 use crate::latency::Op;
 use crate::shard::{Env, Garbage, Shard, TtlChange};
-use crate::shim::lock;
+use crate::shim::write;
 use crate::weigh::Weigher;
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -287,7 +287,7 @@ where
     pub(crate) fn lock_all(&self) -> crate::cache::Locked<'_, K, V> {
         crate::cache::Locked {
             guards: (0..self.inner.slots.len())
-                .map(|i| (i, lock(&self.inner.slots[i].shard)))
+                .map(|i| (i, write(&self.inner.slots[i].shard)))
                 .collect(),
         }
     }

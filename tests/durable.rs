@@ -483,7 +483,10 @@ fn sigkill_mid_write_loses_nothing_acknowledged() {
                     break;
                 }
             }
-            assert!(!set.is_empty(), "{mode}: the child acknowledged nothing");
+            assert!(
+                !set.is_empty() || !tx.is_empty(),
+                "{mode}: the child acknowledged nothing"
+            );
         }
     }
 }
