@@ -55,7 +55,7 @@ impl Expires {
         if self.items.is_empty() {
             None
         } else {
-            Some(self.items[(rand % self.items.len() as u64) as usize])
+            Some(self.items[crate::shard::below(rand, self.items.len())])
         }
     }
 

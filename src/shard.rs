@@ -102,6 +102,12 @@ impl<K, V> Garbage<K, V> {
     }
 }
 
+/// Maps a random `r` onto `0..n` with a multiply and a shift instead of a division.
+#[inline]
+pub(crate) fn below(r: u64, n: usize) -> usize {
+    ((r as u128 * n as u128) >> 64) as usize
+}
+
 /// What a read under the shared lock found.
 pub(crate) enum Lookup {
     /// A live entry at this index.
@@ -166,8 +172,8 @@ pub(crate) struct Shard<K, V> {
     expires: Expires,
     pool: Pool,
     used: u64,
-    /// Logical LRU clock: one tick per access.
-    tick: u32,
+    /// Logical LRU clock, unwrapped; entries store its low 24 bits.
+    tick: u64,
     rng: u64,
     pub(crate) stats: ShardStats,
     pub(crate) cfg: ShardConfig,
@@ -222,8 +228,8 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         if self.cfg.policy.is_lfu() {
             m.set_lfu(lfu_minutes(env_coarse_ms), LFU_INIT_VAL);
         } else {
-            self.tick = self.tick.wrapping_add(1);
-            m.set_clock(self.tick);
+            self.tick += 1;
+            m.set_clock(self.tick as u32);
         }
         m
     }
@@ -237,8 +243,8 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 .meta
                 .update(|m| lfu.touch(m, lfu_minutes(coarse_ms), r));
         } else {
-            self.tick = self.tick.wrapping_add(1);
-            let t = self.tick;
+            self.tick += 1;
+            let t = self.tick as u32;
             self.table.entry_mut(idx).meta.update(|m| m.set_clock(t));
         }
     }
@@ -275,7 +281,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         if self.cfg.policy.is_lfu() {
             self.cfg.lfu.touch(&mut m, lfu_minutes(coarse_ms), rand());
         } else {
-            m.set_clock(self.tick);
+            m.set_clock(self.tick as u32);
         }
         cell.stamp(m);
     }
@@ -631,7 +637,9 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 255 - self.cfg.lfu.decayed(meta, lfu_minutes(coarse_ms)) as u64
             }
             Policy::VolatileTtl => u64::MAX - self.expires.get(idx).unwrap_or(u64::MAX),
-            _ => meta.lru_idle(self.tick) as u64,
+            // The unwrapped access stamp, older scoring higher: unlike the idle time it
+            // does not grow stale in the pool as the clock moves on.
+            _ => u64::MAX - (self.tick - meta.lru_idle(self.tick as u32) as u64),
         }
     }
 
@@ -656,7 +664,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 let idx = if volatile {
                     self.expires.random(r)?.0
                 } else {
-                    (r % self.table.len() as u64) as u32
+                    below(r, self.table.len()) as u32
                 };
                 if Some(idx) != exclude {
                     return Some(idx);
@@ -668,7 +676,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                     let idx = if volatile {
                         self.expires.random(r)?.0
                     } else {
-                        (r % self.table.len() as u64) as u32
+                        below(r, self.table.len()) as u32
                     };
                     if Some(idx) != exclude {
                         let s = self.score(idx, coarse_ms);
