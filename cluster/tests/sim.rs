@@ -9,7 +9,10 @@ use larder_cluster::sim::{NetConfig, Sim, SimConfig};
 /// Seeds per scenario in CI unless `LARDER_SIM_SEEDS` says otherwise.
 const DEFAULT_SEEDS: u64 = 4;
 
-fn seeds(default: u64) -> Vec<u64> {
+/// The seeds to run `name` with: `LARDER_SIM_SEED` exactly as printed by a failure, or
+/// `LARDER_SIM_SEEDS` (default `default`) seeds derived from 1..=n and the scenario name,
+/// so two scenarios never share a run.
+fn seeds(name: &str, default: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("LARDER_SIM_SEED") {
         return vec![s.parse().expect("LARDER_SIM_SEED must be a number")];
     }
@@ -17,15 +20,17 @@ fn seeds(default: u64) -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default);
-    (1..=n).collect()
+    (1..=n)
+        .map(|i: u64| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ name.len() as u64)
+        .collect()
 }
 
 fn run(name: &str, scenario: impl Fn(u64) -> Result<(), String>) {
-    for seed in seeds(DEFAULT_SEEDS) {
-        // Scenario seeds differ per scenario so two scenarios never share a run.
-        let seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ name.len() as u64;
+    for seed in seeds(name, DEFAULT_SEEDS) {
         if let Err(e) = scenario(seed) {
-            panic!("scenario {name} failed with seed {seed}\nrerun: LARDER_SIM_SEED={seed} cargo test -p larder-cluster --test sim {name}\n{e}");
+            panic!(
+                "scenario {name} failed with seed {seed}\nrerun: LARDER_SIM_SEED={seed} cargo test -p larder-cluster --test sim {name}\n{e}"
+            );
         }
     }
 }
@@ -628,6 +633,59 @@ fn manual_failover_force_with_live_master() {
         sim.failover(3, FailoverMode::Force)?;
         sim.run_until(5000, "replica takes over", |s| s.writer_of(slot) == Some(3))?;
         sim.run_until_converged(10_000)?;
+        Ok(())
+    });
+}
+
+#[test]
+fn chaos_with_manual_failovers() {
+    run("chaos_with_manual_failovers", |seed| {
+        let mut sim = cluster(seed, 3, 2)?;
+        sim.set_net(NetConfig::lossy());
+        let n = sim.len();
+        let mut rng = larder_cluster::proto::Rng::new(seed ^ 0x3a1);
+        let mut down: Vec<usize> = Vec::new();
+        for _ in 0..30 {
+            match rng.below(7) {
+                0 if down.is_empty() => {
+                    let i = rng.below(n as u64) as usize;
+                    sim.crash(i);
+                    down.push(i);
+                }
+                1 => {
+                    if let Some(i) = down.pop() {
+                        sim.restart(i)?;
+                    }
+                }
+                2 => {
+                    let side: Vec<usize> = (0..n).filter(|_| rng.chance(0.3)).collect();
+                    sim.partition(&[&side]);
+                }
+                3 | 4 => {
+                    // An operator fails over some replica (refusals are fine).
+                    let replicas: Vec<usize> = (0..n)
+                        .filter(|&i| sim.node(i).is_some_and(|x| !x.is_master()))
+                        .collect();
+                    if !replicas.is_empty() {
+                        let r = replicas[rng.below(replicas.len() as u64) as usize];
+                        let mode = if rng.chance(0.5) {
+                            FailoverMode::Default
+                        } else {
+                            FailoverMode::Force
+                        };
+                        let _ = sim.failover(r, mode);
+                    }
+                }
+                _ => sim.heal(),
+            }
+            sim.run_for(rng.range(100, 2500))?;
+        }
+        for i in down {
+            sim.restart(i)?;
+        }
+        sim.heal();
+        sim.set_net(NetConfig::lan());
+        sim.run_until_converged(60_000)?;
         Ok(())
     });
 }

@@ -390,7 +390,11 @@ impl Sim {
     }
 
     fn log(&mut self, line: String) {
-        if self.trace.len() == TRACE_LINES {
+        let cap = std::env::var("LARDER_SIM_TRACE_LINES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(TRACE_LINES);
+        while self.trace.len() >= cap.max(1) {
             self.trace.pop_front();
         }
         self.trace

@@ -18,8 +18,12 @@ pub mod mflags {
     pub const PAUSED: u8 = 1;
     /// A failover auth request that must be acked even though the master is not FAIL.
     pub const FORCEACK: u8 = 1 << 1;
+    /// The sending replica cannot win any election right now (none is running, or the
+    /// last one's window closed). A master that voted for its own replica resumes its
+    /// duties when it sees this from that replica.
+    pub const NO_ELECTION: u8 = 1 << 2;
     /// Every bit this version knows.
-    pub const ALL: u8 = PAUSED | FORCEACK;
+    pub const ALL: u8 = PAUSED | FORCEACK | NO_ELECTION;
 }
 
 /// The part of every message that describes the sender, as Redis's header does.

@@ -205,7 +205,14 @@ impl Node {
     /// recorded now but its ack leaves only a full node_timeout after we last
     /// acknowledged the old master's claims, and we acknowledge it no more.
     pub(super) fn handle_auth_request(&mut self, now: Instant, from: NodeId, h: &Header) {
-        if !self.myself().is_voting_master() {
+        if !self.myself().is_voting_master() || self.abstaining(now) {
+            return;
+        }
+        // Only a master whose seat a majority confirms right now may vote: a master that
+        // was replaced while cut off (and does not know yet) would otherwise lend its
+        // old seat to a second majority.
+        let (acked, needed) = self.lease_quorum(now);
+        if acked < needed {
             return;
         }
         if h.current_epoch < self.current_epoch {
@@ -367,6 +374,41 @@ impl Node {
             if self.repl_offset >= offset {
                 self.manual.can_start = true;
             }
+        }
+    }
+
+    /// True while this replica's current election could still be won.
+    pub(super) fn election_window_open(&self, now: Instant) -> bool {
+        match (self.election.sent, self.election.auth_time) {
+            (true, Some(t)) => now.since(t) <= self.config.auth_timeout(),
+            _ => false,
+        }
+    }
+
+    /// True while this master has voted for its own replica and does not know the
+    /// outcome. Its seat may already belong to that replica, so it grants no leases,
+    /// casts no votes and does not count itself (see `write_status`): otherwise a side
+    /// of a partition that still counts it could form a second majority.
+    pub(super) fn abstaining(&self, now: Instant) -> bool {
+        match self.withheld_acks.get(&self.me) {
+            Some(&(epoch, until)) => now < until && self.myself().config_epoch < epoch,
+            None => false,
+        }
+    }
+
+    /// A master that abstains resumes when the replica it voted for says it is still
+    /// its replica and can no longer win (it lost that election).
+    pub(super) fn note_candidate_lost(&mut self, from: NodeId, h: &Header) {
+        let Some(&(epoch, _)) = self.withheld_acks.get(&self.me) else {
+            return;
+        };
+        if self.last_vote_candidate == Some(from)
+            && h.master == Some(self.me)
+            && h.mflags & mflags::NO_ELECTION != 0
+            && h.current_epoch >= epoch
+        {
+            self.withheld_acks.remove(&self.me);
+            self.dirty = true;
         }
     }
 

@@ -17,6 +17,9 @@ impl Node {
         if me.is_master() && self.manual.end.is_some() {
             mf |= mflags::PAUSED;
         }
+        if !me.is_master() && !self.election_window_open(self.last_now) {
+            mf |= mflags::NO_ELECTION;
+        }
         Header {
             sender: self.me,
             addr: self.addr.clone(),
@@ -227,6 +230,7 @@ impl Node {
         }
         self.process_header(now, from, &h);
         self.note_master_paused(from, &h);
+        self.note_candidate_lost(from, &h);
         match body {
             Body::Ping {
                 sent_at,
@@ -487,7 +491,7 @@ impl Node {
     /// lease: it must be a master we see as healthy, own in our table every slot it
     /// claims, and not be a master we voted to replace.
     fn acks_claims(&mut self, now: Instant, from: NodeId, h: &Header) -> bool {
-        if h.master.is_some() {
+        if h.master.is_some() || self.abstaining(now) {
             return false;
         }
         if let Some(&(epoch, until)) = self.withheld_acks.get(&from) {

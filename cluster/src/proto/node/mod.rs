@@ -320,6 +320,8 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     dirty: bool,
+    /// The latest `now` given to any input, for headers built without one.
+    last_now: Instant,
 }
 
 impl Node {
@@ -363,6 +365,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             dirty: true,
+            last_now: now,
         };
         node.update_state(now);
         node
@@ -566,6 +569,7 @@ impl Node {
         from: NodeId,
         msg: Message,
     ) -> Result<(), Rejected> {
+        self.last_now = self.last_now.max(now);
         let r = self.process_message(now, from, msg);
         self.after_input(now);
         r
@@ -574,6 +578,7 @@ impl Node {
     /// Runs timers: gossip, failure detection, elections, manual failover timeouts.
     /// Call it when [`Node::poll_timeout`] is reached (calling it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         if now >= self.next_cron {
             self.next_cron = now + self.config.cron_interval();
             self.cron(now);
@@ -783,7 +788,9 @@ impl Node {
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_cron;
         if let (Some(at), false) = (self.election.auth_time, self.election.sent) {
-            if self.election_pending() {
+            // Only a start still ahead: one that is due but blocked (validity factor,
+            // rank change) is re-checked by the cron, so the timer never stays in the past.
+            if self.election_pending() && at > self.last_now {
                 t = t.min(at);
             }
         }
@@ -893,6 +900,7 @@ impl Node {
     /// Work that follows every input: elections and manual failovers react to what
     /// just arrived without waiting for the next tick.
     fn after_input(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         self.check_manual_failover(now);
         self.handle_replica_failover(now);
         self.update_state(now);

@@ -82,13 +82,20 @@ impl Node {
                 });
             }
         }
+        let (acked, needed) = self.lease_quorum(now);
+        if acked < needed {
+            return Err(WriteRefusal::NoQuorum { acked, needed });
+        }
+        Ok(())
+    }
+
+    /// Masters (this one included) whose acknowledgement of this node's slot claims is
+    /// current, and how many make a majority of slot-serving masters.
+    pub(super) fn lease_quorum(&self, now: Instant) -> (usize, usize) {
         let (_, needed) = self.quorum();
-        // A master that voted for its own replica (a forced failover) no longer vouches
-        // for itself: its vote may be the one that makes the replica's majority.
-        let self_ok = match self.withheld_acks.get(&self.me) {
-            Some(&(epoch, until)) => now >= until || self.myself().config_epoch >= epoch,
-            None => true,
-        };
+        // A master that voted for its own replica no longer vouches for itself: its vote
+        // may be the one that makes the replica's majority.
+        let self_ok = !self.abstaining(now);
         let acked = self
             .nodes
             .values()
@@ -101,9 +108,6 @@ impl Node {
                     }
             })
             .count();
-        if acked < needed {
-            return Err(WriteRefusal::NoQuorum { acked, needed });
-        }
-        Ok(())
+        (acked, needed)
     }
 }

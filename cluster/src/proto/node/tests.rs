@@ -274,7 +274,12 @@ fn fail_message_is_believed_and_cleared_as_redis_does() {
 fn vote_setup() -> (Sim, NodeId, NodeId, NodeId) {
     let mut sim = cluster(3, 2);
     let (m1, r5, r6) = (id(&sim, 1), id(&sim, 5), id(&sim, 6));
+    let now = sim.now();
     let n0 = sim.node_mut(0).unwrap();
+    // Keep n0's own lease current however far a test moves time.
+    n0.nodes
+        .values_mut()
+        .for_each(|r| r.lease_until = now + 100_000);
     let rec = n0.nodes.get_mut(&m1).unwrap();
     rec.flags.insert(NodeFlags::FAIL);
     rec.last_ack_sent = None;
@@ -380,6 +385,20 @@ fn no_vote_for_stale_slot_claims() {
     // Someone newer owns the failed master's slots already.
     let claimed = q.header.config_epoch;
     n0.nodes.get_mut(&m1).unwrap().config_epoch = claimed + 10;
+    n0.handle_message(now, r5, q).unwrap();
+    assert!(acks(&drain(n0).0).is_empty());
+}
+
+#[test]
+fn a_master_without_a_current_lease_does_not_vote() {
+    let (mut sim, _, r5, _) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let q = request(&sim, 5, e, false);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.nodes
+        .values_mut()
+        .for_each(|r| r.lease_until = Instant::ZERO);
     n0.handle_message(now, r5, q).unwrap();
     assert!(acks(&drain(n0).0).is_empty());
 }
@@ -845,4 +864,20 @@ fn a_master_voting_for_its_own_replica_stops_writing() {
         n0.write_status(now),
         Err(WriteRefusal::NoQuorum { .. })
     ));
+}
+
+#[test]
+fn poll_timeout_always_moves_forward() {
+    let mut sim = cluster(3, 1);
+    let m0 = id(&sim, 0);
+    let r = sim.node_mut(3).unwrap();
+    r.nodes.get_mut(&m0).unwrap().flags.insert(NodeFlags::FAIL);
+    // Master data far too old: the election is scheduled but may never start.
+    let mut now = r.nodes[&m0].data_received + 30_000;
+    for _ in 0..100 {
+        r.handle_timeout(now);
+        let next = r.poll_timeout();
+        assert!(next > now, "timer stuck at {next} (now {now})");
+        now = next;
+    }
 }
