@@ -771,7 +771,23 @@ where
             }
         }));
         let lazy = Arc::clone(&inner.lazy);
-        threads.push(thread::spawn(move || lazy.run_worker()));
+        threads.push(thread::spawn(move || {
+            lowest_priority();
+            lazy.run_worker()
+        }));
+    }
+}
+
+/// Background drops must not take the CPU from the threads serving requests: when
+/// `unlink` wakes the lazy-free worker, the scheduler would otherwise often run the worker
+/// at once on the caller's core and stall the caller for the whole drop. Nice 19 (the
+/// lowest priority) on Linux, where `setpriority` with `who = 0` applies to the calling
+/// thread; elsewhere, nothing.
+fn lowest_priority() {
+    #[cfg(all(target_os = "linux", not(loom)))]
+    // SAFETY: setpriority has no memory-safety preconditions; failure is harmless.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
