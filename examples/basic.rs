@@ -6,6 +6,11 @@
 use larder::{Cache, EventKind, Policy, Ttl};
 use std::time::Duration;
 
+/// With `--features jemalloc`, the example runs on jemalloc and `info()` shows its figures.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: larder::Jemalloc = larder::Jemalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // maxmemory 8mb, maxmemory-policy allkeys-lfu
     let cache: Cache<String, String> = Cache::builder()

@@ -5,6 +5,11 @@
 use larder::{Cache, Durability, Fsync};
 use std::time::Duration;
 
+/// With `--features jemalloc`, the example runs on jemalloc and `info()` shows its figures.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: larder::Jemalloc = larder::Jemalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("larder-durable-example-{}", std::process::id()));
     let durability = || Durability::new(&dir).fsync(Fsync::Always);

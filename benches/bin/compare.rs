@@ -9,6 +9,11 @@
 //! cargo run --release -p larder-benches --bin compare -- all
 //! ```
 
+/// With `--features jemalloc`, every cache in the run allocates through jemalloc.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: larder::Jemalloc = larder::Jemalloc;
+
 use larder::Policy;
 use larder_benches::contenders::{value_for, WithSubject};
 use larder_benches::{

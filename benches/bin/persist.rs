@@ -13,6 +13,11 @@
 //! end; redis-server listens on 127.0.0.1:6399 only and is killed when the program
 //! leaves, on error too.
 
+/// With `--features jemalloc`, every cache in the run allocates through jemalloc.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: larder::Jemalloc = larder::Jemalloc;
+
 use larder::{Cache, Durability, Fsync};
 use larder_benches::resp::{self, Reply};
 use larder_benches::rng::mix64;
