@@ -881,3 +881,48 @@ fn poll_timeout_always_moves_forward() {
         now = next;
     }
 }
+
+#[test]
+fn pings_whoever_was_not_heard_for_half_node_timeout() {
+    let mut sim = cluster(3, 0);
+    let (b, c) = (id(&sim, 1), id(&sim, 2));
+    let now = sim.now() + 1;
+    let n0 = sim.node_mut(0).unwrap();
+    drain(n0);
+    for r in n0.nodes.values_mut() {
+        r.ping_sent = None;
+        r.pong_received = now;
+    }
+    n0.nodes.get_mut(&b).unwrap().pong_received = Instant::from_millis(now.as_millis() - 501);
+    n0.last_random_ping = now;
+    n0.next_cron = now;
+    n0.handle_timeout(now);
+    let pinged: Vec<_> = drain(n0)
+        .0
+        .into_iter()
+        .filter(|t| matches!(t.message.body, Body::Ping { .. }))
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(pinged, vec![Some(b)]);
+    assert_eq!(n0.nodes[&b].ping_sent, Some(now));
+    // Once a second, the node with the oldest pong among a random few.
+    let later = now + 1000;
+    // c's pong is 300 ms old: not due by the half-timeout rule, only by the random pick.
+    n0.nodes.get_mut(&c).unwrap().pong_received = Instant::from_millis(later.as_millis() - 300);
+    n0.next_cron = later;
+    for r in n0.nodes.values_mut() {
+        r.data_received = later;
+        r.ping_sent = None;
+        if r.id != c {
+            r.pong_received = later;
+        }
+    }
+    n0.handle_timeout(later);
+    let pinged: Vec<_> = drain(n0)
+        .0
+        .into_iter()
+        .filter(|t| matches!(t.message.body, Body::Ping { .. }))
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(pinged, vec![Some(c)]);
+}
