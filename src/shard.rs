@@ -639,7 +639,12 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             Policy::VolatileTtl => u64::MAX - self.expires.get(idx).unwrap_or(u64::MAX),
             // The unwrapped access stamp, older scoring higher: unlike the idle time it
             // does not grow stale in the pool as the clock moves on.
-            _ => u64::MAX - self.tick.saturating_sub(meta.lru_idle(self.tick as u32) as u64),
+            _ => {
+                u64::MAX
+                    - self
+                        .tick
+                        .saturating_sub(meta.lru_idle(self.tick as u32) as u64)
+            }
         }
     }
 

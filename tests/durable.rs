@@ -415,8 +415,11 @@ fn sigkill_mid_write_loses_nothing_acknowledged() {
             let (first_tx, first_rx) = std::sync::mpsc::channel();
             let reader = std::thread::spawn(move || {
                 let mut lines = Vec::new();
+                let mut acked = false;
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if lines.is_empty() {
+                    // The test harness prints its own lines first; wait for a write.
+                    if !acked && (line.starts_with("set ") || line.starts_with("tx ")) {
+                        acked = true;
                         let _ = first_tx.send(());
                     }
                     lines.push(line);
