@@ -33,6 +33,11 @@ pub use larder_persistence::FsyncPolicy as Fsync;
 pub trait Codec: Sized {
     /// The bytes of `self`.
     fn encode(&self) -> Result<Vec<u8>, CodecError>;
+    /// The bytes of `self` into `buf` (cleared first), reusing its allocation.
+    fn encode_into(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        *buf = self.encode()?;
+        Ok(())
+    }
     /// Decodes bytes written by `encode`, checking them.
     fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
 }
@@ -47,7 +52,7 @@ where
     T: rkyv::Archive
         + for<'a> rkyv::Serialize<
             rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
+                Vec<u8>,
                 rkyv::ser::allocator::ArenaHandle<'a>,
                 rkyv::rancor::Error,
             >,
@@ -56,9 +61,18 @@ where
         + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
 {
     fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self)
-            .map(|b| b.to_vec())
+        // Straight into the `Vec` the record keeps: one allocation, no copy. Alignment
+        // does not matter here; `decode` realigns.
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, Vec::new())
             .map_err(|e| CodecError(e.to_string()))
+    }
+
+    fn encode_into(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        let mut out = std::mem::take(buf);
+        out.clear();
+        *buf = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, out)
+            .map_err(|e| CodecError(e.to_string()))?;
+        Ok(())
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
@@ -418,6 +432,8 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
             dir: Arc::clone(&self.dir),
             changes: Arc::clone(&self.changes),
             changes_at_begin: self.changes.load(Ordering::Relaxed),
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
             _types: std::marker::PhantomData,
         }))
     }
@@ -474,17 +490,19 @@ struct AofRewrite<K, V> {
     changes: Arc<AtomicU64>,
     /// Changes counted when the rewrite began: the snapshot covers those.
     changes_at_begin: u64,
+    /// Scratch for encoding, reused for every entry.
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
     _types: std::marker::PhantomData<fn(&K, &V)>,
 }
 
 impl<K: Codec, V: Codec> RewriteSink<K, V> for AofRewrite<K, V> {
     fn push(&mut self, key: &K, value: &V, expire_at: Option<u64>) -> Result<(), Error> {
-        let (k, v) = (
-            key.encode().map_err(|e| Error::Rewrite(e.to_string()))?,
-            value.encode().map_err(|e| Error::Rewrite(e.to_string()))?,
-        );
+        let codec = |e: CodecError| Error::Rewrite(e.to_string());
+        key.encode_into(&mut self.key_buf).map_err(codec)?;
+        value.encode_into(&mut self.value_buf).map_err(codec)?;
         self.rewrite
-            .push(&k, &v, expire_at)
+            .push(&self.key_buf, &self.value_buf, expire_at)
             .map_err(|e| Error::Rewrite(e.to_string()))
     }
 

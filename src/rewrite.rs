@@ -2,8 +2,9 @@
 //! automatic rewrites the cron starts).
 //!
 //! The journal first switches writes to a new incr file; the keyspace is then read shard
-//! by shard with the SCAN cursor, a chunk at a time under the shard lock (so writers wait
-//! at most one chunk), and streamed into the new base. The cursor's guarantee matters
+//! by shard with the SCAN cursor, a chunk at a time under the shard's shared lock (so
+//! writers wait at most one chunk; readers not at all), encoded straight into the new
+//! base. The cursor's guarantee matters
 //! here: every key present for the whole rewrite is read at least once, even if tables
 //! resize, and a key written meanwhile is also in the new incr file, whose records
 //! replay idempotently on top of the base.
@@ -92,16 +93,18 @@ where
         let result = (|| {
             let mut sink = journal.begin_rewrite()?;
             let now = self.clock.now_ms();
-            let mut chunk: Vec<(K, V, Option<u64>)> = Vec::with_capacity(CHUNK);
             for slot in self.slots.iter() {
                 let mut cursor = 0;
                 loop {
+                    // Encoded straight from the shard under its shared lock: no copies of
+                    // keys or values; writers wait for at most one chunk.
+                    let mut failed = Ok(());
                     cursor = read(&slot.shard).scan(cursor, CHUNK, now, |k, v, at| {
-                        chunk.push((k.clone(), v.clone(), at));
+                        if failed.is_ok() {
+                            failed = sink.push(k, v, at);
+                        }
                     });
-                    for (k, v, at) in chunk.drain(..) {
-                        sink.push(&k, &v, at)?;
-                    }
+                    failed?;
                     if cursor == 0 {
                         break;
                     }
