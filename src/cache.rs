@@ -511,6 +511,16 @@ where
     V: Clone + Send + Sync + 'static,
     W: Weigher<K, V>,
 {
+    /// Makes room for about `additional` more entries spread over the shards, so a bulk
+    /// load does not rehash every table at each doubling.
+    #[cfg_attr(not(feature = "persistence"), allow(dead_code))]
+    pub(crate) fn reserve(&self, additional: usize) {
+        let per_shard = additional / self.slots.len() + 1;
+        for slot in self.slots.iter() {
+            write(&slot.shard).reserve(per_shard);
+        }
+    }
+
     /// Attaches the log of a durable cache (once, after loading).
     #[cfg_attr(not(feature = "persistence"), allow(dead_code))]
     pub(crate) fn set_journal(&self, journal: Box<dyn Journal<K, V>>) {

@@ -76,10 +76,32 @@ where
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        // rkyv reads in place and needs the archive aligned; log bytes may not be.
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| CodecError(e.to_string()))
+        // rkyv reads in place and needs the archive aligned; bytes inside a log record or
+        // a snapshot section may not be. Aligned bytes are read where they are; others
+        // are copied into this thread's scratch buffer (no allocation once it has grown).
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<rkyv::util::AlignedVec<16>> =
+                std::cell::RefCell::new(rkyv::util::AlignedVec::new());
+        }
+        let decode = |b: &[u8]| {
+            rkyv::from_bytes::<T, rkyv::rancor::Error>(b).map_err(|e| CodecError(e.to_string()))
+        };
+        if (bytes.as_ptr() as usize) % 16 == 0 {
+            return decode(bytes);
+        }
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                scratch.extend_from_slice(bytes);
+                decode(&scratch)
+            }
+            // Re-entered (a Deserialize impl decoding a nested Codec): use a fresh buffer.
+            Err(_) => {
+                let mut fresh = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+                fresh.extend_from_slice(bytes);
+                decode(&fresh)
+            }
+        })
     }
 }
 
@@ -202,6 +224,8 @@ where
                 .get_or_insert(e);
         };
         let sink = |section: larder_persistence::Section<'_>| {
+            // Grow the tables once for the whole section instead of doubling as it loads.
+            cache.inner.reserve(section.len());
             for e in section.iter() {
                 let kv = K::decode(e.key).and_then(|k| Ok((k, V::decode(e.value)?)));
                 match kv {

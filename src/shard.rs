@@ -201,6 +201,12 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         self.table.len()
     }
 
+    /// Makes room for `additional` more entries, within the shard's entry bound.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let room = (self.cfg.max_entries as usize).saturating_sub(self.table.len());
+        self.table.reserve(additional.min(room));
+    }
+
     pub(crate) fn used(&self) -> u64 {
         self.used
     }

@@ -98,6 +98,15 @@ impl<K: Hash + Eq, V> Table<K, V> {
         None
     }
 
+    /// Makes room for `additional` more entries without further resizes.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let want = self.entries.len().saturating_add(additional);
+        self.entries.reserve(additional);
+        if want > self.buckets.len() {
+            self.resize(want.next_power_of_two());
+        }
+    }
+
     /// Inserts a key known to be absent; returns its index.
     pub(crate) fn push(&mut self, hash: u64, key: K, value: V, meta: Meta) -> u32 {
         assert!(
