@@ -292,6 +292,22 @@ mod tests {
     }
 
     #[test]
+    fn reserve_sizes_once_for_a_bulk_load() {
+        let mut t = table();
+        t.reserve(5000);
+        let buckets = t.bucket_count();
+        assert!(buckets >= 5000);
+        for k in 0..5000 {
+            insert(&mut t, k);
+        }
+        assert_eq!(t.bucket_count(), buckets, "no resize while filling reserved room");
+        for k in 0..5000 {
+            let h = t.hash_key(&k);
+            assert!(t.find(h, &k).is_some());
+        }
+    }
+
+    #[test]
     fn scan_visits_everything_once_without_resizes() {
         let mut t = table();
         for k in 0..1000 {
