@@ -67,6 +67,12 @@ pub struct PersistenceInfo {
     pub aof_current_size: u64,
     /// Bytes of the base snapshot.
     pub aof_base_size: u64,
+    /// Fsyncs of the log since open (with `always`, records per fsync shows group commit).
+    pub aof_fsyncs: u64,
+    /// Sequence number of the last record written to the log.
+    pub aof_last_seq: u64,
+    /// Sequence number of the last record known durable.
+    pub aof_durable_seq: u64,
     /// When the last snapshot (rewrite) completed, Unix seconds (the open time if none).
     pub rdb_last_save_time: u64,
     /// Writes logged since the last snapshot.
@@ -178,6 +184,9 @@ impl fmt::Display for Info {
             writeln!(f, "aof_last_write_status:{}", p.aof_last_write_status)?;
             writeln!(f, "aof_current_size:{}", p.aof_current_size)?;
             writeln!(f, "aof_base_size:{}", p.aof_base_size)?;
+            writeln!(f, "aof_fsyncs:{}", p.aof_fsyncs)?;
+            writeln!(f, "aof_last_seq:{}", p.aof_last_seq)?;
+            writeln!(f, "aof_durable_seq:{}", p.aof_durable_seq)?;
             writeln!(f, "rdb_last_save_time:{}", p.rdb_last_save_time)?;
             writeln!(
                 f,

@@ -300,7 +300,11 @@ mod tests {
         for k in 0..5000 {
             insert(&mut t, k);
         }
-        assert_eq!(t.bucket_count(), buckets, "no resize while filling reserved room");
+        assert_eq!(
+            t.bucket_count(),
+            buckets,
+            "no resize while filling reserved room"
+        );
         for k in 0..5000 {
             let h = t.hash_key(&k);
             assert!(t.find(h, &k).is_some());

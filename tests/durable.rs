@@ -96,8 +96,18 @@ fn every_kind_of_write_survives_a_restart() {
     let info = c.info();
     let p = info.persistence.as_ref().unwrap();
     assert!(p.loading_records > 200);
+    assert_eq!(
+        p.aof_durable_seq, p.aof_last_seq,
+        "always: everything durable"
+    );
     assert!(info.to_string().contains("aof_enabled:1"));
 
+    c.insert("one more".into(), vec![1]).unwrap();
+    let p = c.info().persistence.unwrap();
+    assert!(
+        p.aof_fsyncs >= 1 && p.aof_durable_seq == p.aof_last_seq,
+        "{p:?}"
+    );
     // A flush is logged too.
     c.clear().unwrap();
     drop(c);
