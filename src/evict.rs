@@ -47,9 +47,9 @@ impl Pool {
         if self.len == POOL_SIZE && score <= self.slots[0].score {
             return;
         }
-        if let Some(pos) = self.live().iter().position(|c| c.idx == idx) {
-            self.remove_at(pos);
-        }
+        // No duplicate check (Redis has none either): a candidate sampled twice sits in
+        // the pool twice; `forget` removes every copy when its entry goes, and the
+        // victim is rescored before eviction.
         if self.len == POOL_SIZE {
             self.remove_at(0);
         }
@@ -74,9 +74,9 @@ impl Pool {
         self.live().last().map(|c| c.score)
     }
 
-    /// Entry `idx` is gone.
+    /// Entry `idx` is gone: every copy of it leaves the pool.
     pub(crate) fn forget(&mut self, idx: u32) {
-        if let Some(pos) = self.live().iter().position(|c| c.idx == idx) {
+        while let Some(pos) = self.live().iter().position(|c| c.idx == idx) {
             self.remove_at(pos);
         }
     }
@@ -116,12 +116,12 @@ mod tests {
     }
 
     #[test]
-    fn reoffering_updates_a_candidate() {
+    fn forgetting_removes_every_copy() {
         let mut p = Pool::default();
         p.offer(1, 10);
         p.offer(2, 20);
         p.offer(1, 30);
-        assert_eq!(p.take_best(), Some((1, 30)));
+        p.forget(1);
         assert_eq!(p.take_best(), Some((2, 20)));
         assert_eq!(p.take_best(), None);
     }
