@@ -1,0 +1,193 @@
+//! rustls and quinn configuration: mutual TLS 1.3 under the cluster CA, with the
+//! `ring` provider named explicitly (no aws-lc, so no cmake or C toolchain for it).
+//!
+//! - The **server** side requires a client certificate that chains to the cluster CA
+//!   (`WebPkiClientVerifier`). The client's node id is read from that certificate after
+//!   the handshake ([`peer_node_id`]).
+//! - The **client** side verifies the server's chain against the cluster CA and its
+//!   name: dialing a known node uses that node's [`node_dns_name`] as the server name,
+//!   so a certificate for another id fails the ordinary name check. A MEET to a bare
+//!   address uses [`MEET_SERVER_NAME`], which accepts any node certificate from the CA;
+//!   the id it names becomes the peer's id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::certs::{node_dns_name, node_id_from_cert, parse_node_dns_name, NodeIdentity};
+use super::NetError;
+use crate::proto::NodeId;
+
+/// The ALPN protocol of the cluster bus.
+pub const ALPN: &[u8] = b"larder-cluster/1";
+
+/// The server name used to dial a bare address (MEET): any node certificate signed by
+/// the cluster CA is accepted, and its id is learnt from it.
+pub const MEET_SERVER_NAME: &str = "meet.node.larder";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, NetError> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .map_err(|e| NetError::Certificate(format!("cluster CA: {e}")))?;
+    Ok(Arc::new(roots))
+}
+
+/// Verifies a server certificate against the cluster CA and the node id the client
+/// expects (the id is the server name; see the module docs).
+#[derive(Debug)]
+struct NodeServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for NodeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let expected = match server_name {
+            ServerName::DnsName(name) if name.as_ref() == MEET_SERVER_NAME => None,
+            ServerName::DnsName(name) => match parse_node_dns_name(name.as_ref()) {
+                Some(id) => Some(id),
+                None => return Err(CertificateError::NotValidForName.into()),
+            },
+            _ => return Err(CertificateError::NotValidForName.into()),
+        };
+        let presented = node_id_from_cert(end_entity).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
+        })?;
+        if expected.is_some_and(|id| id != presented) {
+            return Err(CertificateError::NotValidForName.into());
+        }
+        let name = ServerName::try_from(node_dns_name(presented))
+            .map_err(|_| rustls::Error::from(CertificateError::NotValidForName))?;
+        // Chain to the cluster CA, validity dates, key usage, and the name check.
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Transport settings shared by both sides: only unidirectional streams, a few at a
+/// time (one per connection in use, plus MEET connections), keep-alives so an idle
+/// link is not closed, and an idle timeout after which a dead peer's link is dropped
+/// and redialled.
+fn transport(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_uni_streams(8u32.into());
+    t.keep_alive_interval(Some((idle_timeout / 3).max(Duration::from_millis(100))));
+    // Out of range only for absurd values (> 2^62 µs); fall back to quinn's default.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(idle_timeout) {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+/// The quinn server configuration of a node: its certificate, client certificates
+/// required and verified against `ca`.
+pub fn server_config(
+    identity: &NodeIdentity,
+    ca: &CertificateDer<'static>,
+    idle_timeout: Duration,
+) -> Result<quinn::ServerConfig, NetError> {
+    let provider = provider();
+    let client_verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .build()
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(identity.cert_chain().to_vec(), identity.key().clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport(idle_timeout));
+    Ok(config)
+}
+
+/// The quinn client configuration of a node: it presents its certificate and verifies
+/// servers against `ca` and the expected node id (see the module docs).
+pub fn client_config(
+    identity: &NodeIdentity,
+    ca: &CertificateDer<'static>,
+    idle_timeout: Duration,
+) -> Result<quinn::ClientConfig, NetError> {
+    let provider = provider();
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .build()
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NodeServerVerifier { inner }))
+        .with_client_auth_cert(identity.cert_chain().to_vec(), identity.key().clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport(idle_timeout));
+    Ok(config)
+}
+
+/// The server name to dial: the node's DNS name if its id is known, else
+/// [`MEET_SERVER_NAME`].
+pub fn server_name_for(id: Option<NodeId>) -> String {
+    match id {
+        Some(id) => node_dns_name(id),
+        None => MEET_SERVER_NAME.to_string(),
+    }
+}
+
+/// The node id in the certificate the peer presented during the handshake. Both sides
+/// verified that certificate against the cluster CA, so the id is authenticated.
+pub fn peer_node_id(conn: &quinn::Connection) -> Result<NodeId, NetError> {
+    let identity = conn
+        .peer_identity()
+        .ok_or_else(|| NetError::Certificate("peer presented no certificate".into()))?;
+    let chain = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| NetError::Certificate("unexpected peer identity type".into()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| NetError::Certificate("empty peer certificate chain".into()))?;
+    node_id_from_cert(leaf)
+}
