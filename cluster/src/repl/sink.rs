@@ -400,19 +400,23 @@ impl ReplicationSink {
     /// Makes this replica a master (Redis's shiftReplicationId): the history it holds
     /// becomes the secondary id, valid up to its current offset, and a new id is drawn
     /// from `seed`. Other replicas of the old master then continue partially from it.
-    /// A snapshot being loaded is abandoned (the driver discards it on
-    /// [`SinkEvent::FullSyncAborted`], queued before the switch).
-    pub fn promote(mut self, seed: u64) -> ReplicationSource {
+    ///
+    /// Also returns the events not yet polled: they must be handled as usual (an
+    /// `Apply` among them is part of the history the new master serves). A snapshot
+    /// being loaded is abandoned, so the driver discards what it staged
+    /// ([`SinkEvent::FullSyncAborted`] is the last returned event then).
+    pub fn promote(mut self, seed: u64) -> (ReplicationSource, Vec<SinkEvent>) {
         if matches!(self.state, State::Loading { .. }) {
             self.events.push_back(SinkEvent::FullSyncAborted);
         }
         let secondary = self.replid.map(|id| (id, self.offset()));
-        ReplicationSource::from_parts(
+        let source = ReplicationSource::from_parts(
             self.config,
             ReplId::from_seed(seed),
             secondary,
             self.backlog,
-        )
+        );
+        (source, self.events.into())
     }
 
     // ---- outputs ----

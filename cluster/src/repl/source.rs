@@ -195,6 +195,9 @@ struct Replica {
     last_ack: Instant,
     last_heard: Instant,
     next_ping: Instant,
+    /// A WAIT asked for an ACK; sent once the replica is sent everything (GETACK
+    /// follows the records in the stream, as in Redis, so the ACK covers them).
+    getack: bool,
 }
 
 #[derive(Debug)]
@@ -466,6 +469,7 @@ impl ReplicationSource {
                 last_ack: now,
                 last_heard: now,
                 next_ping: now + self.config.ping_period,
+                getack: false,
             },
         );
         self.check_waiters(now);
@@ -650,16 +654,13 @@ impl ReplicationSource {
 
     /// Redis's `WAIT`: reports [`SourceEvent::WaitDone`] once `replicas` replicas have
     /// acknowledged `offset`, or when `timeout` ms have passed. Asks every online
-    /// replica to acknowledge now (GETACK).
+    /// replica to acknowledge (GETACK, sent after the records it has not been sent).
     pub fn wait(&mut self, now: Instant, replicas: usize, offset: u64, timeout: u64) -> WaitId {
         let id = WaitId(self.next_wait);
         self.next_wait += 1;
-        for (to, r) in &self.replicas {
+        for r in self.replicas.values_mut() {
             if matches!(r.state, State::Online { .. }) {
-                self.transmits.push_back(Transmit {
-                    to: *to,
-                    message: ReplMessage::GetAck,
-                });
+                r.getack = true;
             }
         }
         self.waiters.push(Waiter {
@@ -674,6 +675,7 @@ impl ReplicationSource {
 
     /// Turns this master into a replica of another master: it keeps its id and offset,
     /// so it can continue partially if the new master's history contains its own.
+    /// Events and messages still queued are dropped, and replicas forgotten.
     pub fn into_replica(self, now: Instant) -> ReplicationSink {
         ReplicationSink::from_parts(self.config, now, Some(self.replid), self.backlog)
     }
@@ -694,6 +696,13 @@ impl ReplicationSource {
                 continue;
             };
             if *cursor >= end {
+                if std::mem::take(&mut r.getack) {
+                    out = Some(Transmit {
+                        to: *id,
+                        message: ReplMessage::GetAck,
+                    });
+                    break;
+                }
                 continue;
             }
             match self.backlog.read(*cursor, self.config.max_batch_bytes) {
