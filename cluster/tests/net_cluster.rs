@@ -3,6 +3,7 @@
 //! from the minority master.
 #![cfg(feature = "net")]
 
+use std::path::Path;
 use std::time::{Duration, Instant as StdInstant};
 
 use larder_cluster::net::certs::ClusterCa;
@@ -15,15 +16,23 @@ const NODE_TIMEOUT: u64 = 1000;
 struct Cluster {
     nodes: Vec<ClusterNode>,
     faults: Faults,
+    ca: ClusterCa,
+    config: Config,
 }
 
-async fn start(ca: &ClusterCa, seed: u64, config: &Config, faults: &Faults) -> ClusterNode {
+async fn start(
+    ca: &ClusterCa,
+    seed: u64,
+    config: &Config,
+    faults: &Faults,
+    store: StateStore,
+) -> ClusterNode {
     let id = NodeId::random(&mut Rng::new(seed));
     let mut c = NetConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         ca.issue(id).unwrap(),
         ca.cert_der(),
-        StateStore::Memory(MemoryStore::new()),
+        store,
     );
     c.cluster = config.clone();
     c.faults = faults.clone();
@@ -53,13 +62,24 @@ fn range(i: usize, masters: usize) -> SlotSet {
 }
 
 /// `masters` masters splitting the slots, then `replicas` replicas (replica i follows
-/// master i), all agreeing on the slot map and OK.
-async fn form(masters: usize, replicas: usize, config: Config, seed: u64) -> Cluster {
+/// master i), all agreeing on the slot map and OK. Node i saves its state in
+/// `dir/node-i.state` if `dir` is given, in memory otherwise.
+async fn form(
+    masters: usize,
+    replicas: usize,
+    config: Config,
+    seed: u64,
+    dir: Option<&Path>,
+) -> Cluster {
     let ca = ClusterCa::generate("test cluster").unwrap();
     let faults = Faults::new();
     let mut nodes = Vec::new();
     for i in 0..masters + replicas {
-        nodes.push(start(&ca, seed + i as u64, &config, &faults).await);
+        let store = match dir {
+            Some(d) => StateStore::File(d.join(format!("node-{i}.state"))),
+            None => StateStore::Memory(MemoryStore::new()),
+        };
+        nodes.push(start(&ca, seed + i as u64, &config, &faults, store).await);
     }
     for n in &nodes[1..] {
         n.meet(nodes[0].local_addr()).await.unwrap();
@@ -85,7 +105,12 @@ async fn form(masters: usize, replicas: usize, config: Config, seed: u64) -> Clu
     for i in 0..replicas {
         nodes[masters + i].replicate(all[i]).await.unwrap();
     }
-    let c = Cluster { nodes, faults };
+    let c = Cluster {
+        nodes,
+        faults,
+        ca,
+        config,
+    };
     eventually(
         "the cluster to agree and be OK",
         Duration::from_secs(10),
@@ -142,7 +167,7 @@ impl Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_masters_three_replicas_form_and_agree() {
     let t = StdInstant::now();
-    let c = form(3, 3, Config::with_node_timeout(NODE_TIMEOUT), 100).await;
+    let c = form(3, 3, Config::with_node_timeout(NODE_TIMEOUT), 100, None).await;
     eprintln!("formed in {:?}", t.elapsed());
     // Each master accepts writes for its slots and refuses the others'.
     for i in 0..3 {
@@ -167,7 +192,7 @@ async fn three_masters_three_replicas_form_and_agree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_is_promoted_when_its_master_stops() {
-    let mut c = form(3, 3, Config::with_node_timeout(NODE_TIMEOUT), 200).await;
+    let mut c = form(3, 3, Config::with_node_timeout(NODE_TIMEOUT), 200, None).await;
     let slot = range(0, 3).iter().next().unwrap();
     eventually("master 0 to be writable", Duration::from_secs(5), || {
         c.writable(0, slot)
@@ -214,7 +239,7 @@ async fn partitioned_minority_master_loses_write_permission() {
     // No replicas, so no failover: the majority keeps the rest of the slots.
     let mut config = Config::with_node_timeout(NODE_TIMEOUT);
     config.require_full_coverage = false;
-    let c = form(3, 0, config, 300).await;
+    let c = form(3, 0, config, 300, None).await;
     let s0 = range(0, 3).iter().next().unwrap();
     let s1 = range(1, 3).iter().next().unwrap();
     eventually("both masters writable", Duration::from_secs(5), || async {
@@ -250,4 +275,68 @@ async fn partitioned_minority_master_loses_write_permission() {
     )
     .await;
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_restarts_from_its_state_file() {
+    let dir = std::env::temp_dir().join(format!("larder-net-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = form(
+        3,
+        0,
+        Config::with_node_timeout(NODE_TIMEOUT),
+        400,
+        Some(&dir),
+    )
+    .await;
+    let s0 = range(0, 3).iter().next().unwrap();
+    eventually("master 0 writable", Duration::from_secs(5), || {
+        c.writable(0, s0)
+    })
+    .await;
+    let old = c.nodes.remove(0);
+    let (id, old_addr) = (old.id(), old.local_addr());
+    let epoch = old.view().await.unwrap().current_epoch;
+    old.shutdown().await;
+
+    // Same id (a fresh certificate from the CA), same state file, another port.
+    let mut config = NetConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        c.ca.issue(id).unwrap(),
+        c.ca.cert_der(),
+        StateStore::File(dir.join("node-0.state")),
+    );
+    config.cluster = c.config.clone();
+    config.faults = c.faults.clone();
+    config.idle_timeout = Duration::from_secs(2);
+    let back = ClusterNode::start(config).await.unwrap();
+    assert_ne!(back.local_addr(), old_addr);
+    let v = back.view().await.unwrap();
+    assert_eq!(v.nodes.len(), 3, "the node table comes back from the file");
+    assert!(v.current_epoch >= epoch);
+    assert_eq!(v.slots.owner(s0), Some(id));
+    c.nodes.insert(0, back);
+    eventually(
+        "the restarted master to write again",
+        Duration::from_secs(10),
+        || c.writable(0, s0),
+    )
+    .await;
+    eventually(
+        "peers to learn its new address",
+        Duration::from_secs(5),
+        || async {
+            let addr = c.nodes[0].local_addr().to_string();
+            for n in &c.nodes[1..] {
+                let v = n.view().await.unwrap();
+                if !v.nodes.iter().any(|x| x.id == id && x.addr == addr) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    c.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
 }

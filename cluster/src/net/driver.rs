@@ -438,8 +438,14 @@ impl Driver {
         loop {
             let wake = self.origin + Duration::from_millis(self.node.poll_timeout().as_millis());
             tokio::select! {
+                // Timers before inputs, so a peer that floods messages cannot
+                // starve failure detection and elections.
                 biased;
                 _ = &mut stop => break,
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                }
                 input = inputs.recv() => match input {
                     // Unreachable while `ctx` holds a sender; kept for completeness.
                     None => break,
@@ -454,10 +460,6 @@ impl Driver {
                         cmd(&mut self.node, now);
                     }
                 },
-                _ = tokio::time::sleep_until(wake) => {
-                    let now = self.now();
-                    self.node.handle_timeout(now);
-                }
             }
             if self.drain().is_err() {
                 break;
