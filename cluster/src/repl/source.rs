@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::proto::{Instant, NodeId};
-use crate::repl::backlog::Backlog;
+use crate::repl::backlog::{stream_len, Backlog};
 use crate::repl::codec::{ReplMessage, MAX_RECORD_LEN};
 use crate::repl::config::ReplConfig;
 use crate::repl::id::ReplId;
@@ -233,6 +233,9 @@ pub struct ReplicationSource {
     events: VecDeque<SourceEvent>,
     waiters: Vec<Waiter>,
     next_wait: u64,
+    /// The replica the last record batch went to: batches rotate among replicas so a
+    /// far-behind one does not hold up the others.
+    last_served: Option<NodeId>,
 }
 
 impl ReplicationSource {
@@ -258,6 +261,7 @@ impl ReplicationSource {
             events: VecDeque::new(),
             waiters: Vec::new(),
             next_wait: 0,
+            last_served: None,
         }
     }
 
@@ -689,47 +693,41 @@ impl ReplicationSource {
             return Some(t);
         }
         let end = self.backlog.end();
-        let mut overrun = None;
-        let mut out = None;
-        for (id, r) in self.replicas.iter_mut() {
+        // Start after the replica served last, wrapping around.
+        let mut order: Vec<NodeId> = self.replicas.keys().copied().collect();
+        if let Some(last) = self.last_served {
+            let split = order.partition_point(|id| *id <= last);
+            order.rotate_left(split);
+        }
+        for id in order {
+            let Some(r) = self.replicas.get_mut(&id) else {
+                continue;
+            };
             let State::Online { cursor } = &mut r.state else {
                 continue;
             };
-            if *cursor >= end {
-                if std::mem::take(&mut r.getack) {
-                    out = Some(Transmit {
-                        to: *id,
-                        message: ReplMessage::GetAck,
-                    });
-                    break;
+            let message = if *cursor >= end {
+                if !std::mem::take(&mut r.getack) {
+                    continue;
                 }
-                continue;
-            }
-            match self.backlog.read(*cursor, self.config.max_batch_bytes) {
-                Some(records) => {
-                    let start = *cursor;
-                    *cursor += records
-                        .iter()
-                        .map(|p| crate::repl::backlog::stream_len(p.len()))
-                        .sum::<u64>();
-                    out = Some(Transmit {
-                        to: *id,
-                        message: ReplMessage::Records {
-                            replid: self.replid,
-                            start,
-                            records,
-                        },
-                    });
+                ReplMessage::GetAck
+            } else {
+                let Some(records) = self.backlog.read(*cursor, self.config.max_batch_bytes) else {
+                    self.drop_replica(id, DropReason::BacklogOverrun);
+                    continue;
+                };
+                let start = *cursor;
+                *cursor += records.iter().map(|p| stream_len(p.len())).sum::<u64>();
+                ReplMessage::Records {
+                    replid: self.replid,
+                    start,
+                    records,
                 }
-                None => overrun = Some(*id),
-            }
-            break;
+            };
+            self.last_served = Some(id);
+            return Some(Transmit { to: id, message });
         }
-        if let Some(id) = overrun {
-            self.drop_replica(id, DropReason::BacklogOverrun);
-            return self.poll_transmit();
-        }
-        out
+        None
     }
 
     /// The next event for the driver.
