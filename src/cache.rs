@@ -2,23 +2,22 @@
 
 use crate::builder::CacheBuilder;
 use crate::clock::Clock;
-use crate::counter::{thread_rand, Striped};
+use crate::counter::Striped;
+use crate::cron::CronSignal;
 use crate::events::{EventHub, EventKind, Subscriber};
 use crate::journal::Journal;
 use crate::latency::{Histogram, Op, OpHistograms, Slowlog, SlowlogEntry};
 use crate::lazyfree::{LazyFree, LazyFreeQueue};
 use crate::meta::Lfu;
-use crate::pattern::glob_match;
-use crate::shard::{Cause, Dead, Env, Garbage, Lookup, Shard, ShardConfig, Ttl};
+use crate::shard::{Cause, Dead, Env, Garbage, Shard, ShardConfig};
 use crate::shim::{
     lock, read, thread, write, Arc, AtomicU64, Condvar, Mutex, Ordering, RwLock, RwLockWriteGuard,
-    Weak,
 };
 use crate::weigh::{DefaultWeigher, Weigher};
 use crate::Policy;
 use crossbeam_utils::CachePadded;
 use std::borrow::Borrow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::hash::Hash;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -85,52 +84,27 @@ impl<K: Hash + Eq, V> Slot<K, V> {
     }
 }
 
-/// Wakes the cron early and tells it to stop.
-struct CronSignal {
-    stop: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl CronSignal {
-    /// Sleeps up to `period`; true when asked to stop.
-    fn sleep(&self, period: Duration) -> bool {
-        let stop = lock(&self.stop);
-        if *stop {
-            return true;
-        }
-        match self.wake.wait_timeout(stop, period) {
-            Ok((g, _)) => *g,
-            Err(p) => *p.into_inner().0,
-        }
-    }
-
-    fn stop(&self) {
-        *lock(&self.stop) = true;
-        self.wake.notify_all();
-    }
-}
-
 pub(crate) struct Inner<K, V, W> {
     pub(crate) slots: Box<[CachePadded<Slot<K, V>>]>,
-    shard_bits: u32,
+    pub(crate) shard_bits: u32,
     pub(crate) hasher: ahash::RandomState,
     pub(crate) weigher: W,
     pub(crate) clock: Arc<dyn Clock>,
-    coarse_ms: AtomicU64,
-    peak: AtomicU64,
+    pub(crate) coarse_ms: AtomicU64,
+    pub(crate) peak: AtomicU64,
     pub(crate) events: EventHub<K>,
-    lazy: Arc<LazyFreeQueue>,
+    pub(crate) lazy: Arc<LazyFreeQueue>,
     pub(crate) settings: Settings,
-    background: Background,
-    cron: Arc<CronSignal>,
-    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    pub(crate) background: Background,
+    pub(crate) cron: Arc<CronSignal>,
+    pub(crate) threads: Mutex<Vec<thread::JoinHandle<()>>>,
     /// Whether operations are timed (latency tracking or a slowlog threshold is on).
-    timing: bool,
+    pub(crate) timing: bool,
     pub(crate) slowlog: Slowlog<K>,
     /// Latency of operations that span shards.
-    multi_latency: Mutex<OpHistograms>,
+    pub(crate) multi_latency: Mutex<OpHistograms>,
     /// The append-only log of a durable cache, attached once loading is done.
-    journal: OnceLock<Box<dyn Journal<K, V>>>,
+    pub(crate) journal: OnceLock<Box<dyn Journal<K, V>>>,
     /// Hits and misses of reads made under the shared lock (locked reads count in the
     /// shard).
     pub(crate) read_hits: Striped,
@@ -176,15 +150,6 @@ impl<K, V> Cache<K, V, DefaultWeigher> {
     pub fn builder() -> CacheBuilder<K, V, DefaultWeigher> {
         CacheBuilder::default()
     }
-}
-
-/// A page of keys from [`Cache::scan`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScanPage<K> {
-    /// Pass this to the next call; 0 when the scan is complete.
-    pub cursor: u64,
-    /// The keys of this page.
-    pub keys: Vec<K>,
 }
 
 /// Holds the locks of a set of shards, always taken in ascending shard order.
@@ -271,81 +236,6 @@ where
 
     // ---- reads -------------------------------------------------------------------
 
-    /// The value of `key`, cloned; `None` if absent or expired. Counts a hit or a miss and
-    /// refreshes the key's LRU/LFU metadata. Takes the shard's lock shared, so readers of
-    /// one shard do not wait for each other.
-    pub fn get<Q>(&self, key: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let inner = &*self.inner;
-        let hash = inner.hash(key);
-        if !inner.timing {
-            let s = read(&inner.slots[inner.shard_of(hash)].shard);
-            match s.lookup(hash, key, &*inner.clock) {
-                Lookup::Live(idx) => {
-                    s.touch_shared(idx, inner.coarse_ms.load(Ordering::Relaxed), thread_rand);
-                    let v = s.value_at(idx).clone();
-                    drop(s);
-                    inner.read_hits.incr();
-                    return Some(v);
-                }
-                Lookup::Missing => {
-                    drop(s);
-                    inner.read_misses.incr();
-                    return None;
-                }
-                // Deleting it (Redis's lazy expiry) needs the exclusive lock.
-                Lookup::Expired => {}
-            }
-        }
-        inner.with_key(Op::Get, hash, key, false, |s, env, g| {
-            s.get(hash, key, env, g).cloned()
-        })
-    }
-
-    /// Whether `key` is present and not expired. Does not touch its metadata (like
-    /// Redis's `EXISTS`). Takes the shard's lock shared.
-    pub fn contains<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let inner = &*self.inner;
-        let hash = inner.hash(key);
-        if inner.timing {
-            return inner.with_key(Op::Contains, hash, key, false, |s, env, g| {
-                s.peek(hash, key, env, g).is_some()
-            });
-        }
-        let s = read(&inner.slots[inner.shard_of(hash)].shard);
-        matches!(s.lookup(hash, key, &*inner.clock), Lookup::Live(_))
-    }
-
-    /// Time to live of `key` (Redis's `PTTL`). Takes the shard's lock shared.
-    pub fn ttl<Q>(&self, key: &Q) -> Ttl
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let inner = &*self.inner;
-        let hash = inner.hash(key);
-        if inner.timing {
-            return inner.with_key(Op::Ttl, hash, key, false, |s, env, g| {
-                s.ttl(hash, key, env, g)
-            });
-        }
-        let s = read(&inner.slots[inner.shard_of(hash)].shard);
-        match s.lookup(hash, key, &*inner.clock) {
-            Lookup::Live(idx) => match s.expiry_at(idx) {
-                None => Ttl::Persistent,
-                Some(at) => Ttl::Remaining(at.saturating_sub(inner.clock.now_ms())),
-            },
-            Lookup::Missing | Lookup::Expired => Ttl::Missing,
-        }
-    }
-
     /// Number of entries, including expired ones not yet deleted (as Redis's `DBSIZE`).
     /// Reads one atomic per shard; takes no lock.
     pub fn len(&self) -> usize {
@@ -370,51 +260,6 @@ where
     // ---- writes ------------------------------------------------------------------
 
     // ---- iteration, events, background -------------------------------------------
-
-    /// One step of a cursor scan (Redis's `SCAN cursor MATCH pattern COUNT count`).
-    ///
-    /// Start with cursor 0; the scan is complete when the returned cursor is 0. Every key
-    /// present for the whole scan is returned at least once, even if the cache grows or
-    /// shrinks between calls; a key may be returned more than once. `pattern` is a Redis
-    /// glob (`*`, `?`, `[a-z]`, `[^a]`, `\x`) matched against the key's `Display` form;
-    /// `count` is a hint of how many keys to look at. Expired keys are not returned.
-    pub fn scan(&self, cursor: u64, pattern: Option<&str>, count: usize) -> ScanPage<K>
-    where
-        K: fmt::Display,
-    {
-        let started = self.inner.multi_start();
-        let shards = self.inner.slots.len() as u64;
-        let mut shard = cursor >> 32;
-        let mut bucket = cursor & 0xFFFF_FFFF;
-        let mut keys = Vec::new();
-        let mut text = String::new();
-        let now = self.inner.clock.now_ms();
-        let count = count.max(1);
-        while shard < shards && keys.len() < count {
-            let guard = read(&self.inner.slots[shard as usize].shard);
-            bucket = guard.scan(bucket, count - keys.len(), now, |k, _, _| match pattern {
-                None => keys.push(k.clone()),
-                Some(p) => {
-                    text.clear();
-                    let _ = write!(text, "{k}");
-                    if glob_match(p.as_bytes(), text.as_bytes()) {
-                        keys.push(k.clone());
-                    }
-                }
-            });
-            drop(guard);
-            if bucket == 0 {
-                shard += 1;
-            }
-        }
-        let cursor = if shard >= shards {
-            0
-        } else {
-            (shard << 32) | bucket
-        };
-        self.inner.multi_record(Op::Scan, started);
-        ScanPage { cursor, keys }
-    }
 
     /// Subscribes to keyspace events. Each subscriber has a bounded queue (see
     /// [`CacheBuilder::event_capacity`]); when it is full, events are dropped and counted
@@ -717,87 +562,6 @@ where
     pub(crate) fn update_peak(&self) -> u64 {
         let used = self.used_memory();
         self.peak.fetch_max(used, Ordering::Relaxed).max(used)
-    }
-
-    /// One cron cycle: refresh the coarse clock, track the memory peak, and run Redis's
-    /// adaptive active expiry on every shard: sample 20 keys with a TTL, delete the
-    /// expired, and repeat while more than a quarter of a sample had expired, within a
-    /// time budget of a quarter of the cron period.
-    pub(crate) fn cron_tick(&self) -> u64 {
-        const SAMPLE: usize = 20;
-        let now = self.clock.now_ms();
-        self.coarse_ms.store(now, Ordering::Relaxed);
-        self.update_peak();
-        #[cfg(feature = "metrics")]
-        crate::metrics_export::publish(&self.settings.name, &self.info());
-        let budget = self.settings.cron_period / 4;
-        let start = Instant::now();
-        let mut expired_total = 0u64;
-        for i in 0..self.slots.len() {
-            loop {
-                let (sampled, expired) = self.with_slot(
-                    i,
-                    None,
-                    false,
-                    |s, env, g| s.expire_sample(SAMPLE, now, env.weigher, g),
-                    |_| None,
-                );
-                expired_total += expired as u64;
-                if sampled == 0 || expired * 4 <= sampled || start.elapsed() > budget {
-                    break;
-                }
-            }
-            if start.elapsed() > budget {
-                break;
-            }
-        }
-        expired_total
-    }
-
-    /// Whether the journal's rules (size growth, save rules, retry) call for a rewrite.
-    pub(crate) fn rewrite_due(&self) -> bool {
-        self.journal()
-            .is_some_and(|j| j.rewrite_due(self.clock.now_ms()))
-    }
-
-    fn start_threads(inner: &Arc<Self>) {
-        let mut threads = lock(&inner.threads);
-        let weak: Weak<Self> = Arc::downgrade(inner);
-        let signal = Arc::clone(&inner.cron);
-        let period = inner.settings.cron_period;
-        threads.push(thread::spawn(move || loop {
-            if signal.sleep(period) {
-                return;
-            }
-            match weak.upgrade() {
-                Some(inner) => {
-                    inner.cron_tick();
-                    if inner.rewrite_due() {
-                        // The outcome is recorded in the journal's status and backoff.
-                        let _ = Inner::start_rewrite(&inner);
-                    }
-                }
-                None => return,
-            }
-        }));
-        let lazy = Arc::clone(&inner.lazy);
-        threads.push(thread::spawn(move || {
-            lowest_priority();
-            lazy.run_worker()
-        }));
-    }
-}
-
-/// Background drops must not take the CPU from the threads serving requests: when
-/// `unlink` wakes the lazy-free worker, the scheduler would otherwise often run the worker
-/// at once on the caller's core and stall the caller for the whole drop. Nice 19 (the
-/// lowest priority) on Linux, where `setpriority` with `who = 0` applies to the calling
-/// thread; elsewhere, nothing.
-fn lowest_priority() {
-    #[cfg(all(target_os = "linux", not(loom)))]
-    // SAFETY: setpriority has no memory-safety preconditions; failure is harmless.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
