@@ -138,6 +138,8 @@ pub struct ReplicaInfo {
     pub status: ReplicaStatus,
     /// The offset it last acknowledged in this session.
     pub ack_offset: Option<u64>,
+    /// When that acknowledgement came.
+    pub last_ack: Option<Instant>,
     /// Milliseconds since that acknowledgement (Redis's `lag`, in ms).
     pub lag: Option<u64>,
 }
@@ -326,6 +328,7 @@ impl ReplicationSource {
                     State::Online { .. } => ReplicaStatus::Online,
                 },
                 ack_offset: r.acked,
+                last_ack: r.acked.map(|_| r.last_ack),
                 lag: r.acked.map(|_| now.since(r.last_ack)),
             })
             .collect()
@@ -355,6 +358,13 @@ impl ReplicationSource {
             .values()
             .filter(|r| matches!(r.state, State::Online { .. }) && r.acked >= Some(offset))
             .count()
+    }
+
+    /// Messages queued for sending, not counting record batches (which are read from
+    /// the backlog on demand). A driver streaming a large snapshot can wait for this to
+    /// fall before producing more chunks.
+    pub fn queued_transmits(&self) -> usize {
+        self.transmits.len()
     }
 
     /// Redis's `INFO replication` figures.
