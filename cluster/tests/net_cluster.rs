@@ -257,8 +257,9 @@ async fn partitioned_minority_master_loses_write_permission() {
     .await;
     let lost = t.elapsed();
     eprintln!("minority master refused writes {lost:?} after the partition");
-    // The lease bounds this by node_timeout (plus polling and scheduling slack).
-    assert!(lost < Duration::from_millis(NODE_TIMEOUT + 500), "{lost:?}");
+    // The lease (0.9 x node_timeout from the last acknowledged ping) bounds this; the
+    // margin covers polling and a loaded machine's scheduling.
+    assert!(lost < Duration::from_millis(2 * NODE_TIMEOUT), "{lost:?}");
     // The majority goes on.
     eventually(
         "the majority to keep writing",

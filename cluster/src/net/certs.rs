@@ -174,7 +174,13 @@ impl NodeIdentity {
 
     /// The leaf certificate as PEM.
     pub fn cert_pem(&self) -> String {
-        pem_block("CERTIFICATE", self.cert_chain[0].as_ref())
+        // The chain is never empty (checked in `from_der`, one entry from `issue`).
+        let leaf = self
+            .cert_chain
+            .first()
+            .map(|c| c.as_ref())
+            .unwrap_or_default();
+        pem_block("CERTIFICATE", leaf)
     }
 
     /// The private key as PEM (PKCS#8 for keys made by [`ClusterCa::issue`]).

@@ -350,6 +350,17 @@ impl ClusterNode {
             .await??)
     }
 
+    /// `CLUSTER DELSLOTS`.
+    pub async fn del_slots(&self, slots: SlotSet) -> Result<(), NetError> {
+        self.with_node(move |n, now| n.del_slots(now, &slots)).await
+    }
+
+    /// Reports this node's replication offset (gossiped to peers; elections rank
+    /// replicas by it).
+    pub async fn set_repl_offset(&self, offset: u64) -> Result<(), NetError> {
+        self.with_node(move |n, _| n.set_repl_offset(offset)).await
+    }
+
     /// `CLUSTER REPLICATE master`.
     pub async fn replicate(&self, master: NodeId) -> Result<(), NetError> {
         Ok(self
