@@ -1099,3 +1099,32 @@ fn a_diverged_offset_on_a_record_boundary_still_resyncs_fully() {
     assert_eq!(w.nodes[2].full_syncs, 2);
     assert_eq!(w.nodes[2].continues, 0);
 }
+
+/// A master restarted from its persisted id and offset lets a replica that is exactly
+/// there continue; one that holds writes the restart lost resyncs fully.
+#[test]
+fn a_restarted_master_resumes_its_history() {
+    let config = small_config();
+    let mut w = World::new(13, config.clone(), 2);
+    for _ in 0..10 {
+        w.write(0);
+    }
+    w.run_until(500, "synced", World::all_synced);
+    let id = w.nodes[0].source().replid();
+    let persisted = w.nodes[0].source().offset();
+    let persisted_len = w.nodes[0].data.len();
+    w.cut_link(0, 1);
+    w.write(0); // reaches replica 2 only, then is lost by the restart
+    w.run_until(500, "replica 2 synced", |w| w.synced(2));
+    w.nodes[0].data.truncate(persisted_len);
+    w.nodes[0].role = Role::Master(ReplicationSource::resume(config, id, persisted, 1_313));
+    w.heal_link(0, 1);
+    w.check_prefix = false;
+    w.reset_connection(1);
+    w.reset_connection(2);
+    w.run_until(500, "synced to the restarted master", World::all_synced);
+    assert_eq!((w.nodes[1].full_syncs, w.nodes[1].continues), (1, 1));
+    assert_eq!((w.nodes[2].full_syncs, w.nodes[2].continues), (2, 0));
+    assert_ne!(w.nodes[0].source().replid(), id);
+    assert_eq!(w.nodes[0].source().secondary(), Some((id, persisted)));
+}

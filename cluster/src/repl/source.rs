@@ -247,6 +247,22 @@ impl ReplicationSource {
         Self::from_parts(config, ReplId::from_seed(seed), None, backlog)
     }
 
+    /// A master restarting with the data of history `replid` up to `offset`, restored
+    /// from its own persistence. Like a promotion it takes a new id from `seed` and
+    /// keeps `replid` as the secondary id up to `offset`: the restart may have lost
+    /// writes a replica already received, and new writes at those offsets must not be
+    /// mistaken for them. Its backlog starts empty, so replicas exactly at `offset`
+    /// continue and the others resync fully.
+    pub fn resume(config: ReplConfig, replid: ReplId, offset: u64, seed: u64) -> Self {
+        let backlog = Backlog::new(config.backlog_size, offset);
+        Self::from_parts(
+            config,
+            ReplId::from_seed(seed),
+            Some((replid, offset)),
+            backlog,
+        )
+    }
+
     pub(crate) fn from_parts(
         config: ReplConfig,
         replid: ReplId,
