@@ -9,7 +9,7 @@ use std::time::{Duration, Instant as StdInstant};
 use larder_cluster::net::certs::ClusterCa;
 use larder_cluster::net::store::{MemoryStore, StateStore};
 use larder_cluster::net::{ClusterNode, Faults, NetConfig};
-use larder_cluster::proto::{ClusterState, Config, NodeId, Rng, SlotSet, SLOTS};
+use larder_cluster::proto::{ClusterState, Config, FailoverMode, NodeId, Rng, SlotSet, SLOTS};
 
 const NODE_TIMEOUT: u64 = 1000;
 
@@ -340,4 +340,31 @@ async fn master_restarts_from_its_state_file() {
     .await;
     c.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_hands_the_slots_to_the_replica() {
+    let c = form(3, 3, Config::with_node_timeout(NODE_TIMEOUT), 500, None).await;
+    let slot = range(1, 3).iter().next().unwrap();
+    eventually("master 1 writable", Duration::from_secs(5), || {
+        c.writable(1, slot)
+    })
+    .await;
+    let t = StdInstant::now();
+    c.nodes[4].failover(FailoverMode::Default).await.unwrap();
+    eventually(
+        "the replica to accept writes",
+        Duration::from_secs(10),
+        || c.writable(4, slot),
+    )
+    .await;
+    eprintln!("manual failover took {:?}", t.elapsed());
+    eventually(
+        "the old master to follow its replica",
+        Duration::from_secs(5),
+        || async { c.nodes[1].view().await.unwrap().master == Some(c.nodes[4].id()) },
+    )
+    .await;
+    assert!(!c.writable(1, slot).await);
+    c.shutdown().await;
 }
