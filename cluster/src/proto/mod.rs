@@ -29,8 +29,8 @@ pub use codec::{Body, DecodeError, EncodeError, Gossip, Header, Message, Migrati
 pub use config::Config;
 pub use id::{NodeFlags, NodeId};
 pub use node::{
-    ClusterState, CommandError, Event, FailoverMode, HandleError, Node, PersistentState, Rejected,
-    Transmit, WriteRefusal,
+    ClusterState, CommandError, Event, FailoverMode, HandleError, Node, PersistedNode,
+    PersistentState, Rejected, Transmit, WriteRefusal,
 };
 pub use peers::NodeView;
 pub use rng::Rng;
