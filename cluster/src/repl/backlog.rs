@@ -142,4 +142,40 @@ mod tests {
         b.push(vec![0; 50]);
         assert_eq!((b.start(), b.end()), (124, 178));
     }
+
+    #[test]
+    fn matches_a_model_of_the_whole_stream() {
+        let mut rng = crate::proto::Rng::new(42);
+        for _ in 0..200 {
+            let cap = rng.range(1, 300);
+            let base = rng.below(1_000);
+            let mut b = Backlog::new(cap, base);
+            let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+            for _ in 0..rng.below(60) {
+                let p = vec![7; rng.below(40) as usize];
+                all.push((b.push(p.clone()), p));
+            }
+            let end = base + all.iter().map(|(_, p)| stream_len(p.len())).sum::<u64>();
+            assert_eq!(b.end(), end);
+            assert!(b.len() <= cap || b.records.len() == 1);
+            for (i, (off, _)) in all.iter().enumerate() {
+                let held = *off >= b.start();
+                assert_eq!(b.can_serve(*off), held);
+                match b.read(*off, u64::MAX) {
+                    Some(rs) => {
+                        assert!(held);
+                        let want: Vec<Vec<u8>> = all[i..].iter().map(|(_, p)| p.clone()).collect();
+                        assert_eq!(rs, want);
+                    }
+                    None => assert!(!held),
+                }
+                // Inside a record is never a place to continue from.
+                let inside = off + 1;
+                if !all.iter().any(|(o, _)| *o == inside) && inside != end {
+                    assert!(!b.can_serve(inside));
+                }
+            }
+            assert!(b.can_serve(end));
+        }
+    }
 }
