@@ -1128,3 +1128,34 @@ fn a_restarted_master_resumes_its_history() {
     assert_ne!(w.nodes[0].source().replid(), id);
     assert_eq!(w.nodes[0].source().secondary(), Some((id, persisted)));
 }
+
+/// A replica restarts (its PSYNC numbering starts again at 1) and the driver never
+/// tells the master the old connection is gone: once the old session is older than
+/// any message could be in flight, the master takes the new PSYNC.
+#[test]
+fn a_restarted_replica_gets_in_without_a_disconnect() {
+    let config = small_config();
+    let mut w = World::new(14, config.clone(), 1);
+    for _ in 0..10 {
+        w.write(0);
+    }
+    w.run_until(500, "synced", World::all_synced);
+    // Some resyncs, so the master's session has a PSYNC number well above 1.
+    for _ in 0..5 {
+        let now = w.now;
+        w.nodes[1].sink().reconnect(now);
+        w.run_until(500, "synced", World::all_synced);
+    }
+    assert!(w.nodes[1].sink().attempt() > 5);
+    w.run(config.repl_timeout);
+    let now = w.now;
+    w.nodes[1].role = Role::Replica {
+        sink: ReplicationSink::new(config, now),
+        master: 0,
+    };
+    w.nodes[1].data.clear();
+    w.write(0);
+    // Faster than the new replica could count up to the old session's number.
+    w.run_until(100, "synced", World::all_synced);
+    assert_eq!(w.nodes[1].full_syncs, 2);
+}

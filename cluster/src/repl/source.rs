@@ -191,7 +191,9 @@ enum State {
 
 #[derive(Debug)]
 struct Replica {
+    /// The PSYNC that began this session, and when it came.
     attempt: u32,
+    since: Instant,
     state: State,
     acked: Option<u64>,
     last_ack: Instant,
@@ -455,15 +457,16 @@ impl ReplicationSource {
         replid: Option<ReplId>,
         offset: u64,
     ) {
-        // A PSYNC not newer than the session's is a duplicate or a late copy: its
-        // answer was already sent. A restarted replica starts a new connection, and
-        // the driver's `disconnected` clears the old session.
-        if self
-            .replicas
-            .get(&from)
-            .is_some_and(|r| attempt <= r.attempt)
-        {
-            return;
+        // A PSYNC not newer than the session's is a duplicate or a late copy, whose
+        // answer was already sent; but no message stays in flight for `repl_timeout`,
+        // so one that comes later than that after the session began is from a
+        // restarted replica counting from 1 again. (The driver's `disconnected` lets
+        // a restarted replica in at once.)
+        if let Some(r) = self.replicas.get_mut(&from) {
+            if attempt <= r.attempt && now.since(r.since) < self.config.repl_timeout {
+                r.last_heard = now;
+                return;
+            }
         }
         let decision = self.decide(replid, offset);
         let state = match decision {
@@ -494,6 +497,7 @@ impl ReplicationSource {
             from,
             Replica {
                 attempt,
+                since: now,
                 state,
                 acked,
                 last_ack: now,
