@@ -617,7 +617,9 @@ impl ReplicationSource {
     }
 
     /// Sends the next bytes of `replica`'s snapshot (split into chunks of at most
-    /// `snapshot_chunk_bytes`).
+    /// `snapshot_chunk_bytes`). [`CommandError::WrongState`] or
+    /// [`CommandError::UnknownReplica`] mean the replica asked again or was dropped
+    /// meanwhile: abandon this snapshot (a new `SnapshotNeeded` says if another is due).
     pub fn snapshot_chunk(&mut self, replica: NodeId, data: &[u8]) -> Result<(), CommandError> {
         let chunk = self.config.snapshot_chunk_bytes.max(1);
         let r = self
