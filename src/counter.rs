@@ -61,8 +61,13 @@ pub(crate) fn thread_rand() -> u64 {
     RNG.with(|r| {
         let mut x = r.get();
         if x == 0 {
-            // Distinct per thread: the address of this thread's cell, mixed.
-            x = (r as *const Cell<u64> as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            // Distinct per thread: this thread's stripe and cell address, mixed
+            // (splitmix64's finaliser).
+            let mut z = (r as *const Cell<u64> as u64) ^ ((thread_slot() as u64) << 32);
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x = (z ^ (z >> 31)) | 1;
         }
         x ^= x >> 12;
         x ^= x << 25;

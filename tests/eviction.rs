@@ -200,10 +200,12 @@ fn expected_counter(hits: u64, f: u64) -> f64 {
 /// and decays one step per lfu-decay-time minutes.
 #[test]
 fn lfu_counter_follows_the_documented_curve() {
+    // Keys per row: enough that the mean's spread sits well inside the tolerance (reads
+    // take LFU's coin from a per-thread generator, so runs differ).
     let table: [(u64, u8, u64); 4] = [
         (100, 10, 64),
         (1000, 18, 32),
-        (100_000, 142, 4),
+        (100_000, 142, 24),
         (1_000_000, 255, 1),
     ];
     for (hits, redis, keys) in table {
