@@ -12,3 +12,4 @@ pub mod net;
 pub mod proto;
 pub mod repl;
 pub mod sim;
+mod wire;

@@ -215,39 +215,20 @@ pub enum EncodeError {
     },
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+impl From<crate::wire::Truncated> for DecodeError {
+    fn from(t: crate::wire::Truncated) -> Self {
+        DecodeError::Truncated {
+            field: t.field,
+            offset: t.offset,
+            needed: t.needed,
+            available: t.available,
+        }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let available = self.buf.len() - self.pos;
-        if available < n {
-            return Err(DecodeError::Truncated {
-                field,
-                offset: self.pos,
-                needed: n,
-                available,
-            });
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, field)?[0])
-    }
-    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        let b = self.take(4, field)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        let b = self.take(8, field)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
+type Reader<'a> = crate::wire::Reader<'a, DecodeError>;
+
+impl Reader<'_> {
     fn replid(&mut self, field: &'static str) -> Result<ReplId, DecodeError> {
         let offset = self.pos;
         let b = self.take(ReplId::LEN, field)?;
@@ -261,9 +242,6 @@ impl<'a> Reader<'a> {
     ) -> Result<Vec<u8>, DecodeError> {
         let n = self.u32(len_field)? as usize;
         Ok(self.take(n, field)?.to_vec())
-    }
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
     }
 }
 
@@ -416,7 +394,7 @@ impl ReplMessage {
                 max: MAX_MESSAGE_LEN,
             });
         }
-        let mut r = Reader { buf, pos: 0 };
+        let mut r = Reader::new(buf);
         let magic = r.take(2, "magic")?;
         if magic != MAGIC {
             return Err(DecodeError::BadMagic {
