@@ -6,6 +6,7 @@
 
 pub mod belady;
 pub mod contenders;
+pub mod redis_cluster;
 pub mod resp;
 pub mod rng;
 pub mod rss;
