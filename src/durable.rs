@@ -210,6 +210,18 @@ where
     /// `info().persistence`; corruption elsewhere refuses with an error naming the file,
     /// offset and sequence.
     pub fn open(self) -> Result<Cache<K, V, W>, OpenError> {
+        let (cache, journal) = self.open_parts(&mut |_| {})?;
+        cache.inner.set_journal(journal);
+        Ok(cache)
+    }
+
+    /// Recovers the cache and returns it with its journal not yet attached; `observe`
+    /// sees every recovered record in log order before it is applied.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn open_parts(
+        self,
+        observe: &mut dyn FnMut(&Record),
+    ) -> Result<Recovered<K, V, W>, OpenError> {
         let d = self.durability;
         let backend: Arc<dyn Backend> = match self.backend {
             Some(b) => b,
@@ -252,6 +264,7 @@ where
             }
         };
         let mut on_record = |seq: u64, r: Record| {
+            observe(&r);
             if let Err(e) = apply(&cache, r) {
                 fail(OpenError::Decode(format!("record {seq}: {e}")));
             }
@@ -276,14 +289,16 @@ where
                 retry_at_ms: 0,
             }),
         };
-        cache.inner.set_journal(Box::new(journal));
-        Ok(cache)
+        Ok((cache, Box::new(journal)))
     }
 }
 
+/// A recovered cache and the journal to attach to it.
+pub(crate) type Recovered<K, V, W> = (Cache<K, V, W>, Box<dyn Journal<K, V>>);
+
 /// Replays one record into the cache (nothing is logged: the journal is not attached
 /// while loading).
-fn apply<K, V, W>(cache: &Cache<K, V, W>, r: Record) -> Result<(), String>
+pub(crate) fn apply<K, V, W>(cache: &Cache<K, V, W>, r: Record) -> Result<(), String>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static + Codec,
     V: Clone + Send + Sync + 'static + Codec,
@@ -307,6 +322,8 @@ where
         Record::Expire { key: k, at_ms } => cache.expire_at(&key(&k)?, at_ms).map(|_| ()),
         Record::Persist { key: k } => cache.persist(&key(&k)?).map(|_| ()),
         Record::Flush => cache.clear(),
+        // The cluster layer's replication position; not a write.
+        Record::Meta(_) => Ok(()),
         Record::Multi(records) => {
             for r in records {
                 apply(cache, r)?;
@@ -360,6 +377,28 @@ struct AofJournal {
     state: Mutex<RewriteState>,
 }
 
+/// Encodes one operation as a log record.
+pub(crate) fn record_of<K: Codec, V: Codec>(op: LogOp<'_, K, V>) -> Result<Record, Error> {
+    Ok(match op {
+        LogOp::Set {
+            key,
+            value,
+            expire_at,
+        } => Record::Set {
+            key: encode(key)?,
+            value: encode(value)?,
+            expire_at_ms: expire_at,
+        },
+        LogOp::Del(key) => Record::Del { key: encode(key)? },
+        LogOp::Expire(key, at) => Record::Expire {
+            key: encode(key)?,
+            at_ms: at,
+        },
+        LogOp::Persist(key) => Record::Persist { key: encode(key)? },
+        LogOp::Flush => Record::Flush,
+    })
+}
+
 fn persistence_error(e: impl std::fmt::Display) -> Error {
     Error::Persistence(e.to_string())
 }
@@ -382,24 +421,7 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
     }
 
     fn record(&self, op: LogOp<'_, K, V>) -> Result<LogRecord, Error> {
-        Ok(match op {
-            LogOp::Set {
-                key,
-                value,
-                expire_at,
-            } => Record::Set {
-                key: encode(key)?,
-                value: encode(value)?,
-                expire_at_ms: expire_at,
-            },
-            LogOp::Del(key) => Record::Del { key: encode(key)? },
-            LogOp::Expire(key, at) => Record::Expire {
-                key: encode(key)?,
-                at_ms: at,
-            },
-            LogOp::Persist(key) => Record::Persist { key: encode(key)? },
-            LogOp::Flush => Record::Flush,
-        })
+        record_of(op)
     }
 
     fn write(&self, mut records: Vec<LogRecord>, atomic: bool) -> Result<u64, Error> {
@@ -419,14 +441,14 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
         self.dir.wait_durable(seq).map_err(persistence_error)
     }
 
-    fn info(&self) -> PersistenceInfo {
+    fn info(&self) -> Option<PersistenceInfo> {
         let st = self.dir.status();
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let status = |s: &OpStatus| match s {
             OpStatus::None | OpStatus::Ok => "ok".to_string(),
             OpStatus::Err(e) => format!("err: {e}"),
         };
-        PersistenceInfo {
+        Some(PersistenceInfo {
             aof_enabled: true,
             aof_fsync: match st.fsync {
                 FsyncPolicy::Always => "always",
@@ -449,7 +471,7 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
             loading_time_ms: st.loading.duration.as_millis() as u64,
             loading_truncated_bytes: st.loading.truncated.as_ref().map_or(0, |t| t.bytes),
             loading_truncated_file: st.loading.truncated.as_ref().map(|t| t.file.clone()),
-        }
+        })
     }
 
     fn begin_rewrite(&self) -> Result<Box<dyn RewriteSink<K, V>>, Error> {

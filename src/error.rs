@@ -30,6 +30,12 @@ pub enum Error {
     /// The operation needs a durable cache (one opened with `durability`).
     #[error("this cache has no persistence configured")]
     NotDurable,
+    /// A cluster node refused the write: it is a replica (`READONLY`), cannot reach a
+    /// majority or serves no slots (`CLUSTERDOWN`), lacks good replicas
+    /// (`NOREPLICAS`), or pauses writes for a failover (`TRYAGAIN`). Nothing was
+    /// written.
+    #[error("{0}")]
+    Cluster(String),
     /// One entry weighs more than a shard's share of `max_memory`; it can never fit.
     #[error("entry of {weight} bytes exceeds the shard's share of maxmemory ({budget} bytes)")]
     EntryTooLarge {

@@ -121,6 +121,74 @@ pub struct KeyspaceInfo {
     pub avg_ttl: u64,
 }
 
+/// One replica as its master sees it (Redis's `slaveN` line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicaLine {
+    /// The replica's node id.
+    pub id: String,
+    /// Its address.
+    pub addr: String,
+    /// `wait_bgsave`, `send_bulk` or `online`.
+    pub state: &'static str,
+    /// The offset it last acknowledged.
+    pub offset: u64,
+    /// Milliseconds since that acknowledgement.
+    pub lag_ms: Option<u64>,
+}
+
+/// The `# Replication` section of a cluster node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicationInfo {
+    /// `master` or `slave`.
+    pub role: &'static str,
+    /// The master's node id, on a replica.
+    pub master_id: Option<String>,
+    /// The master's address, on a replica.
+    pub master_addr: Option<String>,
+    /// `up` or `down`, on a replica.
+    pub master_link_status: Option<&'static str>,
+    /// Milliseconds since the master was last heard, on a replica.
+    pub master_last_io_ms: Option<u64>,
+    /// A full sync is loading, on a replica.
+    pub master_sync_in_progress: bool,
+    /// The replica's applied offset, on a replica.
+    pub slave_repl_offset: Option<u64>,
+    /// Replicas streaming, on a master.
+    pub connected_slaves: usize,
+    /// Every replica the master knows.
+    pub slaves: Vec<ReplicaLine>,
+    /// The replication id of the history this node holds.
+    pub master_replid: String,
+    /// The id of the history this node continued, if it was promoted.
+    pub master_replid2: Option<String>,
+    /// The stream offset.
+    pub master_repl_offset: u64,
+    /// Up to where `master_replid2`'s history is shared.
+    pub second_repl_offset: Option<u64>,
+    /// First stream byte in the backlog.
+    pub repl_backlog_first_byte_offset: u64,
+    /// Stream bytes in the backlog.
+    pub repl_backlog_histlen: u64,
+}
+
+/// The `# Cluster` section of a cluster node (Redis's `CLUSTER INFO`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterInfo {
+    /// `ok` or `fail`.
+    pub cluster_state: &'static str,
+    /// Slots with an owner.
+    pub cluster_slots_assigned: usize,
+    /// Nodes known, this one included.
+    pub cluster_known_nodes: usize,
+    /// Masters serving slots.
+    pub cluster_size: usize,
+    /// This node's id.
+    pub myself: String,
+}
+
 /// A snapshot of the cache's figures, like Redis's `INFO`. `Display` renders it in
 /// Redis's `field:value` format.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,6 +204,10 @@ pub struct Info {
     pub shards: usize,
     /// Persistence figures; `None` unless the cache is durable.
     pub persistence: Option<PersistenceInfo>,
+    /// Replication figures; `None` unless the cache is a cluster node.
+    pub replication: Option<ReplicationInfo>,
+    /// Cluster figures; `None` unless the cache is a cluster node.
+    pub cluster: Option<ClusterInfo>,
     /// p50, p99 and p99.9 latency of each operation that ran, when latency tracking is
     /// on (Redis's `latencystats`; bucket upper bounds, so within a factor of two).
     pub latency: Vec<(Op, Duration, Duration, Duration)>,
@@ -171,6 +243,73 @@ impl fmt::Display for Info {
         }
         writeln!(f)?;
         let s = &self.stats;
+        if let Some(r) = &self.replication {
+            writeln!(f, "# Replication")?;
+            writeln!(f, "role:{}", r.role)?;
+            if let Some(id) = &r.master_id {
+                writeln!(f, "master_id:{id}")?;
+            }
+            if let Some(a) = &r.master_addr {
+                writeln!(f, "master_host:{a}")?;
+            }
+            if let Some(l) = r.master_link_status {
+                writeln!(f, "master_link_status:{l}")?;
+            }
+            if let Some(io) = r.master_last_io_ms {
+                writeln!(f, "master_last_io_seconds_ago:{}", io / 1000)?;
+            }
+            if r.role == "slave" {
+                writeln!(
+                    f,
+                    "master_sync_in_progress:{}",
+                    u8::from(r.master_sync_in_progress)
+                )?;
+            }
+            if let Some(o) = r.slave_repl_offset {
+                writeln!(f, "slave_repl_offset:{o}")?;
+            }
+            writeln!(f, "connected_slaves:{}", r.connected_slaves)?;
+            for (i, sl) in r.slaves.iter().enumerate() {
+                writeln!(
+                    f,
+                    "slave{i}:id={},addr={},state={},offset={},lag={}",
+                    sl.id,
+                    sl.addr,
+                    sl.state,
+                    sl.offset,
+                    sl.lag_ms.map_or(-1, |l| (l / 1000) as i64)
+                )?;
+            }
+            writeln!(f, "master_replid:{}", r.master_replid)?;
+            writeln!(
+                f,
+                "master_replid2:{}",
+                r.master_replid2.as_deref().unwrap_or(&"0".repeat(40))
+            )?;
+            writeln!(f, "master_repl_offset:{}", r.master_repl_offset)?;
+            writeln!(
+                f,
+                "second_repl_offset:{}",
+                r.second_repl_offset.map_or(-1, |o| o as i64)
+            )?;
+            writeln!(
+                f,
+                "repl_backlog_first_byte_offset:{}",
+                r.repl_backlog_first_byte_offset
+            )?;
+            writeln!(f, "repl_backlog_histlen:{}", r.repl_backlog_histlen)?;
+            writeln!(f)?;
+        }
+        if let Some(c) = &self.cluster {
+            writeln!(f, "# Cluster")?;
+            writeln!(f, "cluster_enabled:1")?;
+            writeln!(f, "cluster_state:{}", c.cluster_state)?;
+            writeln!(f, "cluster_slots_assigned:{}", c.cluster_slots_assigned)?;
+            writeln!(f, "cluster_known_nodes:{}", c.cluster_known_nodes)?;
+            writeln!(f, "cluster_size:{}", c.cluster_size)?;
+            writeln!(f, "cluster_myself:{}", c.myself)?;
+            writeln!(f)?;
+        }
         if let Some(p) = &self.persistence {
             writeln!(f, "# Persistence")?;
             writeln!(f, "aof_enabled:{}", u8::from(p.aof_enabled))?;
@@ -358,7 +497,9 @@ where
                 avg_ttl: ttl_sum.checked_div(ttl_n).unwrap_or(0),
             },
             shards: inner.slots.len(),
-            persistence: inner.journal().map(|j| j.info()),
+            persistence: inner.journal().and_then(|j| j.info()),
+            replication: None,
+            cluster: None,
             latency: {
                 let h = inner.latency();
                 Op::ALL

@@ -42,8 +42,8 @@ pub(crate) trait Journal<K, V>: Send + Sync {
     fn write(&self, records: Vec<LogRecord>, atomic: bool) -> Result<u64, Error>;
     /// Waits, outside any lock, until `seq` is as durable as the fsync policy promises.
     fn wait(&self, seq: u64) -> Result<(), Error>;
-    /// The `# Persistence` figures.
-    fn info(&self) -> crate::info::PersistenceInfo;
+    /// The `# Persistence` figures, if the journal writes a log.
+    fn info(&self) -> Option<crate::info::PersistenceInfo>;
     /// Starts a rewrite: the cache then streams its entries into the sink.
     fn begin_rewrite(&self) -> Result<Box<dyn RewriteSink<K, V>>, Error>;
     /// Called by the cron: whether a rewrite is due (size growth, save rules, retry).

@@ -50,6 +50,8 @@ mod batch;
 mod builder;
 mod cache;
 mod clock;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod counter;
 mod cron;
 #[cfg(feature = "persistence")]
@@ -87,7 +89,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use durable::{Codec, CodecError, Durability, DurableBuilder, Fsync, OpenError};
 pub use error::{Error, TxError};
 pub use events::{Event, EventKind, Subscriber};
-pub use info::{AllocatorInfo, Info, KeyspaceInfo, MemoryInfo, PersistenceInfo, StatsInfo};
+pub use info::{
+    AllocatorInfo, ClusterInfo, Info, KeyspaceInfo, MemoryInfo, PersistenceInfo, ReplicaLine,
+    ReplicationInfo, StatsInfo,
+};
 /// The storage engine under a durable cache: file formats, backends (including the
 /// crash-image and fault-injecting ones tests use), and recovery.
 #[cfg(feature = "persistence")]

@@ -87,29 +87,51 @@ where
         r
     }
 
+    /// Calls `f` on every live entry (key, value, absolute expiry), reading each shard
+    /// with the SCAN cursor a chunk at a time under its shared lock: every key present
+    /// for the whole walk is visited at least once (a key moved by a resize may be
+    /// visited twice). Stops at the first error.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn for_each_entry(
+        &self,
+        mut f: impl FnMut(&K, &V, Option<u64>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let now = self.clock.now_ms();
+        for slot in self.slots.iter() {
+            let mut cursor = 0;
+            loop {
+                let mut failed = Ok(());
+                cursor = read(&slot.shard).scan(cursor, CHUNK, now, |k, v, at| {
+                    if failed.is_ok() {
+                        failed = f(k, v, at);
+                    }
+                });
+                failed?;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns once every write that held a shard lock when it was called has
+    /// released it.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn barrier(&self) {
+        for slot in self.slots.iter() {
+            drop(crate::shim::write(&slot.shard));
+        }
+    }
+
     /// The rewrite itself; the caller holds the `rewriting` flag.
     fn rewrite_locked_out(&self) -> Result<(), Error> {
         let journal = self.journal().ok_or(Error::NotDurable)?;
         let result = (|| {
             let mut sink = journal.begin_rewrite()?;
-            let now = self.clock.now_ms();
-            for slot in self.slots.iter() {
-                let mut cursor = 0;
-                loop {
-                    // Encoded straight from the shard under its shared lock: no copies of
-                    // keys or values; writers wait for at most one chunk.
-                    let mut failed = Ok(());
-                    cursor = read(&slot.shard).scan(cursor, CHUNK, now, |k, v, at| {
-                        if failed.is_ok() {
-                            failed = sink.push(k, v, at);
-                        }
-                    });
-                    failed?;
-                    if cursor == 0 {
-                        break;
-                    }
-                }
-            }
+            // Encoded straight from the shard under its shared lock: no copies of keys
+            // or values; writers wait for at most one chunk.
+            self.for_each_entry(|k, v, at| sink.push(k, v, at))?;
             sink.finish()
         })();
         journal.rewrite_done(self.clock.now_ms(), result.is_ok());

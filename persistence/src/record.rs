@@ -15,6 +15,8 @@
 //! tag 4 Persist  key_len:u32 key
 //! tag 5 Flush    (empty)
 //! tag 6 Multi    count:u32 then `count` payloads (nested at most MAX_NESTING deep)
+//! tag 7 Meta     len:u32 bytes (not a write: the application's own marker, e.g. the
+//!                replication position of the records that follow; replay skips it)
 //! ```
 //! All integers little-endian. A payload must be consumed exactly.
 
@@ -30,6 +32,8 @@ pub const TAG_PERSIST: u8 = 4;
 pub const TAG_FLUSH: u8 = 5;
 /// Tag byte of [`Record::Multi`].
 pub const TAG_MULTI: u8 = 6;
+/// Tag byte of [`Record::Meta`].
+pub const TAG_META: u8 = 7;
 /// How deep `Multi` may nest inside `Multi` before the decoder refuses.
 pub const MAX_NESTING: usize = 8;
 
@@ -70,6 +74,10 @@ pub enum Record {
     /// Several records applied all-or-nothing: they share one frame, so a torn write
     /// loses all of them or none.
     Multi(Vec<Record>),
+    /// Not a write: bytes the application stores in its log's order (larder's cluster
+    /// layer records the replication id and offset of the records that follow). A
+    /// cache replaying the log skips it.
+    Meta(Vec<u8>),
 }
 
 /// Why a record payload could not be decoded. Offsets are within the payload.
@@ -141,6 +149,7 @@ impl Record {
             Record::Del { key } | Record::Persist { key } => 1 + 4 + key.len(),
             Record::Expire { key, .. } => 1 + 8 + 4 + key.len(),
             Record::Flush => 1,
+            Record::Meta(bytes) => 1 + 4 + bytes.len(),
             Record::Multi(rs) => 1 + 4 + rs.iter().map(Record::encoded_len).sum::<usize>(),
         }
     }
@@ -183,6 +192,11 @@ impl Record {
                 out.extend_from_slice(key);
             }
             Record::Flush => out.push(TAG_FLUSH),
+            Record::Meta(bytes) => {
+                out.push(TAG_META);
+                out.extend_from_slice(&len32(bytes.len()).to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
             Record::Multi(rs) => {
                 out.push(TAG_MULTI);
                 out.extend_from_slice(&len32(rs.len()).to_le_bytes());
@@ -299,6 +313,10 @@ impl<'a> Reader<'a> {
                 }
             }
             TAG_FLUSH => Record::Flush,
+            TAG_META => {
+                let len = self.u32()?;
+                Record::Meta(self.bytes(len)?)
+            }
             TAG_MULTI => {
                 if depth >= MAX_NESTING {
                     return Err(RecordError::TooDeep { at });
@@ -335,6 +353,7 @@ pub(crate) mod tests {
             (bytes(), any::<u64>()).prop_map(|(key, at_ms)| Record::Expire { key, at_ms }),
             bytes().prop_map(|key| Record::Persist { key }),
             Just(Record::Flush),
+            bytes().prop_map(Record::Meta),
         ]
     }
 

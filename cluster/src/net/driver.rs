@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -24,7 +24,13 @@ use tracing::{debug, error, info, warn};
 
 use super::certs::NodeIdentity;
 use super::faults::Faults;
-use super::frame::{encode_frame, StreamDecoder, MAX_FRAME_LEN, PREAMBLE};
+use super::frame::{
+    check_preamble, encode_frame, StreamDecoder, StreamKind, MAX_FRAME_LEN, PREAMBLE, PREAMBLE_LEN,
+    REPL_PREAMBLE, REQUEST_PREAMBLE,
+};
+use super::replication::{ReplSetup, Replication, Role};
+use super::routing::Routing;
+use super::service::Service;
 use super::store::StateStore;
 use super::tls::{client_config, peer_node_id, server_config, server_name_for};
 use super::NetError;
@@ -32,6 +38,7 @@ use crate::proto::{
     ClusterState, Config, Event, FailoverMode, HandleError, Instant, Message, Node, NodeId,
     NodeView, Rejected, Slot, SlotSet, SlotTable, Transmit, WriteRefusal,
 };
+use crate::repl::{ReplMessage, ReplicationSink, ReplicationSource, SinkEvent, SourceEvent};
 
 /// QUIC application close codes.
 mod close {
@@ -43,6 +50,9 @@ mod close {
     pub const BAD_MESSAGE: u32 = 2;
     /// The peer's certificate names no node id.
     pub const BAD_IDENTITY: u32 = 3;
+    /// The peer sent a stream of a kind that does not belong there (a request on a
+    /// unidirectional stream, ...).
+    pub const BAD_STREAM: u32 = 4;
 }
 
 /// Messages queued per link while it connects; more are dropped (the state machine
@@ -50,7 +60,7 @@ mod close {
 const LINK_QUEUE: usize = 256;
 
 /// How a node is started. [`NetConfig::new`] fills in the defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NetConfig {
     /// The UDP address to bind (port 0 picks one).
     pub bind: SocketAddr,
@@ -74,6 +84,24 @@ pub struct NetConfig {
     pub idle_timeout: Duration,
     /// Seed of the state machine's randomness (gossip targets, election delays).
     pub seed: u64,
+    /// Replication of the application's data, if any (see [`super::replication`]).
+    pub replication: Option<ReplSetup>,
+    /// The handler of requests forwarded by peers ([`ClusterNode::request`]); without
+    /// one, request streams are refused.
+    pub service: Option<Arc<dyn Service>>,
+}
+
+impl std::fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("bind", &self.bind)
+            .field("advertise", &self.advertise)
+            .field("id", &self.identity.id())
+            .field("cluster", &self.cluster)
+            .field("replication", &self.replication)
+            .field("service", &self.service.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl NetConfig {
@@ -98,6 +126,8 @@ impl NetConfig {
             backoff_max: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(5),
             seed,
+            replication: None,
+            service: None,
         }
     }
 }
@@ -170,6 +200,11 @@ enum Input {
         from: NodeId,
         msg: Message,
     },
+    /// A replication message from the authenticated peer `from`.
+    Repl {
+        from: NodeId,
+        msg: ReplMessage,
+    },
     Command(Command),
 }
 
@@ -202,8 +237,11 @@ pub struct ClusterNode {
     inputs: mpsc::Sender<Input>,
     events: broadcast::Sender<Event>,
     counters: Arc<Counters>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    repl: Option<Arc<Replication>>,
+    routing: Arc<RwLock<Arc<Routing>>>,
+    ctx: Ctx,
 }
 
 /// The shared parts every task of a node needs.
@@ -217,6 +255,9 @@ struct Ctx {
     backoff_min: Duration,
     backoff_max: Duration,
     dial_timeout: Duration,
+    service: Option<Arc<dyn Service>>,
+    /// Connections this node dialed for requests, by peer.
+    request_conns: Arc<Mutex<HashMap<NodeId, quinn::Connection>>>,
 }
 
 impl ClusterNode {
@@ -236,7 +277,7 @@ impl ClusterNode {
             .unwrap_or_else(|| local_addr.to_string());
 
         let origin = tokio::time::Instant::now();
-        let node = match config.store.load()? {
+        let mut node = match config.store.load()? {
             Some(saved) if saved.id != me => {
                 return Err(NetError::State(format!(
                     "saved state belongs to node {}, the certificate names {me}",
@@ -256,6 +297,36 @@ impl ClusterNode {
             None => Node::new(config.cluster.clone(), me, addr, Instant::ZERO, config.seed),
         };
 
+        let repl = config.replication.as_ref().map(|setup| {
+            let now = Instant::ZERO;
+            let seed = config.seed ^ 0x5eed_0f7e_91aa;
+            let role = match (node.master(), setup.resume) {
+                (None, None) => Role::Master(ReplicationSource::new(setup.config.clone(), seed)),
+                (None, Some((id, off))) => Role::Master(ReplicationSource::resume(
+                    setup.config.clone(),
+                    id,
+                    off,
+                    seed,
+                )),
+                (Some(m), None) => Role::Replica {
+                    sink: ReplicationSink::new(setup.config.clone(), now),
+                    master: m,
+                },
+                (Some(m), Some((id, off))) => Role::Replica {
+                    sink: ReplicationSink::resume(setup.config.clone(), now, id, off),
+                    master: m,
+                },
+            };
+            if let Role::Master(source) = &role {
+                node.set_repl_offset(source.offset());
+                // A resumed master continues under a new id; the data must say so.
+                if setup.resume.is_some() {
+                    setup.dataset.position(source.replid(), source.offset());
+                }
+            }
+            Arc::new(Replication::new(role, origin.into_std()))
+        });
+        let routing = Arc::new(RwLock::new(Arc::new(Routing::of(&node))));
         let (inputs, input_rx) = mpsc::channel(1024);
         let (events, _) = broadcast::channel(1024);
         let (stop, stop_rx) = oneshot::channel();
@@ -269,6 +340,8 @@ impl ClusterNode {
             backoff_min: config.backoff_min,
             backoff_max: config.backoff_max.max(config.backoff_min),
             dial_timeout: config.idle_timeout,
+            service: config.service.clone(),
+            request_conns: Arc::new(Mutex::new(HashMap::new())),
         };
         let accept = tokio::spawn(accept_loop(ctx.clone()));
         let driver = Driver {
@@ -277,7 +350,21 @@ impl ClusterNode {
             store: config.store,
             events: events.clone(),
             links: HashMap::new(),
-            ctx,
+            repl: repl
+                .clone()
+                .zip(config.replication)
+                .map(|(shared, setup)| ReplDriver {
+                    shared,
+                    dataset: setup.dataset,
+                    staged: None,
+                    links: HashMap::new(),
+                    promotions: 0,
+                    gate_open: false,
+                }),
+            routing: routing.clone(),
+            routing_dirty: false,
+            last_routing: Instant::ZERO,
+            ctx: ctx.clone(),
         };
         let task = tokio::spawn(async move {
             driver.run(input_rx, stop_rx).await;
@@ -293,9 +380,41 @@ impl ClusterNode {
             inputs,
             events,
             counters,
-            stop: Some(stop),
-            task: Some(task),
+            stop: Mutex::new(Some(stop)),
+            task: Mutex::new(Some(task)),
+            repl,
+            routing,
+            ctx,
         })
+    }
+
+    /// The replication side of this node, if it was started with
+    /// [`NetConfig::replication`].
+    pub fn replication(&self) -> Option<&Arc<Replication>> {
+        self.repl.as_ref()
+    }
+
+    /// Slot owners and nodes as this node sees them, refreshed whenever the cluster
+    /// state machine reports a change (and at least every second). Cheap: a shared
+    /// pointer.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends `payload` to node `to` (reached at `addr`) as one request and returns its
+    /// response. Requests to one peer share a connection, each on a stream of its own,
+    /// so concurrent requests are pipelined. Fails if the peer is unreachable, has no
+    /// request handler, or the connection breaks.
+    pub async fn request(
+        &self,
+        to: NodeId,
+        addr: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, NetError> {
+        request(&self.ctx, to, addr, payload).await
     }
 
     /// This node's id (the one its certificate names).
@@ -403,11 +522,18 @@ impl ClusterNode {
 
     /// Stops the node: the driver ends, every connection is closed, and the endpoint
     /// waits (up to a second) for the closes to reach peers.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
+    pub async fn shutdown(self) {
+        self.stop().await;
+    }
+
+    /// Stops the node like [`shutdown`](Self::shutdown), through a shared reference;
+    /// later calls return at once.
+    pub async fn stop(&self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
     }
@@ -416,7 +542,7 @@ impl ClusterNode {
 impl Drop for ClusterNode {
     fn drop(&mut self) {
         // Dropping `stop` wakes the driver, which shuts down on its own.
-        self.stop.take();
+        self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
@@ -432,8 +558,33 @@ struct Driver {
     store: StateStore,
     events: broadcast::Sender<Event>,
     links: HashMap<NodeId, Link>,
+    repl: Option<ReplDriver>,
+    routing: Arc<RwLock<Arc<Routing>>>,
+    /// The state machine reported a change since the routing table was published.
+    routing_dirty: bool,
+    last_routing: Instant,
     ctx: Ctx,
 }
+
+/// The driver's replication state.
+struct ReplDriver {
+    shared: Arc<Replication>,
+    dataset: Arc<dyn super::replication::Dataset>,
+    /// A full sync in progress: its id, offset and the snapshot bytes so far.
+    staged: Option<(crate::repl::ReplId, u64, Vec<u8>)>,
+    /// Outgoing replication links (unbounded: replication must not drop messages).
+    links: HashMap<NodeId, ReplLink>,
+    promotions: u64,
+    gate_open: bool,
+}
+
+struct ReplLink {
+    addr: String,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+/// How often the write gate and the routing table are republished, at most.
+const REFRESH: Duration = Duration::from_millis(25);
 
 impl Driver {
     fn now(&self) -> Instant {
@@ -446,8 +597,19 @@ impl Driver {
         if self.drain().is_err() {
             return;
         }
+        let shared = self.repl.as_ref().map(|r| r.shared.clone());
         loop {
-            let wake = self.origin + Duration::from_millis(self.node.poll_timeout().as_millis());
+            let mut wake_ms = self.node.poll_timeout().as_millis();
+            if let Some(t) = self.repl.as_ref().and_then(ReplDriver::poll_timeout) {
+                wake_ms = wake_ms.min(t.as_millis());
+            }
+            let wake = self.origin + Duration::from_millis(wake_ms);
+            let notified = async {
+                match &shared {
+                    Some(r) => r.notify.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 // Timers before inputs, so a peer that floods messages cannot
                 // starve failure detection and elections.
@@ -456,7 +618,14 @@ impl Driver {
                 _ = tokio::time::sleep_until(wake) => {
                     let now = self.now();
                     self.node.handle_timeout(now);
+                    if let Some(r) = &mut self.repl {
+                        r.handle_timeout(now);
+                    }
                 }
+                // The application fed records or started a wait.
+                _ = notified => {}
+                // The write gate and the routing table are republished regularly.
+                _ = tokio::time::sleep(REFRESH) => {}
                 input = inputs.recv() => match input {
                     // Unreachable while `ctx` holds a sender; kept for completeness.
                     None => break,
@@ -464,6 +633,12 @@ impl Driver {
                         let now = self.now();
                         if let Err(e) = self.node.handle_message(now, from, msg) {
                             self.rejected(from, e);
+                        }
+                    }
+                    Some(Input::Repl { from, msg }) => {
+                        let now = self.now();
+                        if let Some(r) = &mut self.repl {
+                            r.handle(now, from, msg);
                         }
                     }
                     Some(Input::Command(cmd)) => {
@@ -477,6 +652,16 @@ impl Driver {
             }
         }
         info!(node = %me, "driver stopped");
+        if let Some(r) = &self.repl {
+            r.shared
+                .set_gate(Err("CLUSTERDOWN the node has stopped".into()));
+            *r.shared.role() = Role::Stopped;
+            r.shared
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         // Dropping the links ends their tasks, which close their connections.
         self.links.clear();
     }
@@ -495,8 +680,10 @@ impl Driver {
     }
 
     /// Drains the state machine's outputs in the order it requires: save, send,
-    /// events. A failed save stops the node (fail-stop, as Redis exits when it cannot
-    /// write nodes.conf): sending after it could let a vote out that a restart forgets.
+    /// events; then replication (role changes, messages, the application's data, the
+    /// write gate) and the routing table. A failed save stops the node (fail-stop, as
+    /// Redis exits when it cannot write nodes.conf): sending after it could let a vote
+    /// out that a restart forgets.
     fn drain(&mut self) -> Result<(), NetError> {
         if let Some(state) = self.node.poll_save() {
             if let Err(e) = self.store.save(&state) {
@@ -509,8 +696,22 @@ impl Driver {
         }
         while let Some(e) = self.node.poll_event() {
             debug!(node = %self.ctx.me, "event {e:?}");
+            self.routing_dirty = true;
             // No subscriber is fine.
             let _ = self.events.send(e);
+        }
+        let now = self.now();
+        if let Some(r) = &mut self.repl {
+            r.sync_role(now, &self.node);
+            r.drain(now, &self.ctx, &self.node);
+            self.node.set_repl_offset(r.shared.offset());
+            r.update_gate(now, &self.node);
+        }
+        if self.routing_dirty || now.since(self.last_routing) >= 1000 {
+            let table = Arc::new(Routing::of(&self.node));
+            *self.routing.write().unwrap_or_else(|p| p.into_inner()) = table;
+            self.routing_dirty = false;
+            self.last_routing = now;
         }
         Ok(())
     }
@@ -535,7 +736,7 @@ impl Driver {
             .is_none_or(|l| l.addr != t.addr || l.tx.is_closed());
         if stale {
             let (tx, rx) = mpsc::channel(LINK_QUEUE);
-            tokio::spawn(run_link(self.ctx.clone(), to, t.addr.clone(), rx));
+            tokio::spawn(run_link(self.ctx.clone(), to, t.addr.clone(), PREAMBLE, rx));
             // Replacing a link drops the old sender, which ends the old task.
             self.links.insert(to, Link { addr: t.addr, tx });
         }
@@ -545,6 +746,311 @@ impl Driver {
             }
         }
     }
+}
+
+impl ReplDriver {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &*self.shared.role() {
+            Role::Master(s) => s.poll_timeout(),
+            Role::Replica { sink, .. } => sink.poll_timeout(),
+            Role::Stopped => None,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match &mut *self.shared.role() {
+            Role::Master(s) => s.handle_timeout(now),
+            Role::Replica { sink, .. } => sink.handle_timeout(now),
+            Role::Stopped => {}
+        }
+    }
+
+    fn handle(&mut self, now: Instant, from: NodeId, msg: ReplMessage) {
+        let r = match &mut *self.shared.role() {
+            Role::Master(s) => s.handle_message(now, from, msg),
+            // Only the master we replicate speaks to us; others are late or stray.
+            Role::Replica { sink, master } if *master == from => sink.handle_message(now, msg),
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            debug!(peer = %from, "replication message ignored: {e}");
+        }
+    }
+
+    /// Follows the cluster state machine's idea of this node's role: promotion turns
+    /// the replica side into a master (the history continues under a new id), a
+    /// demotion turns the master side into a replica of the new master, and a new
+    /// master for a replica restarts its handshake there.
+    fn sync_role(&mut self, now: Instant, node: &Node) {
+        let want = node.master();
+        let mut role = self.shared.role();
+        match (&mut *role, want) {
+            (Role::Master(_), None) | (Role::Stopped, _) => {}
+            (Role::Replica { master, .. }, Some(m)) if *master == m => {}
+            (Role::Replica { sink, master }, Some(m)) => {
+                info!(node = %node.id(), old = %master, new = %m, "replicating a new master");
+                *master = m;
+                sink.reconnect(now);
+            }
+            (Role::Master(_), Some(m)) => {
+                let Role::Master(source) = std::mem::replace(&mut *role, Role::Stopped) else {
+                    return;
+                };
+                info!(node = %node.id(), master = %m, "now a replica");
+                *role = Role::Replica {
+                    sink: source.into_replica(now),
+                    master: m,
+                };
+                drop(role);
+                // Pending WAITs end with what they had: nothing more can be acked here.
+                self.shared
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+            (Role::Replica { .. }, None) => {
+                let Role::Replica { sink, .. } = std::mem::replace(&mut *role, Role::Stopped)
+                else {
+                    return;
+                };
+                self.promotions += 1;
+                let seed = u64::from_le_bytes(node.id().0[..8].try_into().unwrap_or([0; 8]))
+                    ^ self.promotions.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    ^ now.as_millis();
+                let (source, events) = sink.promote(seed);
+                let (id, offset) = (source.replid(), source.offset());
+                info!(node = %node.id(), replid = %id.as_str(), offset, "promoted: replication master");
+                *role = Role::Master(source);
+                drop(role);
+                self.sink_events(events);
+                self.dataset.position(id, offset);
+            }
+        }
+    }
+
+    /// Sends what the replication side queued and hands its events to the data.
+    fn drain(&mut self, now: Instant, ctx: &Ctx, node: &Node) {
+        loop {
+            let mut out = Vec::new();
+            let mut source_events = Vec::new();
+            let mut sink_events = Vec::new();
+            match &mut *self.shared.role() {
+                Role::Master(s) => {
+                    while let Some(t) = s.poll_transmit() {
+                        out.push((t.to, t.message));
+                    }
+                    while let Some(e) = s.poll_event() {
+                        source_events.push(e);
+                    }
+                }
+                Role::Replica { sink, master } => {
+                    while let Some(m) = sink.poll_transmit() {
+                        out.push((*master, m));
+                    }
+                    while let Some(e) = sink.poll_event() {
+                        sink_events.push(e);
+                    }
+                }
+                Role::Stopped => {}
+            }
+            if out.is_empty() && source_events.is_empty() && sink_events.is_empty() {
+                return;
+            }
+            for (to, msg) in out {
+                self.send(ctx, node, to, &msg);
+            }
+            for e in source_events {
+                self.source_event(now, e);
+            }
+            self.sink_events(sink_events);
+        }
+    }
+
+    fn send(&mut self, ctx: &Ctx, node: &Node, to: NodeId, msg: &ReplMessage) {
+        let Some(addr) = node.node(to).map(|v| v.addr) else {
+            debug!(peer = %to, "replication message for an unknown node dropped");
+            return;
+        };
+        let payload = match msg.to_bytes() {
+            Ok(p) => p,
+            Err(e) => {
+                error!(peer = %to, "cannot encode replication message: {e}");
+                return;
+            }
+        };
+        let mut frame = Vec::with_capacity(payload.len() + 4);
+        encode_frame(&payload, &mut frame);
+        let stale = self
+            .links
+            .get(&to)
+            .is_none_or(|l| l.addr != addr || l.tx.is_closed());
+        if stale {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_link(ctx.clone(), to, addr.clone(), REPL_PREAMBLE, rx));
+            self.links.insert(to, ReplLink { addr, tx });
+        }
+        if let Some(link) = self.links.get(&to) {
+            let _ = link.tx.send(frame);
+        }
+    }
+
+    fn source_event(&mut self, _now: Instant, e: SourceEvent) {
+        match e {
+            SourceEvent::SnapshotNeeded { replica } => {
+                let shared = self.shared.clone();
+                let dataset = self.dataset.clone();
+                tokio::task::spawn_blocking(move || send_snapshot(&shared, &*dataset, replica));
+            }
+            SourceEvent::ReplicaOnline {
+                replica,
+                offset,
+                partial,
+            } => info!(%replica, offset, partial, "replica online"),
+            SourceEvent::ReplicaDropped { replica, reason } => {
+                warn!(%replica, ?reason, "replica dropped")
+            }
+            SourceEvent::WaitDone { id, acked, .. } => {
+                let tx = self
+                    .shared
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(acked);
+                }
+            }
+        }
+    }
+
+    fn sink_events(&mut self, events: Vec<SinkEvent>) {
+        for e in events {
+            match e {
+                SinkEvent::Apply { offset, payload } => {
+                    if let Err(e) = self.dataset.apply(offset, &payload) {
+                        error!(offset, "replicated record not applied: {e}");
+                    }
+                }
+                SinkEvent::Continued { replid, offset } => {
+                    info!(replid = %replid.as_str(), offset, "partial resync");
+                    self.dataset.position(replid, offset);
+                }
+                SinkEvent::FullSyncStarted { replid, offset } => {
+                    info!(replid = %replid.as_str(), offset, "full resync started");
+                    self.staged = Some((replid, offset, Vec::new()));
+                }
+                SinkEvent::SnapshotChunk { data } => {
+                    if let Some((_, _, buf)) = &mut self.staged {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                SinkEvent::FullSyncDone { offset } => {
+                    if let Some((replid, at, buf)) = self.staged.take() {
+                        debug_assert_eq!(at, offset);
+                        info!(
+                            offset,
+                            bytes = buf.len(),
+                            "full resync: loading the snapshot"
+                        );
+                        if let Err(e) = self.dataset.load(replid, offset, buf) {
+                            error!(offset, "snapshot not loaded: {e}");
+                        }
+                    }
+                }
+                SinkEvent::FullSyncAborted => {
+                    self.staged = None;
+                }
+                SinkEvent::LinkDown => warn!("replication link down"),
+            }
+        }
+    }
+
+    /// Publishes whether writes are allowed for the next moments. Permission is
+    /// checked at `now + horizon`: every condition (quorum lease, replica lag) only
+    /// gets worse with time, so a write accepted before the published deadline was
+    /// allowed when it was accepted.
+    fn update_gate(&mut self, now: Instant, node: &Node) {
+        let horizon = (node.config().node_timeout / 10).clamp(10, 500);
+        let at = now + horizon;
+        let verdict = if let Some(m) = node.master() {
+            Err(format!("READONLY this node is a replica of {m}"))
+        } else if let Some(slot) = node.my_slots().iter().next() {
+            match node.write_permission(at, slot) {
+                Ok(()) => match &*self.shared.role() {
+                    Role::Master(s) if !s.write_allowed(at) => {
+                        Err("NOREPLICAS not enough good replicas to write".to_string())
+                    }
+                    Role::Master(_) => Ok(at),
+                    _ => Err("CLUSTERDOWN replication is not running".to_string()),
+                },
+                Err(e) => Err(refusal_text(&e)),
+            }
+        } else {
+            Err("CLUSTERDOWN this node serves no slots".to_string())
+        };
+        let open = verdict.is_ok();
+        let withdrawn = self.shared.set_gate(verdict);
+        if withdrawn || (self.gate_open && !open) {
+            // Every write that passed the old gate is fed before anything reads the
+            // offset (a manual failover, a promotion elsewhere).
+            self.dataset.barrier();
+        }
+        self.gate_open = open;
+    }
+}
+
+/// A write refusal in Redis's words.
+fn refusal_text(e: &WriteRefusal) -> String {
+    match e {
+        WriteRefusal::NotMaster => "READONLY this node is a replica".into(),
+        WriteRefusal::NotOwner(_) => "CLUSTERDOWN this node does not serve the slot".into(),
+        WriteRefusal::ClusterDown => "CLUSTERDOWN the cluster is down".into(),
+        WriteRefusal::Paused => "TRYAGAIN writes are paused for a manual failover".into(),
+        other => format!("CLUSTERDOWN {other}"),
+    }
+}
+
+/// Produces a snapshot for `replica` on a blocking thread: the offset is taken first,
+/// then the data is read (every write fed up to the offset is already applied).
+fn send_snapshot(shared: &Replication, dataset: &dyn super::replication::Dataset, replica: NodeId) {
+    let started = match &mut *shared.role() {
+        Role::Master(s) => {
+            let offset = s.offset();
+            s.begin_snapshot(replica, offset)
+        }
+        _ => return,
+    };
+    if let Err(e) = started {
+        warn!(%replica, "snapshot not started: {e}");
+        return;
+    }
+    let mut failed = None;
+    let r = dataset.snapshot(&mut |chunk| {
+        if failed.is_some() {
+            return;
+        }
+        if let Role::Master(s) = &mut *shared.role() {
+            if let Err(e) = s.snapshot_chunk(replica, &chunk) {
+                failed = Some(e.to_string());
+            }
+        }
+        shared.notify.notify_one();
+    });
+    if let Err(e) = r {
+        error!(%replica, "snapshot failed: {e}");
+        return;
+    }
+    if let Some(e) = failed {
+        warn!(%replica, "snapshot abandoned: {e}");
+        return;
+    }
+    if let Role::Master(s) = &mut *shared.role() {
+        if let Err(e) = s.finish_snapshot(replica) {
+            warn!(%replica, "snapshot not finished: {e}");
+        }
+    }
+    shared.notify.notify_one();
 }
 
 /// Dials `addr`, expecting node `id` (or any node of the cluster for `None`).
@@ -590,10 +1096,29 @@ async fn send_meet(ctx: Ctx, addr: String, frame: Vec<u8>) {
     conn.close(close::DONE.into(), b"meet sent");
 }
 
-/// The task behind one [`Link`]: dial, open the stream, write queued frames; on any
-/// failure back off (doubling from `backoff_min` to `backoff_max`, reset after a
-/// successful dial) and dial again. Ends when the driver drops the queue's sender.
-async fn run_link(ctx: Ctx, peer: NodeId, addr: String, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// A queue a link sends from: bounded for the bus (stale messages may be dropped),
+/// unbounded for replication (nothing may be dropped while the peer is reachable).
+trait Queue: Send + 'static {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send;
+}
+
+impl Queue for mpsc::Receiver<Vec<u8>> {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send {
+        mpsc::Receiver::recv(self)
+    }
+}
+
+impl Queue for mpsc::UnboundedReceiver<Vec<u8>> {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send {
+        mpsc::UnboundedReceiver::recv(self)
+    }
+}
+
+/// The task behind one link: dial, open the stream (its preamble names what it
+/// carries), write queued frames; on any failure back off (doubling from
+/// `backoff_min` to `backoff_max`, reset after a successful dial) and dial again. Ends
+/// when the driver drops the queue's sender.
+async fn run_link(ctx: Ctx, peer: NodeId, addr: String, preamble: [u8; 4], mut rx: impl Queue) {
     let mut backoff = ctx.backoff_min;
     loop {
         match dial(&ctx, &addr, Some(peer)).await {
@@ -603,7 +1128,7 @@ async fn run_link(ctx: Ctx, peer: NodeId, addr: String, mut rx: mpsc::Receiver<V
                 let Ok(mut stream) = conn.open_uni().await else {
                     continue;
                 };
-                let mut ok = stream.write_all(&PREAMBLE).await.is_ok();
+                let mut ok = stream.write_all(&preamble).await.is_ok();
                 while ok {
                     let Some(frame) = rx.recv().await else {
                         let _ = stream.finish();
@@ -620,7 +1145,8 @@ async fn run_link(ctx: Ctx, peer: NodeId, addr: String, mut rx: mpsc::Receiver<V
             }
         }
         // Frames queued while the peer is unreachable are dropped: they would be
-        // stale by the time it is back, and the state machine repeats what matters.
+        // stale by the time it is back, and both protocols repeat what matters (a
+        // replica notices the gap and asks again from its offset).
         let wake = tokio::time::Instant::now() + backoff;
         loop {
             tokio::select! {
@@ -661,22 +1187,78 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
     };
     bump(&ctx.counters.connections_accepted);
     debug!(node = %ctx.me, %peer, %remote, "connection accepted");
-    while let Ok(stream) = conn.accept_uni().await {
-        tokio::spawn(read_stream(ctx.clone(), conn.clone(), peer, stream));
+    loop {
+        tokio::select! {
+            s = conn.accept_uni() => match s {
+                Ok(stream) => {
+                    tokio::spawn(read_stream(ctx.clone(), conn.clone(), peer, stream));
+                }
+                Err(_) => return,
+            },
+            s = conn.accept_bi() => match s {
+                Ok((send, recv)) => {
+                    tokio::spawn(super::service::serve_request(
+                        ctx.me,
+                        ctx.faults.clone(),
+                        ctx.service.clone(),
+                        conn.clone(),
+                        peer,
+                        send,
+                        recv,
+                    ));
+                }
+                Err(_) => return,
+            },
+        }
     }
 }
 
-/// Reads frames from one stream and hands each decoded message to the driver. A
-/// framing error or an undecodable message closes the whole connection; other peers
-/// and the node are unaffected.
+/// Reads frames from one unidirectional stream (cluster bus or replication, named by
+/// its preamble) and hands each decoded message to the driver. A framing error or an
+/// undecodable message closes the whole connection; other peers and the node are
+/// unaffected.
 async fn read_stream(
     ctx: Ctx,
     conn: quinn::Connection,
     peer: NodeId,
     mut stream: quinn::RecvStream,
 ) {
-    let mut decoder = StreamDecoder::new(MAX_FRAME_LEN);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut pre = [0u8; PREAMBLE_LEN];
+    match stream.read_exact(&mut pre).await {
+        Ok(()) => {}
+        // A stream that ends before its preamble carries nothing.
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            let e = super::frame::FrameError::Truncated { pending: n };
+            refuse(&ctx, &conn, peer, close::FRAME_ERROR, &e.to_string());
+            return;
+        }
+        Err(_) => return,
+    }
+    let kind = match check_preamble(pre) {
+        Ok(k) => k,
+        Err(e) => {
+            refuse(&ctx, &conn, peer, close::FRAME_ERROR, &e.to_string());
+            return;
+        }
+    };
+    let max = match kind {
+        StreamKind::Bus => MAX_FRAME_LEN,
+        StreamKind::Replication => crate::repl::codec::MAX_MESSAGE_LEN,
+        StreamKind::Request => {
+            refuse(
+                &ctx,
+                &conn,
+                peer,
+                close::BAD_STREAM,
+                "request on a unidirectional stream",
+            );
+            return;
+        }
+    };
+    let mut decoder = StreamDecoder::new(max);
+    decoder.push(&pre);
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(Some(n)) => n,
@@ -704,24 +1286,86 @@ async fn read_stream(
                 bump(&ctx.counters.dropped_by_faults);
                 continue;
             }
-            let msg = match Message::decode(payload) {
-                Ok(m) => m,
-                Err(e) => {
-                    let e = HandleError::Decode(e);
-                    refuse(&ctx, &conn, peer, close::BAD_MESSAGE, &e.to_string());
-                    return;
-                }
+            let input = match kind {
+                StreamKind::Bus => match Message::decode(payload) {
+                    Ok(msg) => Input::Message { from: peer, msg },
+                    Err(e) => {
+                        let e = HandleError::Decode(e);
+                        refuse(&ctx, &conn, peer, close::BAD_MESSAGE, &e.to_string());
+                        return;
+                    }
+                },
+                _ => match ReplMessage::decode(payload) {
+                    Ok(msg) => Input::Repl { from: peer, msg },
+                    Err(e) => {
+                        let e = crate::repl::HandleError::Decode(e);
+                        refuse(&ctx, &conn, peer, close::BAD_MESSAGE, &e.to_string());
+                        return;
+                    }
+                },
             };
-            if ctx
-                .inputs
-                .send(Input::Message { from: peer, msg })
-                .await
-                .is_err()
-            {
+            if ctx.inputs.send(input).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// Sends one request to `to` and reads its response (see [`ClusterNode::request`]).
+async fn request(ctx: &Ctx, to: NodeId, addr: &str, payload: &[u8]) -> Result<Vec<u8>, NetError> {
+    if ctx.faults.is_cut(ctx.me, to) {
+        return Err(NetError::Unreachable(format!(
+            "{to} at {addr}: cut by fault injection"
+        )));
+    }
+    let mut frame = Vec::with_capacity(PREAMBLE_LEN + 4 + payload.len());
+    frame.extend_from_slice(&REQUEST_PREAMBLE);
+    encode_frame(payload, &mut frame);
+    let mut last = String::new();
+    // One retry on a fresh connection: a cached one may have died since.
+    for _ in 0..2 {
+        let cached = ctx
+            .request_conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&to)
+            .filter(|c| c.close_reason().is_none() && c.remote_address().to_string() == addr)
+            .cloned();
+        let conn = match cached {
+            Some(c) => c,
+            None => {
+                let c = dial(ctx, addr, Some(to))
+                    .await
+                    .map_err(|e| NetError::Unreachable(format!("{to} at {addr}: {e}")))?;
+                ctx.request_conns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(to, c.clone());
+                c
+            }
+        };
+        match super::service::exchange(&conn, &frame).await {
+            Ok(response) => {
+                if ctx.faults.is_cut(to, ctx.me) {
+                    return Err(NetError::Unreachable(format!(
+                        "{to} at {addr}: response cut by fault injection"
+                    )));
+                }
+                return Ok(response);
+            }
+            Err(super::service::ExchangeError::Connection(e)) => {
+                last = e;
+                ctx.request_conns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&to);
+            }
+            Err(super::service::ExchangeError::Refused(e)) => {
+                return Err(NetError::Request(format!("{to} at {addr}: {e}")))
+            }
+        }
+    }
+    Err(NetError::Unreachable(format!("{to} at {addr}: {last}")))
 }
 
 fn refuse(ctx: &Ctx, conn: &quinn::Connection, peer: NodeId, code: u32, why: &str) {

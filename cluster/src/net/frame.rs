@@ -1,14 +1,17 @@
-//! The stream framing of the cluster bus, as a pure decoder with no I/O.
+//! The stream framing of the mesh, as a pure decoder with no I/O.
 //!
-//! A sender opens one unidirectional QUIC stream per connection and writes:
+//! Every QUIC stream between nodes starts with a preamble naming what it carries, then
+//! frames:
 //!
 //! ```text
 //! offset  size  field
-//! 0       3     magic "LCB" (larder cluster bus)
+//! 0       3     magic: "LCB" cluster bus (unidirectional; `proto::Message`s)
+//!                      "LCR" replication (unidirectional; `repl::ReplMessage`s)
+//!                      "LCQ" a forwarded request (bidirectional; one frame each way)
 //! 3       1     framing version (1)
 //! -- then any number of frames --
 //! 0       4     payload length n, u32 little-endian, 1 <= n <= max
-//! 4       n     payload: one encoded `proto::Message`
+//! 4       n     payload
 //! ```
 //!
 //! The decoder rejects a length over the cap as soon as the four length bytes are in,
@@ -21,8 +24,23 @@
 
 use std::fmt;
 
-/// The bytes that open every stream: magic `"LCB"` and the framing version.
+/// The bytes that open a cluster bus stream: magic `"LCB"` and the framing version.
 pub const PREAMBLE: [u8; 4] = *b"LCB\x01";
+/// The bytes that open a replication stream.
+pub const REPL_PREAMBLE: [u8; 4] = *b"LCR\x01";
+/// The bytes that open a request stream.
+pub const REQUEST_PREAMBLE: [u8; 4] = *b"LCQ\x01";
+
+/// What a stream carries, named by its preamble's magic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Cluster bus messages (`"LCB"`).
+    Bus,
+    /// Replication messages (`"LCR"`).
+    Replication,
+    /// One forwarded request and its response (`"LCQ"`).
+    Request,
+}
 /// Length of [`PREAMBLE`].
 pub const PREAMBLE_LEN: usize = PREAMBLE.len();
 /// Length of a frame's length prefix.
@@ -38,7 +56,7 @@ pub const MAX_FRAME_LEN: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The stream does not start with the magic `"LCB"`.
+    /// The stream does not start with a known magic (`"LCB"`, `"LCR"`, `"LCQ"`).
     BadMagic([u8; 3]),
     /// The stream's framing version is not [`VERSION`].
     UnsupportedVersion(u8),
@@ -61,7 +79,10 @@ pub enum FrameError {
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::BadMagic(m) => write!(f, "stream starts with {m:02x?}, not \"LCB\""),
+            FrameError::BadMagic(m) => write!(
+                f,
+                "stream starts with {m:02x?}, not \"LCB\", \"LCR\" or \"LCQ\""
+            ),
             FrameError::UnsupportedVersion(v) => {
                 write!(f, "framing version {v} (this node speaks {VERSION})")
             }
@@ -133,15 +154,18 @@ pub fn decode_frame(buf: &[u8], max: usize) -> Result<Decoded<'_>, FrameError> {
     }
 }
 
-/// Checks a stream's preamble.
-pub fn check_preamble(p: [u8; PREAMBLE_LEN]) -> Result<(), FrameError> {
-    if p[..3] != PREAMBLE[..3] {
-        return Err(FrameError::BadMagic([p[0], p[1], p[2]]));
-    }
+/// Checks a stream's preamble and says what the stream carries.
+pub fn check_preamble(p: [u8; PREAMBLE_LEN]) -> Result<StreamKind, FrameError> {
+    let kind = match &p[..3] {
+        b"LCB" => StreamKind::Bus,
+        b"LCR" => StreamKind::Replication,
+        b"LCQ" => StreamKind::Request,
+        _ => return Err(FrameError::BadMagic([p[0], p[1], p[2]])),
+    };
     if p[3] != VERSION {
         return Err(FrameError::UnsupportedVersion(p[3]));
     }
-    Ok(())
+    Ok(kind)
 }
 
 /// Turns the chunks of one stream into frames: the preamble check, then
@@ -149,7 +173,7 @@ pub fn check_preamble(p: [u8; PREAMBLE_LEN]) -> Result<(), FrameError> {
 #[derive(Debug)]
 pub struct StreamDecoder {
     max: usize,
-    preamble_seen: bool,
+    kind: Option<StreamKind>,
     buf: Vec<u8>,
     /// Start of the unread part of `buf`.
     pos: usize,
@@ -161,7 +185,7 @@ impl StreamDecoder {
     pub fn new(max: usize) -> Self {
         StreamDecoder {
             max,
-            preamble_seen: false,
+            kind: None,
             buf: Vec::new(),
             pos: 0,
             failed: false,
@@ -194,14 +218,13 @@ impl StreamDecoder {
     }
 
     fn next_frame_inner(&mut self) -> Result<Option<(usize, usize)>, FrameError> {
-        if !self.preamble_seen {
+        if self.kind.is_none() {
             let Some(p) = self.buf.get(self.pos..self.pos + PREAMBLE_LEN) else {
                 return Ok(None);
             };
             let mut pre = [0u8; PREAMBLE_LEN];
             pre.copy_from_slice(p);
-            check_preamble(pre)?;
-            self.preamble_seen = true;
+            self.kind = Some(check_preamble(pre)?);
             self.pos += PREAMBLE_LEN;
         }
         match decode_frame(&self.buf[self.pos..], self.max)? {
@@ -213,6 +236,11 @@ impl StreamDecoder {
             }
             Decoded::Incomplete { .. } => Ok(None),
         }
+    }
+
+    /// What the stream carries, once its preamble was read.
+    pub fn kind(&self) -> Option<StreamKind> {
+        self.kind
     }
 
     /// Bytes buffered but not yet returned as a frame.

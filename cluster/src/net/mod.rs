@@ -6,6 +6,10 @@
 //! - [`frame`]: the stream framing, a pure decoder;
 //! - [`store`]: where the node's `PersistentState` is saved before anything is sent;
 //! - [`faults`]: a switch that drops messages between chosen nodes, for tests;
+//! - [`replication`]: [`crate::repl`] run by the driver, and the [`Dataset`] the
+//!   application gives it;
+//! - [`service`]: requests between nodes (the application's [`Service`] answers);
+//! - [`routing`]: the slot table the driver publishes for the application;
 //! - `driver`: the task that owns the [`crate::proto::Node`], and [`ClusterNode`], the
 //!   handle to it.
 //!
@@ -37,11 +41,19 @@ pub mod certs;
 mod driver;
 pub mod faults;
 pub mod frame;
+pub mod replication;
+pub mod routing;
+pub mod service;
 pub mod store;
 pub mod tls;
 
 pub use driver::{ClusterNode, ClusterView, NetConfig, Stats};
 pub use faults::Faults;
+pub use replication::{Dataset, ReplInfo, ReplSetup, Replication, WriteRefused};
+pub use routing::Routing;
+/// The certificate type of [`NetConfig::ca`] (rustls's).
+pub use rustls::pki_types::CertificateDer;
+pub use service::Service;
 
 use crate::proto::CommandError;
 
@@ -77,4 +89,11 @@ pub enum NetError {
     /// The node's driver has stopped (shut down, or failed to save its state).
     #[error("the node has stopped")]
     Stopped,
+    /// A peer could not be reached (dial failed, connection lost, or cut by fault
+    /// injection).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// A peer refused a request or answered with malformed bytes.
+    #[error("request refused: {0}")]
+    Request(String),
 }

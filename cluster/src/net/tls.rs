@@ -105,13 +105,14 @@ impl ServerCertVerifier for NodeServerVerifier {
     }
 }
 
-/// Transport settings shared by both sides: only unidirectional streams, a few at a
-/// time (one per connection in use, plus MEET connections), keep-alives so an idle
+/// Transport settings shared by both sides: a few unidirectional streams at a time
+/// (the bus and replication links, plus MEET connections), up to 1024 concurrent
+/// bidirectional streams (one per forwarded request in flight), keep-alives so an idle
 /// link is not closed, and an idle timeout after which a dead peer's link is dropped
 /// and redialled.
 fn transport(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_bidi_streams(1024u32.into());
     t.max_concurrent_uni_streams(8u32.into());
     t.keep_alive_interval(Some((idle_timeout / 3).max(Duration::from_millis(100))));
     // Out of range only for absurd values (> 2^62 µs); fall back to quinn's default.

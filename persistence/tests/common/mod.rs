@@ -33,6 +33,7 @@ pub fn apply(model: &mut Model, rec: &Record) {
             }
         }
         Record::Flush => model.clear(),
+        Record::Meta(_) => {}
         Record::Multi(rs) => rs.iter().for_each(|r| apply(model, r)),
     }
 }

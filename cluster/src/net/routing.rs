@@ -1,0 +1,55 @@
+//! The routing table a node publishes for its application: slot owners, slot moves and
+//! the nodes it knows, as of the last change the state machine reported.
+
+use crate::proto::{
+    ClusterState, KeyPresence, Node, NodeFlags, NodeId, NodeView, Route, Slot, SlotTable,
+};
+
+/// One node's view of where slots live, published by the driver.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    /// This node.
+    pub me: NodeId,
+    /// Whether this node's cluster state is OK.
+    pub cluster_ok: bool,
+    /// Whether this node is a master.
+    pub is_master: bool,
+    /// Slot owners and MIGRATING/IMPORTING state.
+    pub slots: SlotTable,
+    /// Every known node, this one included.
+    pub nodes: Vec<NodeView>,
+}
+
+impl Routing {
+    /// The table as `node` sees it now.
+    pub fn of(node: &Node) -> Routing {
+        Routing {
+            me: node.id(),
+            cluster_ok: node.state() == ClusterState::Ok,
+            is_master: node.is_master(),
+            slots: node.slots().clone(),
+            nodes: node.nodes().collect(),
+        }
+    }
+
+    /// Where a command on `slot` goes, decided as the node itself decides it.
+    pub fn route(&self, slot: Slot, keys: KeyPresence, asking: bool) -> Route {
+        self.slots
+            .route(self.me, slot, keys, asking, self.cluster_ok)
+    }
+
+    /// A known node.
+    pub fn node(&self, id: NodeId) -> Option<&NodeView> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The replicas of `master` that are not failing.
+    pub fn replicas_of(&self, master: NodeId) -> impl Iterator<Item = &NodeView> + '_ {
+        self.nodes.iter().filter(move |n| {
+            n.master == Some(master)
+                && !n
+                    .flags
+                    .intersects(NodeFlags::FAIL | NodeFlags::PFAIL | NodeFlags::MASTER)
+        })
+    }
+}

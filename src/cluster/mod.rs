@@ -1,0 +1,1528 @@
+//! A cache that is one node of a mesh (cargo feature `cluster`): [`ClusterCache`].
+//!
+//! Keys live in 16384 hash slots (Redis Cluster's CRC16, with `{hash tags}`, see
+//! [`KeySlot`]). Each master serves some slots; its replicas copy them. A
+//! [`ClusterCache`] offers `Cache`'s operations, routed by slot:
+//!
+//! - a key of a slot this node serves is read and written in-process, with no network;
+//! - other keys are forwarded to their owner over QUIC (mutual TLS under one cluster
+//!   CA); `MOVED` and `ASK` answers are followed inside the library;
+//! - operations on several keys need one slot, else [`ClusterError::CrossSlot`];
+//! - reads may be served by a replica ([`ReadFrom::Replica`]).
+//!
+//! A master streams its writes to its replicas (partial resync from a backlog, full
+//! sync from a snapshot). If a master fails, a replica is elected and promoted; writes
+//! to its slots resume there. Writes are refused with a clear [`ClusterError`] when the
+//! node may not take them: a replica, a master cut off from the majority, or one with
+//! fewer good replicas than `min_replicas_to_write`. [`ClusterCache::wait`] and
+//! [`WriteOptions::replicas`] wait for replicas to acknowledge writes.
+//!
+//! Guarantees and setup are in `docs/cluster.md`.
+
+mod data;
+mod journal;
+mod keyslot;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+pub use keyslot::KeySlot;
+pub use larder_cluster;
+pub use larder_cluster::net::certs::{ClusterCa, NodeIdentity};
+pub use larder_cluster::net::store::StateStore;
+pub use larder_cluster::net::{ClusterNode, Faults, NetError, Routing};
+pub use larder_cluster::proto::{key_hash_slot, FailoverMode, NodeId, Slot, SlotSet};
+pub use larder_cluster::repl::ReplConfig;
+
+use larder_cluster::net::CertificateDer;
+use larder_cluster::net::{NetConfig, ReplInfo, ReplSetup, Replication};
+use larder_cluster::proto::{Config as ProtoConfig, KeyPresence, NodeFlags, Route};
+
+use self::data::CacheData;
+use self::journal::{ClusterJournal, Position, Shared};
+use self::wire::{ErrorKind, WireOp, WireRequest, WireResponse, WireTtl};
+use crate::builder::CacheBuilder;
+use crate::durable::{Codec, Durability, OpenError};
+use crate::error::{Error, TxError};
+use crate::events::Subscriber;
+use crate::info::{ClusterInfo, Info, ReplicaLine, ReplicationInfo};
+use crate::shard::Ttl;
+use crate::txn::Transaction;
+use crate::weigh::{DefaultWeigher, Weigher};
+use crate::Cache;
+
+/// Redirects followed for one operation before giving up.
+const MAX_REDIRECTS: usize = 8;
+
+/// How a cluster node is started. [`ClusterConfig::new`] fills in defaults.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// The UDP address to bind.
+    pub bind: SocketAddr,
+    /// The address peers reach this node at (default: the bound address).
+    pub advertise: Option<String>,
+    /// This node's certificate and key; its node id is the certificate's.
+    pub identity: NodeIdentity,
+    /// The cluster CA certificate.
+    pub ca: CertificateDer<'static>,
+    /// Where the node's cluster state (epochs, votes, slots) is kept.
+    pub state: StateStore,
+    /// `cluster-node-timeout`: silence after which a node is suspected failing.
+    pub node_timeout: Duration,
+    /// Replication settings: backlog size, `min_replicas_to_write`,
+    /// `min_replicas_max_lag`, timeouts.
+    pub replication: ReplConfig,
+    /// How long a forwarded operation may take before it fails.
+    pub request_timeout: Duration,
+    /// Fault injection shared by the nodes of a test (default: nothing cut).
+    pub faults: Faults,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("bind", &self.bind)
+            .field("advertise", &self.advertise)
+            .field("id", &self.identity.id())
+            .field("node_timeout", &self.node_timeout)
+            .field("replication", &self.replication)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    /// Defaults: node timeout 15 s (Redis's), replication timeout 10 s, backlog
+    /// 1 MiB, no `min_replicas_to_write`, requests time out after 5 s.
+    pub fn new(
+        bind: SocketAddr,
+        identity: NodeIdentity,
+        ca: CertificateDer<'static>,
+        state: StateStore,
+    ) -> Self {
+        let replication = ReplConfig {
+            repl_timeout: 10_000,
+            handshake_timeout: 1_000,
+            ..ReplConfig::default()
+        };
+        ClusterConfig {
+            bind,
+            advertise: None,
+            identity,
+            ca,
+            state,
+            node_timeout: Duration::from_secs(15),
+            replication,
+            request_timeout: Duration::from_secs(5),
+            faults: Faults::default(),
+        }
+    }
+
+    /// Sets `cluster-node-timeout`.
+    pub fn node_timeout(mut self, t: Duration) -> Self {
+        self.node_timeout = t;
+        self
+    }
+
+    /// `min-replicas-to-write` and `min-replicas-max-lag`: a master refuses writes
+    /// unless `n` replicas acknowledged the stream within `max_lag`.
+    pub fn min_replicas_to_write(mut self, n: usize, max_lag: Duration) -> Self {
+        self.replication.min_replicas_to_write = n;
+        self.replication.min_replicas_max_lag = max_lag.as_millis() as u64;
+        self
+    }
+
+    /// `repl-backlog-size` in bytes.
+    pub fn backlog_size(mut self, bytes: u64) -> Self {
+        self.replication.backlog_size = bytes;
+        self
+    }
+
+    /// The fault-injection switch (tests).
+    pub fn faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The keys of one operation hash to different slots (Redis's `CROSSSLOT`). Use a
+    /// `{hash tag}` to keep related keys in one slot.
+    #[error("CROSSSLOT keys in request don't hash to the same slot ({first} and {other})")]
+    CrossSlot {
+        /// The first key's slot.
+        first: Slot,
+        /// A slot that differs.
+        other: Slot,
+    },
+    /// The owner refused the operation: a write to a replica, a master without
+    /// quorum or replicas, out of memory, a failed log write... The text begins with
+    /// Redis's error word (`READONLY`, `CLUSTERDOWN`, `NOREPLICAS`, `OOM`, `MISCONF`).
+    #[error("{0}")]
+    Refused(String),
+    /// The slot has no reachable owner now (unassigned, or the cluster is down).
+    #[error("CLUSTERDOWN {0}")]
+    ClusterDown(String),
+    /// The node that serves the slot could not be reached (a failover may be under
+    /// way; retry).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The write was applied by its master, but fewer replicas than asked acknowledged
+    /// it in time: it may be lost if the master fails now.
+    #[error("write applied but acknowledged by {acked} of {needed} replicas")]
+    NotAcknowledged {
+        /// Replicas that acknowledged.
+        acked: usize,
+        /// Replicas asked for.
+        needed: usize,
+    },
+    /// The slot kept moving: more than the redirect limit.
+    #[error("too many redirects for slot {0}")]
+    TooManyRedirects(Slot),
+    /// A transaction closure can only run where its slot is served.
+    #[error("slot {slot} is served by {owner:?}, not this node; run the transaction there")]
+    NotLocal {
+        /// The slot.
+        slot: Slot,
+        /// Its owner, if any.
+        owner: Option<NodeId>,
+    },
+    /// A key or value could not be encoded or decoded, or a peer sent bad bytes.
+    #[error("encoding: {0}")]
+    Codec(String),
+    /// The operation did not complete within the request timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<Error> for ClusterError {
+    fn from(e: Error) -> Self {
+        ClusterError::Refused(e.to_string())
+    }
+}
+
+/// Why a cluster node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The node's data could not be recovered.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The transport could not start.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// Where a read may be served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The slot's master (always up to date).
+    #[default]
+    Master,
+    /// This node if it replicates the slot's master, else a replica of it, else the
+    /// master. A replica may lag behind (Redis's `READONLY` connections).
+    Replica,
+}
+
+/// Options of one write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Return only once this many replicas acknowledged the write (0: do not wait).
+    pub replicas: usize,
+    /// How long to wait for them; past it the write fails with
+    /// [`ClusterError::NotAcknowledged`] (it was applied by the master all the same).
+    pub timeout: Duration,
+}
+
+impl WriteOptions {
+    /// Wait for `replicas` acknowledgements, at most `timeout`.
+    pub fn acked_by(replicas: usize, timeout: Duration) -> Self {
+        WriteOptions { replicas, timeout }
+    }
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            replicas: 0,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One operation of a [`ClusterCache::batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterOp<K, V> {
+    /// `get`.
+    Get(K),
+    /// `contains`.
+    Contains(K),
+    /// `ttl`.
+    Ttl(K),
+    /// `insert`, with a TTL or none.
+    Insert(K, V, Option<Duration>),
+    /// `remove`.
+    Remove(K),
+    /// `expire`.
+    Expire(K, Duration),
+    /// `persist`.
+    Persist(K),
+}
+
+/// The answer to one [`ClusterOp`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterReply<V> {
+    /// A `get`.
+    Value(Option<V>),
+    /// `contains`, `remove` (was present), `expire` (existed), `persist` (had a TTL).
+    Bool(bool),
+    /// A `ttl`.
+    Ttl(Ttl),
+    /// An `insert`.
+    Done,
+}
+
+/// Builds a [`ClusterCache`]: `Cache::builder()...cluster(config)`.
+pub struct ClusterBuilder<K, V, W> {
+    builder: CacheBuilder<K, V, W>,
+    config: ClusterConfig,
+    durability: Option<Durability>,
+}
+
+impl<K, V, W> CacheBuilder<K, V, W> {
+    /// Makes the cache a node of a mesh; [`ClusterBuilder::start`] starts it.
+    pub fn cluster(self, config: ClusterConfig) -> ClusterBuilder<K, V, W> {
+        ClusterBuilder {
+            builder: self,
+            config,
+            durability: None,
+        }
+    }
+}
+
+/// Slot owners learned from MOVED answers, valid for the routing table whose address
+/// is the first field.
+type Hints = (usize, HashMap<Slot, (NodeId, String)>);
+
+struct Core<K, V, W> {
+    cache: Cache<K, V, W>,
+    node: ClusterNode,
+    repl: Arc<Replication>,
+    request_timeout: Duration,
+    /// Owners learned from MOVED answers, until the routing table changes.
+    hints: Mutex<Hints>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A cache that is one node of a mesh. Cheap to clone (a shared handle).
+///
+/// Operations that may cross the network are `async` (tokio); on keys of slots this
+/// node serves they complete without waiting. [`ClusterCache::blocking`] offers the
+/// same operations for threads outside the runtime.
+pub struct ClusterCache<K, V, W = DefaultWeigher> {
+    core: Arc<Core<K, V, W>>,
+}
+
+impl<K, V, W> Clone for ClusterCache<K, V, W> {
+    fn clone(&self) -> Self {
+        ClusterCache {
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+/// What a cluster cache's keys and values must be.
+pub trait ClusterKey: Hash + Eq + Clone + Send + Sync + 'static + Codec + KeySlot {}
+impl<T: Hash + Eq + Clone + Send + Sync + 'static + Codec + KeySlot> ClusterKey for T {}
+
+/// What a cluster cache's values must be.
+pub trait ClusterValue: Clone + Send + Sync + 'static + Codec {}
+impl<T: Clone + Send + Sync + 'static + Codec> ClusterValue for T {}
+
+impl<K, V, W> ClusterBuilder<K, V, W>
+where
+    K: ClusterKey,
+    V: ClusterValue,
+    W: Weigher<K, V>,
+{
+    /// Makes the node durable: its data and its place in the replication stream
+    /// survive restarts (a restarted replica continues partially when its master's
+    /// backlog still covers the gap).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
+    /// Recovers the data (if durable), binds the endpoint, restores the node's cluster
+    /// state and starts it. Must be called inside a tokio runtime.
+    pub async fn start(self) -> Result<ClusterCache<K, V, W>, StartError> {
+        let mut pos = Position::default();
+        let (cache, aof) = match self.durability {
+            Some(d) => {
+                let (cache, journal) = self
+                    .builder
+                    .durability(d)
+                    .open_parts(&mut |r| pos.observe(r))?;
+                (cache, Some(journal))
+            }
+            None => (self.builder.build(), None),
+        };
+        let resume = pos.replid.map(|id| (id, pos.offset));
+        let shared = Arc::new(Shared {
+            aof,
+            repl: OnceLock::new(),
+            pos: Mutex::new(pos),
+        });
+        cache.inner.set_journal(Box::new(ClusterJournal {
+            shared: Arc::clone(&shared),
+        }));
+        let dataset = Arc::new(CacheData {
+            cache: cache.clone(),
+            shared: Arc::clone(&shared),
+        });
+        let c = self.config;
+        let service = Arc::new(NodeService::<K, V, W> {
+            core: OnceLock::new(),
+        });
+        let mut net = NetConfig::new(c.bind, c.identity, c.ca, c.state);
+        net.advertise = c.advertise;
+        net.cluster = ProtoConfig::with_node_timeout(c.node_timeout.as_millis() as u64);
+        net.faults = c.faults;
+        net.replication = Some(ReplSetup {
+            dataset,
+            config: c.replication,
+            resume,
+        });
+        net.service = Some(service.clone());
+        let node = ClusterNode::start(net).await?;
+        let repl = node
+            .replication()
+            .cloned()
+            .ok_or_else(|| NetError::State("replication did not start".into()))?;
+        // A fresh master starts a history: the log says where the data stands.
+        if resume.is_none() {
+            if let Some(ReplInfo::Master(info)) = repl.info() {
+                let mut p = shared.lock();
+                if p.replid.is_none() {
+                    *p = Position {
+                        replid: Some(info.replid),
+                        offset: info.offset,
+                    };
+                    shared.log_position(&p).map_err(|e| {
+                        OpenError::Files(format!("logging the replication position: {e}"))
+                    })?;
+                }
+            }
+        }
+        let _ = shared.repl.set(Arc::clone(&repl));
+        let core = Arc::new(Core {
+            cache,
+            node,
+            repl,
+            request_timeout: c.request_timeout,
+            hints: Mutex::new((0, HashMap::new())),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let _ = service.core.set(Arc::downgrade(&core));
+        Ok(ClusterCache { core })
+    }
+}
+
+/// Answers operations forwarded by peers.
+struct NodeService<K, V, W> {
+    core: OnceLock<Weak<Core<K, V, W>>>,
+}
+
+impl<K, V, W> larder_cluster::net::Service for NodeService<K, V, W>
+where
+    K: ClusterKey,
+    V: ClusterValue,
+    W: Weigher<K, V>,
+{
+    fn call(
+        &self,
+        _from: NodeId,
+        request: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'static>> {
+        let core = self.core.get().and_then(Weak::upgrade);
+        Box::pin(async move {
+            let Some(core) = core else {
+                return WireResponse::Error(ErrorKind::ClusterDown, "node is starting".into())
+                    .encode();
+            };
+            let cc = ClusterCache { core };
+            cc.serve(&request).await.encode()
+        })
+    }
+}
+
+/// Where an operation goes.
+enum Dest {
+    Local,
+    Remote {
+        node: NodeId,
+        addr: String,
+        asking: bool,
+    },
+    TryAgain,
+    Down(String),
+}
+
+/// A typed operation.
+enum Op<K, V> {
+    Get(K),
+    Contains(K),
+    Ttl(K),
+    Set(K, V, Option<u64>),
+    Del(K),
+    Unlink(K),
+    Expire(K, u64),
+    Persist(K),
+    Batch(bool, Vec<Op<K, V>>),
+}
+
+/// A typed answer.
+enum Reply<V> {
+    Value(Option<V>),
+    Bool(bool),
+    Ttl(Ttl),
+    Done,
+    Batch(Vec<Reply<V>>),
+}
+
+impl<K, V> Op<K, V> {
+    fn keys<'a>(&'a self, out: &mut Vec<&'a K>) {
+        match self {
+            Op::Get(k)
+            | Op::Contains(k)
+            | Op::Ttl(k)
+            | Op::Set(k, _, _)
+            | Op::Del(k)
+            | Op::Unlink(k)
+            | Op::Expire(k, _)
+            | Op::Persist(k) => out.push(k),
+            Op::Batch(_, ops) => ops.iter().for_each(|o| o.keys(out)),
+        }
+    }
+
+    fn is_write(&self) -> bool {
+        match self {
+            Op::Get(_) | Op::Contains(_) | Op::Ttl(_) => false,
+            Op::Batch(_, ops) => ops.iter().any(Op::is_write),
+            _ => true,
+        }
+    }
+}
+
+fn codec(e: crate::CodecError) -> ClusterError {
+    ClusterError::Codec(e.to_string())
+}
+
+fn node_bytes(id: NodeId) -> [u8; 20] {
+    id.0
+}
+
+fn to_wire<K: Codec, V: Codec>(op: &Op<K, V>) -> Result<WireOp, ClusterError> {
+    Ok(match op {
+        Op::Get(k) => WireOp::Get(k.encode().map_err(codec)?),
+        Op::Contains(k) => WireOp::Contains(k.encode().map_err(codec)?),
+        Op::Ttl(k) => WireOp::Ttl(k.encode().map_err(codec)?),
+        Op::Set(k, v, at) => WireOp::Set {
+            key: k.encode().map_err(codec)?,
+            value: v.encode().map_err(codec)?,
+            expire_at_ms: *at,
+        },
+        Op::Del(k) => WireOp::Del(k.encode().map_err(codec)?),
+        Op::Unlink(k) => WireOp::Unlink(k.encode().map_err(codec)?),
+        Op::Expire(k, at) => WireOp::Expire {
+            key: k.encode().map_err(codec)?,
+            at_ms: *at,
+        },
+        Op::Persist(k) => WireOp::Persist(k.encode().map_err(codec)?),
+        Op::Batch(atomic, ops) => WireOp::Batch {
+            atomic: *atomic,
+            ops: ops.iter().map(to_wire).collect::<Result<_, _>>()?,
+        },
+    })
+}
+
+fn from_wire<K: Codec, V: Codec>(op: WireOp) -> Result<Op<K, V>, String> {
+    let k = |b: Vec<u8>| K::decode(&b).map_err(|e| format!("key: {e}"));
+    Ok(match op {
+        WireOp::Get(b) => Op::Get(k(b)?),
+        WireOp::Contains(b) => Op::Contains(k(b)?),
+        WireOp::Ttl(b) => Op::Ttl(k(b)?),
+        WireOp::Set {
+            key,
+            value,
+            expire_at_ms,
+        } => Op::Set(
+            k(key)?,
+            V::decode(&value).map_err(|e| format!("value: {e}"))?,
+            expire_at_ms,
+        ),
+        WireOp::Del(b) => Op::Del(k(b)?),
+        WireOp::Unlink(b) => Op::Unlink(k(b)?),
+        WireOp::Expire { key, at_ms } => Op::Expire(k(key)?, at_ms),
+        WireOp::Persist(b) => Op::Persist(k(b)?),
+        WireOp::Batch { atomic, ops } => Op::Batch(
+            atomic,
+            ops.into_iter().map(from_wire).collect::<Result<_, _>>()?,
+        ),
+        WireOp::Len | WireOp::Wait { .. } => return Err("not a keyed operation".into()),
+    })
+}
+
+fn reply_to_wire<V: Codec>(r: Reply<V>) -> WireResponse {
+    match r {
+        Reply::Value(None) => WireResponse::Value(None),
+        Reply::Value(Some(v)) => match v.encode() {
+            Ok(b) => WireResponse::Value(Some(b)),
+            Err(e) => WireResponse::Error(ErrorKind::Refused, format!("encoding the value: {e}")),
+        },
+        Reply::Bool(b) => WireResponse::Bool(b),
+        Reply::Ttl(Ttl::Missing) => WireResponse::Ttl(WireTtl::Missing),
+        Reply::Ttl(Ttl::Persistent) => WireResponse::Ttl(WireTtl::Persistent),
+        Reply::Ttl(Ttl::Remaining(ms)) => WireResponse::Ttl(WireTtl::Remaining(ms)),
+        Reply::Done => WireResponse::Done,
+        Reply::Batch(rs) => WireResponse::Batch(rs.into_iter().map(reply_to_wire).collect()),
+    }
+}
+
+fn reply_from_wire<V: Codec>(r: WireResponse) -> Result<Reply<V>, ClusterError> {
+    Ok(match r {
+        WireResponse::Value(None) => Reply::Value(None),
+        WireResponse::Value(Some(b)) => Reply::Value(Some(V::decode(&b).map_err(codec)?)),
+        WireResponse::Bool(b) => Reply::Bool(b),
+        WireResponse::Ttl(WireTtl::Missing) => Reply::Ttl(Ttl::Missing),
+        WireResponse::Ttl(WireTtl::Persistent) => Reply::Ttl(Ttl::Persistent),
+        WireResponse::Ttl(WireTtl::Remaining(ms)) => Reply::Ttl(Ttl::Remaining(ms)),
+        WireResponse::Done => Reply::Done,
+        WireResponse::Batch(rs) => Reply::Batch(
+            rs.into_iter()
+                .map(reply_from_wire)
+                .collect::<Result<_, _>>()?,
+        ),
+        WireResponse::Error(ErrorKind::ClusterDown, t) => return Err(ClusterError::ClusterDown(t)),
+        WireResponse::Error(_, t) => return Err(ClusterError::Refused(t)),
+        WireResponse::NotAcked { acked, needed } => {
+            return Err(ClusterError::NotAcknowledged {
+                acked: acked as usize,
+                needed: needed as usize,
+            })
+        }
+        other => return Err(ClusterError::Codec(format!("unexpected answer {other:?}"))),
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<K, V, W> ClusterCache<K, V, W>
+where
+    K: ClusterKey,
+    V: ClusterValue,
+    W: Weigher<K, V>,
+{
+    // ---- reads ----
+
+    /// The value of `key`, from the slot's master.
+    pub async fn get(&self, key: &K) -> Result<Option<V>, ClusterError> {
+        self.get_from(key, ReadFrom::Master).await
+    }
+
+    /// The value of `key`, read where `from` allows.
+    pub async fn get_from(&self, key: &K, from: ReadFrom) -> Result<Option<V>, ClusterError> {
+        match self
+            .call(Op::Get(key.clone()), from, WriteOptions::default())
+            .await?
+        {
+            Reply::Value(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Whether `key` exists.
+    pub async fn contains(&self, key: &K) -> Result<bool, ClusterError> {
+        self.bool(Op::Contains(key.clone()), WriteOptions::default())
+            .await
+    }
+
+    /// The remaining time to live of `key`.
+    pub async fn ttl(&self, key: &K) -> Result<Ttl, ClusterError> {
+        match self
+            .call(
+                Op::Ttl(key.clone()),
+                ReadFrom::Master,
+                WriteOptions::default(),
+            )
+            .await?
+        {
+            Reply::Ttl(t) => Ok(t),
+            _ => Err(unexpected()),
+        }
+    }
+
+    // ---- writes ----
+
+    /// Sets `key` to `value` (clearing any TTL).
+    pub async fn insert(&self, key: K, value: V) -> Result<(), ClusterError> {
+        self.insert_with(key, value, None, WriteOptions::default())
+            .await
+    }
+
+    /// Sets `key` to `value`, expiring after `ttl`.
+    pub async fn insert_with_ttl(
+        &self,
+        key: K,
+        value: V,
+        ttl: Duration,
+    ) -> Result<(), ClusterError> {
+        self.insert_with(key, value, Some(ttl), WriteOptions::default())
+            .await
+    }
+
+    /// Sets `key` to `value` with an optional TTL, returning as `opts` asks (for
+    /// example only once a replica acknowledged it).
+    pub async fn insert_with(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        opts: WriteOptions,
+    ) -> Result<(), ClusterError> {
+        let at = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
+        self.call(Op::Set(key, value, at), ReadFrom::Master, opts)
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes `key`; true if it was present.
+    pub async fn remove(&self, key: &K) -> Result<bool, ClusterError> {
+        self.bool(Op::Del(key.clone()), WriteOptions::default())
+            .await
+    }
+
+    /// Removes `key`, as `opts` asks.
+    pub async fn remove_with(&self, key: &K, opts: WriteOptions) -> Result<bool, ClusterError> {
+        self.bool(Op::Del(key.clone()), opts).await
+    }
+
+    /// Removes `key`, dropping its value on the lazy-free thread.
+    pub async fn unlink(&self, key: &K) -> Result<bool, ClusterError> {
+        self.bool(Op::Unlink(key.clone()), WriteOptions::default())
+            .await
+    }
+
+    /// Sets a TTL on `key`; true if it exists.
+    pub async fn expire(&self, key: &K, ttl: Duration) -> Result<bool, ClusterError> {
+        let at = now_ms().saturating_add(ttl.as_millis() as u64);
+        self.bool(Op::Expire(key.clone(), at), WriteOptions::default())
+            .await
+    }
+
+    /// Removes the TTL of `key`; true if it had one.
+    pub async fn persist(&self, key: &K) -> Result<bool, ClusterError> {
+        self.bool(Op::Persist(key.clone()), WriteOptions::default())
+            .await
+    }
+
+    /// Runs `ops` on one slot, in order, with one round trip (a pipeline; each
+    /// operation applies on its own). All keys must share a slot.
+    pub async fn batch(
+        &self,
+        ops: Vec<ClusterOp<K, V>>,
+    ) -> Result<Vec<ClusterReply<V>>, ClusterError> {
+        self.batch_inner(false, ops).await
+    }
+
+    /// Runs `ops` on one slot atomically (Redis's `MULTI`/`EXEC`): all apply or none,
+    /// logged and replicated as one record. All keys must share a slot; `Expire` and
+    /// `Persist` are not available inside (use `Insert` with a TTL).
+    pub async fn multi(
+        &self,
+        ops: Vec<ClusterOp<K, V>>,
+    ) -> Result<Vec<ClusterReply<V>>, ClusterError> {
+        self.batch_inner(true, ops).await
+    }
+
+    /// Runs `f` as a transaction over `keys` (see [`Cache::transaction`]). The closure
+    /// runs here, so the keys' slot must be served by this node
+    /// ([`ClusterError::NotLocal`] otherwise; use [`multi`](Self::multi), which is
+    /// forwarded).
+    pub fn transaction<R, E>(
+        &self,
+        keys: &[K],
+        f: impl FnOnce(&mut Transaction<'_, K, V, W>) -> Result<R, E>,
+    ) -> Result<R, TransactionError<E>> {
+        let slot = one_slot(keys.iter()).map_err(TransactionError::Cluster)?;
+        if let Some(slot) = slot {
+            let rt = self.core.node.routing();
+            if rt.slots.owner(slot) != Some(rt.me) {
+                return Err(TransactionError::Cluster(ClusterError::NotLocal {
+                    slot,
+                    owner: rt.slots.owner(slot),
+                }));
+            }
+        }
+        self.core
+            .cache
+            .transaction(keys, f)
+            .map_err(TransactionError::Tx)
+    }
+
+    /// Redis's `WAIT` for writes made through this node to slots it serves: waits until
+    /// `replicas` replicas acknowledged everything written so far, or `timeout`;
+    /// returns how many did.
+    pub async fn wait(&self, replicas: usize, timeout: Duration) -> usize {
+        let offset = self.core.repl.offset();
+        self.core
+            .repl
+            .wait(replicas, offset, timeout.as_millis() as u64)
+            .await
+    }
+
+    // ---- node-local ----
+
+    /// Keys held by this node (its slots as master, or its master's as replica).
+    pub fn local_len(&self) -> usize {
+        self.core.cache.len()
+    }
+
+    /// Keys held by all masters together (asks each master).
+    pub async fn cluster_len(&self) -> Result<usize, ClusterError> {
+        let rt = self.core.node.routing();
+        let mut total = self.core.cache.len() * usize::from(rt.is_master);
+        for n in rt.nodes.iter() {
+            if n.id == rt.me || !n.flags.contains(NodeFlags::MASTER) || n.slot_count == 0 {
+                continue;
+            }
+            let req = WireRequest {
+                flags: 0,
+                ack_replicas: 0,
+                ack_timeout_ms: 0,
+                op: WireOp::Len,
+            };
+            match self.remote(n.id, &n.addr, &req).await? {
+                WireResponse::Count(c) => total += c as usize,
+                other => reply_from_wire::<V>(other).map(|_| ())?,
+            }
+        }
+        Ok(total)
+    }
+
+    /// Keyspace events of this node's own data: writes to the slots it serves (as a
+    /// master) or replicates (as a replica), evictions and expirations here. Events of
+    /// other nodes' slots are delivered on those nodes.
+    pub fn subscribe(&self) -> Subscriber<K> {
+        self.core.cache.subscribe()
+    }
+
+    /// This node's figures: the cache's (memory, stats, keyspace of its own data,
+    /// persistence), plus `# Replication` and `# Cluster`.
+    pub fn info(&self) -> Info {
+        let mut info = self.core.cache.info();
+        let rt = self.core.node.routing();
+        let addr_of = |id: NodeId| rt.node(id).map(|n| n.addr.clone()).unwrap_or_default();
+        info.replication = self.core.repl.info().map(|r| match r {
+            ReplInfo::Master(s) => ReplicationInfo {
+                role: "master",
+                master_id: None,
+                master_addr: None,
+                master_link_status: None,
+                master_last_io_ms: None,
+                master_sync_in_progress: false,
+                slave_repl_offset: None,
+                connected_slaves: s.connected_replicas,
+                slaves: s
+                    .replicas
+                    .iter()
+                    .map(|r| ReplicaLine {
+                        id: r.id.to_string(),
+                        addr: addr_of(r.id),
+                        state: match r.status {
+                            larder_cluster::repl::ReplicaStatus::WaitSnapshot => "wait_bgsave",
+                            larder_cluster::repl::ReplicaStatus::SendingSnapshot => "send_bulk",
+                            larder_cluster::repl::ReplicaStatus::Online => "online",
+                        },
+                        offset: r.ack_offset.unwrap_or(0),
+                        lag_ms: r.lag,
+                    })
+                    .collect(),
+                master_replid: s.replid.as_str().to_string(),
+                master_replid2: s.replid2.map(|i| i.as_str().to_string()),
+                master_repl_offset: s.offset,
+                second_repl_offset: s.second_replid_offset,
+                repl_backlog_first_byte_offset: s.backlog_first_byte_offset,
+                repl_backlog_histlen: s.backlog_histlen,
+            },
+            ReplInfo::Replica { master, info: s } => ReplicationInfo {
+                role: "slave",
+                master_id: Some(master.to_string()),
+                master_addr: Some(addr_of(master)),
+                master_link_status: Some(if s.link_up { "up" } else { "down" }),
+                master_last_io_ms: Some(s.last_io),
+                master_sync_in_progress: s.sync_in_progress,
+                slave_repl_offset: Some(s.offset),
+                connected_slaves: 0,
+                slaves: Vec::new(),
+                master_replid: s
+                    .master_replid
+                    .map(|i| i.as_str().to_string())
+                    .unwrap_or_else(|| "0".repeat(40)),
+                master_replid2: None,
+                master_repl_offset: s.offset,
+                second_repl_offset: None,
+                repl_backlog_first_byte_offset: 0,
+                repl_backlog_histlen: 0,
+            },
+        });
+        info.cluster = Some(ClusterInfo {
+            cluster_state: if rt.cluster_ok { "ok" } else { "fail" },
+            cluster_slots_assigned: rt.slots.assigned(),
+            cluster_known_nodes: rt.nodes.len(),
+            cluster_size: rt
+                .nodes
+                .iter()
+                .filter(|n| n.flags.contains(NodeFlags::MASTER) && n.slot_count > 0)
+                .count(),
+            myself: rt.me.to_string(),
+        });
+        info
+    }
+
+    // ---- administration ----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.core.node.id()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.core.node.local_addr()
+    }
+
+    /// The transport node (cluster commands: `meet`, `add_slots`, `replicate`,
+    /// `failover`, `forget`, `view`, `subscribe` to cluster events).
+    pub fn node(&self) -> &ClusterNode {
+        &self.core.node
+    }
+
+    /// Slot owners as this node sees them.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.core.node.routing()
+    }
+
+    /// The local cache (reads of this node's own data; writes through it are gated
+    /// like routed ones).
+    pub fn local(&self) -> &Cache<K, V, W> {
+        &self.core.cache
+    }
+
+    /// Stops this node: its driver ends and its connections close (peers see it fail
+    /// after the node timeout). Every clone of this handle stops serving remote
+    /// operations; the local data stays readable through [`local`](Self::local).
+    pub async fn shutdown(&self) {
+        self.core.node.stop().await;
+    }
+
+    /// Blocking versions of the operations, for threads outside the tokio runtime.
+    pub fn blocking(&self) -> Blocking<'_, K, V, W> {
+        Blocking { cache: self }
+    }
+
+    // ---- routing ----
+
+    async fn bool(&self, op: Op<K, V>, opts: WriteOptions) -> Result<bool, ClusterError> {
+        match self.call(op, ReadFrom::Master, opts).await? {
+            Reply::Bool(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn batch_inner(
+        &self,
+        atomic: bool,
+        ops: Vec<ClusterOp<K, V>>,
+    ) -> Result<Vec<ClusterReply<V>>, ClusterError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let typed = ops
+            .into_iter()
+            .map(|o| match o {
+                ClusterOp::Get(k) => Op::Get(k),
+                ClusterOp::Contains(k) => Op::Contains(k),
+                ClusterOp::Ttl(k) => Op::Ttl(k),
+                ClusterOp::Insert(k, v, ttl) => {
+                    Op::Set(k, v, ttl.map(|t| now.saturating_add(t.as_millis() as u64)))
+                }
+                ClusterOp::Remove(k) => Op::Del(k),
+                ClusterOp::Expire(k, t) => Op::Expire(k, now.saturating_add(t.as_millis() as u64)),
+                ClusterOp::Persist(k) => Op::Persist(k),
+            })
+            .collect();
+        match self
+            .call(
+                Op::Batch(atomic, typed),
+                ReadFrom::Master,
+                WriteOptions::default(),
+            )
+            .await?
+        {
+            Reply::Batch(rs) => Ok(rs
+                .into_iter()
+                .map(|r| match r {
+                    Reply::Value(v) => ClusterReply::Value(v),
+                    Reply::Bool(b) => ClusterReply::Bool(b),
+                    Reply::Ttl(t) => ClusterReply::Ttl(t),
+                    _ => ClusterReply::Done,
+                })
+                .collect()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Routes one operation: in-process if this node serves its slot, else to the
+    /// owner, following MOVED and ASK.
+    async fn call(
+        &self,
+        op: Op<K, V>,
+        from: ReadFrom,
+        opts: WriteOptions,
+    ) -> Result<Reply<V>, ClusterError> {
+        let mut keys = Vec::new();
+        op.keys(&mut keys);
+        let Some(slot) = one_slot(keys.into_iter())? else {
+            return Ok(Reply::Batch(Vec::new()));
+        };
+        let write = op.is_write();
+        let mut next: Option<Dest> = None;
+        let mut wire: Option<Vec<u8>> = None;
+        let mut op = Some(op);
+        for attempt in 0..MAX_REDIRECTS {
+            let dest = match next.take() {
+                Some(d) => d,
+                None => self.decide(slot, op.as_ref(), false, from, write),
+            };
+            match dest {
+                Dest::Local => {
+                    let Some(op) = op.take() else {
+                        return Err(unexpected());
+                    };
+                    let r = self.exec_local(op)?;
+                    self.await_acks(write, opts).await?;
+                    return Ok(r);
+                }
+                Dest::TryAgain => {
+                    tokio::time::sleep(Duration::from_millis(5 << attempt.min(5))).await;
+                }
+                Dest::Down(why) => return Err(ClusterError::ClusterDown(why)),
+                Dest::Remote { node, addr, asking } => {
+                    let bytes = match &wire {
+                        Some(b) => b,
+                        None => {
+                            let Some(o) = op.as_ref() else {
+                                return Err(unexpected());
+                            };
+                            wire.insert(encode_request(o, 0, opts)?)
+                        }
+                    };
+                    let mut req = bytes.clone();
+                    // Flags are byte 1 (see wire.rs): set per attempt.
+                    req[1] = (u8::from(asking) * wire::FLAG_ASKING)
+                        | (u8::from(from == ReadFrom::Replica && !write) * wire::FLAG_REPLICA_READ);
+                    match self.remote_bytes(node, &addr, &req).await? {
+                        WireResponse::Moved { slot, node, addr } => {
+                            let id = NodeId(node);
+                            self.hint(slot, id, addr.clone());
+                            next = Some(Dest::Remote {
+                                node: id,
+                                addr,
+                                asking: false,
+                            });
+                        }
+                        WireResponse::Ask { node, addr, .. } => {
+                            next = Some(Dest::Remote {
+                                node: NodeId(node),
+                                addr,
+                                asking: true,
+                            });
+                        }
+                        WireResponse::TryAgain => {
+                            tokio::time::sleep(Duration::from_millis(5 << attempt.min(5))).await;
+                        }
+                        other => return reply_from_wire(other),
+                    }
+                }
+            }
+        }
+        Err(ClusterError::TooManyRedirects(slot))
+    }
+
+    async fn await_acks(&self, write: bool, opts: WriteOptions) -> Result<(), ClusterError> {
+        if !write || opts.replicas == 0 {
+            return Ok(());
+        }
+        let acked = self.wait(opts.replicas, opts.timeout).await;
+        if acked < opts.replicas {
+            return Err(ClusterError::NotAcknowledged {
+                acked,
+                needed: opts.replicas,
+            });
+        }
+        Ok(())
+    }
+
+    fn hint(&self, slot: Slot, node: NodeId, addr: String) {
+        let rt = Arc::as_ptr(&self.core.node.routing()) as usize;
+        let mut h = self.core.hints.lock().unwrap_or_else(|p| p.into_inner());
+        if h.0 != rt {
+            *h = (rt, HashMap::new());
+        }
+        h.1.insert(slot, (node, addr));
+    }
+
+    /// Where an operation on `slot` goes, as this node sees it.
+    fn decide(
+        &self,
+        slot: Slot,
+        op: Option<&Op<K, V>>,
+        asking: bool,
+        from: ReadFrom,
+        write: bool,
+    ) -> Dest {
+        self.route_op(slot, op, asking, from, write, true)
+    }
+
+    /// The routing decision. `origin`: the operation was made on this node (use MOVED
+    /// hints, send replica reads to a replica), not forwarded here by a peer.
+    fn route_op(
+        &self,
+        slot: Slot,
+        op: Option<&Op<K, V>>,
+        asking: bool,
+        from: ReadFrom,
+        write: bool,
+        origin: bool,
+    ) -> Dest {
+        let rt = self.core.node.routing();
+        if origin {
+            let h = self.core.hints.lock().unwrap_or_else(|p| p.into_inner());
+            if h.0 == Arc::as_ptr(&rt) as usize {
+                if let Some((node, addr)) = h.1.get(&slot) {
+                    if *node != rt.me {
+                        return Dest::Remote {
+                            node: *node,
+                            addr: addr.clone(),
+                            asking: false,
+                        };
+                    }
+                }
+            }
+        }
+        // Key presence matters only while the slot migrates.
+        let presence =
+            if rt.slots.migrating_to(slot).is_some() || rt.slots.importing_from(slot).is_some() {
+                let mut keys = Vec::new();
+                if let Some(op) = op {
+                    op.keys(&mut keys);
+                }
+                let here = keys.iter().filter(|k| self.core.cache.contains(*k)).count();
+                match here {
+                    0 => KeyPresence::None,
+                    n if n == keys.len() => KeyPresence::All,
+                    _ => KeyPresence::Some,
+                }
+            } else {
+                KeyPresence::All
+            };
+        match rt.route(slot, presence, asking) {
+            Route::Serve => Dest::Local,
+            Route::Moved { node: owner, .. } => {
+                if !write && from == ReadFrom::Replica {
+                    let me = rt.node(rt.me);
+                    if me.is_some_and(|m| m.master == Some(owner)) {
+                        return Dest::Local;
+                    }
+                    if let Some(r) = rt.replicas_of(owner).next().filter(|_| origin) {
+                        return Dest::Remote {
+                            node: r.id,
+                            addr: r.addr.clone(),
+                            asking: false,
+                        };
+                    }
+                }
+                match rt.node(owner) {
+                    Some(n) => Dest::Remote {
+                        node: owner,
+                        addr: n.addr.clone(),
+                        asking: false,
+                    },
+                    None => Dest::Down(format!("slot {slot}'s owner {owner} is unknown here")),
+                }
+            }
+            Route::Ask { node, .. } => match rt.node(node) {
+                Some(n) => Dest::Remote {
+                    node,
+                    addr: n.addr.clone(),
+                    asking: true,
+                },
+                None => Dest::Down(format!("slot {slot} migrates to unknown node {node}")),
+            },
+            Route::TryAgain => Dest::TryAgain,
+            Route::ClusterDown => Dest::Down(if rt.slots.owner(slot).is_none() {
+                format!("hash slot {slot} is not served")
+            } else {
+                "the cluster is down".to_string()
+            }),
+        }
+    }
+
+    fn exec_local(&self, op: Op<K, V>) -> Result<Reply<V>, ClusterError> {
+        let c = &self.core.cache;
+        Ok(match op {
+            Op::Get(k) => Reply::Value(c.get(&k)),
+            Op::Contains(k) => Reply::Bool(c.contains(&k)),
+            Op::Ttl(k) => Reply::Ttl(c.ttl(&k)),
+            Op::Set(k, v, None) => {
+                c.insert(k, v)?;
+                Reply::Done
+            }
+            Op::Set(k, v, Some(at)) => {
+                c.insert_expiring_at(k, v, at)?;
+                Reply::Done
+            }
+            Op::Del(k) => Reply::Bool(c.remove(&k)?),
+            Op::Unlink(k) => Reply::Bool(c.unlink(&k)?),
+            Op::Expire(k, at) => Reply::Bool(c.expire_at(&k, at)?),
+            Op::Persist(k) => Reply::Bool(c.persist(&k)?),
+            Op::Batch(false, ops) => Reply::Batch(
+                ops.into_iter()
+                    .map(|o| self.exec_local(o))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Op::Batch(true, ops) => Reply::Batch(self.exec_multi(ops)?),
+        })
+    }
+
+    fn exec_multi(&self, ops: Vec<Op<K, V>>) -> Result<Vec<Reply<V>>, ClusterError> {
+        let mut keys = Vec::new();
+        for o in &ops {
+            let mut ks = Vec::new();
+            o.keys(&mut ks);
+            keys.extend(ks.into_iter().cloned());
+        }
+        let now = now_ms();
+        let r = self.core.cache.transaction(&keys, |tx| {
+            let mut out = Vec::with_capacity(ops.len());
+            for o in ops {
+                out.push(match o {
+                    Op::Get(k) => Reply::Value(tx.get(&k)),
+                    Op::Contains(k) => Reply::Bool(tx.contains(&k)),
+                    Op::Ttl(k) => Reply::Ttl(tx.ttl(&k)),
+                    Op::Set(k, v, None) => {
+                        tx.insert(k, v);
+                        Reply::Done
+                    }
+                    Op::Set(k, v, Some(at)) => {
+                        tx.insert_with_ttl(
+                            k,
+                            v,
+                            Duration::from_millis(at.saturating_sub(now).max(1)),
+                        );
+                        Reply::Done
+                    }
+                    Op::Del(k) | Op::Unlink(k) => Reply::Bool(tx.remove(&k)),
+                    Op::Expire(..) | Op::Persist(_) | Op::Batch(..) => {
+                        return Err(ClusterError::Refused(
+                            "ERR expire and persist are not available in multi".into(),
+                        ))
+                    }
+                });
+            }
+            Ok(out)
+        });
+        match r {
+            Ok(out) => Ok(out),
+            Err(TxError::Aborted(e)) => Err(e),
+            Err(TxError::Write(e)) => Err(e.into()),
+            Err(e) => Err(ClusterError::Refused(e.to_string())),
+        }
+    }
+
+    async fn remote(
+        &self,
+        node: NodeId,
+        addr: &str,
+        req: &WireRequest,
+    ) -> Result<WireResponse, ClusterError> {
+        self.remote_bytes(node, addr, &req.encode()).await
+    }
+
+    async fn remote_bytes(
+        &self,
+        node: NodeId,
+        addr: &str,
+        req: &[u8],
+    ) -> Result<WireResponse, ClusterError> {
+        let t = self.core.request_timeout;
+        let bytes = tokio::time::timeout(t, self.core.node.request(node, addr, req))
+            .await
+            .map_err(|_| ClusterError::Timeout(t))?
+            .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
+        WireResponse::decode(&bytes)
+            .map_err(|e| ClusterError::Codec(format!("answer from {node}: {e}")))
+    }
+
+    /// Serves a request forwarded by a peer.
+    async fn serve(&self, bytes: &[u8]) -> WireResponse {
+        let req = match WireRequest::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => return WireResponse::Error(ErrorKind::BadRequest, format!("request: {e}")),
+        };
+        match req.op {
+            WireOp::Len => return WireResponse::Count(self.core.cache.len() as u64),
+            WireOp::Wait {
+                replicas,
+                timeout_ms,
+            } => {
+                let n = self
+                    .wait(replicas as usize, Duration::from_millis(timeout_ms))
+                    .await;
+                return WireResponse::Count(n as u64);
+            }
+            _ => {}
+        }
+        let op: Op<K, V> = match from_wire(req.op) {
+            Ok(op) => op,
+            Err(e) => return WireResponse::Error(ErrorKind::BadRequest, e),
+        };
+        let mut keys = Vec::new();
+        op.keys(&mut keys);
+        let slot = match one_slot(keys.into_iter()) {
+            Ok(Some(s)) => s,
+            Ok(None) => return WireResponse::Batch(Vec::new()),
+            Err(e) => return WireResponse::Error(ErrorKind::BadRequest, e.to_string()),
+        };
+        let write = op.is_write();
+        let from = if req.flags & wire::FLAG_REPLICA_READ != 0 {
+            ReadFrom::Replica
+        } else {
+            ReadFrom::Master
+        };
+        let asking = req.flags & wire::FLAG_ASKING != 0;
+        match self.decide_served(slot, &op, asking, from, write) {
+            Dest::Local => {}
+            Dest::Remote { node, addr, asking } => {
+                return if asking {
+                    WireResponse::Ask {
+                        slot,
+                        node: node_bytes(node),
+                        addr,
+                    }
+                } else {
+                    WireResponse::Moved {
+                        slot,
+                        node: node_bytes(node),
+                        addr,
+                    }
+                }
+            }
+            Dest::TryAgain => return WireResponse::TryAgain,
+            Dest::Down(why) => return WireResponse::Error(ErrorKind::ClusterDown, why),
+        }
+        let reply = match self.exec_local(op) {
+            Ok(r) => r,
+            Err(ClusterError::ClusterDown(t)) => {
+                return WireResponse::Error(ErrorKind::ClusterDown, t)
+            }
+            Err(e) => return WireResponse::Error(ErrorKind::Refused, e.to_string()),
+        };
+        if write && req.ack_replicas > 0 {
+            let acked = self
+                .wait(
+                    req.ack_replicas as usize,
+                    Duration::from_millis(req.ack_timeout_ms),
+                )
+                .await;
+            if acked < req.ack_replicas as usize {
+                return WireResponse::NotAcked {
+                    acked: acked as u32,
+                    needed: req.ack_replicas,
+                };
+            }
+        }
+        reply_to_wire(reply)
+    }
+
+    /// The routing decision for a request a peer sent here: the table's, without
+    /// this node's MOVED hints and without choosing replicas (the peer is told the owner
+    /// this node believes in).
+    fn decide_served(
+        &self,
+        slot: Slot,
+        op: &Op<K, V>,
+        asking: bool,
+        from: ReadFrom,
+        write: bool,
+    ) -> Dest {
+        self.route_op(slot, Some(op), asking, from, write, false)
+    }
+}
+
+fn encode_request<K: Codec, V: Codec>(
+    op: &Op<K, V>,
+    flags: u8,
+    opts: WriteOptions,
+) -> Result<Vec<u8>, ClusterError> {
+    Ok(WireRequest {
+        flags,
+        ack_replicas: u32::try_from(opts.replicas).unwrap_or(u32::MAX),
+        ack_timeout_ms: opts.timeout.as_millis() as u64,
+        op: to_wire(op)?,
+    }
+    .encode())
+}
+
+fn unexpected() -> ClusterError {
+    ClusterError::Codec("answer of the wrong kind".into())
+}
+
+/// The one slot all `keys` hash to (`None` without keys).
+fn one_slot<'a, K: KeySlot + 'a>(
+    keys: impl Iterator<Item = &'a K>,
+) -> Result<Option<Slot>, ClusterError> {
+    let mut slot = None;
+    for k in keys {
+        let s = k.slot();
+        match slot {
+            None => slot = Some(s),
+            Some(first) if first != s => return Err(ClusterError::CrossSlot { first, other: s }),
+            _ => {}
+        }
+    }
+    Ok(slot)
+}
+
+/// Why a [`ClusterCache::transaction`] did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransactionError<E> {
+    /// The keys span slots, or their slot is not served here.
+    #[error(transparent)]
+    Cluster(ClusterError),
+    /// The transaction itself failed (see [`TxError`]).
+    #[error(transparent)]
+    Tx(TxError<E>),
+}
+
+/// Blocking versions of [`ClusterCache`]'s operations ([`ClusterCache::blocking`]).
+/// They run the operation on the node's tokio runtime and wait; calling them from
+/// inside that runtime's async context panics (use the async methods there).
+pub struct Blocking<'a, K, V, W> {
+    cache: &'a ClusterCache<K, V, W>,
+}
+
+impl<K, V, W> Blocking<'_, K, V, W>
+where
+    K: ClusterKey,
+    V: ClusterValue,
+    W: Weigher<K, V>,
+{
+    fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.cache.core.runtime.block_on(f)
+    }
+
+    /// [`ClusterCache::get`].
+    pub fn get(&self, key: &K) -> Result<Option<V>, ClusterError> {
+        self.run(self.cache.get(key))
+    }
+
+    /// [`ClusterCache::get_from`].
+    pub fn get_from(&self, key: &K, from: ReadFrom) -> Result<Option<V>, ClusterError> {
+        self.run(self.cache.get_from(key, from))
+    }
+
+    /// [`ClusterCache::contains`].
+    pub fn contains(&self, key: &K) -> Result<bool, ClusterError> {
+        self.run(self.cache.contains(key))
+    }
+
+    /// [`ClusterCache::ttl`].
+    pub fn ttl(&self, key: &K) -> Result<Ttl, ClusterError> {
+        self.run(self.cache.ttl(key))
+    }
+
+    /// [`ClusterCache::insert`].
+    pub fn insert(&self, key: K, value: V) -> Result<(), ClusterError> {
+        self.run(self.cache.insert(key, value))
+    }
+
+    /// [`ClusterCache::insert_with_ttl`].
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), ClusterError> {
+        self.run(self.cache.insert_with_ttl(key, value, ttl))
+    }
+
+    /// [`ClusterCache::insert_with`].
+    pub fn insert_with(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        opts: WriteOptions,
+    ) -> Result<(), ClusterError> {
+        self.run(self.cache.insert_with(key, value, ttl, opts))
+    }
+
+    /// [`ClusterCache::remove`].
+    pub fn remove(&self, key: &K) -> Result<bool, ClusterError> {
+        self.run(self.cache.remove(key))
+    }
+
+    /// [`ClusterCache::unlink`].
+    pub fn unlink(&self, key: &K) -> Result<bool, ClusterError> {
+        self.run(self.cache.unlink(key))
+    }
+
+    /// [`ClusterCache::expire`].
+    pub fn expire(&self, key: &K, ttl: Duration) -> Result<bool, ClusterError> {
+        self.run(self.cache.expire(key, ttl))
+    }
+
+    /// [`ClusterCache::persist`].
+    pub fn persist(&self, key: &K) -> Result<bool, ClusterError> {
+        self.run(self.cache.persist(key))
+    }
+
+    /// [`ClusterCache::batch`].
+    pub fn batch(&self, ops: Vec<ClusterOp<K, V>>) -> Result<Vec<ClusterReply<V>>, ClusterError> {
+        self.run(self.cache.batch(ops))
+    }
+
+    /// [`ClusterCache::multi`].
+    pub fn multi(&self, ops: Vec<ClusterOp<K, V>>) -> Result<Vec<ClusterReply<V>>, ClusterError> {
+        self.run(self.cache.multi(ops))
+    }
+
+    /// [`ClusterCache::wait`].
+    pub fn wait(&self, replicas: usize, timeout: Duration) -> usize {
+        self.run(self.cache.wait(replicas, timeout))
+    }
+
+    /// [`ClusterCache::cluster_len`].
+    pub fn cluster_len(&self) -> Result<usize, ClusterError> {
+        self.run(self.cache.cluster_len())
+    }
+}

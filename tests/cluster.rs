@@ -1,0 +1,478 @@
+//! `ClusterCache` nodes in one process over real QUIC on 127.0.0.1: routing (local,
+//! forwarded, MOVED followed), CROSSSLOT, replica reads, replication and `wait`,
+//! `min_replicas_to_write`, failover when a master stops, and a partition through the
+//! fault switch. The multi-process SIGKILL tests are in `cluster_process.rs`.
+#![cfg(feature = "cluster")]
+
+use std::time::{Duration, Instant};
+
+use larder::cluster::larder_cluster::net::store::MemoryStore;
+use larder::cluster::larder_cluster::proto::{Rng, SLOTS};
+use larder::cluster::{
+    ClusterCa, ClusterCache, ClusterConfig, ClusterError, ClusterOp, ClusterReply, Faults, KeySlot,
+    NodeId, ReadFrom, SlotSet, StateStore, WriteOptions,
+};
+use larder::Cache;
+
+type Node = ClusterCache<String, String>;
+
+const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+fn range(i: usize, masters: usize) -> SlotSet {
+    let lo = (SLOTS * i / masters) as u16;
+    let hi = (SLOTS * (i + 1) / masters) as u16;
+    SlotSet::from_range(lo..hi)
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+struct Mesh {
+    nodes: Vec<Node>,
+    faults: Faults,
+}
+
+/// `masters` masters splitting the slots and `replicas` replicas (replica i follows
+/// master i % masters), formed and agreeing; replicas streaming.
+async fn mesh(
+    masters: usize,
+    replicas: usize,
+    seed: u64,
+    tune: impl Fn(ClusterConfig) -> ClusterConfig,
+) -> Mesh {
+    let ca = ClusterCa::generate("test cluster").unwrap();
+    let faults = Faults::new();
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..masters + replicas {
+        let id = NodeId::random(&mut Rng::new(seed + i as u64));
+        let config = ClusterConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            ca.issue(id).unwrap(),
+            ca.cert_der(),
+            StateStore::Memory(MemoryStore::new()),
+        )
+        .node_timeout(NODE_TIMEOUT)
+        .faults(faults.clone());
+        let node = Cache::builder()
+            .cluster(tune(config))
+            .start()
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    for n in &nodes[1..] {
+        n.node().meet(nodes[0].local_addr()).await.unwrap();
+    }
+    let all: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
+    eventually(
+        "every node to know every node",
+        Duration::from_secs(10),
+        || async {
+            nodes
+                .iter()
+                .all(|n| all.iter().all(|id| n.routing().node(*id).is_some()))
+        },
+    )
+    .await;
+    for (i, m) in nodes[..masters].iter().enumerate() {
+        m.node().add_slots(range(i, masters)).await.unwrap();
+    }
+    for i in 0..replicas {
+        nodes[masters + i]
+            .node()
+            .replicate(all[i % masters])
+            .await
+            .unwrap();
+    }
+    let m = Mesh { nodes, faults };
+    m.settle(masters).await;
+    m
+}
+
+impl Mesh {
+    /// Every node OK with every slot assigned, masters writable, replicas streaming.
+    async fn settle(&self, masters: usize) {
+        eventually("the mesh to settle", Duration::from_secs(15), || async {
+            self.nodes.iter().enumerate().all(|(i, n)| {
+                let rt = n.routing();
+                let info = n.info();
+                let r = info.replication.as_ref().unwrap();
+                rt.cluster_ok
+                    && rt.slots.assigned() == SLOTS
+                    && if i < masters {
+                        n.local().insert("{probe}".into(), "x".into()).is_ok()
+                            || rt.slots.owner("{probe}".slot()) != Some(n.id())
+                    } else {
+                        r.master_link_status == Some("up")
+                    }
+            })
+        })
+        .await;
+    }
+
+    async fn shutdown(self) {
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// A key whose slot master `i` of `masters` serves.
+fn key_of(i: usize, masters: usize, n: usize) -> String {
+    let r = range(i, masters);
+    (0..)
+        .map(|j| format!("key-{n}-{j}"))
+        .find(|k| r.contains(k.slot()))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_node_read_through_any_other() {
+    let m = mesh(3, 3, 1000, |c| c).await;
+    let mut keys = Vec::new();
+    for n in 0..60usize {
+        let k = format!("user:{n}");
+        let via = &m.nodes[n % 6];
+        let r = via.insert(k.clone(), format!("v{n}")).await;
+        // A write through a replica is forwarded to the master like any other.
+        r.unwrap_or_else(|e| panic!("insert {k} via node {}: {e}", n % 6));
+        keys.push(k);
+    }
+    for (n, k) in keys.iter().enumerate() {
+        let via = &m.nodes[(n + 1) % 6];
+        assert_eq!(via.get(k).await.unwrap(), Some(format!("v{n}")), "{k}");
+        assert!(via.contains(k).await.unwrap());
+    }
+    // Local slots are served in-process: the owner's own cache holds the key.
+    for k in &keys {
+        let owner = m.nodes[0].routing().slots.owner(k.slot()).unwrap();
+        let node = m.nodes.iter().find(|n| n.id() == owner).unwrap();
+        assert!(node.local().contains(k));
+    }
+    // Removal, TTL and persist through remote nodes.
+    assert!(m.nodes[4].remove(&keys[0]).await.unwrap());
+    assert_eq!(m.nodes[2].get(&keys[0]).await.unwrap(), None);
+    assert!(m.nodes[5]
+        .expire(&keys[1], Duration::from_secs(100))
+        .await
+        .unwrap());
+    match m.nodes[3].ttl(&keys[1]).await.unwrap() {
+        larder::Ttl::Remaining(ms) => assert!(ms > 90_000 && ms <= 100_000),
+        other => panic!("ttl {other:?}"),
+    }
+    assert!(m.nodes[1].persist(&keys[1]).await.unwrap());
+    assert_eq!(
+        m.nodes[0].ttl(&keys[1]).await.unwrap(),
+        larder::Ttl::Persistent
+    );
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_key_operations_need_one_slot() {
+    let m = mesh(3, 0, 2000, |c| c).await;
+    let a = "{cart:7}:items".to_string();
+    let b = "{cart:7}:total".to_string();
+    // Same hash tag: one slot, forwarded from every node.
+    for via in &m.nodes {
+        let out = via
+            .multi(vec![
+                ClusterOp::Insert(a.clone(), "3".into(), None),
+                ClusterOp::Insert(b.clone(), "42".into(), Some(Duration::from_secs(60))),
+                ClusterOp::Get(a.clone()),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[2], ClusterReply::Value(Some("3".into())));
+        let out = via
+            .batch(vec![
+                ClusterOp::Get(b.clone()),
+                ClusterOp::Remove(a.clone()),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                ClusterReply::Value(Some("42".into())),
+                ClusterReply::Bool(true)
+            ]
+        );
+    }
+    // Different slots: refused with CROSSSLOT before anything is sent.
+    let x = key_of(0, 3, 1);
+    let y = key_of(1, 3, 1);
+    let e = m.nodes[0]
+        .multi(vec![
+            ClusterOp::Insert(x.clone(), "1".into(), None),
+            ClusterOp::Insert(y.clone(), "2".into(), None),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::CrossSlot { .. }), "{e}");
+    assert!(e.to_string().starts_with("CROSSSLOT"));
+    assert_eq!(m.nodes[1].get(&x).await.unwrap(), None);
+    // A transaction closure runs only where its slot is served.
+    let owner = m
+        .nodes
+        .iter()
+        .position(|n| n.routing().slots.owner(x.slot()) == Some(n.id()))
+        .unwrap();
+    let r = m.nodes[owner].transaction(std::slice::from_ref(&x), |tx| {
+        tx.insert(x.clone(), "t".into());
+        Ok::<_, ()>(())
+    });
+    assert!(r.is_ok());
+    let other = (owner + 1) % 3;
+    let r = m.nodes[other].transaction(std::slice::from_ref(&x), |tx| {
+        tx.insert(x.clone(), "u".into());
+        Ok::<_, ()>(())
+    });
+    assert!(matches!(
+        r,
+        Err(larder::cluster::TransactionError::Cluster(
+            ClusterError::NotLocal { .. }
+        ))
+    ));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_receive_writes_and_acknowledge_them() {
+    let m = mesh(3, 3, 3000, |c| c).await;
+    let k = key_of(0, 3, 0);
+    // The write returns only once the replica acknowledged it.
+    m.nodes[1]
+        .insert_with(
+            k.clone(),
+            "acked".into(),
+            None,
+            WriteOptions::acked_by(1, Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    // Node 3 replicates master 0: it holds the key locally and serves replica reads.
+    assert_eq!(m.nodes[3].local().get(&k), Some("acked".into()));
+    assert_eq!(
+        m.nodes[3].get_from(&k, ReadFrom::Replica).await.unwrap(),
+        Some("acked".into())
+    );
+    // A replica read through another node goes to a replica of the owner.
+    assert_eq!(
+        m.nodes[2].get_from(&k, ReadFrom::Replica).await.unwrap(),
+        Some("acked".into())
+    );
+    // More writes, then WAIT on the master.
+    for n in 0..100 {
+        m.nodes[0]
+            .insert(key_of(0, 3, n + 10), n.to_string())
+            .await
+            .unwrap();
+    }
+    assert_eq!(m.nodes[0].wait(1, Duration::from_secs(5)).await, 1);
+    assert_eq!(m.nodes[3].local().len(), m.nodes[0].local().len());
+    // Asking for more replicas than exist times out with what it got.
+    let e = m.nodes[0]
+        .insert_with(
+            key_of(0, 3, 7),
+            "x".into(),
+            None,
+            WriteOptions::acked_by(2, Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ClusterError::NotAcknowledged {
+            acked: 1,
+            needed: 2
+        }
+    );
+    // info(): roles, replicas and offsets.
+    let info = m.nodes[0].info();
+    let r = info.replication.as_ref().unwrap();
+    assert_eq!(r.role, "master");
+    assert_eq!(r.connected_slaves, 1);
+    assert_eq!(r.slaves[0].id, m.nodes[3].id().to_string());
+    assert_eq!(r.slaves[0].state, "online");
+    let text = info.to_string();
+    assert!(text.contains("# Replication\nrole:master\n"), "{text}");
+    assert!(text.contains("slave0:id="), "{text}");
+    assert!(
+        text.contains("# Cluster\ncluster_enabled:1\ncluster_state:ok"),
+        "{text}"
+    );
+    let info = m.nodes[3].info();
+    let r = info.replication.as_ref().unwrap();
+    assert_eq!(r.role, "slave");
+    assert_eq!(r.master_link_status, Some("up"));
+    assert_eq!(
+        r.master_id.as_deref(),
+        Some(m.nodes[0].id().to_string().as_str())
+    );
+    assert_eq!(
+        r.slave_repl_offset,
+        Some(m.nodes[0].info().replication.unwrap().master_repl_offset)
+    );
+    // A replica refuses local writes.
+    let e = m.nodes[3]
+        .local()
+        .insert(k.clone(), "no".into())
+        .unwrap_err();
+    assert!(e.to_string().starts_with("READONLY"), "{e}");
+    assert_eq!(
+        m.nodes[5].cluster_len().await.unwrap(),
+        m.nodes[0].local_len() + m.nodes[1].local_len() + m.nodes[2].local_len()
+    );
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_replicas_to_write_refuses_writes_without_replicas() {
+    let m = mesh(3, 3, 4000, |c| {
+        c.min_replicas_to_write(1, Duration::from_millis(1500))
+    })
+    .await;
+    let k = key_of(0, 3, 3);
+    m.nodes[2].insert(k.clone(), "1".into()).await.unwrap();
+    // Cut master 0 off from its replica (node 3) only: the cluster stays healthy, but
+    // the replica's acknowledgements stop, and after max_lag writes are refused.
+    m.faults.cut(m.nodes[0].id(), m.nodes[3].id());
+    let t = Instant::now();
+    let mut refused = None;
+    while t.elapsed() < Duration::from_secs(8) {
+        match m.nodes[1].insert(k.clone(), "2".into()).await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("writes were never refused");
+    assert!(e.to_string().starts_with("NOREPLICAS"), "{e}");
+    eprintln!("refused after {:?}: {e}", t.elapsed());
+    // Reads go on.
+    assert!(m.nodes[1].get(&k).await.unwrap().is_some());
+    m.faults.heal_all();
+    eventually("writes to resume", Duration::from_secs(10), || async {
+        m.nodes[1].insert(k.clone(), "3".into()).await.is_ok()
+    })
+    .await;
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_takes_over_when_its_master_stops() {
+    let m = mesh(3, 3, 5000, |c| c).await;
+    let mut acked = Vec::new();
+    for n in 0..200 {
+        let k = key_of(n % 3, 3, n);
+        m.nodes[(n + 1) % 6]
+            .insert_with(
+                k.clone(),
+                n.to_string(),
+                None,
+                WriteOptions::acked_by(1, Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        acked.push((k, n.to_string()));
+    }
+    let old = m.nodes[0].id();
+    let k = key_of(0, 3, 999);
+    m.nodes[0].shutdown().await;
+    let t = Instant::now();
+    eventually(
+        "master 0's slots to accept writes again",
+        Duration::from_secs(10),
+        || async { m.nodes[1].insert(k.clone(), "after".into()).await.is_ok() },
+    )
+    .await;
+    eprintln!("writes resumed {:?} after the master stopped", t.elapsed());
+    let rt = m.nodes[1].routing();
+    assert_eq!(rt.slots.owner(k.slot()), Some(m.nodes[3].id()));
+    assert_ne!(rt.slots.owner(k.slot()), Some(old));
+    // Every write acknowledged by a replica survived.
+    for (k, v) in &acked {
+        assert_eq!(m.nodes[2].get(k).await.unwrap().as_ref(), Some(v), "{k}");
+    }
+    let info = m.nodes[3].info();
+    assert_eq!(info.replication.as_ref().unwrap().role, "master");
+    assert!(info.replication.as_ref().unwrap().master_replid2.is_some());
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_minority_master_stops_writing() {
+    let m = mesh(3, 3, 6000, |c| c).await;
+    let k = key_of(0, 3, 5);
+    m.nodes[0]
+        .local()
+        .insert(k.clone(), "before".into())
+        .unwrap();
+    let ids: Vec<NodeId> = m.nodes.iter().map(|n| n.id()).collect();
+    // Master 0 alone on one side.
+    m.faults.partition(&ids[..1], &ids[1..]);
+    let t = Instant::now();
+    eventually(
+        "the minority master to refuse writes",
+        Duration::from_secs(5),
+        || async {
+            m.nodes[0]
+                .local()
+                .insert(k.clone(), "minority".into())
+                .is_err()
+        },
+    )
+    .await;
+    let refused_after = t.elapsed();
+    eprintln!("minority master refused writes after {refused_after:?}");
+    assert!(
+        refused_after <= NODE_TIMEOUT + Duration::from_millis(500),
+        "{refused_after:?}"
+    );
+    // The majority promotes node 3; from then on only it may write the slot, and the
+    // old master never accepts a write again while cut off.
+    eventually(
+        "the majority to promote the replica",
+        Duration::from_secs(10),
+        || async {
+            m.nodes[3]
+                .local()
+                .insert(k.clone(), "majority".into())
+                .is_ok()
+        },
+    )
+    .await;
+    assert!(m.nodes[0]
+        .local()
+        .insert(k.clone(), "minority".into())
+        .is_err());
+    m.faults.heal_all();
+    // After healing, the old master rejoins as a replica of the new one and converges.
+    eventually(
+        "the old master to follow the new one",
+        Duration::from_secs(15),
+        || async {
+            let r = m.nodes[0].info().replication.unwrap();
+            r.role == "slave"
+                && r.master_link_status == Some("up")
+                && m.nodes[0].local().get(&k).as_deref() == Some("majority")
+        },
+    )
+    .await;
+    for n in &m.nodes {
+        assert_eq!(n.get(&k).await.unwrap().as_deref(), Some("majority"));
+    }
+    m.shutdown().await;
+}
