@@ -171,6 +171,10 @@ pub struct ReplicationInfo {
     pub repl_backlog_first_byte_offset: u64,
     /// Stream bytes in the backlog.
     pub repl_backlog_histlen: u64,
+    /// Partial resyncs served to replicas (as a master) plus made (as a replica).
+    pub sync_partial_ok: u64,
+    /// Full resyncs served plus made, likewise.
+    pub sync_full: u64,
 }
 
 /// The `# Cluster` section of a cluster node (Redis's `CLUSTER INFO`).
@@ -298,6 +302,8 @@ impl fmt::Display for Info {
                 r.repl_backlog_first_byte_offset
             )?;
             writeln!(f, "repl_backlog_histlen:{}", r.repl_backlog_histlen)?;
+            writeln!(f, "sync_full:{}", r.sync_full)?;
+            writeln!(f, "sync_partial_ok:{}", r.sync_partial_ok)?;
             writeln!(f)?;
         }
         if let Some(c) = &self.cluster {

@@ -833,6 +833,7 @@ where
         let mut info = self.core.cache.info();
         let rt = self.core.node.routing();
         let addr_of = |id: NodeId| rt.node(id).map(|n| n.addr.clone()).unwrap_or_default();
+        let (sync_partial_ok, sync_full) = self.core.repl.syncs();
         info.replication = self.core.repl.info().map(|r| match r {
             ReplInfo::Master(s) => ReplicationInfo {
                 role: "master",
@@ -864,6 +865,8 @@ where
                 second_repl_offset: s.second_replid_offset,
                 repl_backlog_first_byte_offset: s.backlog_first_byte_offset,
                 repl_backlog_histlen: s.backlog_histlen,
+                sync_partial_ok,
+                sync_full,
             },
             ReplInfo::Replica { master, info: s } => ReplicationInfo {
                 role: "slave",
@@ -884,6 +887,8 @@ where
                 second_repl_offset: None,
                 repl_backlog_first_byte_offset: 0,
                 repl_backlog_histlen: 0,
+                sync_partial_ok,
+                sync_full,
             },
         });
         info.cluster = Some(ClusterInfo {

@@ -906,7 +906,15 @@ impl ReplDriver {
                 replica,
                 offset,
                 partial,
-            } => info!(%replica, offset, partial, "replica online"),
+            } => {
+                let c = if partial {
+                    &self.shared.partial_syncs
+                } else {
+                    &self.shared.full_syncs
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+                info!(%replica, offset, partial, "replica online");
+            }
             SourceEvent::ReplicaDropped { replica, reason } => {
                 warn!(%replica, ?reason, "replica dropped")
             }
@@ -934,6 +942,7 @@ impl ReplDriver {
                 }
                 SinkEvent::Continued { replid, offset } => {
                     info!(replid = %replid.as_str(), offset, "partial resync");
+                    self.shared.partial_syncs.fetch_add(1, Ordering::Relaxed);
                     self.dataset.position(replid, offset);
                 }
                 SinkEvent::FullSyncStarted { replid, offset } => {

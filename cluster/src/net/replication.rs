@@ -117,6 +117,10 @@ pub struct Replication {
     writable_until: AtomicU64,
     refusal: Mutex<String>,
     pub(crate) waiters: Mutex<HashMap<WaitId, oneshot::Sender<usize>>>,
+    /// Partial resyncs served (master) or made (replica).
+    pub(crate) partial_syncs: AtomicU64,
+    /// Full resyncs served (master) or made (replica).
+    pub(crate) full_syncs: AtomicU64,
 }
 
 impl std::fmt::Debug for Replication {
@@ -134,7 +138,19 @@ impl Replication {
             writable_until: AtomicU64::new(0),
             refusal: Mutex::new("CLUSTERDOWN the node is starting".into()),
             waiters: Mutex::new(HashMap::new()),
+            partial_syncs: AtomicU64::new(0),
+            full_syncs: AtomicU64::new(0),
         }
+    }
+
+    /// Resynchronisations so far, `(partial, full)`: served to replicas while this
+    /// node was a master, plus made while it was a replica (Redis's `sync_partial_ok`
+    /// and `sync_full`).
+    pub fn syncs(&self) -> (u64, u64) {
+        (
+            self.partial_syncs.load(Ordering::Relaxed),
+            self.full_syncs.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn role(&self) -> MutexGuard<'_, Role> {
