@@ -1159,3 +1159,19 @@ fn a_restarted_replica_gets_in_without_a_disconnect() {
     w.run_until(100, "synced", World::all_synced);
     assert_eq!(w.nodes[1].full_syncs, 2);
 }
+
+#[test]
+fn a_resumed_master_demoted_before_writing_continues_its_old_history() {
+    let id = larder_cluster::repl::ReplId::from_seed(77);
+    let src = ReplicationSource::resume(small_config(), id, 500, 9);
+    assert_ne!(src.replid(), id);
+    // No write under the new id: as a replica it holds `id` up to 500, and says so.
+    let sink = src.into_replica(Instant::ZERO);
+    assert_eq!(sink.replid(), Some(id));
+    assert_eq!(sink.offset(), 500);
+    // After a write under the new id it is that history it holds.
+    let mut src = ReplicationSource::resume(small_config(), id, 500, 9);
+    let new_id = src.replid();
+    src.feed(b"x".to_vec()).unwrap();
+    assert_eq!(src.into_replica(Instant::ZERO).replid(), Some(new_id));
+}

@@ -1048,7 +1048,16 @@ where
                     // Flags are byte 1 (see wire.rs): set per attempt.
                     req[1] = (u8::from(asking) * wire::FLAG_ASKING)
                         | (u8::from(from == ReadFrom::Replica && !write) * wire::FLAG_REPLICA_READ);
-                    match self.remote_bytes(node, &addr, &req).await? {
+                    let answer = match self.remote_watched(slot, node, &addr, &req).await? {
+                        Some(a) => a,
+                        None => {
+                            // The slot changed hands while we waited (the owner failed
+                            // over): ask again where it lives now.
+                            self.forget_hint(slot);
+                            continue;
+                        }
+                    };
+                    match answer {
                         WireResponse::Moved { slot, node, addr } => {
                             let id = NodeId(node);
                             self.hint(slot, id, addr.clone());
@@ -1265,6 +1274,41 @@ where
             Err(TxError::Write(e)) => Err(e.into()),
             Err(e) => Err(ClusterError::Refused(e.to_string())),
         }
+    }
+
+    /// Sends a request for `slot` to `node`, giving up early (`None`) if this node's
+    /// routing table moves the slot to another node meanwhile: a request to a master
+    /// that just died would otherwise wait out the whole request timeout.
+    async fn remote_watched(
+        &self,
+        slot: Slot,
+        node: NodeId,
+        addr: &str,
+        req: &[u8],
+    ) -> Result<Option<WireResponse>, ClusterError> {
+        let request = self.remote_bytes(node, addr, req);
+        tokio::pin!(request);
+        let owner_then = self.core.node.routing().slots.owner(slot);
+        loop {
+            tokio::select! {
+                r = &mut request => return r.map(Some),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    let now = self.core.node.routing().slots.owner(slot);
+                    if now != owner_then && now.is_some() && now != Some(node) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget_hint(&self, slot: Slot) {
+        self.core
+            .hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .remove(&slot);
     }
 
     async fn remote(

@@ -712,8 +712,17 @@ impl ReplicationSource {
     /// Turns this master into a replica of another master: it keeps its id and offset,
     /// so it can continue partially if the new master's history contains its own.
     /// Events and messages still queued are dropped, and replicas forgotten.
+    ///
+    /// A master that took no write under its current id (for example one resumed
+    /// after a restart and demoted before its first write) holds exactly its secondary
+    /// history up to the secondary offset; it then asks to continue that history, the
+    /// one its new master knows.
     pub fn into_replica(self, now: Instant) -> ReplicationSink {
-        ReplicationSink::from_parts(self.config, now, Some(self.replid), self.backlog)
+        let replid = match self.secondary {
+            Some((id, offset)) if offset == self.backlog.end() => id,
+            _ => self.replid,
+        };
+        ReplicationSink::from_parts(self.config, now, Some(replid), self.backlog)
     }
 
     // ---- outputs ----
