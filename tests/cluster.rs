@@ -109,8 +109,7 @@ impl Mesh {
                 rt.cluster_ok
                     && rt.slots.assigned() == SLOTS
                     && if i < masters {
-                        n.local().insert("{probe}".into(), "x".into()).is_ok()
-                            || rt.slots.owner("{probe}".slot()) != Some(n.id())
+                        n.node().replication().unwrap().check_write().is_ok()
                     } else {
                         r.master_link_status == Some("up")
                     }
@@ -421,6 +420,24 @@ async fn partitioned_minority_master_stops_writing() {
         .insert(k.clone(), "before".into())
         .unwrap();
     let ids: Vec<NodeId> = m.nodes.iter().map(|n| n.id()).collect();
+    // Two gates of the slot's possible owners sampled throughout: never both open.
+    let gates = [0, 3].map(|i| m.nodes[i].node().replication().unwrap().clone());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut samples = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let a1 = gates[0].check_write().is_ok();
+                let b = gates[1].check_write().is_ok();
+                let a2 = gates[0].check_write().is_ok();
+                assert!(!(a1 && b && a2), "two writable masters for one slot");
+                samples += 1;
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            samples
+        })
+    };
     // Master 0 alone on one side.
     m.faults.partition(&ids[..1], &ids[1..]);
     let t = Instant::now();
@@ -474,5 +491,34 @@ async fn partitioned_minority_master_stops_writing() {
     for n in &m.nodes {
         assert_eq!(n.get(&k).await.unwrap().as_deref(), Some("majority"));
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.join().expect("two writable masters for one slot");
+    assert!(samples > 100, "{samples}");
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_wrappers_work_from_plain_threads() {
+    let m = mesh(3, 0, 7000, |c| c).await;
+    let nodes = m.nodes.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || {
+            for n in 0..30usize {
+                let k = format!("blocking:{n}");
+                nodes[n % 3]
+                    .blocking()
+                    .insert(k.clone(), n.to_string())
+                    .unwrap();
+                let got = nodes[(n + 1) % 3].blocking().get(&k).unwrap();
+                assert_eq!(got, Some(n.to_string()));
+            }
+            nodes[0].blocking().cluster_len().unwrap()
+        })
+        .join()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, 30);
     m.shutdown().await;
 }

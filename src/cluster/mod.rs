@@ -24,9 +24,11 @@ mod journal;
 mod keyslot;
 pub mod wire;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -306,11 +308,16 @@ impl<K, V, W> CacheBuilder<K, V, W> {
     }
 }
 
-/// Slot owners learned from MOVED answers, valid for the routing table whose address
+/// Slot owners learned from MOVED answers, valid for the routing table whose version
 /// is the first field.
-type Hints = (usize, HashMap<Slot, (NodeId, String)>);
+type Hints = (u64, HashMap<Slot, (NodeId, String)>);
 
 struct Core<K, V, W> {
+    /// Unique per node handle in this process: the key of the thread-local routing
+    /// copies.
+    uid: u64,
+    /// Whether `hints` may hold anything (read on every operation).
+    hinted: AtomicBool,
     cache: Cache<K, V, W>,
     node: ClusterNode,
     repl: Arc<Replication>,
@@ -318,6 +325,41 @@ struct Core<K, V, W> {
     /// Owners learned from MOVED answers, until the routing table changes.
     hints: Mutex<Hints>,
     runtime: tokio::runtime::Handle,
+}
+
+/// Source of [`Core::uid`].
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Per thread, the routing table last seen of each node handle used here, with its
+    /// version: operations check the version with one atomic load instead of taking
+    /// the table's lock and reference count (shared cache lines) every time.
+    static ROUTES: RefCell<Vec<(u64, u64, Arc<Routing>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<K, V, W> Core<K, V, W> {
+    fn with_routing<R>(&self, f: impl FnOnce(&Routing) -> R) -> R {
+        let version = self.node.routing_version();
+        ROUTES.with(|cell| {
+            let mut routes = cell.borrow_mut();
+            let i = match routes.iter().position(|e| e.0 == self.uid) {
+                Some(i) => {
+                    if routes[i].1 != version {
+                        routes[i] = (self.uid, version, self.node.routing());
+                    }
+                    i
+                }
+                None => {
+                    if routes.len() >= 8 {
+                        routes.remove(0);
+                    }
+                    routes.push((self.uid, version, self.node.routing()));
+                    routes.len() - 1
+                }
+            };
+            f(&routes[i].2)
+        })
+    }
 }
 
 /// A cache that is one node of a mesh. Cheap to clone (a shared handle).
@@ -422,6 +464,8 @@ where
         }
         let _ = shared.repl.set(Arc::clone(&repl));
         let core = Arc::new(Core {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            hinted: AtomicBool::new(false),
             cache,
             node,
             repl,
@@ -642,6 +686,9 @@ where
 
     /// The value of `key`, read where `from` allows.
     pub async fn get_from(&self, key: &K, from: ReadFrom) -> Result<Option<V>, ClusterError> {
+        if self.is_local(key.slot(), from, false) {
+            return Ok(self.core.cache.get(key));
+        }
         match self
             .call(Op::Get(key.clone()), from, WriteOptions::default())
             .await?
@@ -653,6 +700,9 @@ where
 
     /// Whether `key` exists.
     pub async fn contains(&self, key: &K) -> Result<bool, ClusterError> {
+        if self.is_local(key.slot(), ReadFrom::Master, false) {
+            return Ok(self.core.cache.contains(key));
+        }
         self.bool(Op::Contains(key.clone()), WriteOptions::default())
             .await
     }
@@ -701,6 +751,13 @@ where
         opts: WriteOptions,
     ) -> Result<(), ClusterError> {
         let at = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
+        if self.is_local(key.slot(), ReadFrom::Master, true) {
+            match at {
+                None => self.core.cache.insert(key, value)?,
+                Some(at) => self.core.cache.insert_expiring_at(key, value, at)?,
+            }
+            return self.await_acks(true, opts).await;
+        }
         self.call(Op::Set(key, value, at), ReadFrom::Master, opts)
             .await
             .map(|_| ())
@@ -708,6 +765,9 @@ where
 
     /// Removes `key`; true if it was present.
     pub async fn remove(&self, key: &K) -> Result<bool, ClusterError> {
+        if self.is_local(key.slot(), ReadFrom::Master, true) {
+            return Ok(self.core.cache.remove(key)?);
+        }
         self.bool(Op::Del(key.clone()), WriteOptions::default())
             .await
     }
@@ -928,8 +988,10 @@ where
         self.core.node.routing()
     }
 
-    /// The local cache (reads of this node's own data; writes through it are gated
-    /// like routed ones).
+    /// This node's own data, for reads (`scan`, `memory_usage`, `hot_keys`, ...).
+    /// Writes through it skip slot routing: they are refused unless this node is a
+    /// writable master, but a key of another node's slot would be stored here where
+    /// no one looks for it. Write through the routed methods.
     pub fn local(&self) -> &Cache<K, V, W> {
         &self.core.cache
     }
@@ -1100,12 +1162,35 @@ where
     }
 
     fn hint(&self, slot: Slot, node: NodeId, addr: String) {
-        let rt = Arc::as_ptr(&self.core.node.routing()) as usize;
+        let version = self.core.node.routing_version();
         let mut h = self.core.hints.lock().unwrap_or_else(|p| p.into_inner());
-        if h.0 != rt {
-            *h = (rt, HashMap::new());
+        if h.0 != version {
+            *h = (version, HashMap::new());
         }
         h.1.insert(slot, (node, addr));
+        self.core.hinted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether an operation on `slot` is served here now with no redirect logic: the
+    /// common case, checked without building the operation.
+    fn is_local(&self, slot: Slot, from: ReadFrom, write: bool) -> bool {
+        if self.core.hinted.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.core.with_routing(|rt| {
+            if rt.slots.migrating_to(slot).is_some() || rt.slots.importing_from(slot).is_some() {
+                return false;
+            }
+            match rt.route(slot, KeyPresence::All, false) {
+                Route::Serve => true,
+                Route::Moved { node: owner, .. } => {
+                    !write
+                        && from == ReadFrom::Replica
+                        && rt.node(rt.me).is_some_and(|m| m.master == Some(owner))
+                }
+                _ => false,
+            }
+        })
     }
 
     /// Where an operation on `slot` goes, as this node sees it.
@@ -1132,17 +1217,19 @@ where
         origin: bool,
     ) -> Dest {
         let rt = self.core.node.routing();
-        if origin {
-            let h = self.core.hints.lock().unwrap_or_else(|p| p.into_inner());
-            if h.0 == Arc::as_ptr(&rt) as usize {
-                if let Some((node, addr)) = h.1.get(&slot) {
-                    if *node != rt.me {
-                        return Dest::Remote {
-                            node: *node,
-                            addr: addr.clone(),
-                            asking: false,
-                        };
-                    }
+        if origin && self.core.hinted.load(Ordering::Relaxed) {
+            let mut h = self.core.hints.lock().unwrap_or_else(|p| p.into_inner());
+            if h.0 != self.core.node.routing_version() {
+                // The table changed since: it knows better than the hints.
+                h.1.clear();
+                self.core.hinted.store(false, Ordering::Relaxed);
+            } else if let Some((node, addr)) = h.1.get(&slot) {
+                if *node != rt.me {
+                    return Dest::Remote {
+                        node: *node,
+                        addr: addr.clone(),
+                        asking: false,
+                    };
                 }
             }
         }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -29,7 +29,7 @@ use super::frame::{
     REPL_PREAMBLE, REQUEST_PREAMBLE,
 };
 use super::replication::{ReplSetup, Replication, Role};
-use super::routing::Routing;
+use super::routing::{Routing, RoutingCell};
 use super::service::Service;
 use super::store::StateStore;
 use super::tls::{client_config, peer_node_id, server_config, server_name_for};
@@ -240,7 +240,7 @@ pub struct ClusterNode {
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<()>>>,
     repl: Option<Arc<Replication>>,
-    routing: Arc<RwLock<Arc<Routing>>>,
+    routing: Arc<RoutingCell>,
     ctx: Ctx,
 }
 
@@ -326,7 +326,7 @@ impl ClusterNode {
             }
             Arc::new(Replication::new(role, origin.into_std()))
         });
-        let routing = Arc::new(RwLock::new(Arc::new(Routing::of(&node))));
+        let routing = Arc::new(RoutingCell::new(Routing::of(&node)));
         let (inputs, input_rx) = mpsc::channel(1024);
         let (events, _) = broadcast::channel(1024);
         let (stop, stop_rx) = oneshot::channel();
@@ -398,10 +398,13 @@ impl ClusterNode {
     /// state machine reports a change (and at least every second). Cheap: a shared
     /// pointer.
     pub fn routing(&self) -> Arc<Routing> {
-        self.routing
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.routing.load()
+    }
+
+    /// A number that changes whenever [`routing`](Self::routing) does: a caller may
+    /// keep a table and reload it only when this moved (one atomic load).
+    pub fn routing_version(&self) -> u64 {
+        self.routing.version()
     }
 
     /// Sends `payload` to node `to` (reached at `addr`) as one request and returns its
@@ -559,7 +562,7 @@ struct Driver {
     events: broadcast::Sender<Event>,
     links: HashMap<NodeId, Link>,
     repl: Option<ReplDriver>,
-    routing: Arc<RwLock<Arc<Routing>>>,
+    routing: Arc<RoutingCell>,
     /// The state machine reported a change since the routing table was published.
     routing_dirty: bool,
     last_routing: Instant,
@@ -708,8 +711,7 @@ impl Driver {
             r.update_gate(now, &self.node);
         }
         if self.routing_dirty || now.since(self.last_routing) >= 1000 {
-            let table = Arc::new(Routing::of(&self.node));
-            *self.routing.write().unwrap_or_else(|p| p.into_inner()) = table;
+            self.routing.publish(Routing::of(&self.node));
             self.routing_dirty = false;
             self.last_routing = now;
         }

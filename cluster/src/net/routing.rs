@@ -1,6 +1,9 @@
 //! The routing table a node publishes for its application: slot owners, slot moves and
 //! the nodes it knows, as of the last change the state machine reported.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
 use crate::proto::{
     ClusterState, KeyPresence, Node, NodeFlags, NodeId, NodeView, Route, Slot, SlotTable,
 };
@@ -51,5 +54,36 @@ impl Routing {
                     .flags
                     .intersects(NodeFlags::FAIL | NodeFlags::PFAIL | NodeFlags::MASTER)
         })
+    }
+}
+
+/// Where the driver publishes the routing table: the table, and a version bumped on
+/// every publication, so readers can keep a copy and check with one atomic load
+/// whether it is still current.
+#[derive(Debug)]
+pub(crate) struct RoutingCell {
+    version: AtomicU64,
+    table: RwLock<Arc<Routing>>,
+}
+
+impl RoutingCell {
+    pub(crate) fn new(table: Routing) -> Self {
+        RoutingCell {
+            version: AtomicU64::new(1),
+            table: RwLock::new(Arc::new(table)),
+        }
+    }
+
+    pub(crate) fn publish(&self, table: Routing) {
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    pub(crate) fn load(&self) -> Arc<Routing> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 }
