@@ -436,6 +436,14 @@ where
         net.advertise = c.advertise;
         net.cluster = ProtoConfig::with_node_timeout(c.node_timeout.as_millis() as u64);
         net.faults = c.faults;
+        // A connection to a peer that restarted is only noticed when it idles out (the
+        // peer's new endpoint cannot reset it): keep that within the failure-detection
+        // time, and redial about as fast.
+        net.idle_timeout = c
+            .node_timeout
+            .clamp(Duration::from_secs(1), Duration::from_secs(5));
+        net.backoff_max =
+            (c.node_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
         net.replication = Some(ReplSetup {
             dataset,
             config: c.replication,

@@ -205,6 +205,15 @@ enum Input {
         from: NodeId,
         msg: ReplMessage,
     },
+    /// `from` opened a new replication stream to this node: any session it had here
+    /// is over (it reconnected or restarted).
+    ReplStreamOpened {
+        from: NodeId,
+    },
+    /// This node's replication link to `to` connected again after a loss.
+    ReplLinkRestored {
+        to: NodeId,
+    },
     Command(Command),
 }
 
@@ -642,6 +651,23 @@ impl Driver {
                         let now = self.now();
                         if let Some(r) = &mut self.repl {
                             r.handle(now, from, msg);
+                        }
+                    }
+                    Some(Input::ReplStreamOpened { from }) => {
+                        if let Some(r) = &mut self.repl {
+                            if let Role::Master(s) = &mut *r.shared.role() {
+                                s.disconnected(from);
+                            }
+                        }
+                    }
+                    Some(Input::ReplLinkRestored { to }) => {
+                        let now = self.now();
+                        if let Some(r) = &mut self.repl {
+                            if let Role::Replica { sink, master } = &mut *r.shared.role() {
+                                if *master == to {
+                                    sink.reconnect(now);
+                                }
+                            }
                         }
                     }
                     Some(Input::Command(cmd)) => {
@@ -1131,6 +1157,7 @@ impl Queue for mpsc::UnboundedReceiver<Vec<u8>> {
 /// when the driver drops the queue's sender.
 async fn run_link(ctx: Ctx, peer: NodeId, addr: String, preamble: [u8; 4], mut rx: impl Queue) {
     let mut backoff = ctx.backoff_min;
+    let mut was_up = false;
     loop {
         match dial(&ctx, &addr, Some(peer)).await {
             Ok(conn) => {
@@ -1140,6 +1167,12 @@ async fn run_link(ctx: Ctx, peer: NodeId, addr: String, preamble: [u8; 4], mut r
                     continue;
                 };
                 let mut ok = stream.write_all(&preamble).await.is_ok();
+                // A replica whose link to its master came back asks to continue
+                // (what was in flight on the old connection is lost).
+                if ok && was_up && preamble == REPL_PREAMBLE {
+                    let _ = ctx.inputs.send(Input::ReplLinkRestored { to: peer }).await;
+                }
+                was_up |= ok;
                 while ok {
                     let Some(frame) = rx.recv().await else {
                         let _ = stream.finish();
@@ -1267,6 +1300,15 @@ async fn read_stream(
             return;
         }
     };
+    if kind == StreamKind::Replication
+        && ctx
+            .inputs
+            .send(Input::ReplStreamOpened { from: peer })
+            .await
+            .is_err()
+    {
+        return;
+    }
     let mut decoder = StreamDecoder::new(max);
     decoder.push(&pre);
     let mut buf = vec![0u8; 64 * 1024];
