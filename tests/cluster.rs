@@ -168,6 +168,18 @@ async fn writes_through_any_node_read_through_any_other() {
         larder::Ttl::Remaining(ms) => assert!(ms > 90_000 && ms <= 100_000),
         other => panic!("ttl {other:?}"),
     }
+    let far = 4_102_444_800_000; // 2100-01-01
+    m.nodes[2]
+        .insert_expiring_at(keys[2].clone(), "x".into(), far)
+        .await
+        .unwrap();
+    assert!(m.nodes[4].expire_at(&keys[3], far).await.unwrap());
+    for k in &keys[2..4] {
+        assert!(matches!(
+            m.nodes[5].ttl(k).await.unwrap(),
+            larder::Ttl::Remaining(_)
+        ));
+    }
     assert!(m.nodes[1].persist(&keys[1]).await.unwrap());
     assert_eq!(
         m.nodes[0].ttl(&keys[1]).await.unwrap(),

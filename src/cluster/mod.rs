@@ -771,6 +771,29 @@ where
             .map(|_| ())
     }
 
+    /// Sets `key` to `value`, expiring at `at_ms` (milliseconds since the Unix epoch,
+    /// Redis's `SET PXAT`).
+    pub async fn insert_expiring_at(
+        &self,
+        key: K,
+        value: V,
+        at_ms: u64,
+    ) -> Result<(), ClusterError> {
+        self.call(
+            Op::Set(key, value, Some(at_ms)),
+            ReadFrom::Master,
+            WriteOptions::default(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sets an absolute expiry (ms since the Unix epoch) on `key`; true if it exists.
+    pub async fn expire_at(&self, key: &K, at_ms: u64) -> Result<bool, ClusterError> {
+        self.bool(Op::Expire(key.clone(), at_ms), WriteOptions::default())
+            .await
+    }
+
     /// Removes `key`; true if it was present.
     pub async fn remove(&self, key: &K) -> Result<bool, ClusterError> {
         if self.is_local(key.slot(), ReadFrom::Master, true) {
@@ -1628,6 +1651,16 @@ where
         opts: WriteOptions,
     ) -> Result<(), ClusterError> {
         self.run(self.cache.insert_with(key, value, ttl, opts))
+    }
+
+    /// [`ClusterCache::insert_expiring_at`].
+    pub fn insert_expiring_at(&self, key: K, value: V, at_ms: u64) -> Result<(), ClusterError> {
+        self.run(self.cache.insert_expiring_at(key, value, at_ms))
+    }
+
+    /// [`ClusterCache::expire_at`].
+    pub fn expire_at(&self, key: &K, at_ms: u64) -> Result<bool, ClusterError> {
+        self.run(self.cache.expire_at(key, at_ms))
     }
 
     /// [`ClusterCache::remove`].
