@@ -175,12 +175,17 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for ClusterJournal<K,
         let Some(repl) = self.shared.repl.get() else {
             return Err(Error::Cluster("CLUSTERDOWN the node is starting".into()));
         };
+        let Some(aof) = &self.shared.aof else {
+            // No log to keep in step with the stream: the stream's own lock orders
+            // the records, and the position matters only to a log.
+            for r in &records {
+                repl.feed(r.encode()).map_err(refused)?;
+            }
+            return Ok(0);
+        };
         let payloads: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
         let mut pos = self.shared.lock();
-        let seq = match &self.shared.aof {
-            Some(aof) => aof.write(records, false)?,
-            None => 0,
-        };
+        let seq = aof.write(records, false)?;
         for p in payloads {
             // Refused only if the record is too large for a replication message or
             // the role changed after the gate was checked (the driver closes the gate

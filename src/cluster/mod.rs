@@ -324,7 +324,22 @@ struct Core<K, V, W> {
     request_timeout: Duration,
     /// Owners learned from MOVED answers, until the routing table changes.
     hints: Mutex<Hints>,
-    runtime: tokio::runtime::Handle,
+    /// The node's runtime's handle (blocking wrappers run on it).
+    handle: tokio::runtime::Handle,
+    /// Owns the runtime the node runs on (stopped when the last handle goes).
+    _runtime: NodeRuntime,
+}
+
+/// The node's own tokio runtime; stopped without waiting when the last handle goes
+/// (dropping a runtime from async code would panic).
+struct NodeRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for NodeRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Source of [`Core::uid`].
@@ -450,7 +465,19 @@ where
             resume,
         });
         net.service = Some(service.clone());
-        let node = ClusterNode::start(net).await?;
+        // The node runs on a runtime of its own, so application tasks that block their
+        // runtime cannot delay failure detection, elections or the renewal of the
+        // write permission.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("larder-cluster")
+            .enable_all()
+            .build()
+            .map_err(NetError::Io)?;
+        let node = runtime
+            .spawn(ClusterNode::start(net))
+            .await
+            .map_err(|e| NetError::Io(std::io::Error::other(e.to_string())))??;
         let repl = node
             .replication()
             .cloned()
@@ -479,7 +506,8 @@ where
             repl,
             request_timeout: c.request_timeout,
             hints: Mutex::new((0, HashMap::new())),
-            runtime: tokio::runtime::Handle::current(),
+            handle: runtime.handle().clone(),
+            _runtime: NodeRuntime(Some(runtime)),
         });
         let _ = service.core.set(Arc::downgrade(&core));
         Ok(ClusterCache { core })
@@ -1448,7 +1476,10 @@ where
         let bytes = tokio::time::timeout(t, self.core.node.request(node, addr, req))
             .await
             .map_err(|_| ClusterError::Timeout(t))?
-            .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
+            .map_err(|e| match e {
+                NetError::Unreachable(why) => ClusterError::Unreachable(why),
+                other => ClusterError::Unreachable(other.to_string()),
+            })?;
         WireResponse::decode(&bytes)
             .map_err(|e| ClusterError::Codec(format!("answer from {node}: {e}")))
     }
@@ -1596,8 +1627,9 @@ pub enum TransactionError<E> {
 }
 
 /// Blocking versions of [`ClusterCache`]'s operations ([`ClusterCache::blocking`]).
-/// They run the operation on the node's tokio runtime and wait; calling them from
-/// inside that runtime's async context panics (use the async methods there).
+/// They run the operation on the calling thread with the node's own runtime and wait;
+/// they need no runtime of the caller's, and panic if called from async code (use the
+/// async methods there).
 pub struct Blocking<'a, K, V, W> {
     cache: &'a ClusterCache<K, V, W>,
 }
@@ -1609,7 +1641,7 @@ where
     W: Weigher<K, V>,
 {
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.cache.core.runtime.block_on(f)
+        self.cache.core.handle.block_on(f)
     }
 
     /// [`ClusterCache::get`].

@@ -266,7 +266,7 @@ struct Ctx {
     dial_timeout: Duration,
     service: Option<Arc<dyn Service>>,
     /// Connections this node dialed for requests, by peer.
-    request_conns: Arc<Mutex<HashMap<NodeId, quinn::Connection>>>,
+    request_conns: Arc<Mutex<HashMap<NodeId, ConnSlot>>>,
 }
 
 impl ClusterNode {
@@ -1364,6 +1364,52 @@ async fn read_stream(
     }
 }
 
+/// The request connection to one peer. The async lock makes concurrent first
+/// requests wait for one dial instead of each starting a handshake.
+type ConnSlot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
+/// The cached request connection to `to`, dialled if there is none (or it closed).
+async fn request_conn(ctx: &Ctx, to: NodeId, addr: &str) -> Result<quinn::Connection, NetError> {
+    let slot = ctx
+        .request_conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(to)
+        .or_default()
+        .clone();
+    let mut conn = slot.lock().await;
+    if let Some(c) = conn
+        .as_ref()
+        .filter(|c| c.close_reason().is_none() && c.remote_address().to_string() == addr)
+    {
+        return Ok(c.clone());
+    }
+    let c = dial(ctx, addr, Some(to))
+        .await
+        .map_err(|e| NetError::Unreachable(format!("{to} at {addr}: {e}")))?;
+    *conn = Some(c.clone());
+    Ok(c)
+}
+
+/// Forgets `dead` as the request connection to `to` (unless it was replaced already).
+async fn drop_request_conn(ctx: &Ctx, to: NodeId, dead: &quinn::Connection) {
+    let slot = ctx
+        .request_conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&to)
+        .cloned();
+    if let Some(slot) = slot {
+        let mut conn = slot.lock().await;
+        if conn
+            .as_ref()
+            .is_some_and(|c| c.stable_id() == dead.stable_id())
+        {
+            *conn = None;
+        }
+    }
+}
+
 /// Sends one request to `to` and reads its response (see [`ClusterNode::request`]).
 async fn request(ctx: &Ctx, to: NodeId, addr: &str, payload: &[u8]) -> Result<Vec<u8>, NetError> {
     if ctx.faults.is_cut(ctx.me, to) {
@@ -1377,26 +1423,7 @@ async fn request(ctx: &Ctx, to: NodeId, addr: &str, payload: &[u8]) -> Result<Ve
     let mut last = String::new();
     // One retry on a fresh connection: a cached one may have died since.
     for _ in 0..2 {
-        let cached = ctx
-            .request_conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&to)
-            .filter(|c| c.close_reason().is_none() && c.remote_address().to_string() == addr)
-            .cloned();
-        let conn = match cached {
-            Some(c) => c,
-            None => {
-                let c = dial(ctx, addr, Some(to))
-                    .await
-                    .map_err(|e| NetError::Unreachable(format!("{to} at {addr}: {e}")))?;
-                ctx.request_conns
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(to, c.clone());
-                c
-            }
-        };
+        let conn = request_conn(ctx, to, addr).await?;
         match super::service::exchange(&conn, &frame).await {
             Ok(response) => {
                 if ctx.faults.is_cut(to, ctx.me) {
@@ -1408,10 +1435,7 @@ async fn request(ctx: &Ctx, to: NodeId, addr: &str, payload: &[u8]) -> Result<Ve
             }
             Err(super::service::ExchangeError::Connection(e)) => {
                 last = e;
-                ctx.request_conns
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&to);
+                drop_request_conn(ctx, to, &conn).await;
             }
             Err(super::service::ExchangeError::Refused(e)) => {
                 return Err(NetError::Request(format!("{to} at {addr}: {e}")))

@@ -168,6 +168,14 @@ impl Replication {
         if self.now().as_millis() < until {
             return Ok(());
         }
+        if until != 0 {
+            // Permission was granted but not renewed in time: the driver is late (its
+            // runtime is starved). Refusing is what keeps the lease promise.
+            return Err(WriteRefused::Refused(format!(
+                "TRYAGAIN write permission lapsed {} ms ago: the node's driver is late",
+                self.now().as_millis() - until
+            )));
+        }
         Err(WriteRefused::Refused(
             self.refusal
                 .lock()
