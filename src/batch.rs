@@ -128,8 +128,9 @@ where
 
     /// Applies every operation, locking each shard once, and returns their results in the
     /// order they were added. A refused insert (memory) is reported in its result and
-    /// the rest go on; an error of a durable cache's log fails the whole call (the
-    /// operations of shards already done may be applied, but are not durable).
+    /// the rest go on; an error of a durable cache's log, or a cluster node's refusal,
+    /// fails the whole call (the operations of shards already done may be applied, but
+    /// are not durable).
     pub fn apply(self) -> Result<Vec<BatchResult<V>>, Error> {
         let inner = &*self.cache.inner;
         let journal = inner.journal();
@@ -155,6 +156,12 @@ where
             let mut g = Garbage::new();
             let written = {
                 let mut shard = crate::shim::write(&slot.shard);
+                // Checked again under each shard lock: a cluster node's write gate may
+                // close between groups, and its barrier relies on the check being
+                // made under the lock the write holds.
+                if let Some(j) = journal {
+                    j.check()?;
+                }
                 let env = inner.env();
                 let mut records = Vec::new();
                 let mut logged = Ok(());

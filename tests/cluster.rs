@@ -39,6 +39,7 @@ where
 struct Mesh {
     nodes: Vec<Node>,
     faults: Faults,
+    ca: ClusterCa,
 }
 
 /// `masters` masters splitting the slots and `replicas` replicas (replica i follows
@@ -53,21 +54,7 @@ async fn mesh(
     let faults = Faults::new();
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..masters + replicas {
-        let id = NodeId::random(&mut Rng::new(seed + i as u64));
-        let config = ClusterConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            ca.issue(id).unwrap(),
-            ca.cert_der(),
-            StateStore::Memory(MemoryStore::new()),
-        )
-        .node_timeout(NODE_TIMEOUT)
-        .faults(faults.clone());
-        let node = Cache::builder()
-            .cluster(tune(config))
-            .start()
-            .await
-            .unwrap();
-        nodes.push(node);
+        nodes.push(start_node(&ca, &faults, seed + i as u64, &tune).await);
     }
     for n in &nodes[1..] {
         n.node().meet(nodes[0].local_addr()).await.unwrap();
@@ -93,9 +80,31 @@ async fn mesh(
             .await
             .unwrap();
     }
-    let m = Mesh { nodes, faults };
+    let m = Mesh { nodes, faults, ca };
     m.settle(masters).await;
     m
+}
+
+async fn start_node(
+    ca: &ClusterCa,
+    faults: &Faults,
+    seed: u64,
+    tune: &impl Fn(ClusterConfig) -> ClusterConfig,
+) -> Node {
+    let id = NodeId::random(&mut Rng::new(seed));
+    let config = ClusterConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ca.issue(id).unwrap(),
+        ca.cert_der(),
+        StateStore::Memory(MemoryStore::new()),
+    )
+    .node_timeout(NODE_TIMEOUT)
+    .faults(faults.clone());
+    Cache::builder()
+        .cluster(tune(config))
+        .start()
+        .await
+        .unwrap()
 }
 
 impl Mesh {
@@ -532,5 +541,101 @@ async fn blocking_wrappers_work_from_plain_threads() {
     .await
     .unwrap();
     assert_eq!(done, 30);
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_added_to_a_loaded_master_syncs_fully() {
+    let mut m = mesh(3, 0, 8000, |c| c).await;
+    let mut written = Vec::new();
+    for n in 0..3000 {
+        let k = key_of(0, 3, n);
+        let ttl = (n % 3 == 0).then(|| Duration::from_secs(3600));
+        m.nodes[0]
+            .insert_with(k.clone(), format!("v{n}"), ttl, WriteOptions::default())
+            .await
+            .unwrap();
+        written.push(k);
+    }
+    let replica = start_node(&m.ca, &m.faults, 8100, &|c| c).await;
+    replica.node().meet(m.nodes[0].local_addr()).await.unwrap();
+    let master = m.nodes[0].id();
+    eventually(
+        "the new node to know the master",
+        Duration::from_secs(10),
+        || async { replica.routing().node(master).is_some() },
+    )
+    .await;
+    replica.node().replicate(master).await.unwrap();
+    // Writes go on during the sync.
+    for n in 0..200 {
+        m.nodes[1]
+            .insert(key_of(0, 3, 10_000 + n), "late".into())
+            .await
+            .unwrap();
+    }
+    eventually("the replica to stream", Duration::from_secs(15), || async {
+        replica.info().replication.unwrap().master_link_status == Some("up")
+            && replica.local().len() == m.nodes[0].local().len()
+    })
+    .await;
+    let r = replica.info().replication.unwrap();
+    assert_eq!(r.sync_full, 1, "{r:?}");
+    for (n, k) in written.iter().enumerate() {
+        assert_eq!(replica.local().get(k), Some(format!("v{n}")));
+        let ttl = replica.local().ttl(k);
+        assert_eq!(
+            matches!(ttl, larder::Ttl::Remaining(_)),
+            n % 3 == 0,
+            "{k}: {ttl:?}"
+        );
+    }
+    m.nodes.push(replica);
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_keeps_every_acknowledged_write() {
+    let m = mesh(3, 3, 9000, |c| c).await;
+    let writer = {
+        let node = m.nodes[0].clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let start = Instant::now();
+            let mut n = 0;
+            while start.elapsed() < Duration::from_secs(4) {
+                let k = key_of(0, 3, 50_000 + n);
+                if node.insert(k.clone(), n.to_string()).await.is_ok() {
+                    acked.push((k, n.to_string()));
+                }
+                n += 1;
+                if n % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    m.nodes[3]
+        .node()
+        .failover(larder::cluster::FailoverMode::Default)
+        .await
+        .unwrap();
+    eventually(
+        "the replica to take over",
+        Duration::from_secs(10),
+        || async { m.nodes[3].info().replication.unwrap().role == "master" },
+    )
+    .await;
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 100, "{}", acked.len());
+    for (k, v) in &acked {
+        assert_eq!(
+            m.nodes[3].local().get(k).as_ref(),
+            Some(v),
+            "acknowledged {k} lost"
+        );
+    }
     m.shutdown().await;
 }

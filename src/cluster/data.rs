@@ -4,7 +4,7 @@
 use std::hash::Hash;
 use std::sync::Arc;
 
-use larder_cluster::net::Dataset;
+use larder_cluster::net::{Dataset, LoadFailure};
 use larder_cluster::repl::{stream_len, ReplId};
 use larder_persistence::Record;
 
@@ -60,48 +60,82 @@ where
         let r =
             Record::decode(record).map_err(|e| format!("record at stream offset {offset}: {e}"))?;
         let mut pos = self.shared.lock();
-        let applied = applying(|| apply(&self.cache, r.clone()));
-        // Logged even if the cache refused it (memory): the log mirrors the stream, so
-        // the position stays right; the refusal is reported.
-        self.shared
-            .log_replicated(&mut pos, vec![r], offset + stream_len(record.len()))
-            .map_err(|e| format!("logging the record at offset {offset}: {e}"))?;
-        applied.map_err(|e| format!("record at stream offset {offset}: {e}"))
+        let end = offset + stream_len(record.len());
+        match applying(|| apply(&self.cache, r.clone())) {
+            Ok(()) => self
+                .shared
+                .log_replicated(&mut pos, vec![r], end)
+                .map_err(|e| format!("logging the record at offset {offset}: {e}")),
+            Err(e) => {
+                // The cache refused it (its memory bound): this replica's data is no
+                // longer its master's. The log says so, and a restart resyncs fully.
+                *pos = Position::default();
+                let logged = self.shared.log_position(&pos);
+                pos.offset = end;
+                logged.map_err(|e| format!("logging the lost position: {e}"))?;
+                Err(format!(
+                    "record at stream offset {offset} refused: {e}; this replica diverges from its master until its next full sync"
+                ))
+            }
+        }
     }
 
-    fn load(&self, replid: ReplId, offset: u64, snapshot: Vec<u8>) -> Result<(), String> {
+    fn load(&self, replid: ReplId, offset: u64, snapshot: Vec<u8>) -> Result<(), LoadFailure> {
         // Decode everything first: a damaged snapshot leaves the data as it was.
         let records = wire::split_snapshot(&snapshot)
-            .map_err(|e| format!("snapshot: {e}"))?
+            .map_err(|e| LoadFailure::Rejected(format!("snapshot: {e}")))?
             .into_iter()
             .enumerate()
-            .map(|(i, b)| Record::decode(b).map_err(|e| format!("snapshot record {i}: {e}")))
+            .map(|(i, b)| {
+                Record::decode(b)
+                    .map_err(|e| LoadFailure::Rejected(format!("snapshot record {i}: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         drop(snapshot);
-        {
-            let mut pos = self.shared.lock();
-            let r = applying(|| -> Result<(), String> {
-                self.cache.clear().map_err(|e| e.to_string())?;
-                self.cache.inner.reserve(records.len());
-                let mut failed = None;
-                for r in records {
-                    if let Err(e) = apply(&self.cache, r) {
-                        failed.get_or_insert(e);
-                    }
-                }
-                failed.map_or(Ok(()), Err)
-            });
-            *pos = Position {
-                replid: Some(replid),
-                offset,
-            };
-            r?;
+        let mut pos = self.shared.lock();
+        // The log gets: position unknown, Flush, the snapshot's records, then the new
+        // position, so a crash anywhere in between restarts with a full resync, and
+        // whatever rewrite runs meanwhile replays to the loaded data.
+        *pos = Position::default();
+        let log = |records: Vec<Record>| -> Result<(), LoadFailure> {
+            match &self.shared.aof {
+                Some(aof) => aof
+                    .write(records, false)
+                    .map(|_| ())
+                    .map_err(|e| LoadFailure::Partial(format!("logging the snapshot: {e}"))),
+                None => Ok(()),
+            }
+        };
+        log(vec![Record::Meta(pos.encode()), Record::Flush])?;
+        for chunk in records.chunks(1024) {
+            log(chunk.to_vec())?;
         }
-        // The log gets a new base holding the loaded data, and the position with it.
+        let applied = applying(|| -> Result<(), String> {
+            self.cache.clear().map_err(|e| e.to_string())?;
+            self.cache.inner.reserve(records.len());
+            let mut failed = None;
+            for r in records {
+                if let Err(e) = apply(&self.cache, r) {
+                    failed.get_or_insert(e);
+                }
+            }
+            failed.map_or(Ok(()), Err)
+        });
+        if let Err(e) = applied {
+            // Position stays unknown: the data is not the snapshot.
+            return Err(LoadFailure::Partial(e));
+        }
+        *pos = Position {
+            replid: Some(replid),
+            offset,
+        };
+        self.shared
+            .log_position(&pos)
+            .map_err(|e| LoadFailure::Partial(format!("logging the position: {e}")))?;
+        drop(pos);
+        // Compact the log in the background; one already running serves as well.
         if self.shared.aof.is_some() {
-            self.cache
-                .rewrite_aof()
-                .map_err(|e| format!("rewriting the log after a full sync: {e}"))?;
+            let _ = self.cache.bgsave();
         }
         Ok(())
     }

@@ -57,19 +57,25 @@ pub(crate) struct Position {
 const META_MAGIC: &[u8; 6] = b"LRPOS1";
 
 impl Position {
-    /// The `Meta` record bytes: magic, replication id (40 bytes), offset (u64 LE).
-    pub(crate) fn encode(&self) -> Option<Vec<u8>> {
-        let id = self.replid?;
+    /// The `Meta` record bytes: magic, then replication id (40 bytes) and offset
+    /// (u64 LE), or nothing when the position is unknown (the data is no longer a
+    /// prefix of any stream: a restart must resync fully).
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(META_MAGIC.len() + ReplId::LEN + 8);
         out.extend_from_slice(META_MAGIC);
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(&self.offset.to_le_bytes());
-        Some(out)
+        if let Some(id) = self.replid {
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&self.offset.to_le_bytes());
+        }
+        out
     }
 
     /// Decodes `Meta` bytes written by [`Position::encode`]; `None` for other bytes.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Position> {
         let rest = bytes.strip_prefix(META_MAGIC)?;
+        if rest.is_empty() {
+            return Some(Position::default());
+        }
         if rest.len() != ReplId::LEN + 8 {
             return None;
         }
@@ -112,8 +118,8 @@ impl<K, V> Shared<K, V> {
 
     /// Writes the position to the log (under the caller's lock).
     pub(crate) fn log_position(&self, pos: &Position) -> Result<(), Error> {
-        if let (Some(aof), Some(bytes)) = (&self.aof, pos.encode()) {
-            let seq = aof.write(vec![Record::Meta(bytes)], false)?;
+        if let Some(aof) = &self.aof {
+            let seq = aof.write(vec![Record::Meta(pos.encode())], false)?;
             aof.wait(seq)?;
         }
         Ok(())

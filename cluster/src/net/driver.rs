@@ -364,6 +364,7 @@ impl ClusterNode {
                 .zip(config.replication)
                 .map(|(shared, setup)| ReplDriver {
                     shared,
+                    config: setup.config,
                     dataset: setup.dataset,
                     staged: None,
                     links: HashMap::new(),
@@ -581,6 +582,7 @@ struct Driver {
 /// The driver's replication state.
 struct ReplDriver {
     shared: Arc<Replication>,
+    config: crate::repl::ReplConfig,
     dataset: Arc<dyn super::replication::Dataset>,
     /// A full sync in progress: its id, offset and the snapshot bytes so far.
     staged: Option<(crate::repl::ReplId, u64, Vec<u8>)>,
@@ -643,6 +645,9 @@ impl Driver {
                     None => break,
                     Some(Input::Message { from, msg }) => {
                         let now = self.now();
+                        if matches!(msg.body, crate::proto::Body::MfStart) {
+                            self.quiesce_for_pause();
+                        }
                         if let Err(e) = self.node.handle_message(now, from, msg) {
                             self.rejected(from, e);
                         }
@@ -695,6 +700,22 @@ impl Driver {
         self.links.clear();
     }
 
+    /// Before a master handles MFSTART (which pauses writes and tells the replica the
+    /// offset to reach): close the write gate, wait for every write that passed it,
+    /// and give the state machine the final offset, so the offset it announces covers
+    /// every acknowledged write. If the MFSTART is refused the gate reopens at the
+    /// next drain.
+    fn quiesce_for_pause(&mut self) {
+        if let Some(r) = &mut self.repl {
+            r.shared.set_gate(Err(
+                "TRYAGAIN writes are paused for a manual failover".into()
+            ));
+            r.dataset.barrier();
+            r.gate_open = false;
+            self.node.set_repl_offset(r.shared.offset());
+        }
+    }
+
     fn rejected(&self, from: NodeId, e: Rejected) {
         match e {
             Rejected::SenderMismatch { .. } => {
@@ -731,10 +752,13 @@ impl Driver {
         }
         let now = self.now();
         if let Some(r) = &mut self.repl {
+            // The gate closes (and in-flight writes finish) before the role changes
+            // or the offset is reported; it opens only after both.
+            r.update_gate(now, &self.node, false);
             r.sync_role(now, &self.node);
             r.drain(now, &self.ctx, &self.node);
             self.node.set_repl_offset(r.shared.offset());
-            r.update_gate(now, &self.node);
+            r.update_gate(now, &self.node, true);
         }
         if self.routing_dirty || now.since(self.last_routing) >= 1000 {
             self.routing.publish(Routing::of(&self.node));
@@ -851,7 +875,7 @@ impl ReplDriver {
                 info!(node = %node.id(), replid = %id.as_str(), offset, "promoted: replication master");
                 *role = Role::Master(source);
                 drop(role);
-                self.sink_events(events);
+                let _ = self.sink_events(events);
                 self.dataset.position(id, offset);
             }
         }
@@ -885,13 +909,21 @@ impl ReplDriver {
             if out.is_empty() && source_events.is_empty() && sink_events.is_empty() {
                 return;
             }
-            for (to, msg) in out {
-                self.send(ctx, node, to, &msg);
-            }
+            // Events first: a replica's acknowledgement queued with records (or with
+            // the end of a snapshot) must leave only once they are applied.
             for e in source_events {
                 self.source_event(now, e);
             }
-            self.sink_events(sink_events);
+            if self.sink_events(sink_events) {
+                if let Role::Replica { sink, .. } = &mut *self.shared.role() {
+                    // The snapshot was refused before the data changed: forget the
+                    // history it claimed and ask for a new full sync.
+                    *sink = ReplicationSink::new(self.config.clone(), now);
+                }
+            }
+            for (to, msg) in out {
+                self.send(ctx, node, to, &msg);
+            }
         }
     }
 
@@ -960,7 +992,9 @@ impl ReplDriver {
         }
     }
 
-    fn sink_events(&mut self, events: Vec<SinkEvent>) {
+    /// Hands a replica's events to the data; true if a full sync must start over.
+    fn sink_events(&mut self, events: Vec<SinkEvent>) -> bool {
+        let mut resync = false;
         for e in events {
             match e {
                 SinkEvent::Apply { offset, payload } => {
@@ -990,8 +1024,14 @@ impl ReplDriver {
                             bytes = buf.len(),
                             "full resync: loading the snapshot"
                         );
-                        if let Err(e) = self.dataset.load(replid, offset, buf) {
-                            error!(offset, "snapshot not loaded: {e}");
+                        self.shared.full_syncs.fetch_add(1, Ordering::Relaxed);
+                        match self.dataset.load(replid, offset, buf) {
+                            Ok(()) => {}
+                            Err(e @ super::replication::LoadFailure::Rejected(_)) => {
+                                error!(offset, "{e}; asking for a new full sync");
+                                resync = true;
+                            }
+                            Err(e) => error!(offset, "{e}"),
                         }
                     }
                 }
@@ -1001,13 +1041,14 @@ impl ReplDriver {
                 SinkEvent::LinkDown => warn!("replication link down"),
             }
         }
+        resync
     }
 
     /// Publishes whether writes are allowed for the next moments. Permission is
     /// checked at `now + horizon`: every condition (quorum lease, replica lag) only
     /// gets worse with time, so a write accepted before the published deadline was
     /// allowed when it was accepted.
-    fn update_gate(&mut self, now: Instant, node: &Node) {
+    fn update_gate(&mut self, now: Instant, node: &Node, may_open: bool) {
         let horizon = (node.config().node_timeout / 10).clamp(10, 500);
         let at = now + horizon;
         let verdict = if let Some(m) = node.master() {
@@ -1027,6 +1068,9 @@ impl ReplDriver {
             Err("CLUSTERDOWN this node serves no slots".to_string())
         };
         let open = verdict.is_ok();
+        if open && !may_open {
+            return;
+        }
         let withdrawn = self.shared.set_gate(verdict);
         if withdrawn || (self.gate_open && !open) {
             // Every write that passed the old gate is fed before anything reads the

@@ -49,7 +49,7 @@ pub mod tls;
 
 pub use driver::{ClusterNode, ClusterView, NetConfig, Stats};
 pub use faults::Faults;
-pub use replication::{Dataset, ReplInfo, ReplSetup, Replication, WriteRefused};
+pub use replication::{Dataset, LoadFailure, ReplInfo, ReplSetup, Replication, WriteRefused};
 pub use routing::Routing;
 /// The certificate type of [`NetConfig::ca`] (rustls's).
 pub use rustls::pki_types::CertificateDer;

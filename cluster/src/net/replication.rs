@@ -39,7 +39,7 @@ pub trait Dataset: Send + Sync + 'static {
     fn apply(&self, offset: u64, record: &[u8]) -> Result<(), String>;
     /// A replica: replaces the whole dataset with `snapshot`, which reflects the stream
     /// of `replid` up to `offset`.
-    fn load(&self, replid: ReplId, offset: u64, snapshot: Vec<u8>) -> Result<(), String>;
+    fn load(&self, replid: ReplId, offset: u64, snapshot: Vec<u8>) -> Result<(), LoadFailure>;
     /// The stream position of the data changed without a record (promotion to master:
     /// a new id; a partial resync under a new id): the data reflects `replid` up to
     /// `offset` from now on.
@@ -47,6 +47,19 @@ pub trait Dataset: Send + Sync + 'static {
     /// Returns once every write that passed [`Replication::check_write`] before the call
     /// has been fed (for example by taking and releasing every shard lock).
     fn barrier(&self);
+}
+
+/// Why [`Dataset::load`] failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadFailure {
+    /// The snapshot was refused before the data changed (it does not decode): the
+    /// replica asks for a new full sync.
+    #[error("snapshot refused: {0}")]
+    Rejected(String),
+    /// The data was replaced only in part (for example entries refused by the memory
+    /// bound); the replica keeps streaming, its data differs from its master's.
+    #[error("snapshot applied in part: {0}")]
+    Partial(String),
 }
 
 /// How replication starts on a node.
