@@ -98,7 +98,7 @@ impl std::fmt::Debug for ClusterConfig {
 
 impl ClusterConfig {
     /// Defaults: node timeout 15 s (Redis's), replication timeout 10 s, backlog
-    /// 1 MiB, no `min_replicas_to_write`, requests time out after 5 s.
+    /// 16 MiB, no `min_replicas_to_write`, requests time out after 5 s.
     pub fn new(
         bind: SocketAddr,
         identity: NodeIdentity,
@@ -108,6 +108,7 @@ impl ClusterConfig {
         let replication = ReplConfig {
             repl_timeout: 10_000,
             handshake_timeout: 1_000,
+            backlog_size: 16 * 1024 * 1024,
             ..ReplConfig::default()
         };
         ClusterConfig {
@@ -137,7 +138,11 @@ impl ClusterConfig {
         self
     }
 
-    /// `repl-backlog-size` in bytes.
+    /// `repl-backlog-size` in bytes. Besides covering reconnections, the backlog must
+    /// hold every write made while a full sync's snapshot is walked and sent (Redis
+    /// keeps those in the replica's output buffer): size it at least to the write rate
+    /// (stream bytes per second) times the snapshot time, or a loaded master's new
+    /// replicas resync forever.
     pub fn backlog_size(mut self, bytes: u64) -> Self {
         self.replication.backlog_size = bytes;
         self
@@ -288,6 +293,8 @@ pub enum ClusterReply<V> {
     Ttl(Ttl),
     /// An `insert`.
     Done,
+    /// This operation of a `batch` failed (the text says why); the others ran.
+    Error(String),
 }
 
 /// Builds a [`ClusterCache`]: `Cache::builder()...cluster(config)`.
@@ -574,6 +581,8 @@ enum Reply<V> {
     Ttl(Ttl),
     Done,
     Batch(Vec<Reply<V>>),
+    /// One failed operation inside a batch.
+    Error(String),
 }
 
 impl<K, V> Op<K, V> {
@@ -672,6 +681,7 @@ fn reply_to_wire<V: Codec>(r: Reply<V>) -> WireResponse {
         Reply::Ttl(Ttl::Remaining(ms)) => WireResponse::Ttl(WireTtl::Remaining(ms)),
         Reply::Done => WireResponse::Done,
         Reply::Batch(rs) => WireResponse::Batch(rs.into_iter().map(reply_to_wire).collect()),
+        Reply::Error(t) => WireResponse::Error(ErrorKind::Refused, t),
     }
 }
 
@@ -686,7 +696,14 @@ fn reply_from_wire<V: Codec>(r: WireResponse) -> Result<Reply<V>, ClusterError> 
         WireResponse::Done => Reply::Done,
         WireResponse::Batch(rs) => Reply::Batch(
             rs.into_iter()
-                .map(reply_from_wire)
+                .map(|r| match r {
+                    // One operation's failure stays that operation's.
+                    WireResponse::Error(_, t) => Ok(Reply::Error(t)),
+                    WireResponse::NotAcked { acked, needed } => Ok(Reply::Error(format!(
+                        "acknowledged by {acked} of {needed} replicas"
+                    ))),
+                    r => reply_from_wire(r),
+                })
                 .collect::<Result<_, _>>()?,
         ),
         WireResponse::Error(ErrorKind::ClusterDown, t) => return Err(ClusterError::ClusterDown(t)),
@@ -856,7 +873,8 @@ where
     }
 
     /// Runs `ops` on one slot, in order, with one round trip (a pipeline; each
-    /// operation applies on its own). All keys must share a slot.
+    /// operation applies on its own, and one that fails answers
+    /// [`ClusterReply::Error`] while the others run). All keys must share a slot.
     pub async fn batch(
         &self,
         ops: Vec<ClusterOp<K, V>>,
@@ -1113,6 +1131,7 @@ where
                     Reply::Value(v) => ClusterReply::Value(v),
                     Reply::Bool(b) => ClusterReply::Bool(b),
                     Reply::Ttl(t) => ClusterReply::Ttl(t),
+                    Reply::Error(t) => ClusterReply::Error(t),
                     _ => ClusterReply::Done,
                 })
                 .collect()),
@@ -1169,7 +1188,13 @@ where
                     // Flags are byte 1 (see wire.rs): set per attempt.
                     req[1] = (u8::from(asking) * wire::FLAG_ASKING)
                         | (u8::from(from == ReadFrom::Replica && !write) * wire::FLAG_REPLICA_READ);
-                    let answer = match self.remote_watched(slot, node, &addr, &req).await? {
+                    // A write that waits for replicas may take its ack timeout longer.
+                    let extra = if write && opts.replicas > 0 {
+                        opts.timeout
+                    } else {
+                        Duration::ZERO
+                    };
+                    let answer = match self.remote_watched(slot, node, &addr, &req, extra).await? {
                         Some(a) => a,
                         None => {
                             // The slot changed hands while we waited (the owner failed
@@ -1221,6 +1246,10 @@ where
     }
 
     fn hint(&self, slot: Slot, node: NodeId, addr: String) {
+        if node == self.core.node.id() {
+            // A peer believes this node serves the slot; this node's table will say.
+            return;
+        }
         let version = self.core.node.routing_version();
         let mut h = self.core.hints.lock().unwrap_or_else(|p| p.into_inner());
         if h.0 != version {
@@ -1370,8 +1399,11 @@ where
             Op::Persist(k) => Reply::Bool(c.persist(&k)?),
             Op::Batch(false, ops) => Reply::Batch(
                 ops.into_iter()
-                    .map(|o| self.exec_local(o))
-                    .collect::<Result<_, _>>()?,
+                    .map(|o| {
+                        self.exec_local(o)
+                            .unwrap_or_else(|e| Reply::Error(e.to_string()))
+                    })
+                    .collect(),
             ),
             Op::Batch(true, ops) => Reply::Batch(self.exec_multi(ops)?),
         })
@@ -1396,12 +1428,13 @@ where
                         tx.insert(k, v);
                         Reply::Done
                     }
+                    // Already past: the key expires at once, as a single insert would.
+                    Op::Set(k, _, Some(at)) if at <= now => {
+                        tx.remove(&k);
+                        Reply::Done
+                    }
                     Op::Set(k, v, Some(at)) => {
-                        tx.insert_with_ttl(
-                            k,
-                            v,
-                            Duration::from_millis(at.saturating_sub(now).max(1)),
-                        );
+                        tx.insert_with_ttl(k, v, Duration::from_millis(at - now));
                         Reply::Done
                     }
                     Op::Del(k) | Op::Unlink(k) => Reply::Bool(tx.remove(&k)),
@@ -1431,8 +1464,9 @@ where
         node: NodeId,
         addr: &str,
         req: &[u8],
+        extra: Duration,
     ) -> Result<Option<WireResponse>, ClusterError> {
-        let request = self.remote_bytes(node, addr, req);
+        let request = self.remote_bytes(node, addr, req, extra);
         tokio::pin!(request);
         let owner_then = self.core.node.routing().slots.owner(slot);
         loop {
@@ -1463,7 +1497,8 @@ where
         addr: &str,
         req: &WireRequest,
     ) -> Result<WireResponse, ClusterError> {
-        self.remote_bytes(node, addr, &req.encode()).await
+        self.remote_bytes(node, addr, &req.encode(), Duration::ZERO)
+            .await
     }
 
     async fn remote_bytes(
@@ -1471,8 +1506,9 @@ where
         node: NodeId,
         addr: &str,
         req: &[u8],
+        extra: Duration,
     ) -> Result<WireResponse, ClusterError> {
-        let t = self.core.request_timeout;
+        let t = self.core.request_timeout + extra;
         let bytes = tokio::time::timeout(t, self.core.node.request(node, addr, req))
             .await
             .map_err(|_| ClusterError::Timeout(t))?
