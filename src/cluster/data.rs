@@ -29,7 +29,7 @@ where
     V: Clone + Send + Sync + 'static + Codec,
     W: Weigher<K, V>,
 {
-    fn snapshot(&self, chunk: &mut dyn FnMut(Vec<u8>)) -> Result<(), String> {
+    fn snapshot(&self, chunk: &mut dyn FnMut(Vec<u8>) -> bool) -> Result<(), String> {
         let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK + 1024);
         let codec = |e: crate::CodecError| Error::Persistence(e.to_string());
         self.cache
@@ -42,10 +42,11 @@ where
                 };
                 wire::push_snapshot_record(&mut buf, &r.encode());
                 if buf.len() >= SNAPSHOT_CHUNK {
-                    chunk(std::mem::replace(
-                        &mut buf,
-                        Vec::with_capacity(SNAPSHOT_CHUNK + 1024),
-                    ));
+                    let full =
+                        std::mem::replace(&mut buf, Vec::with_capacity(SNAPSHOT_CHUNK + 1024));
+                    if !chunk(full) {
+                        return Err(Error::Cluster("snapshot transfer abandoned".into()));
+                    }
                 }
                 Ok(())
             })

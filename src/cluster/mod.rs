@@ -210,7 +210,13 @@ pub enum ClusterError {
 
 impl From<Error> for ClusterError {
     fn from(e: Error) -> Self {
-        ClusterError::Refused(e.to_string())
+        match e {
+            Error::Cluster(msg) => match msg.strip_prefix("CLUSTERDOWN ") {
+                Some(why) => ClusterError::ClusterDown(why.to_string()),
+                None => ClusterError::Refused(msg),
+            },
+            e => ClusterError::Refused(e.to_string()),
+        }
     }
 }
 

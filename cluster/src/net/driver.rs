@@ -1108,22 +1108,23 @@ fn send_snapshot(shared: &Replication, dataset: &dyn super::replication::Dataset
     }
     let mut failed = None;
     let r = dataset.snapshot(&mut |chunk| {
-        if failed.is_some() {
-            return;
-        }
-        if let Role::Master(s) = &mut *shared.role() {
-            if let Err(e) = s.snapshot_chunk(replica, &chunk) {
-                failed = Some(e.to_string());
+        match &mut *shared.role() {
+            Role::Master(s) => {
+                if let Err(e) = s.snapshot_chunk(replica, &chunk) {
+                    failed = Some(e.to_string());
+                }
             }
+            _ => failed = Some("this node is no longer a master".into()),
         }
         shared.notify.notify_one();
+        failed.is_none()
     });
-    if let Err(e) = r {
-        error!(%replica, "snapshot failed: {e}");
-        return;
-    }
     if let Some(e) = failed {
         warn!(%replica, "snapshot abandoned: {e}");
+        return;
+    }
+    if let Err(e) = r {
+        error!(%replica, "snapshot failed: {e}");
         return;
     }
     if let Role::Master(s) = &mut *shared.role() {

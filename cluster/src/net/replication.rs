@@ -33,8 +33,9 @@ pub trait Dataset: Send + Sync + 'static {
     /// A master: writes the whole dataset as a snapshot, in chunks, through `chunk`.
     /// Called on a blocking thread right after the stream offset was taken: every write
     /// fed up to that offset must be in the snapshot (later ones may be too; they are
-    /// replayed after it, so they must be idempotent).
-    fn snapshot(&self, chunk: &mut dyn FnMut(Vec<u8>)) -> Result<(), String>;
+    /// replayed after it, so they must be idempotent). When `chunk` returns false the
+    /// transfer was abandoned: stop and return.
+    fn snapshot(&self, chunk: &mut dyn FnMut(Vec<u8>) -> bool) -> Result<(), String>;
     /// A replica: applies one record, which occupies the stream from `offset`.
     fn apply(&self, offset: u64, record: &[u8]) -> Result<(), String>;
     /// A replica: replaces the whole dataset with `snapshot`, which reflects the stream
