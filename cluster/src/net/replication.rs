@@ -219,17 +219,23 @@ impl Replication {
     /// Called by the application's write path, in the order its records must be
     /// applied (under the lock that orders them).
     pub fn feed(&self, record: Vec<u8>) -> Result<u64, WriteRefused> {
-        let offset = match &mut *self.role() {
-            Role::Master(source) => source
-                .feed(record)
-                .map_err(|e| WriteRefused::TooLarge(e.to_string()))?,
+        let (offset, replicas) = match &mut *self.role() {
+            Role::Master(source) => (
+                source
+                    .feed(record)
+                    .map_err(|e| WriteRefused::TooLarge(e.to_string()))?,
+                source.replica_count(),
+            ),
             _ => {
                 return Err(WriteRefused::Refused(
                     "READONLY this node is a replica".into(),
                 ))
             }
         };
-        self.notify.notify_one();
+        // The driver has something to send only if a replica may want it.
+        if replicas > 0 {
+            self.notify.notify_one();
+        }
         Ok(offset)
     }
 

@@ -352,6 +352,11 @@ impl ReplicationSource {
             .collect()
     }
 
+    /// How many replicas this master knows (in any synchronisation step).
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
     /// Online replicas whose last ACK is at most `min_replicas_max_lag` old.
     pub fn good_replicas(&self, now: Instant) -> usize {
         self.replicas
