@@ -639,3 +639,71 @@ async fn manual_failover_keeps_every_acknowledged_write() {
     }
     m.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_redirects_are_followed_during_a_slot_move() {
+    let m = mesh(3, 0, 10_000, |c| c).await;
+    // A hash tag whose slot master 0 serves.
+    let tag = (0..)
+        .map(|n| format!("mig{n}"))
+        .find(|t| range(0, 3).contains(t.slot()))
+        .unwrap();
+    let slot = tag.slot();
+    let (a, b) = (format!("{{{tag}}}:a"), format!("{{{tag}}}:b"));
+    m.nodes[2]
+        .insert(a.clone(), "on the source".into())
+        .await
+        .unwrap();
+    let (src, dst) = (m.nodes[0].id(), m.nodes[1].id());
+    m.nodes[0]
+        .node()
+        .with_node(move |n, _| n.set_slot_migrating(slot, dst))
+        .await
+        .unwrap()
+        .unwrap();
+    m.nodes[1]
+        .node()
+        .with_node(move |n, _| n.set_slot_importing(slot, src))
+        .await
+        .unwrap()
+        .unwrap();
+    eventually(
+        "both tables to show the move",
+        Duration::from_secs(5),
+        || async {
+            m.nodes[0].routing().slots.migrating_to(slot) == Some(dst)
+                && m.nodes[1].routing().slots.importing_from(slot) == Some(src)
+        },
+    )
+    .await;
+    // A key still on the source is served there.
+    assert_eq!(
+        m.nodes[2].get(&a).await.unwrap().as_deref(),
+        Some("on the source")
+    );
+    // A new key is not on the source: ASK sends it to the target, which serves it
+    // because the request comes with ASKING.
+    m.nodes[2]
+        .insert(b.clone(), "on the target".into())
+        .await
+        .unwrap();
+    assert!(m.nodes[1].local().contains(&b));
+    assert!(!m.nodes[0].local().contains(&b));
+    assert_eq!(
+        m.nodes[2].get(&b).await.unwrap().as_deref(),
+        Some("on the target")
+    );
+    assert_eq!(
+        m.nodes[0].get(&b).await.unwrap().as_deref(),
+        Some("on the target")
+    );
+    // Without ASKING the target refuses the slot (MOVED back to the owner).
+    assert_eq!(m.nodes[1].routing().slots.owner(slot), Some(src));
+    // A multi-key operation with keys on both sides cannot run anywhere yet.
+    let e = m.nodes[2]
+        .multi(vec![ClusterOp::Get(a.clone()), ClusterOp::Get(b.clone())])
+        .await
+        .unwrap_err();
+    assert_eq!(e, ClusterError::TooManyRedirects(slot));
+    m.shutdown().await;
+}
