@@ -619,10 +619,6 @@ fn codec(e: crate::CodecError) -> ClusterError {
     ClusterError::Codec(e.to_string())
 }
 
-fn node_bytes(id: NodeId) -> [u8; 20] {
-    id.0
-}
-
 fn to_wire<K: Codec, V: Codec>(op: &Op<K, V>) -> Result<WireOp, ClusterError> {
     Ok(match op {
         Op::Get(k) => WireOp::Get(k.encode().map_err(codec)?),
@@ -1187,7 +1183,7 @@ where
                             let Some(o) = op.as_ref() else {
                                 return Err(unexpected());
                             };
-                            wire.insert(encode_request(o, 0, opts)?)
+                            wire.insert(encode_request(o, opts)?)
                         }
                     };
                     let mut req = bytes.clone();
@@ -1569,13 +1565,13 @@ where
                 return if asking {
                     WireResponse::Ask {
                         slot,
-                        node: node_bytes(node),
+                        node: node.0,
                         addr,
                     }
                 } else {
                     WireResponse::Moved {
                         slot,
-                        node: node_bytes(node),
+                        node: node.0,
                         addr,
                     }
                 }
@@ -1622,13 +1618,13 @@ where
     }
 }
 
+/// The request bytes of `op`, with no flags (they are set per attempt: byte 1).
 fn encode_request<K: Codec, V: Codec>(
     op: &Op<K, V>,
-    flags: u8,
     opts: WriteOptions,
 ) -> Result<Vec<u8>, ClusterError> {
     Ok(WireRequest {
-        flags,
+        flags: 0,
         ack_replicas: u32::try_from(opts.replicas).unwrap_or(u32::MAX),
         ack_timeout_ms: opts.timeout.as_millis() as u64,
         op: to_wire(op)?,
