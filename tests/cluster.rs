@@ -343,6 +343,22 @@ async fn replicas_receive_writes_and_acknowledge_them() {
         r.slave_repl_offset,
         Some(m.nodes[0].info().replication.unwrap().master_repl_offset)
     );
+    // A value larger than the old 16 MiB message cap replicates like any other.
+    let big = "x".repeat(20 << 20);
+    let bk = key_of(0, 3, 8);
+    m.nodes[0]
+        .insert_with(
+            bk.clone(),
+            big.clone(),
+            None,
+            WriteOptions::acked_by(1, Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        m.nodes[3].local().get(&bk).map(|v| v.len()),
+        Some(big.len())
+    );
     // A replica refuses local writes.
     let e = m.nodes[3]
         .local()

@@ -28,8 +28,10 @@ use crate::repl::id::ReplId;
 pub const MAGIC: [u8; 2] = *b"LR";
 /// The codec version this build writes and reads.
 pub const VERSION: u8 = 1;
-/// Largest encoded message accepted (and produced): 16 MiB.
-pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+/// Largest encoded message accepted (and produced): 256 MiB plus room for the header,
+/// so one record may be as large as the log's largest (larder-persistence's
+/// `MAX_PAYLOAD`): a write the log accepts is never refused by replication.
+pub const MAX_MESSAGE_LEN: usize = (256 << 20) + 64;
 /// Largest record payload: one record alone in a RECORDS message must fit the cap.
 pub const MAX_RECORD_LEN: usize = MAX_MESSAGE_LEN - 64;
 
