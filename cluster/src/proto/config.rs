@@ -33,6 +33,20 @@ pub struct Config {
     pub failover_rank_delay: u64,
     /// How long a manual failover may take before it is aborted (`CLUSTER_MF_TIMEOUT`).
     pub manual_failover_timeout: u64,
+    /// `cluster-migration-barrier`: a replica moves to an orphaned master only if its
+    /// own master keeps at least this many working replicas without it (it migrates
+    /// only while its master has *more* than this many, itself included).
+    pub migration_barrier: usize,
+    /// `cluster-allow-replica-migration`: replicas may move to orphaned masters (masters
+    /// serving slots whose replicas all failed). Unlike Redis, this does not also
+    /// decide whether the replicas of a master emptied by resharding follow the slots:
+    /// here they always do.
+    pub allow_replica_migration: bool,
+    /// How long a master must have been orphaned, as this node sees it, before a
+    /// replica moves to it (Redis's fixed `CLUSTER_REPLICA_MIGRATION_DELAY`, 5 s). It
+    /// gives the replicas of a master that just failed over time to announce that
+    /// they follow the new one.
+    pub replica_migration_delay: u64,
 }
 
 impl Default for Config {
@@ -49,6 +63,9 @@ impl Default for Config {
             failover_random_delay_max: 500,
             failover_rank_delay: 1000,
             manual_failover_timeout: 5000,
+            migration_barrier: 1,
+            allow_replica_migration: true,
+            replica_migration_delay: 5000,
         }
     }
 }

@@ -13,7 +13,7 @@
 //! - `table`: slot ownership and MIGRATING/IMPORTING state; [`Route`] decisions;
 //! - `peers`: what a node knows about each node, failure reports;
 //! - `node`: the state machine, split into gossip, failure detection, election,
-//!   manual failover and write safety.
+//!   manual failover, replica migration and write safety.
 
 pub mod codec;
 mod config;

@@ -63,6 +63,16 @@ pub(crate) struct NodeRecord {
     /// we acked, plus the lease. Kept by the master about each peer master.
     pub(crate) lease_until: Instant,
     pub(crate) created: Instant,
+    /// Redis's `CLUSTER_NODE_MIGRATE_TO`, kept locally (never on the wire): this master
+    /// has had replicas, or was a replica promoted in place of its master, so it may be
+    /// an orphan that replica migration should fill.
+    pub(crate) migrate_to: bool,
+    /// How many replicas pointed at this node when the cron last looked; a drop to
+    /// zero (its replicas moved elsewhere or were forgotten) clears `migrate_to`.
+    pub(crate) replicas_seen: usize,
+    /// Since when this master has been orphaned in this node's view (Redis's
+    /// `orphaned_time`); `None` while it is not.
+    pub(crate) orphaned_since: Option<Instant>,
 }
 
 impl NodeRecord {
@@ -85,6 +95,9 @@ impl NodeRecord {
             last_ack_sent: None,
             lease_until: Instant::ZERO,
             created: now,
+            migrate_to: false,
+            replicas_seen: 0,
+            orphaned_since: None,
         }
     }
 

@@ -11,6 +11,8 @@
 
 mod convergence;
 pub mod invariants;
+#[cfg(test)]
+mod replica_migration;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -287,6 +289,15 @@ impl Sim {
             .filter(|&i| self.node(i).is_some_and(|n| n.master() == Some(id)))
             .collect()
     }
+    /// Running masters serving slots (in their own view) that no running replica
+    /// replicates (in the replica's own view): the shards one more crash would leave
+    /// without a standby.
+    pub fn unreplicated_masters(&self) -> Vec<usize> {
+        self.masters()
+            .into_iter()
+            .filter(|&m| self.replicas_of(m).is_empty())
+            .collect()
+    }
     /// The running node that accepts writes for `slot` now, if exactly one does.
     pub fn writer_of(&self, slot: u16) -> Option<usize> {
         let now = self.now;
@@ -383,6 +394,19 @@ impl Sim {
         if mode == FailoverMode::Takeover {
             self.allow_overlap_for(self.cfg.node.node_timeout + 100);
         }
+        self.flush(i)
+    }
+
+    /// Runs `CLUSTER REPLICATE` on `i`, making it a replica of machine `master`.
+    pub fn replicate(&mut self, i: usize, master: usize) -> Result<(), String> {
+        self.log(format!("n{i}: CLUSTER REPLICATE n{master}"));
+        let now = self.now;
+        let id = self.nodes[master].id;
+        let node = self.nodes[i]
+            .node
+            .as_mut()
+            .ok_or("replicate on a crashed node")?;
+        node.replicate(now, id).map_err(|e| e.to_string())?;
         self.flush(i)
     }
 

@@ -103,6 +103,7 @@ impl Node {
         }
         self.check_manual_failover(now);
         self.handle_replica_failover(now);
+        self.handle_replica_migration(now);
         self.update_state(now);
     }
 }

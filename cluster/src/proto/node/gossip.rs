@@ -306,6 +306,10 @@ impl Node {
             rec.flags.remove(NodeFlags::REPLICA);
             rec.flags.insert(NodeFlags::MASTER);
             rec.master = None;
+            // A promoted replica took over a shard that had replicas: if it is left
+            // without any, replica migration should give it one (Redis sets
+            // MIGRATE_TO in `clusterSetNodeAsPrimary`).
+            rec.migrate_to = true;
             self.dirty = true;
         } else if !sender_is_master && (rec.is_master() || rec.master != h.master) {
             let was_master = rec.is_master();
@@ -433,6 +437,7 @@ impl Node {
             rec.flags.remove(NodeFlags::REPLICA);
             rec.flags.insert(NodeFlags::MASTER);
             rec.master = None;
+            rec.migrate_to = true;
         }
         rec.config_epoch = config_epoch;
         self.dirty = true;

@@ -5,6 +5,7 @@ mod election;
 mod errors;
 mod failure;
 mod gossip;
+mod migration;
 mod persist;
 mod state;
 

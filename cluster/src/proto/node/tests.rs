@@ -926,3 +926,155 @@ fn pings_whoever_was_not_heard_for_half_node_timeout() {
         .collect();
     assert_eq!(pinged, vec![Some(c)]);
 }
+
+// ------------------------------------------------------------- replica migration
+
+/// 3 masters: A = n0 with replicas n3 and n5, B = n1 with replica n4, C = n2 with none.
+/// n5 started as C's replica and was moved to A by the operator, so C lost its replica
+/// by a move, not a failure, and is no orphan.
+fn migration_cluster(tune: impl FnOnce(&mut Config)) -> Sim {
+    let mut cfg = SimConfig::new(42, 3, 1);
+    tune(&mut cfg.node);
+    let mut sim = Sim::new(cfg);
+    sim.bootstrap().unwrap();
+    sim.replicate(5, 0).unwrap();
+    sim.run_for(2000).unwrap();
+    assert_eq!(masters_of(&sim, &[3, 4, 5]), ids(&sim, &[0, 1, 0]));
+    sim
+}
+
+/// What each of `nodes` replicates, in its own view.
+fn masters_of(sim: &Sim, nodes: &[usize]) -> Vec<Option<NodeId>> {
+    nodes
+        .iter()
+        .map(|&i| sim.node(i).and_then(|n| n.master()))
+        .collect()
+}
+
+fn ids(sim: &Sim, nodes: &[usize]) -> Vec<Option<NodeId>> {
+    nodes.iter().map(|&i| Some(id(sim, i))).collect()
+}
+
+/// A's two replicas, the one with the smaller id first.
+fn spares(sim: &Sim) -> (usize, usize) {
+    if id(sim, 3) < id(sim, 5) {
+        (3, 5)
+    } else {
+        (5, 3)
+    }
+}
+
+/// Crashes B's replica n4 and waits until `watcher` no longer counts it as working,
+/// plus a tick for the orphan timer to start.
+fn fail_b_replica(sim: &mut Sim, watcher: usize) {
+    let r4 = id(sim, 4);
+    sim.crash(4);
+    sim.run_until(5000, "n4 stops working", |s| {
+        flags(s.node(watcher).unwrap(), r4).intersects(NodeFlags::PFAIL | NodeFlags::FAIL)
+    })
+    .unwrap();
+    sim.run_for(100).unwrap();
+}
+
+fn orphaned_since(sim: &Sim, viewer: usize, master: usize) -> Option<Instant> {
+    sim.node(viewer).unwrap().nodes[&id(sim, master)].orphaned_since
+}
+
+#[test]
+fn orphaned_master_gets_the_smallest_spare_replica_after_the_delay() {
+    let mut sim = migration_cluster(|_| {});
+    let (first, second) = spares(&sim);
+    fail_b_replica(&mut sim, first);
+    let since = orphaned_since(&sim, first, 1).expect("B is orphaned once n4 fails");
+    let delay = sim.node(first).unwrap().config().replica_migration_delay;
+    assert_eq!(delay, 5000);
+    // Not before the delay has passed...
+    sim.run_for((since + delay).since(sim.now())).unwrap();
+    assert_eq!(masters_of(&sim, &[first, second]), ids(&sim, &[0, 0]));
+    // ...and at the first tick after it, only the smallest id moves, through the
+    // REPLICATE path (the same RoleChanged event).
+    sim.run_until(500, "the smaller spare moves to B", |s| {
+        s.node(first).unwrap().master() == Some(id(s, 1))
+    })
+    .unwrap();
+    assert!(sim.now().since(since) > delay);
+    assert_eq!(masters_of(&sim, &[second]), ids(&sim, &[0]));
+    assert!(
+        sim.trace()
+            .contains(&format!("n{first}: now replica of n1")),
+        "{}",
+        sim.trace()
+    );
+    // B is filled for everyone; A is down to one replica, which stays.
+    sim.run_for(delay + 2000).unwrap();
+    assert_eq!(masters_of(&sim, &[first, second]), ids(&sim, &[1, 0]));
+    for viewer in [0, 1, 2, 3, 5] {
+        assert_eq!(orphaned_since(&sim, viewer, 1), None, "n{viewer}");
+    }
+}
+
+#[test]
+fn migration_barrier_keeps_replicas_home() {
+    let mut sim = migration_cluster(|c| c.migration_barrier = 2);
+    let (first, second) = spares(&sim);
+    fail_b_replica(&mut sim, first);
+    sim.run_for(5000 + 2000).unwrap();
+    assert!(orphaned_since(&sim, first, 1).is_some());
+    assert_eq!(masters_of(&sim, &[first, second]), ids(&sim, &[0, 0]));
+}
+
+#[test]
+fn replica_migration_can_be_disabled() {
+    let mut sim = migration_cluster(|c| c.allow_replica_migration = false);
+    let (first, second) = spares(&sim);
+    fail_b_replica(&mut sim, first);
+    sim.run_for(5000 + 2000).unwrap();
+    assert!(orphaned_since(&sim, first, 1).is_some());
+    assert_eq!(masters_of(&sim, &[first, second]), ids(&sim, &[0, 0]));
+}
+
+#[test]
+fn a_masters_only_replica_never_migrates() {
+    // Even with no barrier at all: a move needs a master with at least two replicas.
+    let mut cfg = SimConfig::new(42, 3, 1);
+    cfg.node.migration_barrier = 0;
+    let mut sim = Sim::new(cfg);
+    sim.bootstrap().unwrap();
+    sim.run_for(1000).unwrap();
+    fail_b_replica(&mut sim, 3);
+    sim.run_for(5000 + 2000).unwrap();
+    assert!(orphaned_since(&sim, 3, 1).is_some());
+    assert!(orphaned_since(&sim, 5, 1).is_some());
+    assert_eq!(masters_of(&sim, &[3, 5]), ids(&sim, &[0, 2]));
+}
+
+#[test]
+fn a_master_whose_replica_moved_away_is_not_orphaned() {
+    let mut sim = migration_cluster(|_| {});
+    sim.run_for(5000 + 1000).unwrap();
+    let c = id(&sim, 2);
+    for viewer in [0, 1, 3, 4, 5] {
+        let rec = &sim.node(viewer).unwrap().nodes[&c];
+        assert!(!rec.migrate_to && rec.orphaned_since.is_none(), "n{viewer}");
+    }
+    assert_eq!(masters_of(&sim, &[3, 4, 5]), ids(&sim, &[0, 1, 0]));
+}
+
+#[test]
+fn a_promoted_replica_left_alone_gets_a_spare() {
+    let mut sim = migration_cluster(|_| {});
+    let (first, second) = spares(&sim);
+    sim.crash(1);
+    sim.run_until(10_000, "n4 takes over B's slots", |s| {
+        s.node(4)
+            .is_some_and(|n| n.is_master() && !n.my_slots().is_empty())
+    })
+    .unwrap();
+    // n4 has no replica: it was B's only one, and B itself is down.
+    sim.run_until(5000 + 3000, "a spare moves to n4", |s| {
+        s.node(first).unwrap().master() == Some(id(s, 4))
+    })
+    .unwrap();
+    assert_eq!(masters_of(&sim, &[second]), ids(&sim, &[0]));
+    assert!(sim.node(first).unwrap().nodes[&id(&sim, 4)].migrate_to);
+}
