@@ -61,6 +61,19 @@ where
         })
     }
 
+    /// The value and absolute expiry (ms) of `key`, without touching its metadata or
+    /// the hit counters (what a slot move reads).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn peek_entry(&self, key: &K) -> Option<(V, Option<u64>)> {
+        let inner = &*self.inner;
+        let hash = inner.hash(key);
+        let s = read(&inner.slots[inner.shard_of(hash)].shard);
+        match s.lookup(hash, key, &*inner.clock) {
+            Lookup::Live(idx) => Some((s.value_at(idx).clone(), s.expiry_at(idx))),
+            Lookup::Missing | Lookup::Expired => None,
+        }
+    }
+
     /// Whether `key` is present and not expired. Does not touch its metadata (like
     /// Redis's `EXISTS`). Takes the shard's lock shared.
     pub fn contains<Q>(&self, key: &Q) -> bool

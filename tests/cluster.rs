@@ -723,3 +723,159 @@ async fn ask_redirects_are_followed_during_a_slot_move() {
     assert_eq!(e, ClusterError::TooManyRedirects(slot));
     m.shutdown().await;
 }
+
+/// Slots move between masters while writers and readers work through every node:
+/// afterwards every acknowledged write is there, exactly once, on its slot's owner,
+/// and no operation saw an error (redirects are followed inside the library).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_under_load_loses_nothing() {
+    use larder::cluster::admin::Admin;
+    use larder::cluster::admin_wire::to_ranges;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    // Three masters; master 0 has a replica, which must follow the moves too.
+    let m = mesh(3, 1, 7000, |c| c).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let ops = Arc::new(AtomicU64::new(0));
+    // Writer w owns keys `w{w}:{i}`: the last value it was acknowledged for is what
+    // the key must hold at the end (or absent, if the last acknowledged op deleted it).
+    let mut writers = Vec::new();
+    for w in 0..4usize {
+        let via = m.nodes[w % 4].clone();
+        let (stop, errors, ops) = (stop.clone(), errors.clone(), ops.clone());
+        writers.push(tokio::spawn(async move {
+            let mut last: HashMap<String, Option<String>> = HashMap::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) || n < 2000 {
+                let k = format!("w{w}:{}", n % 700);
+                let r = if n % 11 == 10 {
+                    via.remove(&k).await.map(|_| None)
+                } else {
+                    let v = format!("{n}");
+                    via.insert(k.clone(), v.clone()).await.map(|_| Some(v))
+                };
+                match r {
+                    Ok(v) => {
+                        last.insert(k, v);
+                    }
+                    Err(e) => {
+                        eprintln!("writer {w}: {k}: {e}");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                ops.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            last
+        }));
+    }
+    let mut readers = Vec::new();
+    for r in 0..2usize {
+        let via = m.nodes[(r + 1) % 4].clone();
+        let (stop, errors) = (stop.clone(), errors.clone());
+        readers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let k = format!("w{}:{}", n % 4, (n * 7) % 700);
+                if let Err(e) = via.get(&k).await {
+                    eprintln!("reader {r}: {k}: {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        }));
+    }
+    // Let the keys exist before the moves.
+    eventually("some writes", Duration::from_secs(20), || async {
+        ops.load(Ordering::Relaxed) > 3000
+    })
+    .await;
+
+    // Half of master 0's slots to master 1, asked over QUIC as larder-cli does;
+    // then all of master 2's slots to master 0, in-process. (A node moves slots one
+    // direction at a time.)
+    let tool = m.ca.issue(NodeId::random(&mut Rng::new(99))).unwrap();
+    let admin = Admin::new(&tool, &m.ca.cert_der(), Duration::from_secs(10)).unwrap();
+    let half: Vec<u16> = range(0, 3).iter().take(2730).collect();
+    let to1 = m.nodes[1].id();
+    let a0 = m.nodes[0].local_addr();
+    let first = admin
+        .migrate_slots(a0, to1, to_ranges(half.iter().copied()), 50)
+        .await
+        .unwrap();
+    let second = m.nodes[2]
+        .migrate_slots(&range(2, 3), m.nodes[0].id(), 100)
+        .await
+        .unwrap();
+    assert_eq!(first.slots, 2730);
+    assert_eq!(second.slots as usize, range(2, 3).len());
+    assert!(first.keys > 0 && second.keys > 0, "{first:?} {second:?}");
+
+    // Writers go on a little after the hand-over (MOVED is followed), then stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut expected: HashMap<String, Option<String>> = HashMap::new();
+    for w in writers {
+        expected.extend(w.await.unwrap());
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "operations saw errors");
+
+    // Every node agrees on the new owners.
+    eventually(
+        "the hand-overs to spread",
+        Duration::from_secs(10),
+        || async {
+            m.nodes.iter().all(|n| {
+                let rt = n.routing();
+                half.iter().all(|&s| rt.slots.owner(s) == Some(to1))
+                    && range(2, 3)
+                        .iter()
+                        .all(|s| rt.slots.owner(s) == Some(m.nodes[0].id()))
+                    && rt.slots.migrating().is_empty()
+                    && rt.slots.importing().is_empty()
+            })
+        },
+    )
+    .await;
+    // Each acknowledged write, through a node that serves none of it.
+    for (k, v) in &expected {
+        assert_eq!(&m.nodes[3].get(k).await.unwrap(), v, "{k}");
+    }
+    // Exactly once, on the owner: no master holds a key of a slot it does not serve,
+    // and the masters hold as many keys as are live.
+    let live = expected.values().filter(|v| v.is_some()).count();
+    let mut held = 0;
+    for n in &m.nodes[..3] {
+        let rt = n.routing();
+        n.local().run_pending_tasks();
+        let mut cursor = 0;
+        loop {
+            let page = n.local().scan(cursor, None, 1000);
+            for k in page.keys {
+                assert_eq!(
+                    rt.slots.owner(k.slot()),
+                    Some(n.id()),
+                    "{k} held by a non-owner"
+                );
+                held += 1;
+            }
+            cursor = page.cursor;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(held, live);
+    // The replica of master 0 dropped what its master moved away.
+    eventually("the replica to follow", Duration::from_secs(10), || async {
+        m.nodes[3].local().len() == m.nodes[0].local().len()
+    })
+    .await;
+    m.shutdown().await;
+}

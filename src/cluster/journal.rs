@@ -13,6 +13,7 @@
 //! verbatim: its log, too, is the stream.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use larder_cluster::net::{Replication, WriteRefused};
@@ -44,6 +45,83 @@ pub(crate) fn applying<R>(f: impl FnOnce() -> R) -> R {
 
 fn is_applying() -> bool {
     APPLYING.with(|a| a.get())
+}
+
+/// No slot: [`OP_SLOT`]'s value outside [`in_slot`].
+const NO_SLOT: u32 = u32::MAX;
+
+thread_local! {
+    /// The hash slot of the operation this thread runs without holding its slot's
+    /// move lock (see [`SlotFence`]).
+    static OP_SLOT: Cell<u32> = const { Cell::new(NO_SLOT) };
+}
+
+/// Runs `f` (an operation on a key of `slot`, decided without the slot's move lock)
+/// with the thread marked, so the gate refuses its writes if the slot is fenced.
+pub(crate) fn in_slot<R>(slot: u16, f: impl FnOnce() -> R) -> R {
+    struct Reset(u32);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OP_SLOT.with(|a| a.set(self.0));
+        }
+    }
+    let _reset = Reset(OP_SLOT.with(|a| a.replace(u32::from(slot))));
+    f()
+}
+
+/// The refusal a fenced write gets; the cluster layer retries it through the slot's
+/// move lock.
+pub(crate) const FENCED: &str = "TRYAGAIN the slot is moving to another node";
+
+/// Slots whose keys move (or moved) to another node: writes to them are refused at
+/// the gate, under the shard lock, unless the writer holds the slot's move lock (it
+/// then decided where the key lives under that lock). It catches writes that were
+/// routed with a routing table from before the move began.
+pub(crate) struct SlotFence {
+    count: AtomicUsize,
+    bits: [AtomicU64; 256],
+}
+
+impl SlotFence {
+    pub(crate) fn new() -> Self {
+        SlotFence {
+            count: AtomicUsize::new(0),
+            bits: [const { AtomicU64::new(0) }; 256],
+        }
+    }
+
+    pub(crate) fn set(&self, slot: u16) {
+        let bit = 1u64 << (slot % 64);
+        if self.bits[usize::from(slot / 64)].fetch_or(bit, Ordering::SeqCst) & bit == 0 {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    pub(crate) fn clear(&self, slot: u16) {
+        let bit = 1u64 << (slot % 64);
+        if self.bits[usize::from(slot / 64)].fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether any slot is fenced.
+    pub(crate) fn any(&self) -> bool {
+        self.count.load(Ordering::SeqCst) != 0
+    }
+
+    pub(crate) fn contains(&self, slot: u16) -> bool {
+        self.count.load(Ordering::SeqCst) != 0
+            && self.bits[usize::from(slot / 64)].load(Ordering::SeqCst) & (1u64 << (slot % 64)) != 0
+    }
+
+    /// Whether this thread's current operation may not write.
+    fn blocks_this_thread(&self) -> bool {
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let slot = OP_SLOT.with(|a| a.get());
+        slot != NO_SLOT && self.contains(slot as u16)
+    }
 }
 
 /// The replication position of the data: the history and the stream offset the data
@@ -109,6 +187,8 @@ pub(crate) struct Shared<K, V> {
     pub(crate) repl: OnceLock<Arc<Replication>>,
     /// Orders log writes and stream feeds; holds the data's stream position.
     pub(crate) pos: Mutex<Position>,
+    /// Slots whose writes are refused unless made under the slot's move lock.
+    pub(crate) fence: SlotFence,
 }
 
 impl<K, V> Shared<K, V> {
@@ -158,6 +238,9 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for ClusterJournal<K,
             match self.shared.repl.get() {
                 Some(r) => r.check_write().map_err(refused)?,
                 None => return Err(Error::Cluster("CLUSTERDOWN the node is starting".into())),
+            }
+            if self.shared.fence.blocks_this_thread() {
+                return Err(Error::Cluster(FENCED.into()));
             }
         }
         match &self.shared.aof {

@@ -19,6 +19,8 @@
 //!
 //! Guarantees and setup are in `docs/cluster.md`.
 
+pub mod admin;
+pub mod admin_wire;
 mod data;
 mod journal;
 mod keyslot;
@@ -45,7 +47,7 @@ use larder_cluster::net::{NetConfig, ReplInfo, ReplSetup, Replication};
 use larder_cluster::proto::{Config as ProtoConfig, KeyPresence, NodeFlags, Route};
 
 use self::data::CacheData;
-use self::journal::{ClusterJournal, Position, Shared};
+use self::journal::{in_slot, ClusterJournal, Position, Shared, SlotFence, FENCED};
 use self::wire::{ErrorKind, WireOp, WireRequest, WireResponse, WireTtl};
 use crate::builder::CacheBuilder;
 use crate::durable::{Codec, Durability, OpenError};
@@ -337,6 +339,16 @@ struct Core<K, V, W> {
     request_timeout: Duration,
     /// Owners learned from MOVED answers, until the routing table changes.
     hints: Mutex<Hints>,
+    /// The journal's shared state (its slot fence).
+    shared: Arc<Shared<K, V>>,
+    /// The move lock of each slot whose keys this node is moving away: operations on
+    /// the slot hold it shared from their routing decision to their end, the mover
+    /// holds it exclusively while a batch of keys changes hands.
+    moves: Mutex<HashMap<Slot, Arc<tokio::sync::RwLock<()>>>>,
+    /// How many slots `moves` holds (read on every routed operation).
+    moving: std::sync::atomic::AtomicUsize,
+    /// Set by an administrative `Shutdown`.
+    shutdown_requested: tokio::sync::watch::Sender<bool>,
     /// The node's runtime's handle (blocking wrappers run on it).
     handle: tokio::runtime::Handle,
     /// Owns the runtime the node runs on (stopped when the last handle goes).
@@ -448,6 +460,7 @@ where
             aof,
             repl: OnceLock::new(),
             pos: Mutex::new(pos),
+            fence: SlotFence::new(),
         });
         cache.inner.set_journal(Box::new(ClusterJournal {
             shared: Arc::clone(&shared),
@@ -519,6 +532,10 @@ where
             repl,
             request_timeout: c.request_timeout,
             hints: Mutex::new((0, HashMap::new())),
+            shared,
+            moves: Mutex::new(HashMap::new()),
+            moving: std::sync::atomic::AtomicUsize::new(0),
+            shutdown_requested: tokio::sync::watch::channel(false).0,
             handle: runtime.handle().clone(),
             _runtime: NodeRuntime(Some(runtime)),
         });
@@ -540,7 +557,7 @@ where
 {
     fn call(
         &self,
-        _from: NodeId,
+        from: NodeId,
         request: Vec<u8>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'static>> {
         let core = self.core.get().and_then(Weak::upgrade);
@@ -550,6 +567,14 @@ where
                     .encode();
             };
             let cc = ClusterCache { core };
+            if request.first() == Some(&admin_wire::ADMIN_VERSION) {
+                return match admin_wire::AdminRequest::decode(&request) {
+                    Ok(req) => cc.admin(Some(from), req).await.encode(),
+                    Err(e) => {
+                        admin_wire::AdminResponse::Error(format!("ERR request: {e}")).encode()
+                    }
+                };
+            }
             cc.serve(&request).await.encode()
         })
     }
@@ -568,6 +593,7 @@ enum Dest {
 }
 
 /// A typed operation.
+#[derive(Clone)]
 enum Op<K, V> {
     Get(K),
     Contains(K),
@@ -806,11 +832,14 @@ where
         opts: WriteOptions,
     ) -> Result<(), ClusterError> {
         let at = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
-        if self.is_local(key.slot(), ReadFrom::Master, true) {
-            match at {
-                None => self.core.cache.insert(key, value)?,
-                Some(at) => self.core.cache.insert_expiring_at(key, value, at)?,
-            }
+        let slot = key.slot();
+        // While this node moves slots away, writes take the routed path, which can
+        // retry a write refused by the slot fence.
+        if !self.core.shared.fence.any() && self.is_local(slot, ReadFrom::Master, true) {
+            in_slot(slot, || match at {
+                None => self.core.cache.insert(key, value),
+                Some(at) => self.core.cache.insert_expiring_at(key, value, at),
+            })?;
             return self.await_acks(true, opts).await;
         }
         self.call(Op::Set(key, value, at), ReadFrom::Master, opts)
@@ -843,8 +872,9 @@ where
 
     /// Removes `key`; true if it was present.
     pub async fn remove(&self, key: &K) -> Result<bool, ClusterError> {
-        if self.is_local(key.slot(), ReadFrom::Master, true) {
-            return Ok(self.core.cache.remove(key)?);
+        let slot = key.slot();
+        if !self.core.shared.fence.any() && self.is_local(slot, ReadFrom::Master, true) {
+            return Ok(in_slot(slot, || self.core.cache.remove(key))?);
         }
         self.bool(Op::Del(key.clone()), WriteOptions::default())
             .await
@@ -912,6 +942,14 @@ where
                     owner: rt.slots.owner(slot),
                 }));
             }
+            if rt.slots.migrating_to(slot).is_some() || self.core.shared.fence.contains(slot) {
+                // Some of the keys may have moved already (Redis answers TRYAGAIN).
+                return Err(TransactionError::Cluster(ClusterError::Refused(
+                    FENCED.to_string(),
+                )));
+            }
+            return in_slot(slot, || self.core.cache.transaction(keys, f))
+                .map_err(TransactionError::Tx);
         }
         self.core
             .cache
@@ -1159,16 +1197,36 @@ where
         let mut wire: Option<Vec<u8>> = None;
         let mut op = Some(op);
         for attempt in 0..MAX_REDIRECTS {
+            // Held from the routing decision to the end of a local execution: a batch
+            // of the slot's keys cannot change hands in between.
+            let mut guard = None;
             let dest = match next.take() {
                 Some(d) => d,
-                None => self.decide(slot, op.as_ref(), false, from, write),
+                None => {
+                    guard = self.move_guard(slot).await;
+                    self.decide(slot, op.as_ref(), false, from, write)
+                }
             };
             match dest {
                 Dest::Local => {
-                    let Some(op) = op.take() else {
+                    let Some(o) = op.take() else {
                         return Err(unexpected());
                     };
-                    let r = self.exec_local(op)?;
+                    // Without the move lock a fenced slot refuses the write: keep a
+                    // copy to retry with.
+                    let fenced = guard.is_none() && self.core.shared.fence.contains(slot);
+                    if fenced {
+                        op = Some(o.clone());
+                    }
+                    let r = match self.exec_routed(slot, guard.is_some(), o) {
+                        Err(ClusterError::Refused(t)) if fenced && t == FENCED => {
+                            drop(guard);
+                            tokio::time::sleep(Duration::from_millis(1 << attempt.min(5))).await;
+                            continue;
+                        }
+                        r => r?,
+                    };
+                    drop(guard);
                     self.await_acks(write, opts).await?;
                     return Ok(r);
                 }
@@ -1381,6 +1439,36 @@ where
         }
     }
 
+    /// The read side of `slot`'s move lock, if this node is moving the slot's keys.
+    async fn move_guard(&self, slot: Slot) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        if self.core.moving.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let lock = self
+            .core
+            .moves
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+            .cloned()?;
+        Some(lock.read_owned().await)
+    }
+
+    /// Executes `op` here: under the slot's move lock (`locked`) the fence lets it
+    /// write, else the fence decides.
+    fn exec_routed(
+        &self,
+        slot: Slot,
+        locked: bool,
+        op: Op<K, V>,
+    ) -> Result<Reply<V>, ClusterError> {
+        if locked {
+            self.exec_local(op)
+        } else {
+            in_slot(slot, || self.exec_local(op))
+        }
+    }
+
     fn exec_local(&self, op: Op<K, V>) -> Result<Reply<V>, ClusterError> {
         let c = &self.core.cache;
         Ok(match op {
@@ -1559,6 +1647,7 @@ where
             ReadFrom::Master
         };
         let asking = req.flags & wire::FLAG_ASKING != 0;
+        let guard = self.move_guard(slot).await;
         match self.decide_served(slot, &op, asking, from, write) {
             Dest::Local => {}
             Dest::Remote { node, addr, asking } => {
@@ -1579,13 +1668,16 @@ where
             Dest::TryAgain => return WireResponse::TryAgain,
             Dest::Down(why) => return WireResponse::Error(ErrorKind::ClusterDown, why),
         }
-        let reply = match self.exec_local(op) {
+        let reply = match self.exec_routed(slot, guard.is_some(), op) {
             Ok(r) => r,
+            // Routed here with a table from before the move: the peer retries.
+            Err(ClusterError::Refused(t)) if t == FENCED => return WireResponse::TryAgain,
             Err(ClusterError::ClusterDown(t)) => {
                 return WireResponse::Error(ErrorKind::ClusterDown, t)
             }
             Err(e) => return WireResponse::Error(ErrorKind::Refused, e.to_string()),
         };
+        drop(guard);
         if write && req.ack_replicas > 0 {
             let acked = self
                 .wait(

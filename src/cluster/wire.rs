@@ -448,17 +448,26 @@ pub fn split_snapshot(buf: &[u8]) -> Result<Vec<&[u8]>, WireError> {
     Ok(out)
 }
 
-struct Reader<'a> {
+/// A cursor over bytes being decoded (shared with the admin codec).
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn error_at(&self, field: &'static str, at: usize, problem: String) -> WireError {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn error_at(&self, field: &'static str, at: usize, problem: String) -> WireError {
         WireError { field, at, problem }
     }
 
-    fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         match end {
             Some(end) => {
@@ -474,43 +483,43 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
         Ok(self.take(field, 1)?[0])
     }
 
-    fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
         let b = self.take(field, 2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(field, 4)?);
         Ok(u32::from_le_bytes(a))
     }
 
-    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(field, 8)?);
         Ok(u64::from_le_bytes(a))
     }
 
-    fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
+    pub(crate) fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
         let len = self.u32(field)? as usize;
         self.take(field, len)
     }
 
-    fn vec(&mut self, field: &'static str) -> Result<Vec<u8>, WireError> {
+    pub(crate) fn vec(&mut self, field: &'static str) -> Result<Vec<u8>, WireError> {
         Ok(self.bytes(field)?.to_vec())
     }
 
-    fn text(&mut self, field: &'static str) -> Result<String, WireError> {
+    pub(crate) fn text(&mut self, field: &'static str) -> Result<String, WireError> {
         let at = self.pos;
         let b = self.bytes(field)?;
         String::from_utf8(b.to_vec()).map_err(|_| self.error_at(field, at, "not UTF-8".into()))
     }
 
-    fn flag(&mut self, field: &'static str) -> Result<bool, WireError> {
+    pub(crate) fn flag(&mut self, field: &'static str) -> Result<bool, WireError> {
         let at = self.pos;
         match self.u8(field)? {
             0 => Ok(false),
@@ -519,7 +528,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn count(&mut self, field: &'static str) -> Result<usize, WireError> {
+    pub(crate) fn count(&mut self, field: &'static str) -> Result<usize, WireError> {
         let at = self.pos;
         let n = self.u32(field)? as usize;
         // Every element takes at least one byte.
@@ -529,7 +538,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn end(&self) -> Result<(), WireError> {
+    pub(crate) fn end(&self) -> Result<(), WireError> {
         if self.pos != self.buf.len() {
             return Err(self.error_at(
                 "end",
@@ -590,7 +599,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn node(&mut self) -> Result<NodeBytes, WireError> {
+    pub(crate) fn node(&mut self) -> Result<NodeBytes, WireError> {
         let mut n = [0u8; 20];
         n.copy_from_slice(self.take("node", 20)?);
         Ok(n)

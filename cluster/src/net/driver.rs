@@ -192,7 +192,9 @@ impl Counters {
 }
 
 /// A command run on the node inside the driver task; it replies on its own channel.
-type Command = Box<dyn FnOnce(&mut Node, Instant) + Send>;
+/// A command runs on the node and returns its reply, which the driver delivers once
+/// what the command changed is saved, sent and published in the routing table.
+type Command = Box<dyn FnOnce(&mut Node, Instant) -> Box<dyn FnOnce() + Send> + Send>;
 
 enum Input {
     /// A message from the authenticated peer `from`.
@@ -460,7 +462,10 @@ impl ClusterNode {
     {
         let (tx, rx) = oneshot::channel();
         let cmd: Command = Box::new(move |node, now| {
-            let _ = tx.send(f(node, now));
+            let r = f(node, now);
+            Box::new(move || {
+                let _ = tx.send(r);
+            })
         });
         self.inputs
             .send(Input::Command(cmd))
@@ -677,7 +682,16 @@ impl Driver {
                     }
                     Some(Input::Command(cmd)) => {
                         let now = self.now();
-                        cmd(&mut self.node, now);
+                        let reply = cmd(&mut self.node, now);
+                        // A command may change slots without an event (SETSLOT
+                        // MIGRATING/IMPORTING): publish, then answer.
+                        self.routing_dirty = true;
+                        let drained = self.drain();
+                        reply();
+                        if drained.is_err() {
+                            break;
+                        }
+                        continue;
                     }
                 },
             }

@@ -8,6 +8,7 @@
 //! - [`faults`]: a switch that drops messages between chosen nodes, for tests;
 //! - [`replication`]: [`crate::repl`] run by the driver, and the [`Dataset`] the
 //!   application gives it;
+//! - [`client`]: a request client for tools, which is not a node;
 //! - [`service`]: requests between nodes (the application's [`Service`] answers);
 //! - [`routing`]: the slot table the driver publishes for the application;
 //! - `driver`: the task that owns the [`crate::proto::Node`], and [`ClusterNode`], the
@@ -38,6 +39,7 @@
 //! ```
 
 pub mod certs;
+pub mod client;
 mod driver;
 pub mod faults;
 pub mod frame;

@@ -1,0 +1,130 @@
+//! A request client that is not a node: tools (`larder-cli`) reach nodes with it.
+//!
+//! It presents a certificate issued by the cluster CA (any node id: tools get one of
+//! their own with `larder-cli certs issue`), accepts any node the CA signed, and sends
+//! requests on the same `"LCQ"` streams nodes use between themselves. It runs no state
+//! machine and joins no cluster.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::certs::NodeIdentity;
+use super::frame::{encode_frame, REQUEST_PREAMBLE};
+use super::service::{exchange, ExchangeError};
+use super::tls::{client_config, peer_node_id, server_name_for};
+use super::{CertificateDer, NetError};
+use crate::proto::NodeId;
+
+/// A client endpoint with one cached connection per node address.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    conns: tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client presenting `identity`, trusting nodes signed by `ca`; requests fail
+    /// after `timeout` (dial and answer together). Must be called inside a tokio
+    /// runtime.
+    pub fn new(
+        identity: &NodeIdentity,
+        ca: &CertificateDer<'static>,
+        timeout: Duration,
+    ) -> Result<Client, NetError> {
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+        // Idle connections are closed after 30 s; the keep-alive of the transport keeps
+        // a connection with a long request open.
+        endpoint.set_default_client_config(client_config(identity, ca, Duration::from_secs(30))?);
+        Ok(Client {
+            endpoint,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+            timeout,
+        })
+    }
+
+    /// Sends one request to the node at `addr` and returns the node's id (from its
+    /// certificate) and its response. One retry on a fresh connection if the cached
+    /// one died.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        payload: &[u8],
+    ) -> Result<(NodeId, Vec<u8>), NetError> {
+        self.request_with_timeout(addr, payload, self.timeout).await
+    }
+
+    /// [`Client::request`] with its own time limit (a slot migration may take long).
+    pub async fn request_with_timeout(
+        &self,
+        addr: SocketAddr,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(NodeId, Vec<u8>), NetError> {
+        let mut frame = Vec::with_capacity(REQUEST_PREAMBLE.len() + 4 + payload.len());
+        frame.extend_from_slice(&REQUEST_PREAMBLE);
+        encode_frame(payload, &mut frame);
+        let work = async {
+            let mut last = String::new();
+            for _ in 0..2 {
+                let conn = self.conn(addr).await?;
+                let id = peer_node_id(&conn)?;
+                match exchange(&conn, &frame).await {
+                    Ok(r) => return Ok((id, r)),
+                    Err(ExchangeError::Connection(e)) => {
+                        last = e;
+                        self.conns.lock().await.remove(&addr);
+                    }
+                    Err(ExchangeError::Refused(e)) => {
+                        return Err(NetError::Request(format!("{addr}: {e}")))
+                    }
+                }
+            }
+            Err(NetError::Unreachable(format!("{addr}: {last}")))
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(NetError::Unreachable(format!(
+                "{addr}: no answer within {timeout:?}"
+            ))),
+        }
+    }
+
+    async fn conn(&self, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&addr).filter(|c| c.close_reason().is_none()) {
+            return Ok(c.clone());
+        }
+        let c = self
+            .endpoint
+            .connect(addr, &server_name_for(None))
+            .map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?
+            .await
+            .map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?;
+        conns.insert(addr, c.clone());
+        Ok(c)
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        for (_, c) in self.conns.lock().await.drain() {
+            c.close(0u32.into(), b"done");
+        }
+        self.endpoint.wait_idle().await;
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"dropped");
+    }
+}
+
+/// The node id a client's certificate would have to name: tools use a random one.
+pub fn tool_identity_id() -> NodeId {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    NodeId::random(&mut crate::proto::Rng::new(seed))
+}
