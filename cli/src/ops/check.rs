@@ -1,0 +1,430 @@
+//! `check` and `info`: what is wrong with a cluster, and how it is loaded.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use larder::cluster::admin_wire::to_ranges;
+
+use super::view::{ClusterNode, ClusterView};
+use super::{count_slots, flags, format_ranges, join_all, short, Admin, NodeId, OpsError, SLOTS};
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// A check passed.
+    Ok,
+    /// Worth knowing; the cluster is still healthy.
+    Warn,
+    /// A problem: the cluster is unhealthy.
+    Err,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Ok => "[OK]",
+            Level::Warn => "[WARN]",
+            Level::Err => "[ERR]",
+        })
+    }
+}
+
+/// One line of a check's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// How bad.
+    pub level: Level,
+    /// What.
+    pub text: String,
+}
+
+impl Finding {
+    fn new(level: Level, text: impl Into<String>) -> Self {
+        Finding {
+            level,
+            text: text.into(),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.level, self.text)
+    }
+}
+
+/// Keys per slot held by one node, or why they could not be had.
+pub type KeyCounts = Result<Vec<(u16, u64)>, String>;
+
+/// What [`check`] found.
+#[derive(Clone, Debug)]
+pub struct CheckReport {
+    /// The cluster as loaded.
+    pub view: ClusterView,
+    /// Keys per slot of every node (in `view.nodes` order).
+    pub key_counts: Vec<(NodeId, KeyCounts)>,
+    /// The verdict, one finding per line.
+    pub findings: Vec<Finding>,
+}
+
+impl CheckReport {
+    /// No [`Level::Err`] finding.
+    pub fn healthy(&self) -> bool {
+        self.findings.iter().all(|f| f.level != Level::Err)
+    }
+
+    /// The [`Level::Err`] findings.
+    pub fn problems(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.level == Level::Err)
+    }
+
+    /// The report as `larder-cli check` prints it: the nodes (redis-cli's
+    /// `M:`/`S:` blocks), every finding, then a summary line.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            ">>> Performing Cluster Check (using node {})\n",
+            self.view.entry
+        );
+        out.push_str(&render_topology(&self.view));
+        for f in &self.findings {
+            out.push_str(&format!("{f}\n"));
+        }
+        let problems = self.problems().count();
+        if problems == 0 {
+            out.push_str("[OK] The cluster is healthy.\n");
+        } else {
+            out.push_str(&format!("[ERR] {problems} problem(s) found.\n"));
+        }
+        out
+    }
+}
+
+/// redis-cli's node blocks: `M: <id> <addr>`, slots, replica count or master.
+pub fn render_topology(view: &ClusterView) -> String {
+    let mut out = String::new();
+    for n in &view.nodes {
+        let me = n.me();
+        let role = if n.is_master() { "M" } else { "S" };
+        out.push_str(&format!("{role}: {} {}\n", n.id, n.addr));
+        let slots = &me.slots;
+        out.push_str(&format!(
+            "   slots:[{}] ({} slots) {}\n",
+            format_ranges(slots),
+            count_slots(slots),
+            if n.is_master() { "master" } else { "slave" }
+        ));
+        if n.is_master() {
+            let r = view.replicas_of(n.id).len();
+            if r > 0 {
+                out.push_str(&format!("   {r} additional replica(s)\n"));
+            }
+        } else if let Some(m) = n.master() {
+            out.push_str(&format!("   replicates {m}\n"));
+        }
+        if let Err(e) = &n.view {
+            out.push_str(&format!("   unreachable: {e}\n"));
+        }
+    }
+    out
+}
+
+/// Checks the cluster as seen from the node at `addr` (exit 2 if that node cannot be
+/// reached): every node is asked for its view and its keys per slot, then
+/// [`check_findings`] judges. `CheckReport::healthy` is `larder-cli check`'s exit 0.
+pub async fn check(admin: &Admin, addr: SocketAddr) -> Result<CheckReport, OpsError> {
+    let view = ClusterView::load(admin, addr).await?;
+    let key_counts = load_key_counts(admin, &view).await;
+    let findings = check_findings(&view, &key_counts);
+    Ok(CheckReport {
+        view,
+        key_counts,
+        findings,
+    })
+}
+
+/// Keys per slot of every reachable node.
+pub(crate) async fn load_key_counts(admin: &Admin, view: &ClusterView) -> Vec<(NodeId, KeyCounts)> {
+    let futs = view
+        .nodes
+        .iter()
+        .map(|n| async move {
+            let counts = match (&n.view, n.sock) {
+                (Ok(_), Some(s)) => admin.key_counts(s).await.map_err(|e| e.to_string()),
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), None) => Err("no address".to_string()),
+            };
+            (n.id, counts)
+        })
+        .collect();
+    join_all(futs).await
+}
+
+fn name(n: &ClusterNode) -> String {
+    format!("{} ({})", n.addr, short(&n.id))
+}
+
+/// The slots a node may hold keys of: a master's own, a replica's master's.
+pub(crate) fn served_slots(view: &ClusterView, n: &ClusterNode) -> Vec<bool> {
+    let mut served = vec![false; usize::from(SLOTS)];
+    let ranges: &[(u16, u16)] = if n.is_master() {
+        n.slots()
+    } else {
+        match n.master().and_then(|m| view.node(m)) {
+            Some(m) => m.slots(),
+            None => &[],
+        }
+    };
+    for s in super::expand(ranges) {
+        served[usize::from(s)] = true;
+    }
+    served
+}
+
+/// Judges a loaded cluster (no I/O). One finding per problem, `[OK]` lines for the
+/// checks that passed:
+///
+/// - every node answers (an unreachable master is an error, a replica a warning) and
+///   none is flagged failing;
+/// - every node sees the same slot owners and the same nodes;
+/// - no slot is open (MIGRATING or IMPORTING) anywhere;
+/// - the masters cover all 16384 slots;
+/// - no node holds keys of a slot it does not serve (a replica: its master's);
+/// - every node's cluster state is ok.
+pub fn check_findings(view: &ClusterView, key_counts: &[(NodeId, KeyCounts)]) -> Vec<Finding> {
+    let mut out = Vec::new();
+
+    // Reachability and failure flags.
+    let before = out.len();
+    for n in &view.nodes {
+        if let Err(e) = &n.view {
+            let level = if n.is_master() {
+                Level::Err
+            } else {
+                Level::Warn
+            };
+            let role = if n.is_master() { "master" } else { "replica" };
+            out.push(Finding::new(
+                level,
+                format!("{role} {} is unreachable: {e}", name(n)),
+            ));
+        }
+        let seen = n.seen.flags;
+        if seen & (flags::FAIL | flags::PFAIL) != 0 {
+            let level = if n.is_master() {
+                Level::Err
+            } else {
+                Level::Warn
+            };
+            let what = if seen & flags::FAIL != 0 {
+                "fail"
+            } else {
+                "fail?"
+            };
+            out.push(Finding::new(
+                level,
+                format!("{} is flagged {what} by {}", name(n), short(&view.entry_id)),
+            ));
+        }
+    }
+    for p in &view.pending {
+        out.push(Finding::new(
+            Level::Warn,
+            format!(
+                "{} ({}) is still in handshake with {}",
+                p.addr,
+                short(&NodeId(p.id)),
+                short(&view.entry_id)
+            ),
+        ));
+    }
+    if out.len() == before {
+        out.push(Finding::new(
+            Level::Ok,
+            format!("All {} nodes reachable.", view.nodes.len()),
+        ));
+    }
+
+    // Agreement.
+    match view.agreement() {
+        Ok(()) => out.push(Finding::new(
+            Level::Ok,
+            "All nodes agree about slots configuration.",
+        )),
+        Err(why) => out.push(Finding::new(
+            Level::Err,
+            format!("Nodes don't agree about configuration: {why}"),
+        )),
+    }
+
+    // Open slots.
+    let before = out.len();
+    for n in &view.nodes {
+        let Ok(v) = &n.view else { continue };
+        for (kind, list) in [("migrating", &v.migrating), ("importing", &v.importing)] {
+            let mut by_peer: Vec<(NodeId, Vec<u16>)> = Vec::new();
+            for &(s, peer) in list {
+                match by_peer.iter_mut().find(|(p, _)| p.0 == peer) {
+                    Some((_, v)) => v.push(s),
+                    None => by_peer.push((NodeId(peer), vec![s])),
+                }
+            }
+            for (peer, slots) in by_peer {
+                let dir = if kind == "migrating" { "to" } else { "from" };
+                out.push(Finding::new(
+                    Level::Err,
+                    format!(
+                        "{} has slots in {kind} state {} {dir} {} (run `larder-cli fix`)",
+                        name(n),
+                        format_ranges(&to_ranges(slots)),
+                        short(&peer)
+                    ),
+                ));
+            }
+        }
+    }
+    if out.len() == before {
+        out.push(Finding::new(Level::Ok, "No open slots."));
+    }
+
+    // Coverage.
+    let owners = view.owners();
+    let missing: Vec<u16> = (0..SLOTS)
+        .filter(|&s| owners[usize::from(s)].is_none())
+        .collect();
+    if missing.is_empty() {
+        out.push(Finding::new(Level::Ok, "All 16384 slots covered."));
+    } else {
+        out.push(Finding::new(
+            Level::Err,
+            format!(
+                "Not all 16384 slots are covered by nodes: {} unassigned ({})",
+                missing.len(),
+                format_ranges(&to_ranges(missing))
+            ),
+        ));
+    }
+
+    // Keys where they do not belong.
+    let before = out.len();
+    for (id, counts) in key_counts {
+        let Some(n) = view.node(*id) else { continue };
+        let counts = match counts {
+            Ok(c) => c,
+            Err(e) => {
+                if n.reachable() {
+                    out.push(Finding::new(
+                        Level::Warn,
+                        format!("cannot count the keys of {}: {e}", name(n)),
+                    ));
+                }
+                continue;
+            }
+        };
+        let served = served_slots(view, n);
+        let importing: Vec<u16> = n
+            .view
+            .as_ref()
+            .map(|v| v.importing.iter().map(|(s, _)| *s).collect())
+            .unwrap_or_default();
+        let stray: Vec<(u16, u64)> = counts
+            .iter()
+            .copied()
+            .filter(|&(s, k)| k > 0 && !served[usize::from(s)] && !importing.contains(&s))
+            .collect();
+        if !stray.is_empty() {
+            let keys: u64 = stray.iter().map(|(_, k)| k).sum();
+            let slots: Vec<u16> = stray.iter().map(|(s, _)| *s).collect();
+            out.push(Finding::new(
+                Level::Err,
+                format!(
+                    "{} holds {keys} key(s) in {} slot(s) it does not serve: {} (run `larder-cli fix`)",
+                    name(n),
+                    slots.len(),
+                    format_ranges(&to_ranges(slots))
+                ),
+            ));
+        }
+    }
+    if out.len() == before {
+        out.push(Finding::new(
+            Level::Ok,
+            "No keys in slots their node does not serve.",
+        ));
+    }
+
+    // Cluster state.
+    let before = out.len();
+    for n in &view.nodes {
+        if let Ok(v) = &n.view {
+            if !v.cluster_ok {
+                out.push(Finding::new(
+                    Level::Err,
+                    format!("{} reports cluster_state:fail", name(n)),
+                ));
+            }
+        }
+    }
+    if out.len() == before {
+        out.push(Finding::new(
+            Level::Ok,
+            "cluster_state:ok on every reachable node.",
+        ));
+    }
+    out
+}
+
+/// One master as `info` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// Keys it holds, if it answered.
+    pub keys: Option<u64>,
+    /// Slots it serves.
+    pub slots: usize,
+    /// Replicas following it.
+    pub replicas: usize,
+}
+
+/// Per master: keys, slots and replicas (redis-cli's `--cluster info`), from the
+/// node at `addr` and every master's own answer.
+pub async fn info(admin: &Admin, addr: SocketAddr) -> Result<Vec<MasterInfo>, OpsError> {
+    let view = ClusterView::load(admin, addr).await?;
+    Ok(view
+        .masters()
+        .map(|m| MasterInfo {
+            id: m.id,
+            addr: m.addr.clone(),
+            keys: m.view.as_ref().ok().map(|v| v.keys),
+            slots: count_slots(m.slots()),
+            replicas: view.replicas_of(m.id).len(),
+        })
+        .collect())
+}
+
+/// `info`'s text: one line per master, then the totals.
+pub fn render_info(masters: &[MasterInfo]) -> String {
+    let mut out = String::new();
+    let mut keys = 0u64;
+    for m in masters {
+        let k = m
+            .keys
+            .map_or("? (unreachable)".to_string(), |k| k.to_string());
+        keys += m.keys.unwrap_or(0);
+        out.push_str(&format!(
+            "{} ({}...) -> {k} keys | {} slots | {} replicas.\n",
+            m.addr,
+            short(&m.id),
+            m.slots,
+            m.replicas
+        ));
+    }
+    out.push_str(&format!(
+        "[OK] {keys} keys in {} masters.\n{:.2} keys per slot on average.\n",
+        masters.len(),
+        keys as f64 / f64::from(SLOTS)
+    ));
+    out
+}
