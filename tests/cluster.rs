@@ -879,3 +879,95 @@ async fn resharding_under_load_loses_nothing() {
     .await;
     m.shutdown().await;
 }
+
+/// A move cut off half-way (the target unreachable) leaves the slots MIGRATING and
+/// IMPORTING with the keys split between the two nodes, all still readable; moving
+/// again resumes and finishes it. Keys left on a node that does not serve their slot
+/// are handed to the owner, which keeps its own copies, by `DropSlotKeys`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_move_resumes_and_stray_keys_go_to_the_owner() {
+    use larder::cluster::admin_wire::{AdminRequest, AdminResponse};
+
+    let m = mesh(2, 0, 7100, |c| c).await;
+    let (a, b) = (&m.nodes[0], &m.nodes[1]);
+    // Half of a's slots: it keeps serving the rest.
+    let slots = SlotSet::from_range(0..(SLOTS / 4) as u16);
+    let keys: Vec<String> = (0..3000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| slots.contains(k.slot()))
+        .collect();
+    for k in &keys {
+        a.insert(k.clone(), format!("v-{k}")).await.unwrap();
+    }
+    // Cut the link once the move is under way.
+    let cutter = {
+        let (faults, a_id, b_id, b) = (m.faults.clone(), a.id(), b.id(), b.clone());
+        tokio::spawn(async move {
+            while b.local().len() < 200 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            faults.cut(a_id, b_id);
+        })
+    };
+    let r = a.migrate_slots(&slots, b.id(), 20).await;
+    cutter.await.unwrap();
+    assert!(r.is_err(), "the move should fail once cut: {r:?}");
+    let rt = a.routing();
+    assert!(!rt.slots.migrating().is_empty(), "slots left MIGRATING");
+    assert!(b.local().len() > 0 && a.local().len() > 0);
+    // At most the batch in flight when the link went is on both (the source keeps
+    // its copy until the target's answer arrives; its copy is the one that counts).
+    let both = a.local().len() + b.local().len() - keys.len();
+    assert!(both <= 20, "{both} keys on both nodes");
+    m.faults.heal_all();
+    // Every key readable while the move is interrupted (present here, or ASK there).
+    for k in keys.iter().step_by(17) {
+        assert_eq!(a.get(k).await.unwrap(), Some(format!("v-{k}")), "{k}");
+    }
+    let done = a.migrate_slots(&slots, b.id(), 100).await.unwrap();
+    assert!(done.slots > 0 && done.keys > 0, "{done:?}");
+    assert!(slots
+        .iter()
+        .all(|s| a.routing().slots.owner(s) == Some(b.id())));
+    assert_eq!(a.local().len(), 0);
+    assert_eq!(b.local().len(), keys.len());
+    for k in keys.iter().step_by(13) {
+        assert_eq!(a.get(k).await.unwrap(), Some(format!("v-{k}")), "{k}");
+    }
+
+    // Strays: copies on `a` of keys whose slot `b` now serves (as a move that died
+    // between the target's apply and the source's delete leaves them), one of them
+    // older than the owner's copy and one the owner lacks.
+    let slot = keys
+        .iter()
+        .map(|k| k.slot())
+        .find(|&s| keys.iter().filter(|k| k.slot() == s).count() >= 2)
+        .unwrap();
+    let same_slot: Vec<&String> = keys.iter().filter(|k| k.slot() == slot).collect();
+    b.insert(same_slot[0].clone(), "newer".into())
+        .await
+        .unwrap();
+    b.local().remove(same_slot[1]).unwrap();
+    a.local()
+        .insert(same_slot[0].clone(), "stale".into())
+        .unwrap();
+    a.local()
+        .insert(same_slot[1].clone(), "only-here".into())
+        .unwrap();
+    match a.admin(None, AdminRequest::DropSlotKeys(slot)).await {
+        AdminResponse::Count(2) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.local().len(), 0);
+    assert_eq!(b.get(same_slot[0]).await.unwrap().as_deref(), Some("newer"));
+    assert_eq!(
+        b.get(same_slot[1]).await.unwrap().as_deref(),
+        Some("only-here")
+    );
+    // The owner refuses to drop its own slot's keys.
+    match b.admin(None, AdminRequest::DropSlotKeys(slot)).await {
+        AdminResponse::Error(e) => assert!(e.contains("served by this node"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    m.shutdown().await;
+}

@@ -41,6 +41,7 @@ use larder_cluster::proto::{FailoverMode, NodeFlags, NodeId, Slot, SlotSet};
 use super::admin_wire::{
     to_ranges, AdminRequest, AdminResponse, MovedEntry, NodeEntry, NodesView, SlotRange, SlotState,
 };
+use super::journal::{cleaning, in_slot};
 use super::{now_ms, ClusterCache, ClusterError, ClusterKey, ClusterValue, NodeIdentity};
 use crate::weigh::Weigher;
 
@@ -178,7 +179,11 @@ where
                 Ok(AdminResponse::Ok)
             }
             AdminRequest::DropSlotKeys(slot) => {
-                Ok(AdminResponse::Count(self.drop_slot_keys(slot)?))
+                Ok(AdminResponse::Count(self.drop_slot_keys(slot).await?))
+            }
+            AdminRequest::Adopt(entries) => {
+                self.adopt(entries)?;
+                Ok(AdminResponse::Ok)
             }
             AdminRequest::Shutdown => {
                 self.core.shutdown_requested.send_replace(true);
@@ -314,8 +319,9 @@ where
         Ok(keys)
     }
 
-    /// Deletes this node's keys of a slot it neither serves nor imports.
-    fn drop_slot_keys(&self, slot: Slot) -> Result<u64, String> {
+    /// Clears this node of its keys of a slot it neither serves nor imports: offers
+    /// them to the slot's owner (which keeps its own copies), then deletes them.
+    async fn drop_slot_keys(&self, slot: Slot) -> Result<u64, String> {
         let rt = self.core.node.routing();
         if rt.slots.owner(slot) == Some(rt.me) {
             return Err(format!("ERR slot {slot} is served by this node"));
@@ -323,14 +329,81 @@ where
         if rt.slots.importing_from(slot).is_some() {
             return Err(format!("ERR slot {slot} is being imported by this node"));
         }
-        let keys = self.keys_of(&SlotSet::from_range(slot..slot + 1))?;
-        let mut n = 0;
-        for k in keys.into_values().flatten() {
-            if self.core.cache.remove(&k).map_err(|e| e.to_string())? {
-                n += 1;
+        let owner = rt
+            .slots
+            .owner(slot)
+            .ok_or_else(|| format!("ERR slot {slot} is not assigned: assign it first"))?;
+        let addr = rt
+            .node(owner)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| format!("ERR slot {slot}'s owner {owner} is unknown here"))?;
+        drop(rt);
+        let keys = self
+            .keys_of(&SlotSet::from_range(slot..slot + 1))?
+            .into_values()
+            .flatten()
+            .collect::<Vec<K>>();
+        let codec = |e: crate::CodecError| format!("ERR encoding: {e}");
+        for chunk in keys.chunks(DEFAULT_BATCH as usize) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for k in chunk {
+                if let Some((v, at)) = self.core.cache.peek_entry(k) {
+                    entries.push(MovedEntry {
+                        key: k.encode().map_err(codec)?,
+                        value: v.encode().map_err(codec)?,
+                        expire_at_ms: at,
+                    });
+                }
+            }
+            if !entries.is_empty() {
+                self.peer_admin(owner, &addr, &AdminRequest::Adopt(entries))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for k in chunk {
+                cleaning(|| self.core.cache.remove(k)).map_err(|e| e.to_string())?;
             }
         }
-        Ok(n)
+        Ok(keys.len() as u64)
+    }
+
+    /// Inserts entries of slots this node serves that it does not hold.
+    fn adopt(&self, entries: Vec<MovedEntry>) -> Result<(), String> {
+        let rt = self.core.node.routing();
+        let now = now_ms();
+        for e in entries {
+            let k = K::decode(&e.key).map_err(|e| format!("ERR key: {e}"))?;
+            let slot = k.slot();
+            if rt.slots.owner(slot) != Some(rt.me) || !rt.is_master {
+                return Err(format!("ERR slot {slot} is not served by this node"));
+            }
+            if rt.slots.migrating_to(slot).is_some() {
+                return Err(format!("TRYAGAIN slot {slot} is moving"));
+            }
+            let v = V::decode(&e.value).map_err(|e| format!("ERR value: {e}"))?;
+            let ttl = match e.expire_at_ms {
+                Some(at) if at <= now => continue,
+                Some(at) => Some(Duration::from_millis(at - now)),
+                None => None,
+            };
+            let key = k.clone();
+            in_slot(slot, || {
+                self.core.cache.transaction(&[key], |tx| {
+                    if !tx.contains(&k) {
+                        match ttl {
+                            Some(t) => tx.insert_with_ttl(k, v, t),
+                            None => tx.insert(k, v),
+                        }
+                    }
+                    Ok::<(), std::convert::Infallible>(())
+                })
+            })
+            .map_err(|e| match e {
+                crate::error::TxError::Write(e) => e.to_string(),
+                _ => "ERR the adoption transaction failed".to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     /// Applies a batch of moved entries (this node imports their slots from `from`).
@@ -413,8 +486,9 @@ where
     /// Moves `slots` (served by this node) with their keys to master `to`, `batch`
     /// keys per round trip (0: [`DEFAULT_BATCH`]); returns once every slot is handed
     /// over. Operations on the slots keep working throughout (see the module docs).
-    /// A slot already MIGRATING to `to` (an interrupted move) is resumed. On failure
-    /// the slots not handed over stay MIGRATING/IMPORTING: call again to resume.
+    /// A slot already MIGRATING to `to` (an interrupted move) is resumed, one that `to`
+    /// serves already is skipped. On failure the slots not handed over stay
+    /// MIGRATING/IMPORTING: call again to resume.
     pub async fn migrate_slots(
         &self,
         slots: &SlotSet,
@@ -438,6 +512,15 @@ where
             return Err(refused(format!("ERR {to} is failing")));
         }
         let addr = target.addr.clone();
+        // Slots the target serves already were handed over by an earlier, interrupted
+        // call: nothing left to do for them.
+        let slots = &{
+            let mut left = slots.clone();
+            for s in slots.iter().filter(|&s| rt.slots.owner(s) == Some(to)) {
+                left.remove(s);
+            }
+            left
+        };
         for s in slots.iter() {
             if rt.slots.owner(s) != Some(me) {
                 return Err(refused(format!("ERR slot {s} is not served by this node")));

@@ -11,6 +11,7 @@
 //!           | 9 MigrateSlots node:20 batch:u32 ranges | 10 KeyCounts
 //!           | 11 Restore count:u32 entry* | 12 DropSlotKeys slot:u16
 //!           | 13 Shutdown | 14 DelSlots ranges | 15 SetSlots ranges state
+//!           | 16 Adopt count:u32 entry*
 //! state    := 0 Stable | 1 Migrating node:20 | 2 Importing node:20 | 3 Node node:20
 //! ranges   := count:u32 (first:u16 last:u16)*    inclusive, first <= last < 16384
 //! entry    := has_expiry:u8 [expire_at_ms:u64] key value
@@ -100,9 +101,14 @@ pub enum AdminRequest {
     KeyCounts,
     /// Entries moved here by the migrating owner of their slots (node to node).
     Restore(Vec<MovedEntry>),
-    /// Deletes every key of a slot the node does not serve (`fix` after an
-    /// interrupted migration); answers how many.
+    /// Clears the node of its keys of a slot it neither serves nor imports (left by an
+    /// interrupted migration): they are offered to the slot's owner first, which
+    /// keeps its own copy of any key it has ([`AdminRequest::Adopt`]), then deleted
+    /// here. Answers how many keys the node held.
     DropSlotKeys(u16),
+    /// Entries of slots the node serves, found on another node: each is inserted
+    /// only if the node does not hold the key (node to node).
+    Adopt(Vec<MovedEntry>),
     /// Stops the node (its process decides what that means: `larder-node` exits).
     Shutdown,
 }
@@ -187,6 +193,7 @@ mod op {
     pub const SHUTDOWN: u8 = 13;
     pub const DEL_SLOTS: u8 = 14;
     pub const SET_SLOTS: u8 = 15;
+    pub const ADOPT: u8 = 16;
 }
 
 mod resp {
@@ -210,6 +217,39 @@ fn put_ranges(out: &mut Vec<u8>, ranges: &[SlotRange]) {
         out.extend_from_slice(&a.to_le_bytes());
         out.extend_from_slice(&b.to_le_bytes());
     }
+}
+
+fn put_entries(out: &mut Vec<u8>, entries: &[MovedEntry]) {
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        match e.expire_at_ms {
+            Some(at) => {
+                out.push(1);
+                out.extend_from_slice(&at.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        put_bytes(out, &e.key);
+        put_bytes(out, &e.value);
+    }
+}
+
+fn entries(r: &mut Reader<'_>) -> Result<Vec<MovedEntry>, WireError> {
+    let n = r.count("entry count")?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let expire_at_ms = if r.flag("has_expiry")? {
+            Some(r.u64("expire_at_ms")?)
+        } else {
+            None
+        };
+        entries.push(MovedEntry {
+            expire_at_ms,
+            key: r.vec("key")?,
+            value: r.vec("value")?,
+        });
+    }
+    Ok(entries)
 }
 
 fn put_state(out: &mut Vec<u8>, state: &SlotState) {
@@ -299,18 +339,11 @@ impl AdminRequest {
             AdminRequest::KeyCounts => out.push(op::KEY_COUNTS),
             AdminRequest::Restore(entries) => {
                 out.push(op::RESTORE);
-                out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-                for e in entries {
-                    match e.expire_at_ms {
-                        Some(at) => {
-                            out.push(1);
-                            out.extend_from_slice(&at.to_le_bytes());
-                        }
-                        None => out.push(0),
-                    }
-                    put_bytes(&mut out, &e.key);
-                    put_bytes(&mut out, &e.value);
-                }
+                put_entries(&mut out, entries);
+            }
+            AdminRequest::Adopt(entries) => {
+                out.push(op::ADOPT);
+                put_entries(&mut out, entries);
             }
             AdminRequest::DropSlotKeys(slot) => {
                 out.push(op::DROP_SLOT_KEYS);
@@ -367,23 +400,8 @@ impl AdminRequest {
                 }
             }
             op::KEY_COUNTS => AdminRequest::KeyCounts,
-            op::RESTORE => {
-                let n = r.count("entry count")?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let expire_at_ms = if r.flag("has_expiry")? {
-                        Some(r.u64("expire_at_ms")?)
-                    } else {
-                        None
-                    };
-                    entries.push(MovedEntry {
-                        expire_at_ms,
-                        key: r.vec("key")?,
-                        value: r.vec("value")?,
-                    });
-                }
-                AdminRequest::Restore(entries)
-            }
+            op::RESTORE => AdminRequest::Restore(entries(&mut r)?),
+            op::ADOPT => AdminRequest::Adopt(entries(&mut r)?),
             op::DROP_SLOT_KEYS => AdminRequest::DropSlotKeys(slot(&mut r)?),
             op::SHUTDOWN => AdminRequest::Shutdown,
             t => return Err(r.error_at("admin op", at, format!("unknown op {t}"))),
@@ -614,6 +632,11 @@ mod tests {
             },
         ]));
         round(AdminRequest::DropSlotKeys(0));
+        round(AdminRequest::Adopt(vec![MovedEntry {
+            key: b"a".to_vec(),
+            value: vec![],
+            expire_at_ms: None,
+        }]));
         round(AdminRequest::Shutdown);
     }
 

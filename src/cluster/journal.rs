@@ -47,6 +47,25 @@ fn is_applying() -> bool {
     APPLYING.with(|a| a.get())
 }
 
+thread_local! {
+    /// Set while this thread deletes keys of slots the node does not serve.
+    static CLEANING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (deletes of keys of slots this node does not serve) past the write
+/// permission: they are logged and replicated, but need no slot lease, and a master
+/// that serves no slots (its gate closed) can still drop what it holds.
+pub(crate) fn cleaning<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CLEANING.with(|a| a.set(self.0));
+        }
+    }
+    let _reset = Reset(CLEANING.with(|a| a.replace(true)));
+    f()
+}
+
 /// No slot: [`OP_SLOT`]'s value outside [`in_slot`].
 const NO_SLOT: u32 = u32::MAX;
 
@@ -236,6 +255,7 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for ClusterJournal<K,
     fn check(&self) -> Result<(), Error> {
         if !is_applying() {
             match self.shared.repl.get() {
+                Some(_) if CLEANING.with(|c| c.get()) => {}
                 Some(r) => r.check_write().map_err(refused)?,
                 None => return Err(Error::Cluster("CLUSTERDOWN the node is starting".into())),
             }
