@@ -914,7 +914,7 @@ async fn interrupted_move_resumes_and_stray_keys_go_to_the_owner() {
     assert!(r.is_err(), "the move should fail once cut: {r:?}");
     let rt = a.routing();
     assert!(!rt.slots.migrating().is_empty(), "slots left MIGRATING");
-    assert!(b.local().len() > 0 && a.local().len() > 0);
+    assert!(!b.local().is_empty() && !a.local().is_empty());
     // At most the batch in flight when the link went is on both (the source keeps
     // its copy until the target's answer arrives; its copy is the one that counts).
     let both = a.local().len() + b.local().len() - keys.len();
