@@ -37,8 +37,6 @@ mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 pub use larder::cluster::admin::{Admin, AdminError, Migrated};
@@ -50,7 +48,7 @@ pub use check::{
     Level, MasterInfo,
 };
 pub use data::{del, get, set};
-pub use fix::{fix, FixReport};
+pub use fix::{fix, plan_open_slots, FixReport, OpenSlotFix};
 pub use membership::{
     add_node, apply_create, del_node, failover, plan_create, CreatePlan, FailoverKind, NewRole,
 };
@@ -189,31 +187,19 @@ where
     }
 }
 
-/// Runs futures concurrently on this task and returns their outputs in order (no
-/// spawning, so they may borrow).
-pub(crate) async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *o = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
+/// Runs futures one after another and returns their outputs in order.
+///
+/// Requests to several nodes are sent in turn, not concurrently: the admin client
+/// dials a node while holding its connection table's lock, so a concurrent request
+/// to a live node would wait behind a dial to a dead one and time out with it. In
+/// turn, a dead node costs its own timeout only, and the others use their cached
+/// connections (a round trip each).
+pub(crate) async fn in_turn<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(futs.len());
+    for f in futs {
+        out.push(f.await);
+    }
+    out
 }
 
 /// Slot ranges as Redis prints them: `0-5460,5462,9000-9001`.
@@ -261,14 +247,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn joins_keep_order_and_waits_time_out() {
+    async fn requests_in_turn_keep_order_and_waits_time_out() {
         let futs = (0..5u64)
             .map(|i| async move {
                 tokio::time::sleep(Duration::from_millis(50 - 10 * i)).await;
                 i
             })
             .collect();
-        assert_eq!(join_all(futs).await, vec![0, 1, 2, 3, 4]);
+        assert_eq!(in_turn(futs).await, vec![0, 1, 2, 3, 4]);
         let limits = Limits {
             wait: Duration::from_millis(50),
             poll: Duration::from_millis(10),
@@ -289,5 +275,112 @@ mod tests {
     fn exit_codes() {
         assert_eq!(OpsError::Usage("x".into()).exit_code(), 2);
         assert_eq!(OpsError::Failed("x".into()).exit_code(), 1);
+    }
+}
+
+/// Hand-built cluster views for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::view::{ClusterNode, ClusterView};
+    use super::{flags, NodeEntry, NodeId, NodesView, SlotRange};
+
+    /// One node of a hand-built cluster (ids are `[n; 20]`).
+    #[derive(Clone, Debug)]
+    pub struct Spec {
+        pub id: u8,
+        pub slots: Vec<SlotRange>,
+        pub master: Option<u8>,
+        pub reachable: bool,
+        pub cluster_ok: bool,
+        pub migrating: Vec<(u16, u8)>,
+        pub importing: Vec<(u16, u8)>,
+        pub flags: u16,
+    }
+
+    /// A reachable master serving `slots`.
+    pub fn master(id: u8, slots: &[SlotRange]) -> Spec {
+        Spec {
+            id,
+            slots: slots.to_vec(),
+            master: None,
+            reachable: true,
+            cluster_ok: true,
+            migrating: vec![],
+            importing: vec![],
+            flags: flags::MASTER,
+        }
+    }
+
+    /// A reachable replica of `of`.
+    pub fn replica(id: u8, of: u8) -> Spec {
+        Spec {
+            master: Some(of),
+            flags: flags::REPLICA,
+            ..master(id, &[])
+        }
+    }
+
+    pub fn id(n: u8) -> NodeId {
+        NodeId([n; 20])
+    }
+
+    fn entry(s: &Spec) -> NodeEntry {
+        NodeEntry {
+            id: [s.id; 20],
+            addr: format!("127.0.0.1:{}", 7000 + u16::from(s.id)),
+            flags: s.flags,
+            master: s.master.map(|m| [m; 20]),
+            config_epoch: u64::from(s.id),
+            repl_offset: 0,
+            slots: s.slots.clone(),
+        }
+    }
+
+    /// The view of node `me` when every node agrees on `specs`.
+    pub fn node_view(specs: &[Spec], me: &Spec) -> NodesView {
+        NodesView {
+            me: [me.id; 20],
+            cluster_ok: me.cluster_ok,
+            current_epoch: 9,
+            keys: 0,
+            nodes: specs
+                .iter()
+                .map(|s| {
+                    let mut e = entry(s);
+                    if s.id == me.id {
+                        e.flags |= flags::MYSELF;
+                    }
+                    e
+                })
+                .collect(),
+            migrating: me.migrating.iter().map(|&(s, n)| (s, [n; 20])).collect(),
+            importing: me.importing.iter().map(|&(s, n)| (s, [n; 20])).collect(),
+        }
+    }
+
+    /// A cluster where every reachable node sees `specs`; the first is the entry.
+    pub fn view(specs: &[Spec]) -> ClusterView {
+        let entry_view = node_view(specs, &specs[0]);
+        let nodes = specs
+            .iter()
+            .map(|s| ClusterNode {
+                id: id(s.id),
+                addr: entry(s).addr,
+                sock: entry(s).addr.parse().ok(),
+                seen: entry(s),
+                view: if s.reachable {
+                    Ok(node_view(specs, s))
+                } else {
+                    Err("unreachable".into())
+                },
+            })
+            .collect();
+        ClusterView {
+            entry: "127.0.0.1:7000".parse().unwrap(),
+            entry_id: id(specs[0].id),
+            entry_view,
+            nodes,
+            pending: vec![],
+        }
     }
 }

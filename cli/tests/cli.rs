@@ -3,7 +3,9 @@
 //! - `create_rebalance_reshard_and_remove_a_node`: 3 masters created, checked, 2000
 //!   keys written, a 4th node added and given slots by `rebalance
 //!   --use-empty-masters`, 100 slots resharded back, the rest resharded away, the
-//!   node removed with `del-node`; the cluster stays healthy and every key readable.
+//!   node removed with `del-node`; a replica added with `add-node --replica` takes
+//!   over its master with `failover`; the cluster stays healthy and every key
+//!   readable throughout.
 //! - `fix_after_the_source_crashes_mid_migration` and
 //!   `fix_after_the_target_crashes_mid_migration`: durable nodes (`appendfsync
 //!   always`), a reshard of slots holding thousands of keys, SIGKILL of one side
@@ -28,11 +30,11 @@ const LIMITS: Limits = Limits {
 async fn create_rebalance_reshard_and_remove_a_node() {
     let t0 = Instant::now();
     let env = Env::new();
-    let mut nodes = start_nodes(&env, "n", 4, NodeOpts::default());
+    let mut nodes = start_nodes(&env, "n", 5, NodeOpts::default());
     let admin = env.admin();
     let addr: Vec<String> = nodes.iter().map(|n| n.addr_s()).collect();
     let socks: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let (a, b, c, d) = (&addr[0], &addr[1], &addr[2], &addr[3]);
+    let (a, b, c, d, e) = (&addr[0], &addr[1], &addr[2], &addr[3], &addr[4]);
 
     // Usage errors and unreachable nodes: exit 2.
     env.cli(&["cluster", "create", a, b, "--yes"])
@@ -128,7 +130,7 @@ async fn create_rebalance_reshard_and_remove_a_node() {
         out.stdout
     );
     env.cli(&["check", d]).await.expect(0);
-    assert_keys(&admin, &socks, &keys).await;
+    assert_keys(&admin, &socks[..4], &keys).await;
     assert_eq!(master_keys(&admin, socks[0]).await, 2000);
     eprintln!("rebalanced after {:.1} s", t0.elapsed().as_secs_f64());
 
@@ -181,6 +183,32 @@ async fn create_rebalance_reshard_and_remove_a_node() {
     assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
     assert_keys(&admin, &socks[..3], &keys).await;
     assert_eq!(master_keys(&admin, socks[0]).await, 2000);
+    eprintln!("node removed after {:.1} s", t0.elapsed().as_secs_f64());
+
+    // A replica for the master with the fewest, then a manual failover to it.
+    let out = env.cli(&["add-node", e, b, "--replica"]).await.expect(0);
+    assert!(out.stdout.contains("as replica of"), "{}", out.stdout);
+    let view = ops::ClusterView::load(&admin, socks[0]).await.unwrap();
+    let old_master = view.node(nodes[4].id).unwrap().master().unwrap();
+    let out = env.cli(&["check", e]).await.expect(0);
+    assert!(
+        out.stdout.contains("1 additional replica(s)"),
+        "{}",
+        out.stdout
+    );
+    env.cli(&["failover", a]).await.expect(2);
+    let out = env.cli(&["failover", e]).await.expect(0);
+    assert!(
+        out.stdout.contains(&old_master.to_string()),
+        "{}",
+        out.stdout
+    );
+    let view = ops::ClusterView::load(&admin, socks[0]).await.unwrap();
+    assert!(view.node(nodes[4].id).unwrap().is_master());
+    env.cli(&["check", a]).await.expect(0);
+    let via = [socks[0], socks[1], socks[2], socks[4]];
+    assert_keys(&admin, &via, &keys).await;
+    assert_eq!(master_keys(&admin, socks[4]).await, 2000);
     eprintln!("done after {:.1} s", t0.elapsed().as_secs_f64());
 }
 

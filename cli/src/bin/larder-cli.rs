@@ -488,6 +488,11 @@ async fn command(admin: &Admin, cmd: Cmd, limits: Limits) -> Result<i32, Fail> {
                 ));
             }
             let moves = ops::plan_reshard(&report.view, &from, &to, slots)?;
+            let target = report.view.find(&to)?;
+            println!(
+                "Ready to move {slots} slots to {} ({}).",
+                target.addr, target.id
+            );
             print!("{}", ops::render_moves(&report.view, &moves));
             if !yes && !confirm("Do you want to proceed with the proposed reshard plan?") {
                 return Err(Fail(1, "aborted".into()));

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use larder::cluster::admin_wire::to_ranges;
 
 use super::view::{ClusterNode, ClusterView};
-use super::{count_slots, flags, format_ranges, join_all, short, Admin, NodeId, OpsError, SLOTS};
+use super::{count_slots, flags, format_ranges, in_turn, short, Admin, NodeId, OpsError, SLOTS};
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -156,7 +156,7 @@ pub(crate) async fn load_key_counts(admin: &Admin, view: &ClusterView) -> Vec<(N
             (n.id, counts)
         })
         .collect();
-    join_all(futs).await
+    in_turn(futs).await
 }
 
 fn name(n: &ClusterNode) -> String {
@@ -427,4 +427,138 @@ pub fn render_info(masters: &[MasterInfo]) -> String {
         keys as f64 / f64::from(SLOTS)
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{id, master, node_view, replica, view, Spec};
+    use super::*;
+
+    fn three() -> Vec<Spec> {
+        vec![
+            master(1, &[(0, 5460)]),
+            master(2, &[(5461, 10922)]),
+            master(3, &[(10923, 16383)]),
+            replica(4, 1),
+        ]
+    }
+
+    fn errors(f: &[Finding]) -> Vec<&str> {
+        f.iter()
+            .filter(|f| f.level == Level::Err)
+            .map(|f| f.text.as_str())
+            .collect()
+    }
+
+    fn counts(v: &ClusterView, per_node: &[(u8, Vec<(u16, u64)>)]) -> Vec<(NodeId, KeyCounts)> {
+        v.nodes
+            .iter()
+            .map(|n| {
+                let c = per_node
+                    .iter()
+                    .find(|(i, _)| id(*i) == n.id)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default();
+                (n.id, Ok(c))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_cluster_passes_every_check() {
+        let v = view(&three());
+        // Keys on masters in their slots, and on the replica in its master's.
+        let c = counts(
+            &v,
+            &[(1, vec![(0, 3)]), (2, vec![(6000, 1)]), (4, vec![(0, 3)])],
+        );
+        let f = check_findings(&v, &c);
+        assert!(errors(&f).is_empty(), "{f:?}");
+        assert_eq!(
+            f.iter().filter(|f| f.level == Level::Ok).count(),
+            6,
+            "{f:?}"
+        );
+        let report = CheckReport {
+            view: v,
+            key_counts: c,
+            findings: f,
+        };
+        assert!(report.healthy());
+        let text = report.render();
+        assert!(text.contains("M: 0101010101010101010101010101010101010101 127.0.0.1:7001"));
+        assert!(text.contains("   slots:[0-5460] (5461 slots) master\n   1 additional replica(s)"));
+        assert!(text.ends_with("[OK] The cluster is healthy.\n"), "{text}");
+    }
+
+    #[test]
+    fn open_slots_uncovered_slots_and_stray_keys_are_errors() {
+        let mut specs = three();
+        specs[0].migrating = vec![(7, 2), (8, 2)];
+        specs[1].importing = vec![(7, 1), (8, 1)];
+        specs[2].slots = vec![(10923, 16000)];
+        let v = view(&specs);
+        // Node 2 holds keys of slot 7 (importing: not stray) and of slot 100 (stray);
+        // the replica holds keys of node 2's slot 6000 (stray for it).
+        let c = counts(&v, &[(2, vec![(7, 5), (100, 2)]), (4, vec![(6000, 1)])]);
+        let e = errors(&check_findings(&v, &c)).join("\n");
+        assert!(
+            e.contains("has slots in migrating state 7-8 to 02020202"),
+            "{e}"
+        );
+        assert!(
+            e.contains("has slots in importing state 7-8 from 01010101"),
+            "{e}"
+        );
+        assert!(e.contains("383 unassigned (16001-16383)"), "{e}");
+        assert!(
+            e.contains(
+                "127.0.0.1:7002 (02020202) holds 2 key(s) in 1 slot(s) it does not serve: 100"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("127.0.0.1:7004 (04040404) holds 1 key(s)"),
+            "{e}"
+        );
+        assert!(!e.contains(" 7 "), "{e}");
+    }
+
+    #[test]
+    fn reachability_state_and_agreement() {
+        // An unreachable replica is a warning; an unreachable master an error.
+        let mut specs = three();
+        specs[3].reachable = false;
+        let v = view(&specs);
+        let f = check_findings(&v, &counts(&v, &[]));
+        assert!(errors(&f).is_empty(), "{f:?}");
+        assert!(f
+            .iter()
+            .any(|f| f.level == Level::Warn && f.text.contains("replica 127.0.0.1:7004")));
+        specs[1].reachable = false;
+        let v = view(&specs);
+        let e = errors(&check_findings(&v, &counts(&v, &[]))).join("\n");
+        assert!(
+            e.contains("master 127.0.0.1:7002 (02020202) is unreachable"),
+            "{e}"
+        );
+
+        // A node reporting cluster_state:fail, and one seeing another owner.
+        let mut specs = three();
+        specs[2].cluster_ok = false;
+        let mut v = view(&specs);
+        let mut other = specs.clone();
+        other[0].slots = vec![(0, 5459)];
+        other[1].slots = vec![(5460, 10922)];
+        v.nodes[1].view = Ok(node_view(&other, &other[1]));
+        let e = errors(&check_findings(&v, &counts(&v, &[]))).join("\n");
+        assert!(
+            e.contains("127.0.0.1:7003 (03030303) reports cluster_state:fail"),
+            "{e}"
+        );
+        assert!(
+            e.contains("Nodes don't agree about configuration: slot 5460"),
+            "{e}"
+        );
+    }
 }

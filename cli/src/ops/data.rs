@@ -9,21 +9,25 @@ use larder::Codec;
 
 use super::{resolve, Admin, OpsError};
 
-/// Redirects (MOVED, ASK) and TRYAGAINs followed before giving up.
+/// Redirects (MOVED, ASK) followed before giving up.
 const MAX_REDIRECTS: usize = 5;
+/// TRYAGAIN answers retried (50 ms apart) before giving up.
+const MAX_RETRIES: usize = 40;
 
 fn encode<T: Codec>(what: &str, x: &T) -> Result<Vec<u8>, OpsError> {
     x.encode()
         .map_err(|e| OpsError::Usage(format!("cannot encode the {what}: {e}")))
 }
 
-/// Sends `op` to the node at `addr`, following MOVED (and remembering nothing) and
-/// ASK (one request with ASKING), up to 5 redirects; TRYAGAIN waits 50 ms and
-/// retries. `addr` unreachable is exit 2; a refusal or a redirect loop exit 1.
+/// Sends `op` to the node at `addr`, following MOVED and ASK (one request with
+/// ASKING) up to 5 redirects, and retrying TRYAGAIN (a multi-key operation during a
+/// move, a write permission that lapsed on a busy node) every 50 ms for up to 2 s.
+/// `addr` unreachable is exit 2; a refusal or too many redirects exit 1.
 async fn send(admin: &Admin, addr: SocketAddr, op: WireOp) -> Result<WireResponse, OpsError> {
     let mut to = addr;
     let mut flags = 0u8;
-    for hop in 0..=MAX_REDIRECTS {
+    let (mut redirects, mut retries) = (0usize, 0usize);
+    loop {
         let req = WireRequest {
             flags,
             ack_replicas: 0,
@@ -31,7 +35,7 @@ async fn send(admin: &Admin, addr: SocketAddr, op: WireOp) -> Result<WireRespons
             op: op.clone(),
         };
         let (_, bytes) = admin.request_raw(to, &req.encode()).await.map_err(|e| {
-            if hop == 0 {
+            if to == addr {
                 OpsError::Unreachable {
                     addr: to.to_string(),
                     source: e,
@@ -42,32 +46,38 @@ async fn send(admin: &Admin, addr: SocketAddr, op: WireOp) -> Result<WireRespons
         })?;
         let resp = WireResponse::decode(&bytes)
             .map_err(|e| OpsError::Failed(format!("bad answer from {to}: {e}")))?;
-        match resp {
-            WireResponse::Moved { addr: a, .. } => {
+        let ask = matches!(resp, WireResponse::Ask { .. });
+        let again = match resp {
+            WireResponse::Moved { addr: a, .. } | WireResponse::Ask { addr: a, .. } => {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(OpsError::Failed(format!(
+                        "more than {MAX_REDIRECTS} redirects for one key (last to {a})"
+                    )));
+                }
+                flags = if ask { FLAG_ASKING } else { 0 };
                 to = resolve(&a).await?;
-                flags = 0;
+                continue;
             }
-            WireResponse::Ask { addr: a, .. } => {
-                to = resolve(&a).await?;
-                flags = FLAG_ASKING;
-            }
-            WireResponse::TryAgain => {
-                flags = 0;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            WireResponse::TryAgain => "TRYAGAIN".to_string(),
+            WireResponse::Error(_, text) if text.starts_with("TRYAGAIN") => text,
             WireResponse::Error(kind, text) => {
                 let kind = match kind {
-                    ErrorKind::ClusterDown => "CLUSTERDOWN ",
+                    ErrorKind::ClusterDown if !text.starts_with("CLUSTERDOWN") => "CLUSTERDOWN ",
                     _ => "",
                 };
                 return Err(OpsError::Failed(format!("{kind}{text}")));
             }
             other => return Ok(other),
+        };
+        retries += 1;
+        if retries > MAX_RETRIES {
+            return Err(OpsError::Failed(again));
         }
+        // Start over from the node asked first.
+        (to, flags, redirects) = (addr, 0, 0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(OpsError::Failed(format!(
-        "more than {MAX_REDIRECTS} redirects for one key (last to {to})"
-    )))
 }
 
 fn unexpected(r: WireResponse) -> OpsError {

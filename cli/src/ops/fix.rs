@@ -35,8 +35,10 @@ pub struct FixReport {
 ///    source never happened, or of a rolled-back import) are dropped
 ///    (`DropSlotKeys`).
 ///
-/// Then waits (up to `opts.limits.wait`) for a healthy [`check`] and returns it with
-/// the actions; `after.healthy()` is `larder-cli fix`'s exit 0.
+/// Then checks the cluster (if anything was done, waiting up to `opts.limits.wait`
+/// for the check to be healthy) and returns the check with the actions;
+/// `after.healthy()` is `larder-cli fix`'s exit 0. What `fix` cannot repair (a
+/// master that does not answer, nodes that disagree) stays in the check.
 pub async fn fix(
     admin: &Admin,
     addr: SocketAddr,
@@ -51,125 +53,59 @@ pub async fn fix(
 
     // 1. Open slots.
     let view = ClusterView::load(admin, addr).await?;
-    let owners = view.owners();
-    // (source, target) -> slot -> (migrating on source, importing on target)
-    let mut open: BTreeMap<(NodeId, NodeId), BTreeMap<u16, (bool, bool)>> = BTreeMap::new();
-    for n in &view.nodes {
-        let Ok(v) = &n.view else { continue };
-        for &(s, t) in &v.migrating {
-            open.entry((n.id, NodeId(t)))
-                .or_default()
-                .entry(s)
-                .or_default()
-                .0 = true;
-        }
-        for &(s, f) in &v.importing {
-            open.entry((NodeId(f), n.id))
-                .or_default()
-                .entry(s)
-                .or_default()
-                .1 = true;
-        }
-    }
-    if open.is_empty() {
+    let plan = plan_open_slots(&view);
+    if plan.is_empty() {
         log(">>> No open slots.");
     }
+    let name = |id: &NodeId| view.node(*id).map_or(short(id), |n| n.addr.clone());
     let mut resumed: Vec<Move> = Vec::new();
-    for ((a, b), slots) in &open {
-        let an = view.node(*a).filter(|n| n.reachable());
-        let bn = view.node(*b).filter(|n| n.reachable() && n.is_master());
-        let mut resume = Vec::new();
-        let mut stable_a = Vec::new();
-        let mut stable_b = Vec::new();
-        for (&s, &(mig, imp)) in slots {
-            let owner = owners[usize::from(s)];
-            if owner == Some(*a) && an.is_some() && bn.is_some() {
-                resume.push(s);
-            } else if owner == Some(*a) && an.is_some() {
-                // The target is gone: roll back on the source.
-                if mig {
-                    stable_a.push(s);
-                }
-            } else {
-                // The source is gone or no longer serves the slot.
-                if imp && view.node(*b).is_some_and(|n| n.reachable()) {
-                    stable_b.push(s);
-                }
-                if mig && an.is_some() {
-                    stable_a.push(s);
-                }
-            }
-        }
-        let aname = view.node(*a).map_or(short(a), |n| n.addr.clone());
-        let bname = view.node(*b).map_or(short(b), |n| n.addr.clone());
-        if !resume.is_empty() {
-            let src = an.expect("checked").sock()?;
-            let ranges = to_ranges(resume.iter().copied());
-            log(&format!(
-                ">>> Resuming the move of slots {} from {aname} to {bname}",
-                format_ranges(&ranges)
-            ));
-            match resume_move(admin, src, *b, &resume, opts).await {
-                Ok((keys, slots)) => {
-                    act(
-                        format!(
-                            "resumed the move of slots {} from {aname} to {bname}: {slots} \
-                             slot(s) handed over, {keys} key(s) moved",
-                            format_ranges(&ranges)
-                        ),
+    for step in plan {
+        match step {
+            OpenSlotFix::Resume { from, to, slots } => {
+                let ranges = format_ranges(&to_ranges(slots.iter().copied()));
+                let (a, b) = (name(&from), name(&to));
+                log(&format!(
+                    ">>> Resuming the move of slots {ranges} from {a} to {b}"
+                ));
+                let src = view.node(from).expect("planned from the view").sock()?;
+                match resume_move(admin, src, to, &slots, opts).await {
+                    Ok((keys, n)) => {
+                        act(
+                            format!(
+                                "resumed the move of slots {ranges} from {a} to {b}: {n} slot(s) \
+                                 handed over, {keys} key(s) moved"
+                            ),
+                            log,
+                        );
+                        resumed.push(Move { from, to, slots });
+                    }
+                    Err(e) => act(
+                        format!("[WARN] resuming the move of slots {ranges} from {a} to {b} failed: {e}"),
                         log,
-                    );
-                    resumed.push(Move {
-                        from: *a,
-                        to: *b,
-                        slots: resume.clone(),
-                    });
-                }
-                Err(e) => act(
-                    format!(
-                        "[WARN] resuming the move of slots {} from {aname} to {bname} failed: {e}",
-                        format_ranges(&ranges)
                     ),
-                    log,
-                ),
-            }
-        }
-        for (list, who, name, why) in [
-            (
-                &stable_a,
-                an,
-                &aname,
-                format!("rolled back: {bname} cannot take them"),
-            ),
-            (
-                &stable_b,
-                view.node(*b).filter(|n| n.reachable()),
-                &bname,
-                format!("closed: {aname} no longer serves them or is unreachable"),
-            ),
-        ] {
-            let Some(node) = who else { continue };
-            if list.is_empty() {
-                continue;
-            }
-            let sock = node.sock()?;
-            let mut failed = None;
-            for &s in list {
-                if let Err(e) = admin
-                    .ok(sock, &AdminRequest::SetSlot(s, SlotState::Stable))
-                    .await
-                {
-                    failed = Some(e);
-                    break;
                 }
             }
-            let ranges = format_ranges(&to_ranges(list.iter().copied()));
-            match failed {
-                None => act(format!("set slots {ranges} stable on {name} ({why})"), log),
-                Some(e) => act(
-                    format!("[WARN] setting slots {ranges} stable on {name} failed: {e}"),
-                    log,
-                ),
+            OpenSlotFix::Stable { node, slots, why } => {
+                let ranges = format_ranges(&to_ranges(slots.iter().copied()));
+                let sock = view.node(node).expect("planned from the view").sock()?;
+                let mut failed = None;
+                for &s in &slots {
+                    if let Err(e) = admin
+                        .ok(sock, &AdminRequest::SetSlot(s, SlotState::Stable))
+                        .await
+                    {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                let n = name(&node);
+                match failed {
+                    None => act(format!("set slots {ranges} stable on {n} ({why})"), log),
+                    Some(e) => act(
+                        format!("[WARN] setting slots {ranges} stable on {n} failed: {e}"),
+                        log,
+                    ),
+                }
             }
         }
     }
@@ -331,16 +267,135 @@ pub async fn fix(
         log(">>> No keys in slots their node does not serve.");
     }
 
-    // Then a check, waited for to be healthy.
+    // Then a check; after changes, waited for (bounded) to be healthy while the
+    // cluster converges.
     let start = tokio::time::Instant::now();
     let after = loop {
         let r = check(admin, addr).await?;
-        if r.healthy() || start.elapsed() >= opts.limits.wait {
+        if r.healthy() || actions.is_empty() || start.elapsed() >= opts.limits.wait {
             break r;
         }
         tokio::time::sleep(opts.limits.poll).await;
     };
     Ok(FixReport { actions, after })
+}
+
+/// What `fix` does about a group of open slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenSlotFix {
+    /// Move `slots` again from `from` (which still serves them) to `to`.
+    Resume {
+        /// The source, MIGRATING.
+        from: NodeId,
+        /// The target, IMPORTING.
+        to: NodeId,
+        /// The slots, ascending.
+        slots: Vec<u16>,
+    },
+    /// Clear MIGRATING/IMPORTING of `slots` on `node`.
+    Stable {
+        /// The node.
+        node: NodeId,
+        /// The slots, ascending.
+        slots: Vec<u16>,
+        /// Why (rolled back, or closed after the hand-over).
+        why: String,
+    },
+}
+
+/// Decides what to do about every open slot of a loaded cluster (no I/O), by the
+/// rules of larder's slot mover. For a slot MIGRATING on A to B and/or IMPORTING on
+/// B from A, with the slot's owner taken from the masters' own claims:
+///
+/// - A serves it, A and B (a master) answer: **resume** the move;
+/// - A serves it and answers, B does not: **roll back** (A's MIGRATING cleared; B
+///   keeps IMPORTING until it is back, when the next `fix` closes it);
+///
+/// A node that does not answer cannot say what it has open: its state is dealt with
+/// by the `fix` after it is back.
+/// - A does not serve it (the hand-over happened, or A failed over) or does not
+///   answer: **close** it (B's IMPORTING and A's MIGRATING cleared where they
+///   answer). B's copies of a slot it does not serve are then dropped by `fix`'s
+///   misplaced-key step; A's copy stays authoritative.
+pub fn plan_open_slots(view: &ClusterView) -> Vec<OpenSlotFix> {
+    // (source, target) -> slot -> (MIGRATING on the source, IMPORTING on the target)
+    let mut open: BTreeMap<(NodeId, NodeId), BTreeMap<u16, (bool, bool)>> = BTreeMap::new();
+    for n in &view.nodes {
+        let Ok(v) = &n.view else { continue };
+        for &(s, t) in &v.migrating {
+            open.entry((n.id, NodeId(t)))
+                .or_default()
+                .entry(s)
+                .or_default()
+                .0 = true;
+        }
+        for &(s, f) in &v.importing {
+            open.entry((NodeId(f), n.id))
+                .or_default()
+                .entry(s)
+                .or_default()
+                .1 = true;
+        }
+    }
+    let owners = view.owners();
+    let up = |id: NodeId| view.node(id).is_some_and(|n| n.reachable());
+    let name = |id: NodeId| view.node(id).map_or(short(&id), |n| n.addr.clone());
+    let mut out = Vec::new();
+    for ((a, b), slots) in open {
+        let a_up = up(a);
+        let b_up = up(b);
+        let b_master = view.node(b).is_some_and(|n| n.reachable() && n.is_master());
+        let mut resume = Vec::new();
+        let mut stable_a = Vec::new();
+        let mut stable_b = Vec::new();
+        for (s, (mig, imp)) in slots {
+            let a_owns = owners[usize::from(s)] == Some(a);
+            if a_owns && a_up && b_master {
+                resume.push(s);
+            } else if a_owns && a_up {
+                if mig {
+                    stable_a.push(s);
+                }
+            } else {
+                if imp && b_up {
+                    stable_b.push(s);
+                }
+                if mig && a_up {
+                    stable_a.push(s);
+                }
+            }
+        }
+        if !resume.is_empty() {
+            out.push(OpenSlotFix::Resume {
+                from: a,
+                to: b,
+                slots: resume,
+            });
+        }
+        if !stable_a.is_empty() {
+            let why = if owners[usize::from(stable_a[0])] == Some(a) {
+                format!("rolled back: {} cannot take them", name(b))
+            } else {
+                format!("closed: {} no longer serves them", name(a))
+            };
+            out.push(OpenSlotFix::Stable {
+                node: a,
+                slots: stable_a,
+                why,
+            });
+        }
+        if !stable_b.is_empty() {
+            out.push(OpenSlotFix::Stable {
+                node: b,
+                slots: stable_b,
+                why: format!(
+                    "closed: {} no longer serves them or does not answer",
+                    name(a)
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// Resumes moving `slots` from the node at `src` to `to`; retried while the source
@@ -395,4 +450,79 @@ async fn wait_owners(
         || all_see_owners(admin, &socks, moves),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{id, master, view};
+    use super::*;
+
+    fn both_open(slot: u16) -> Vec<super::super::testing::Spec> {
+        let mut a = master(1, &[(0, 99)]);
+        let mut b = master(2, &[(100, 199)]);
+        let c = master(3, &[(200, 16383)]);
+        a.migrating = vec![(slot, 2)];
+        b.importing = vec![(slot, 1)];
+        vec![a, b, c]
+    }
+
+    #[test]
+    fn open_slots_resume_when_both_sides_answer() {
+        let v = view(&both_open(5));
+        assert_eq!(
+            plan_open_slots(&v),
+            vec![OpenSlotFix::Resume {
+                from: id(1),
+                to: id(2),
+                slots: vec![5]
+            }]
+        );
+        // Only IMPORTING left (the source had not set MIGRATING yet): resumed too.
+        let mut specs = both_open(5);
+        specs[0].migrating.clear();
+        let p = plan_open_slots(&view(&specs));
+        assert!(matches!(&p[..], [OpenSlotFix::Resume { .. }]), "{p:?}");
+    }
+
+    #[test]
+    fn open_slots_roll_back_without_the_target() {
+        let mut specs = both_open(5);
+        specs[1].reachable = false;
+        let p = plan_open_slots(&view(&specs));
+        match &p[..] {
+            [OpenSlotFix::Stable { node, slots, why }] => {
+                assert_eq!((*node, slots.as_slice()), (id(1), &[5][..]));
+                assert!(why.contains("rolled back"), "{why}");
+            }
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn open_slots_close_without_the_source_or_after_the_hand_over() {
+        // The source does not answer: the target's IMPORTING is closed.
+        let mut specs = both_open(5);
+        specs[0].reachable = false;
+        let p = plan_open_slots(&view(&specs));
+        assert!(
+            matches!(&p[..], [OpenSlotFix::Stable { node, .. }] if *node == id(2)),
+            "{p:?}"
+        );
+        // The target already took the slot: both sides closed.
+        let mut specs = both_open(5);
+        specs[0].slots = vec![(0, 4), (6, 99)];
+        specs[1].slots = vec![(5, 5), (100, 199)];
+        let p = plan_open_slots(&view(&specs));
+        let nodes: Vec<NodeId> = p
+            .iter()
+            .map(|f| match f {
+                OpenSlotFix::Stable { node, .. } => *node,
+                f => panic!("{f:?}"),
+            })
+            .collect();
+        assert_eq!(nodes, vec![id(1), id(2)]);
+        // Nothing open, nothing to do.
+        let p = plan_open_slots(&view(&[master(1, &[(0, 16383)])]));
+        assert!(p.is_empty());
+    }
 }

@@ -8,7 +8,7 @@ use larder::cluster::admin_wire::AdminRequest;
 use super::plan::{allocate_slots, assign_replicas};
 use super::view::ClusterView;
 use super::{
-    flags, format_ranges, join_all, short, wait_until, Admin, Limits, NodeId, NodesView, OpsError,
+    flags, format_ranges, in_turn, short, wait_until, Admin, Limits, NodeId, NodesView, OpsError,
     SlotRange,
 };
 
@@ -87,10 +87,10 @@ fn me_of(v: &NodesView) -> Option<&larder::cluster::admin_wire::NodeEntry> {
     v.nodes.iter().find(|n| n.id == v.me)
 }
 
-/// Asks every address for its view, concurrently; the first unreachable one is an
+/// Asks every address for its view (in turn); the first unreachable one is an
 /// [`OpsError::Unreachable`].
 async fn views_of(admin: &Admin, addrs: &[SocketAddr]) -> Result<Vec<NodesView>, OpsError> {
-    let got = join_all(addrs.iter().map(|&a| admin.nodes(a)).collect()).await;
+    let got = in_turn(addrs.iter().map(|&a| admin.nodes(a)).collect()).await;
     got.into_iter()
         .zip(addrs)
         .map(|(r, a)| {
@@ -180,7 +180,7 @@ async fn all_know(
     addrs: &[SocketAddr],
     ids: &BTreeSet<[u8; 20]>,
 ) -> Result<(), String> {
-    let views = join_all(addrs.iter().map(|&a| admin.nodes(a)).collect()).await;
+    let views = in_turn(addrs.iter().map(|&a| admin.nodes(a)).collect()).await;
     for (a, v) in addrs.iter().zip(views) {
         let v = v.map_err(|e| format!("{a}: {e}"))?;
         for id in ids {
@@ -253,7 +253,7 @@ pub async fn apply_create(
         limits,
         "every node to see the replicas and cluster_ok",
         || async {
-            let views = join_all(all.iter().map(|&a| admin.nodes(a)).collect()).await;
+            let views = in_turn(all.iter().map(|&a| admin.nodes(a)).collect()).await;
             for (a, v) in all.iter().zip(views) {
                 let v = v.map_err(|e| format!("{a}: {e}"))?;
                 for r in &plan.replicas {
@@ -401,7 +401,8 @@ pub async fn add_node(
 /// Removes node `spec` (id, id prefix or address) from the cluster of the node at
 /// `addr`, as redis-cli's `del-node`: refused (exit 1) while it serves slots; its
 /// replicas are first moved to the master with the fewest replicas; every other node
-/// FORGETs it (all at once, so none re-learns it from another's gossip); then it is
+/// FORGETs it (in quick succession, so none re-learns it from another's gossip, as
+/// redis-cli does); then it is
 /// told to shut down. Waits until no node lists it.
 pub async fn del_node(
     admin: &Admin,
@@ -454,7 +455,7 @@ pub async fn del_node(
         let s = n.sock()?;
         futs.push(async move { (n, admin.ok(s, &AdminRequest::Forget(id.0)).await) });
     }
-    for (n, r) in join_all(futs).await {
+    for (n, r) in in_turn(futs).await {
         r.map_err(|e| OpsError::during("sending FORGET", &n.addr, e))?;
     }
     if let Ok(s) = node.sock() {
@@ -465,7 +466,7 @@ pub async fn del_node(
     }
     let socks: Vec<SocketAddr> = others.iter().filter_map(|n| n.sock).collect();
     wait_until(limits, "every node to forget the removed node", || async {
-        let views = join_all(socks.iter().map(|&a| admin.nodes(a)).collect()).await;
+        let views = in_turn(socks.iter().map(|&a| admin.nodes(a)).collect()).await;
         for (a, v) in socks.iter().zip(views) {
             let v = v.map_err(|e| format!("{a}: {e}"))?;
             if v.nodes.iter().any(|n| n.id == id.0) {

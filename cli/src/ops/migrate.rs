@@ -9,7 +9,7 @@ use larder::cluster::admin_wire::to_ranges;
 
 use super::plan::{self, Move, RebalancePlan};
 use super::view::{owner_map, ClusterView};
-use super::{format_ranges, join_all, short, wait_until, Admin, Limits, NodeId, OpsError, SLOTS};
+use super::{format_ranges, in_turn, short, wait_until, Admin, Limits, NodeId, OpsError, SLOTS};
 
 /// Receives a move's progress (`larder-cli` draws a progress bar with it).
 pub trait Progress: Sync {
@@ -207,7 +207,7 @@ pub async fn execute_moves(
             let src_addr = src.sock()?;
             let dst_name = view.node(mv.to).map_or(short(&mv.to), |n| n.addr.clone());
             progress.note(&format!(
-                "Moving {} slots from {} to {dst_name}",
+                ">>> Moving {} slots from {} to {dst_name}...",
                 mv.slots.len(),
                 src.addr
             ));
@@ -277,7 +277,7 @@ pub(crate) async fn all_see_owners(
     socks: &[SocketAddr],
     moves: &[Move],
 ) -> Result<(), String> {
-    let views = join_all(socks.iter().map(|&a| admin.nodes(a)).collect()).await;
+    let views = in_turn(socks.iter().map(|&a| admin.nodes(a)).collect()).await;
     for (a, v) in socks.iter().zip(views) {
         let v = v.map_err(|e| format!("{a}: {e}"))?;
         let owners = owner_map(&v);

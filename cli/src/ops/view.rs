@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::plan::MasterSlots;
 use super::{
-    expand, flags, format_ranges, join_all, Admin, NodeEntry, NodeId, NodesView, OpsError, SLOTS,
+    expand, flags, format_ranges, in_turn, Admin, NodeEntry, NodeId, NodesView, OpsError, SLOTS,
 };
 
 /// One node of the cluster: how the entry node sees it and what it says itself.
@@ -66,7 +66,7 @@ impl ClusterNode {
 }
 
 /// The cluster as seen from an entry node, with every known node asked for its own
-/// view (concurrently).
+/// view.
 #[derive(Clone, Debug)]
 pub struct ClusterView {
     /// The address asked first.
@@ -135,7 +135,7 @@ impl ClusterView {
                 }
             })
             .collect();
-        let mut nodes = join_all(futs).await;
+        let mut nodes = in_turn(futs).await;
         nodes.sort_by(|a, b| (!a.is_master(), &a.addr, a.id).cmp(&(!b.is_master(), &b.addr, b.id)));
         Ok(ClusterView {
             entry,
