@@ -158,9 +158,9 @@ pub async fn resolve(addr: &str) -> Result<SocketAddr, OpsError> {
         .ok_or_else(|| OpsError::Usage(format!("bad address {addr:?}: no address found")))
 }
 
-/// Polls `probe` every `limits.poll` until it answers `Ok(Some(x))` or `limits.wait`
-/// has passed. `Ok(None)`/`Err` mean "not yet"; the last reason is reported in the
-/// timeout error. An `Err` of kind [`OpsError::Usage`] stops at once.
+/// Polls `probe` every `limits.poll` until it answers `Ok(x)` or `limits.wait` has
+/// passed. `Err(reason)` means "not yet"; the last reason is reported in the
+/// [`OpsError::Timeout`].
 pub(crate) async fn wait_until<T, F, Fut>(
     limits: &Limits,
     what: &str,

@@ -1,11 +1,12 @@
 //! `larder-cli` against real `larder-node` processes.
 //!
-//! - `create_rebalance_reshard_and_remove_a_node`: 3 masters created, checked, 2000
-//!   keys written, a 4th node added and given slots by `rebalance
-//!   --use-empty-masters`, 100 slots resharded back, the rest resharded away, the
-//!   node removed with `del-node`; a replica added with `add-node --replica` takes
-//!   over its master with `failover`; the cluster stays healthy and every key
-//!   readable throughout.
+//! - `create_rebalance_reshard_and_remove_a_node`: `certs init`/`issue`; 3 masters
+//!   created and checked, 2000 keys written, `get`/`set`/`del`, a 4th node added
+//!   and given slots by `rebalance --use-empty-masters`, 100 slots resharded back,
+//!   the rest resharded away, the node removed with `del-node`; a replica added with
+//!   `add-node --replica` takes over its master with `failover`; the cluster stays
+//!   healthy and every key readable throughout; usage errors and unreachable nodes
+//!   exit 2, refusals exit 1.
 //! - `fix_after_the_source_crashes_mid_migration` and
 //!   `fix_after_the_target_crashes_mid_migration`: durable nodes (`appendfsync
 //!   always`), a reshard of slots holding thousands of keys, SIGKILL of one side
@@ -35,6 +36,20 @@ async fn create_rebalance_reshard_and_remove_a_node() {
     let addr: Vec<String> = nodes.iter().map(|n| n.addr_s()).collect();
     let socks: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let (a, b, c, d, e) = (&addr[0], &addr[1], &addr[2], &addr[3], &addr[4]);
+
+    // The certificate commands: a CA, then a certificate naming a fresh id.
+    let cdir = env.path().join("other-ca");
+    let cdir_s = cdir.to_str().unwrap();
+    env.cli(&["certs", "init", cdir_s, "--name", "other"])
+        .await
+        .expect(0);
+    let out = env.cli(&["certs", "issue", cdir_s, "tool"]).await.expect(0);
+    let tool_id = out.stdout.trim();
+    assert!(ops::NodeId::from_hex(tool_id).is_some(), "{tool_id:?}");
+    let identity = larder_cli::certs::load_identity(&cdir.join("tool.pem"), &cdir.join("tool.key"));
+    assert_eq!(identity.unwrap().id().to_string(), tool_id);
+    let out = env.cli(&["certs", "init", cdir_s]).await.expect(1);
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
 
     // Usage errors and unreachable nodes: exit 2.
     env.cli(&["cluster", "create", a, b, "--yes"])

@@ -71,7 +71,7 @@ enum Cmd {
         /// Any node of the cluster.
         addr: String,
     },
-    /// Keys, slots and replicas of each master.
+    /// Keys, slots and replicas of each master. Exit 1 if a master does not answer.
     Info {
         /// Any node of the cluster.
         addr: String,
@@ -81,7 +81,9 @@ enum Cmd {
         /// Any node of the cluster.
         addr: String,
     },
-    /// Moves slots, with their keys, from one or more masters to another.
+    /// Moves slots, with their keys, from one or more masters to another (each
+    /// source's lowest-numbered slots first, as redis-cli). Refused (exit 1) unless
+    /// `check` passes.
     Reshard {
         /// Any node of the cluster.
         addr: String,
@@ -101,14 +103,16 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
-    /// Balances slots across masters by weight (redis-cli's algorithm).
+    /// Balances slots across masters by weight (redis-cli's algorithm). Refused
+    /// (exit 1) unless `check` passes.
     Rebalance {
         /// Any node of the cluster.
         addr: String,
         /// A master's weight, `<node>=<weight>` (default 1; 0 empties the master).
         #[arg(long = "weight", value_parser = parse_weight)]
         weights: Vec<(String, f64)>,
-        /// Do nothing if every master is within this percentage of its share.
+        /// Do nothing if every master is within this percentage of its share (0: any
+        /// difference counts).
         #[arg(long, default_value_t = 2.0)]
         threshold: f64,
         /// Give slots to masters that have none too.

@@ -107,9 +107,13 @@ pub fn render_topology(view: &ClusterView) -> String {
         let role = if n.is_master() { "M" } else { "S" };
         out.push_str(&format!("{role}: {} {}\n", n.id, n.addr));
         let slots = &me.slots;
+        let listed = if slots.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", format_ranges(slots))
+        };
         out.push_str(&format!(
-            "   slots:[{}] ({} slots) {}\n",
-            format_ranges(slots),
+            "   slots:{listed} ({} slots) {}\n",
             count_slots(slots),
             if n.is_master() { "master" } else { "slave" }
         ));
