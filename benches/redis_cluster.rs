@@ -2,8 +2,9 @@
 //! failover and throughput comparisons.
 //!
 //! [`RedisCluster::start`] runs one `redis-server` child per node on `127.0.0.1`, joins
-//! them with `redis-cli --cluster create` and waits until the cluster is healthy;
-//! dropping it SIGKILLs every node. [`RedisCluster::measure_failover`] kills a master and
+//! them with `redis-cli --cluster create` and waits until the cluster is healthy
+//! ([`RedisCluster::start_masters`] joins masters without replicas by hand, for fewer
+//! than the 3 masters `--cluster create` insists on); dropping it SIGKILLs every node. [`RedisCluster::measure_failover`] kills a master and
 //! times how long its replica takes to accept a write; [`RedisCluster::benchmark`] runs
 //! `redis-benchmark --cluster` against it.
 //!
@@ -47,6 +48,9 @@ const FAILOVER_POLL: Duration = Duration::from_millis(10);
 
 /// Cluster bus ports are the client ports plus this (Redis's fixed offset).
 const BUS_OFFSET: u16 = 10_000;
+
+/// Redis Cluster's number of hash slots.
+const SLOTS: u16 = 16_384;
 
 /// Makes sure `redis-server`, `redis-cli` and `redis-benchmark` are on `PATH`.
 ///
@@ -227,6 +231,83 @@ impl RedisCluster {
 
         cluster.wait_healthy(masters, masters * replicas_per_master, deadline)?;
         Ok(cluster)
+    }
+
+    /// Starts `masters` nodes on ports `base_port..` with no replicas and joins them by
+    /// hand, as `redis-cli --cluster create` would but without its 3-master minimum:
+    /// each node gets `CLUSTER SET-CONFIG-EPOCH <i + 1>` and `CLUSTER ADDSLOTSRANGE` of
+    /// an even share of the 16384 slots in port order (node `i` serves
+    /// `16384 * i / masters ..= 16384 * (i + 1) / masters - 1`), then the first node
+    /// `CLUSTER MEET`s the others. Returns once [`start`](Self::start)'s health check
+    /// passes on every node; the same port, directory and 30 s rules as `start`.
+    pub fn start_masters(
+        dir: &Path,
+        base_port: u16,
+        masters: usize,
+        node_timeout_ms: u64,
+    ) -> Result<RedisCluster, String> {
+        let deadline = Instant::now() + START_LIMIT;
+        if masters == 0 || masters > SLOTS as usize {
+            return Err(format!("{masters} masters asked"));
+        }
+        let last = base_port as usize + masters - 1 + BUS_OFFSET as usize;
+        if base_port == 0 || last > u16::MAX as usize {
+            return Err(format!(
+                "{masters} nodes from port {base_port} need bus ports up to {last}, past 65535"
+            ));
+        }
+        let ports: Vec<u16> = (0..masters as u16).map(|i| base_port + i).collect();
+        for &port in &ports {
+            for (p, what) in [(port, "client"), (port + BUS_OFFSET, "cluster bus")] {
+                TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
+                    format!("port 127.0.0.1:{p} ({what} port of node {port}) is not free: {e}")
+                })?;
+            }
+        }
+        fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| format!("canonicalize {}: {e}", dir.display()))?;
+        let mut cluster = RedisCluster {
+            dir: dir.clone(),
+            nodes: Vec::with_capacity(masters),
+        };
+        for &port in &ports {
+            let node = spawn_node(&dir, port, node_timeout_ms)?;
+            cluster.nodes.push(node);
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_ping(i, deadline)?;
+        }
+        let ok = |port: u16, args: &[&[u8]]| -> Result<(), String> {
+            let what = String::from_utf8_lossy(&args.join(&b' ')).into_owned();
+            match Conn::connect(port)?.call(args) {
+                Ok(Reply::Simple(s)) if s == "OK" => Ok(()),
+                other => Err(format!("{what} on port {port} answered {other:?}")),
+            }
+        };
+        for (i, &port) in ports.iter().enumerate() {
+            let lo = SLOTS as usize * i / masters;
+            let hi = SLOTS as usize * (i + 1) / masters - 1;
+            let epoch = (i + 1).to_string();
+            ok(port, &[b"CLUSTER", b"SET-CONFIG-EPOCH", epoch.as_bytes()])?;
+            let (lo, hi) = (lo.to_string(), hi.to_string());
+            ok(
+                port,
+                &[b"CLUSTER", b"ADDSLOTSRANGE", lo.as_bytes(), hi.as_bytes()],
+            )?;
+        }
+        for &port in &ports[1..] {
+            let p = port.to_string();
+            ok(ports[0], &[b"CLUSTER", b"MEET", b"127.0.0.1", p.as_bytes()])?;
+        }
+        cluster.wait_healthy(masters, 0, deadline)?;
+        Ok(cluster)
+    }
+
+    /// The node id (`CLUSTER MYID`, 40 hex characters) of the node on `port`.
+    pub fn node_id(&self, port: u16) -> Result<String, String> {
+        bulk_text(port, &[b"CLUSTER", b"MYID"])
     }
 
     /// Every node's port, in start order, killed nodes included.
