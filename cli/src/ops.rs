@@ -13,7 +13,7 @@
 //! | [`plan_rebalance`], [`execute_moves`] | `rebalance` | redis-cli's rebalance ([`plan::plan_rebalance`]) |
 //! | [`add_node`], [`del_node`] | `add-node`, `del-node` | joins or removes a node |
 //! | [`failover`] | `failover` | manual failover on a replica |
-//! | [`fix`] | `fix` | closes open slots, drops misplaced keys, covers unassigned slots |
+//! | [`fix`] | `fix` | closes open slots, covers unassigned slots, hands misplaced keys to their owners |
 //! | [`get`], [`set`], [`del`] | `get`, `set`, `del` | one key, following MOVED/ASK |
 //!
 //! Every wait is bounded ([`Limits`]); a wait that runs out is an

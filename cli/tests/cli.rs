@@ -12,13 +12,18 @@
 //!   always`), a reshard of slots holding thousands of keys, SIGKILL of one side
 //!   while a slot is half moved, restart from its data directory, `fix`; the cluster
 //!   is healthy, every key is on its owner only, and every key reads back.
+//! - `fix_after_the_source_fails_over_mid_migration`: the same with a replica of the
+//!   source, which takes over after the SIGKILL knowing nothing of the move; `fix`
+//!   closes the target's import and hands the keys it received to the new owner.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{assert_keys, master_keys, start_nodes, wait_healthy, write_keys, Env, NodeOpts};
+use common::{
+    assert_keys, master_keys, start_nodes, take_turn, wait_healthy, write_keys, Env, NodeOpts,
+};
 use larder::cluster::key_hash_slot;
 use larder_cli::ops::{self, Limits};
 
@@ -29,6 +34,7 @@ const LIMITS: Limits = Limits {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_rebalance_reshard_and_remove_a_node() {
+    let _turn = take_turn().await;
     let t0 = Instant::now();
     let env = Env::new();
     let mut nodes = start_nodes(&env, "n", 5, NodeOpts::default());
@@ -224,7 +230,10 @@ async fn create_rebalance_reshard_and_remove_a_node() {
     let via = [socks[0], socks[1], socks[2], socks[4]];
     assert_keys(&admin, &via, &keys).await;
     assert_eq!(master_keys(&admin, socks[4]).await, 2000);
-    eprintln!("done after {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "scenario (a) done after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 /// WORKAROUND for a node bug (see the report): a master that serves no slots has
@@ -274,22 +283,44 @@ fn crash_keys(moving: u16) -> Vec<String> {
     keys
 }
 
-async fn crash_mid_migration(kill_source: bool) {
+/// Who fails in the middle of a move.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Crash {
+    /// The source is SIGKILLed, then restarted from its data directory.
+    Source,
+    /// The target is SIGKILLed, then restarted from its data directory.
+    Target,
+    /// The source is SIGKILLed and its replica takes its slots over (it knows
+    /// nothing of the move: the target's moved keys become strays), then the old
+    /// source restarts as a replica.
+    SourceFailsOver,
+}
+
+async fn crash_mid_migration(crash: Crash) {
+    let _turn = take_turn().await;
     let t0 = Instant::now();
     let env = Env::new();
     let opts = NodeOpts {
         durable: true,
-        node_timeout_ms: 2000,
+        ..NodeOpts::default()
     };
-    let mut nodes = start_nodes(&env, "m", 3, opts);
+    let with_replica = crash == Crash::SourceFailsOver;
+    let mut nodes = start_nodes(&env, "m", if with_replica { 4 } else { 3 }, opts);
     let admin = env.admin();
     let socks: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let plan = ops::plan_create(&admin, &socks, 0).await.unwrap();
+    let plan = ops::plan_create(&admin, &socks[..3], 0).await.unwrap();
     ops::apply_create(&admin, &plan, &LIMITS, &mut |_| {})
         .await
         .unwrap();
-    let (src, dst) = (0usize, 1usize);
+    let (src, dst, rep) = (0usize, 1usize, 3usize);
     assert_eq!(plan.masters[src].slots, (0, 5460));
+    if with_replica {
+        let role = ops::NewRole::ReplicaOf(nodes[src].id_s());
+        ops::add_node(&admin, socks[rep], socks[0], role, &LIMITS, &mut |_| {})
+            .await
+            .unwrap();
+    }
+    let masters = &socks[..3];
     let moving = 200u16;
     let keys = crash_keys(moving);
     let tag_slots: Vec<u16> = keys
@@ -297,15 +328,24 @@ async fn crash_mid_migration(kill_source: bool) {
         .filter(|k| k.starts_with('{'))
         .map(|k| key_hash_slot(k.as_bytes()))
         .collect();
-    write_keys(&admin, &socks, &keys).await;
+    write_keys(&admin, masters, &keys).await;
     let total = keys.len() as u64;
     assert_eq!(master_keys(&admin, socks[2]).await, total);
+    if with_replica {
+        // Replication is asynchronous: let the replica catch up before the failure,
+        // so that what the failover could lose is not the question here.
+        let want = admin.nodes(socks[src]).await.unwrap().keys;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while admin.nodes(socks[rep]).await.unwrap().keys != want {
+            assert!(Instant::now() < deadline, "the replica did not catch up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     eprintln!(
         "{} keys written after {:.1} s",
         total,
         t0.elapsed().as_secs_f64()
     );
-
     // The reshard, as an operator would start it.
     let (src_addr, dst_id) = (nodes[src].addr_s(), nodes[dst].id_s());
     let mut cli = env.spawn_cli(&[
@@ -345,38 +385,47 @@ async fn crash_mid_migration(kill_source: bool) {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
-    let victim = if kill_source { src } else { dst };
+    let victim = if crash == Crash::Target { dst } else { src };
     nodes[victim].kill();
     eprintln!(
-        "killed {} with slot {} half moved ({} keys on the target) after {:.1} s",
-        if kill_source {
-            "the source"
-        } else {
-            "the target"
-        },
+        "{crash:?}: killed node {victim} with slot {} half moved ({} keys on the target) \
+         after {:.1} s",
         half_moved.0,
         half_moved.1,
         t0.elapsed().as_secs_f64()
     );
-    if kill_source {
-        // The tool's request to the dead source would only end at its idle timeout:
-        // the operator's tool dies too.
-        let _ = cli.kill();
-        let _ = cli.wait();
-    } else {
+    if crash == Crash::Target {
         // The source reports the failed move; the tool says how to repair.
         let out = tokio::task::spawn_blocking(move || cli.wait_with_output().unwrap())
             .await
             .unwrap();
         let out = common::Cli::from(out, &[]).expect(1);
         assert!(out.stderr.contains("larder-cli fix"), "{}", out.stderr);
+    } else {
+        // The tool's request to the dead source would only end at its idle timeout:
+        // the operator's tool dies too.
+        let _ = cli.kill();
+        let _ = cli.wait();
     }
-    let survivor = &socks[if kill_source { dst } else { src }].to_string();
+    let survivor = socks[if crash == Crash::Target { src } else { dst }].to_string();
     let out = env
-        .cli(&["--timeout", "1s", "check", survivor])
+        .cli(&["--timeout", "1s", "check", &survivor])
         .await
         .expect(1);
     assert!(out.stdout.contains("unreachable"), "{}", out.stdout);
+    if crash == Crash::SourceFailsOver {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = admin.nodes(socks[rep]).await.unwrap();
+            let me = v.nodes.iter().find(|n| n.id == v.me).unwrap();
+            if me.flags & ops::flags::MASTER != 0 && !me.slots.is_empty() && v.cluster_ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the replica was not promoted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("replica promoted after {:.1} s", t0.elapsed().as_secs_f64());
+    }
 
     nodes[victim].spawn();
     let out = env.cli(&["check", &socks[2].to_string()]).await.expect(1);
@@ -387,45 +436,56 @@ async fn crash_mid_migration(kill_source: bool) {
     );
     let out = env.cli(&["fix", &socks[2].to_string()]).await.expect(0);
     eprintln!("{}", out.stdout);
-    assert!(
-        out.stdout.contains("resumed the move of slots"),
-        "{}",
-        out.stdout
-    );
-    let out = env.cli(&["check", &src_addr]).await.expect(0);
+    if crash == Crash::SourceFailsOver {
+        assert!(out.stdout.contains("to their owner"), "{}", out.stdout);
+    } else {
+        assert!(
+            out.stdout.contains("resumed the move of slots"),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = env.cli(&["check", &socks[2].to_string()]).await.expect(0);
     assert!(out.stdout.contains("[OK] No open slots."), "{}", out.stdout);
-    wait_healthy(&admin, socks[0], Duration::from_secs(10)).await;
+    wait_healthy(&admin, socks[2], Duration::from_secs(10)).await;
 
-    // Exactly once: the slots moved, no node holds keys of a slot it does not serve
-    // (check), the counts add up, and every key reads back.
-    let view = ops::ClusterView::load(&admin, socks[0]).await.unwrap();
-    let owners = view.owners();
-    assert!(
-        owners[usize::from(half_moved.0)] == Some(nodes[dst].id),
-        "the half-moved slot ends on the target"
-    );
+    // Exactly once: no node holds keys of a slot it does not serve (check), the
+    // masters' keys add up, and every key reads back.
+    let view = ops::ClusterView::load(&admin, socks[2]).await.unwrap();
+    let owner = view.owners()[usize::from(half_moved.0)];
+    let expected_owner = if crash == Crash::SourceFailsOver {
+        nodes[rep].id
+    } else {
+        nodes[dst].id
+    };
+    assert_eq!(owner, Some(expected_owner), "the half-moved slot's owner");
     let mut held = 0u64;
-    for s in &socks {
+    for m in view.masters() {
         held += admin
-            .key_counts(*s)
+            .key_counts(m.sock.unwrap())
             .await
             .unwrap()
             .iter()
             .map(|(_, n)| n)
             .sum::<u64>();
     }
-    assert_eq!(held, total, "keys held across the nodes");
-    assert_eq!(master_keys(&admin, socks[1]).await, total);
+    assert_eq!(held, total, "keys held by the masters");
+    assert_eq!(master_keys(&admin, socks[2]).await, total);
     assert_keys(&admin, &socks, &keys).await;
-    eprintln!("done after {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!("{crash:?} done after {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fix_after_the_source_crashes_mid_migration() {
-    crash_mid_migration(true).await;
+    crash_mid_migration(Crash::Source).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fix_after_the_target_crashes_mid_migration() {
-    crash_mid_migration(false).await;
+    crash_mid_migration(Crash::Target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fix_after_the_source_fails_over_mid_migration() {
+    crash_mid_migration(Crash::SourceFailsOver).await;
 }

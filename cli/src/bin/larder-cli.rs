@@ -153,8 +153,8 @@ enum Cmd {
         mode: Option<FailoverMode>,
     },
     /// Repairs the cluster: resumes or rolls back open slots, assigns unassigned
-    /// slots, drops keys held by nodes that do not serve their slots. Exit 0 if the
-    /// cluster is healthy afterwards.
+    /// slots, hands keys held by nodes that do not serve their slots to the slots'
+    /// owners. Exit 0 if the cluster is healthy afterwards.
     Fix {
         /// Any node of the cluster.
         addr: String,

@@ -1,5 +1,6 @@
-//! `fix`: closes open slots, covers unassigned slots, drops keys left where they do
-//! not belong (redis-cli's `--cluster fix`, with the rules of larder's slot mover).
+//! `fix`: closes open slots, covers unassigned slots, hands keys left where they do
+//! not belong to their slot's owner (redis-cli's `--cluster fix`, with the rules of
+//! larder's slot mover).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +33,8 @@ pub struct FixReport {
 /// 2. **Unassigned slots** go to the master holding keys of them (the most keys), or
 ///    else to the master with the fewest slots.
 /// 3. **Keys in slots a node does not serve** (copies of a batch whose delete on the
-///    source never happened, or of a rolled-back import) are dropped
+///    source never happened, or of a rolled-back import) go to the slot's owner,
+///    which keeps its own copy where it has one, and are then deleted from the node
 ///    (`DropSlotKeys`).
 ///
 /// Then checks the cluster (if anything was done, waiting up to `opts.limits.wait`
@@ -205,63 +207,86 @@ pub async fn fix(
         log(">>> All 16384 slots are assigned.");
     }
 
-    // 3. Keys where they do not belong.
-    let view = ClusterView::load(admin, addr).await?;
-    let counts = load_key_counts(admin, &view).await;
+    // 3. Keys where they do not belong. A node hands its strays to the owner its own
+    // table names, and a node that was importing a slot ignores news of its owner
+    // until the import is closed: so first wait until every node agrees on the
+    // owners, and retry refusals (bounded) while the cluster converges.
+    let start = tokio::time::Instant::now();
     let mut stray_found = false;
-    for (id, c) in &counts {
-        let (Some(n), Ok(c)) = (view.node(*id), c) else {
-            continue;
-        };
-        let served = served_slots(&view, n);
-        let importing: Vec<u16> = n
-            .view
-            .as_ref()
-            .map(|v| v.importing.iter().map(|(s, _)| *s).collect())
-            .unwrap_or_default();
-        let stray: Vec<u16> = c
-            .iter()
-            .filter(|&&(s, k)| k > 0 && !served[usize::from(s)] && !importing.contains(&s))
-            .map(|&(s, _)| s)
-            .collect();
-        if stray.is_empty() {
-            continue;
+    loop {
+        let view = ClusterView::load(admin, addr).await?;
+        if let Err(why) = view.agreement() {
+            if start.elapsed() < opts.limits.wait {
+                tokio::time::sleep(opts.limits.poll).await;
+                continue;
+            }
+            act(
+                format!("[WARN] misplaced keys left alone: the nodes disagree ({why})"),
+                log,
+            );
+            break;
         }
-        stray_found = true;
-        let sock = n.sock()?;
-        let mut dropped = 0u64;
-        let mut failures: Vec<(u16, AdminError)> = Vec::new();
-        for &s in &stray {
-            match admin.drop_slot_keys(sock, s).await {
-                Ok(k) => dropped += k,
-                Err(e) => failures.push((s, e)),
+        let counts = load_key_counts(admin, &view).await;
+        let mut failures: Vec<(String, u16, AdminError)> = Vec::new();
+        for (id, c) in &counts {
+            let (Some(n), Ok(c)) = (view.node(*id), c) else {
+                continue;
+            };
+            let served = served_slots(&view, n);
+            let importing: Vec<u16> = n
+                .view
+                .as_ref()
+                .map(|v| v.importing.iter().map(|(s, _)| *s).collect())
+                .unwrap_or_default();
+            let stray: Vec<u16> = c
+                .iter()
+                .filter(|&&(s, k)| k > 0 && !served[usize::from(s)] && !importing.contains(&s))
+                .map(|&(s, _)| s)
+                .collect();
+            if stray.is_empty() {
+                continue;
+            }
+            stray_found = true;
+            let sock = n.sock()?;
+            let mut handed = 0u64;
+            let mut done = Vec::new();
+            for &s in &stray {
+                match admin.drop_slot_keys(sock, s).await {
+                    Ok(k) => {
+                        handed += k;
+                        done.push(s);
+                    }
+                    Err(e) => failures.push((n.addr.clone(), s, e)),
+                }
+            }
+            if !done.is_empty() {
+                act(
+                    format!(
+                        "handed {handed} key(s) of slots {} held by {} ({}), which does not \
+                         serve them, to their owner",
+                        format_ranges(&to_ranges(done)),
+                        n.addr,
+                        short(&n.id)
+                    ),
+                    log,
+                );
             }
         }
-        let done: Vec<u16> = stray
-            .iter()
-            .copied()
-            .filter(|s| !failures.iter().any(|(f, _)| f == s))
-            .collect();
-        if !done.is_empty() {
-            act(
-                format!(
-                    "dropped {dropped} key(s) of slots {} from {} ({}), which does not serve them",
-                    format_ranges(&to_ranges(done)),
-                    n.addr,
-                    short(&n.id)
-                ),
-                log,
-            );
+        if failures.is_empty() {
+            break;
         }
-        for (s, e) in failures {
-            act(
-                format!(
-                    "[WARN] dropping the keys of slot {s} from {} failed: {e}",
-                    n.addr
-                ),
-                log,
-            );
+        if start.elapsed() >= opts.limits.wait {
+            for (a, s, e) in failures {
+                act(
+                    format!(
+                        "[WARN] handing the keys of slot {s} held by {a} to its owner failed: {e}"
+                    ),
+                    log,
+                );
+            }
+            break;
         }
+        tokio::time::sleep(opts.limits.poll).await;
     }
     if !stray_found {
         log(">>> No keys in slots their node does not serve.");
@@ -310,13 +335,13 @@ pub enum OpenSlotFix {
 /// - A serves it, A and B (a master) answer: **resume** the move;
 /// - A serves it and answers, B does not: **roll back** (A's MIGRATING cleared; B
 ///   keeps IMPORTING until it is back, when the next `fix` closes it);
-///
-/// A node that does not answer cannot say what it has open: its state is dealt with
-/// by the `fix` after it is back.
 /// - A does not serve it (the hand-over happened, or A failed over) or does not
 ///   answer: **close** it (B's IMPORTING and A's MIGRATING cleared where they
-///   answer). B's copies of a slot it does not serve are then dropped by `fix`'s
-///   misplaced-key step; A's copy stays authoritative.
+///   answer). B's copies of a slot it does not serve are then handed to the owner
+///   by `fix`'s misplaced-key step (the owner's own copies win).
+///
+/// A node that does not answer cannot say what it has open: its side is dealt with
+/// by a `fix` after it is back.
 pub fn plan_open_slots(view: &ClusterView) -> Vec<OpenSlotFix> {
     // (source, target) -> slot -> (MIGRATING on the source, IMPORTING on the target)
     let mut open: BTreeMap<(NodeId, NodeId), BTreeMap<u16, (bool, bool)>> = BTreeMap::new();

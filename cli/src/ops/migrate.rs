@@ -9,7 +9,21 @@ use larder::cluster::admin_wire::to_ranges;
 
 use super::plan::{self, Move, RebalancePlan};
 use super::view::{owner_map, ClusterView};
-use super::{format_ranges, in_turn, short, wait_until, Admin, Limits, NodeId, OpsError, SLOTS};
+use super::{
+    format_ranges, in_turn, short, wait_until, Admin, AdminError, Limits, NodeId, OpsError, SLOTS,
+};
+
+/// Times a chunk whose move failed transiently (`TRYAGAIN`) is asked again.
+const MOVE_RETRIES: u32 = 10;
+/// The pause before asking again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Whether a failed move is worth asking again at once: the node refused for a
+/// moment (`TRYAGAIN`: a write permission that lapsed on a busy node, a slot briefly
+/// locked). A move resumes where it stopped.
+fn is_transient(e: &AdminError) -> bool {
+    matches!(e, AdminError::Refused(t) if t.contains("TRYAGAIN"))
+}
 
 /// Receives a move's progress (`larder-cli` draws a progress bar with it).
 pub trait Progress: Sync {
@@ -185,7 +199,8 @@ pub fn render_moves(view: &ClusterView, moves: &[Move]) -> String {
 
 /// Carries out `moves`: each source is asked to move its slots to the target
 /// (`Admin::migrate_slots`), `opts.slots_per_call` at a time, `opts.batch` keys per
-/// round trip, each request bounded by `opts.call_timeout`; then waits (bounded by
+/// round trip, each request bounded by `opts.call_timeout` (a request refused with
+/// `TRYAGAIN` is asked again, up to 10 times, half a second apart); then waits (bounded by
 /// `opts.limits`) until every reachable node sees the new owners. A failure stops
 /// the moves (exit 1) and says which slots may be left open.
 pub async fn execute_moves(
@@ -213,7 +228,6 @@ pub async fn execute_moves(
             ));
             for chunk in mv.slots.chunks(opts.slots_per_call.max(1)) {
                 let ranges = to_ranges(chunk.iter().copied());
-                let call = admin.migrate_slots(src_addr, mv.to, ranges.clone(), opts.batch);
                 let open = || {
                     format!(
                         "slots {} may be left open: run `larder-cli fix {}` to resume or roll \
@@ -222,32 +236,47 @@ pub async fn execute_moves(
                         src.addr
                     )
                 };
-                let m = match tokio::time::timeout(opts.call_timeout, call).await {
-                    Ok(Ok(m)) => m,
-                    Ok(Err(e)) => {
-                        return Err(OpsError::Failed(format!(
-                            "moving slots {} from {} to {dst_name} failed: {e}; {}",
-                            format_ranges(&ranges),
-                            src.addr,
-                            open()
-                        )))
-                    }
-                    Err(_) => {
-                        return Err(OpsError::Timeout {
-                            what: format!(
-                                "{} to move slots {} to {dst_name}",
-                                src.addr,
+                let mut retries = 0;
+                let m = loop {
+                    let call = admin.migrate_slots(src_addr, mv.to, ranges.clone(), opts.batch);
+                    match tokio::time::timeout(opts.call_timeout, call).await {
+                        Ok(Ok(m)) => break m,
+                        // A node too busy to renew its write permission, a slot briefly
+                        // locked: the move resumes where it stopped when asked again.
+                        Ok(Err(e)) if is_transient(&e) && retries < MOVE_RETRIES => {
+                            retries += 1;
+                            progress.note(&format!(
+                                "[WARN] moving slots {} paused ({e}); resuming",
                                 format_ranges(&ranges)
-                            ),
-                            waited: opts.call_timeout,
-                            last: open(),
-                        })
+                            ));
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                        }
+                        Ok(Err(e)) => {
+                            return Err(OpsError::Failed(format!(
+                                "moving slots {} from {} to {dst_name} failed: {e}; {}",
+                                format_ranges(&ranges),
+                                src.addr,
+                                open()
+                            )))
+                        }
+                        Err(_) => {
+                            return Err(OpsError::Timeout {
+                                what: format!(
+                                    "{} to move slots {} to {dst_name}",
+                                    src.addr,
+                                    format_ranges(&ranges)
+                                ),
+                                waited: opts.call_timeout,
+                                last: open(),
+                            })
+                        }
                     }
                 };
-                stats.slots += u64::from(m.slots);
+                // A resumed call reports only what it moved itself; the chunk is done.
+                stats.slots += chunk.len() as u64;
                 stats.keys += m.keys;
                 stats.bytes += m.bytes;
-                progress.advance(u64::from(m.slots), m.keys);
+                progress.advance(chunk.len() as u64, m.keys);
             }
         }
         Ok(())

@@ -16,6 +16,38 @@ use larder_cli::ops::{self, Admin, NodeId};
 /// How long a node may take to print that it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Process scenarios running at once: each starts 3 to 5 debug-build nodes, and more
+/// than two clusters on a 2-core machine starve nodes past their failure detection.
+const CONCURRENT_SCENARIOS: usize = 2;
+
+static RUNNING: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// A scenario's turn to run; the next waiting one starts when it is dropped.
+pub struct Turn(());
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut n = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        RUNNING.1.notify_one();
+    }
+}
+
+/// Waits until fewer than [`CONCURRENT_SCENARIOS`] scenarios run, then takes a turn.
+pub async fn take_turn() -> Turn {
+    tokio::task::spawn_blocking(|| {
+        let mut n = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= CONCURRENT_SCENARIOS {
+            n = RUNNING.1.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        Turn(())
+    })
+    .await
+    .unwrap()
+}
+
 /// A temporary directory with a CA and the tool's certificate.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -139,9 +171,11 @@ pub struct NodeOpts {
 
 impl Default for NodeOpts {
     fn default() -> Self {
+        // Long enough that nodes starved on a busy 2-core CI machine are not
+        // suspected failing; short enough for failovers to take a few seconds.
         NodeOpts {
             durable: false,
-            node_timeout_ms: 2000,
+            node_timeout_ms: 4000,
         }
     }
 }
@@ -298,7 +332,8 @@ pub fn value_of(k: &str) -> Vec<u8> {
 }
 
 /// Writes `keys` (value [`value_of`]) through the nodes at `via`, round-robin, 32 at
-/// a time.
+/// a time, each retried while refused (a node that lost its write lease for a
+/// moment).
 pub async fn write_keys(admin: &Arc<Admin>, via: &[SocketAddr], keys: &[String]) {
     let mut set = tokio::task::JoinSet::new();
     let chunks: Vec<Vec<(usize, String)>> = {
@@ -318,7 +353,9 @@ pub async fn write_keys(admin: &Arc<Admin>, via: &[SocketAddr], keys: &[String])
                 loop {
                     match ops::set(&admin, to, &k, &value_of(&k)).await {
                         Ok(()) => break,
-                        Err(e) if tries < 20 => {
+                        // A busy machine can starve a node past its write lease for a
+                        // few seconds: retry for up to 15 s.
+                        Err(e) if tries < 150 => {
                             tries += 1;
                             eprintln!("write {k} via {to}: {e} (retrying)");
                             tokio::time::sleep(Duration::from_millis(100)).await;
