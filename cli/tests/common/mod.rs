@@ -95,7 +95,7 @@ impl Env {
         let out = tokio::task::spawn_blocking(move || cmd.output().expect("run larder-cli"))
             .await
             .unwrap();
-        let cli = Cli::from(out, args);
+        let cli = Cli::from(out);
         eprintln!(
             "larder-cli {} -> {:?} in {:.1} s",
             args.join(" "),
@@ -105,9 +105,9 @@ impl Env {
         cli
     }
 
-    /// Starts `larder-cli` without waiting for it.
-    pub fn spawn_cli(&self, args: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_larder-cli"))
+    /// Starts `larder-cli` without waiting for it (killed if dropped still running).
+    pub fn spawn_cli(&self, args: &[&str]) -> CliChild {
+        let child = Command::new(env!("CARGO_BIN_EXE_larder-cli"))
             .arg("--ca")
             .arg(&self.ca)
             .arg("--cert")
@@ -119,7 +119,43 @@ impl Env {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start larder-cli")
+            .expect("start larder-cli");
+        CliChild(Some(child))
+    }
+}
+
+/// A running `larder-cli`, killed when dropped (a failing test leaves none behind).
+pub struct CliChild(Option<Child>);
+
+impl CliChild {
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for it to exit (on a blocking thread) and returns its output.
+    pub async fn output(mut self) -> Cli {
+        let c = self.0.take().expect("running");
+        let out = tokio::task::spawn_blocking(move || c.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        Cli::from(out)
+    }
+}
+
+impl Drop for CliChild {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -131,14 +167,12 @@ pub struct Cli {
 }
 
 impl Cli {
-    pub fn from(out: Output, args: &[&str]) -> Cli {
-        let c = Cli {
+    pub fn from(out: Output) -> Cli {
+        Cli {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        let _ = args;
-        c
+        }
     }
 
     /// Asserts the exit code, showing the output if it differs.
