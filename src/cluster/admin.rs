@@ -172,7 +172,14 @@ where
                     slots: m.slots,
                 })
             }
-            AdminRequest::KeyCounts => Ok(AdminResponse::KeyCounts(self.key_counts()?)),
+            AdminRequest::KeyCounts => {
+                // A walk of every shard: off the async threads.
+                let me = self.clone();
+                let counts = tokio::task::spawn_blocking(move || me.key_counts())
+                    .await
+                    .map_err(|e| format!("ERR the key walk failed: {e}"))??;
+                Ok(AdminResponse::KeyCounts(counts))
+            }
             AdminRequest::Restore(entries) => {
                 let from = from.ok_or("ERR a restore comes from the slots' source node")?;
                 self.restore(from, entries)?;
@@ -278,7 +285,9 @@ where
                     }
                 }
                 node.with_node(move |n, now| {
-                    set.iter().try_for_each(|s| n.set_slot_node(now, s, owner))
+                    set.iter()
+                        .try_for_each(|s| n.set_slot_node(now, s, owner))
+                        .map(|()| n.announce(now))
                 })
                 .await
             }
@@ -323,6 +332,10 @@ where
     /// them to the slot's owner (which keeps its own copies), then deletes them.
     async fn drop_slot_keys(&self, slot: Slot) -> Result<u64, String> {
         let rt = self.core.node.routing();
+        if !rt.is_master {
+            // A replica's data is its master's: clean the master, the replica follows.
+            return Err("READONLY this node is a replica: drop stray keys on its master".into());
+        }
         if rt.slots.owner(slot) == Some(rt.me) {
             return Err(format!("ERR slot {slot} is served by this node"));
         }
@@ -338,11 +351,15 @@ where
             .map(|n| n.addr.clone())
             .ok_or_else(|| format!("ERR slot {slot}'s owner {owner} is unknown here"))?;
         drop(rt);
-        let keys = self
-            .keys_of(&SlotSet::from_range(slot..slot + 1))?
-            .into_values()
-            .flatten()
-            .collect::<Vec<K>>();
+        let keys = {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.keys_of(&SlotSet::from_range(slot..slot + 1)))
+                .await
+                .map_err(|e| format!("ERR the key walk failed: {e}"))??
+                .into_values()
+                .flatten()
+                .collect::<Vec<K>>()
+        };
         let codec = |e: crate::CodecError| format!("ERR encoding: {e}");
         for chunk in keys.chunks(DEFAULT_BATCH as usize) {
             let mut entries = Vec::with_capacity(chunk.len());
@@ -579,8 +596,15 @@ where
         }
 
         // 3. The keys, a batch at a time (a batch may span slots), then the hand-over
-        // of a group of slots at a time.
-        let keys = self.keys_of(slots).map_err(refused)?;
+        // of a group of slots at a time. The walk of the shards runs off the async
+        // threads: on the node's runtime it would stall the driver (and the lease).
+        let keys = {
+            let (me, set) = (self.clone(), slots.clone());
+            tokio::task::spawn_blocking(move || me.keys_of(&set))
+                .await
+                .map_err(|e| refused(format!("ERR the key walk failed: {e}")))?
+                .map_err(refused)?
+        };
         let order: Vec<Slot> = slots.iter().collect();
         let mut start = 0;
         while start < order.len() {
@@ -616,7 +640,11 @@ where
             let g = group.to_vec();
             self.core
                 .node
-                .with_node(move |n, now| g.iter().try_for_each(|&s| n.set_slot_node(now, s, to)))
+                .with_node(move |n, now| {
+                    g.iter()
+                        .try_for_each(|&s| n.set_slot_node(now, s, to))
+                        .map(|()| n.announce(now))
+                })
                 .await
                 .map_err(|e| ClusterError::Unreachable(e.to_string()))?
                 .map_err(|e| refused(format!("ERR {e}")))?;

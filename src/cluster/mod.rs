@@ -1196,6 +1196,8 @@ where
         let mut next: Option<Dest> = None;
         let mut wire: Option<Vec<u8>> = None;
         let mut op = Some(op);
+        // Nodes that answered MOVED.
+        let mut moved_from: Vec<NodeId> = Vec::new();
         for attempt in 0..MAX_REDIRECTS {
             // Held from the routing decision to the end of a local execution: a batch
             // of the slot's keys cannot change hands in between.
@@ -1235,6 +1237,7 @@ where
                 }
                 Dest::Down(why) => return Err(ClusterError::ClusterDown(why)),
                 Dest::Remote { node, addr, asking } => {
+                    let node_sent = node;
                     let bytes = match &wire {
                         Some(b) => b,
                         None => {
@@ -1266,8 +1269,16 @@ where
                     match answer {
                         WireResponse::Moved { slot, node, addr } => {
                             let id = NodeId(node);
+                            if id == self.core.node.id() || moved_from.contains(&id) {
+                                // Sent back where it was refused: the nodes disagree
+                                // for a moment (a hand-over or failover spreading).
+                                tokio::time::sleep(Duration::from_millis(1 << attempt.min(6)))
+                                    .await;
+                            }
+                            moved_from.push(node_sent);
                             self.hint(slot, id, addr.clone());
-                            next = Some(Dest::Remote {
+                            // Sent back here: decide again with this node's table.
+                            next = (id != self.core.node.id()).then_some(Dest::Remote {
                                 node: id,
                                 addr,
                                 asking: false,

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::certs::NodeIdentity;
@@ -16,10 +17,14 @@ use super::tls::{client_config, peer_node_id, server_name_for};
 use super::{CertificateDer, NetError};
 use crate::proto::NodeId;
 
+/// The connection to one address; its lock makes concurrent first requests wait for
+/// one dial, without holding up requests to other addresses.
+type ConnSlot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
 /// A client endpoint with one cached connection per node address.
 pub struct Client {
     endpoint: quinn::Endpoint,
-    conns: tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    conns: std::sync::Mutex<HashMap<SocketAddr, ConnSlot>>,
     timeout: Duration,
 }
 
@@ -38,7 +43,7 @@ impl Client {
         endpoint.set_default_client_config(client_config(identity, ca, Duration::from_secs(30))?);
         Ok(Client {
             endpoint,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: std::sync::Mutex::new(HashMap::new()),
             timeout,
         })
     }
@@ -73,7 +78,7 @@ impl Client {
                     Ok(r) => return Ok((id, r)),
                     Err(ExchangeError::Connection(e)) => {
                         last = e;
-                        self.conns.lock().await.remove(&addr);
+                        *self.slot(addr).lock().await = None;
                     }
                     Err(ExchangeError::Refused(e)) => {
                         return Err(NetError::Request(format!("{addr}: {e}")))
@@ -90,9 +95,19 @@ impl Client {
         }
     }
 
+    fn slot(&self, addr: SocketAddr) -> ConnSlot {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr)
+            .or_default()
+            .clone()
+    }
+
     async fn conn(&self, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&addr).filter(|c| c.close_reason().is_none()) {
+        let slot = self.slot(addr);
+        let mut conn = slot.lock().await;
+        if let Some(c) = conn.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok(c.clone());
         }
         let c = self
@@ -101,14 +116,23 @@ impl Client {
             .map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?
             .await
             .map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?;
-        conns.insert(addr, c.clone());
+        *conn = Some(c.clone());
         Ok(c)
     }
 
     /// Closes every connection.
     pub async fn close(&self) {
-        for (_, c) in self.conns.lock().await.drain() {
-            c.close(0u32.into(), b"done");
+        let slots: Vec<ConnSlot> = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in slots {
+            if let Some(c) = s.lock().await.take() {
+                c.close(0u32.into(), b"done");
+            }
         }
         self.endpoint.wait_idle().await;
     }

@@ -1067,8 +1067,14 @@ impl ReplDriver {
         let at = now + horizon;
         let verdict = if let Some(m) = node.master() {
             Err(format!("READONLY this node is a replica of {m}"))
-        } else if let Some(slot) = node.my_slots().iter().next() {
-            match node.write_permission(at, slot) {
+        } else if !node.my_slots().is_empty() || !node.slots().importing().is_empty() {
+            // A master that serves no slot yet but imports some takes their keys (and
+            // ASKING writes) under the same conditions as any master.
+            let permission = match node.my_slots().iter().next() {
+                Some(slot) => node.write_permission(at, slot),
+                None => node.master_write_status(at),
+            };
+            match permission {
                 Ok(()) => match &*self.shared.role() {
                     Role::Master(s) if !s.write_allowed(at) => {
                         Err("NOREPLICAS not enough good replicas to write".to_string())

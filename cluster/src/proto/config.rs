@@ -38,9 +38,10 @@ pub struct Config {
     /// only while its master has *more* than this many, itself included).
     pub migration_barrier: usize,
     /// `cluster-allow-replica-migration`: replicas may move to orphaned masters (masters
-    /// serving slots whose replicas all failed). Unlike Redis, this does not also
-    /// decide whether the replicas of a master emptied by resharding follow the slots:
-    /// here they always do.
+    /// serving slots whose replicas all failed), and a master that hands over its last
+    /// slot (`SETSLOT NODE`) becomes a replica of the node that took it, as in Redis 7.
+    /// A master that learns from another node's claims that it lost its last slots
+    /// (and the replicas of such a master) always follows that node.
     pub allow_replica_migration: bool,
     /// How long a master must have been orphaned, as this node sees it, before a
     /// replica moves to it (Redis's fixed `CLUSTER_REPLICA_MIGRATION_DELAY`, 5 s). It

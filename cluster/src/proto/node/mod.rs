@@ -356,6 +356,14 @@ impl Node {
         }
         self.write_status(now)
     }
+    /// Whether this node, a master, may accept writes now whatever the slot (its lease,
+    /// cluster state and replicas): what a master that only imports slots checks.
+    pub fn master_write_status(&self, now: Instant) -> Result<(), WriteRefusal> {
+        if !self.is_master() {
+            return Err(WriteRefusal::NotMaster);
+        }
+        self.write_status(now)
+    }
     /// Every slot this node may accept writes for now (empty if none).
     pub fn writable_slots(&self, now: Instant) -> SlotSet {
         if self.is_master() && self.write_status(now).is_ok() {
@@ -570,12 +578,31 @@ impl Node {
         if node == self.me {
             self.table.set_importing(slot, None);
         }
+        let gave_away = self.table.owner(slot) == Some(self.me) && node != self.me;
         self.assign_slot(slot, Some(node));
         if node == self.me && was_importing {
             self.bump_epoch_without_consensus();
         }
         self.slots_changed(now);
+        // Redis 7: a master that hands over its last slot becomes a replica of the
+        // node that took it (with cluster-allow-replica-migration), as it would when
+        // it learns the hand-over from that node's claims.
+        if gave_away
+            && self.is_master()
+            && self.my_slots().is_empty()
+            && self.config.allow_replica_migration
+        {
+            self.become_replica_of(now, node);
+        }
         Ok(())
+    }
+
+    /// Pings every known node now, so a change of slot owners (a hand-over) reaches
+    /// them, and their acknowledgements of this node's new claims return, without
+    /// waiting for the next ping round. Redis broadcasts a PONG after `SETSLOT` for
+    /// the same reason.
+    pub fn announce(&mut self, now: Instant) {
+        self.broadcast_ping(now);
     }
 
     /// `CLUSTER FAILOVER [FORCE|TAKEOVER]` on a replica.
