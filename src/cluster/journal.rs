@@ -28,64 +28,54 @@ use crate::journal::{Journal, LogOp, LogRecord, RewriteSink};
 thread_local! {
     /// Set while this thread applies records from the master (or a snapshot).
     static APPLYING: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread deletes keys of slots the node does not serve.
+    static CLEANING: Cell<bool> = const { Cell::new(false) };
+    /// The hash slot of the operation this thread runs without holding its slot's
+    /// move lock (see [`SlotFence`]).
+    static OP_SLOT: Cell<u32> = const { Cell::new(NO_SLOT) };
+}
+
+/// Runs `f` with the thread-local `flag` set to `value`, restoring it afterwards (also
+/// if `f` panics).
+fn with_flag<T: Copy + 'static, R>(
+    flag: &'static std::thread::LocalKey<Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Reset<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Reset<T> {
+        fn drop(&mut self) {
+            self.0.with(|a| a.set(self.1));
+        }
+    }
+    let _reset = Reset(flag, flag.with(|a| a.replace(value)));
+    f()
 }
 
 /// Runs `f` with this thread marked as applying replicated data: the gate and the
 /// stream are bypassed and nothing is logged by the cache itself.
 pub(crate) fn applying<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            APPLYING.with(|a| a.set(self.0));
-        }
-    }
-    let _reset = Reset(APPLYING.with(|a| a.replace(true)));
-    f()
+    with_flag(&APPLYING, true, f)
 }
 
 fn is_applying() -> bool {
     APPLYING.with(|a| a.get())
 }
 
-thread_local! {
-    /// Set while this thread deletes keys of slots the node does not serve.
-    static CLEANING: Cell<bool> = const { Cell::new(false) };
-}
-
 /// Runs `f` (deletes of keys of slots this node does not serve) past the write
 /// permission: they are logged and replicated, but need no slot lease, and a master
 /// that serves no slots (its gate closed) can still drop what it holds.
 pub(crate) fn cleaning<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            CLEANING.with(|a| a.set(self.0));
-        }
-    }
-    let _reset = Reset(CLEANING.with(|a| a.replace(true)));
-    f()
+    with_flag(&CLEANING, true, f)
 }
 
 /// No slot: [`OP_SLOT`]'s value outside [`in_slot`].
 const NO_SLOT: u32 = u32::MAX;
 
-thread_local! {
-    /// The hash slot of the operation this thread runs without holding its slot's
-    /// move lock (see [`SlotFence`]).
-    static OP_SLOT: Cell<u32> = const { Cell::new(NO_SLOT) };
-}
-
 /// Runs `f` (an operation on a key of `slot`, decided without the slot's move lock)
 /// with the thread marked, so the gate refuses its writes if the slot is fenced.
 pub(crate) fn in_slot<R>(slot: u16, f: impl FnOnce() -> R) -> R {
-    struct Reset(u32);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            OP_SLOT.with(|a| a.set(self.0));
-        }
-    }
-    let _reset = Reset(OP_SLOT.with(|a| a.replace(u32::from(slot))));
-    f()
+    with_flag(&OP_SLOT, u32::from(slot), f)
 }
 
 /// The refusal a fenced write gets; the cluster layer retries it through the slot's
