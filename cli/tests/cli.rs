@@ -3,7 +3,9 @@
 //! - `create_rebalance_reshard_and_remove_a_node`: `certs init`/`issue`; 3 masters
 //!   created and checked, 2000 keys written, `get`/`set`/`del`, a 4th node added
 //!   and given slots by `rebalance --use-empty-masters`, 100 slots resharded back,
-//!   the rest resharded away, the node removed with `del-node`; a replica added with
+//!   the rest resharded away (the emptied master becomes a replica of the master
+//!   that took its last slot; `check` and `fix` find it healthy), the node removed
+//!   with `del-node`; a replica added with
 //!   `add-node --replica` takes over its master with `failover`; the cluster stays
 //!   healthy and every key readable throughout; usage errors and unreachable nodes
 //!   exit 2, refusals exit 1.
@@ -127,7 +129,6 @@ async fn create_rebalance_reshard_and_remove_a_node() {
     );
     let info = ops::info(&admin, socks[0]).await.unwrap();
     assert_eq!(info.iter().find(|m| m.id == nodes[3].id).unwrap().slots, 0);
-    give_an_empty_slot(&admin, socks[0], &nodes[3]).await;
     let out = env
         .cli(&[
             "rebalance",
@@ -195,6 +196,37 @@ async fn create_rebalance_reshard_and_remove_a_node() {
     ])
     .await
     .expect(0);
+    // Having handed over its last slot, the node follows the master that took it
+    // (Redis 7): a replica of b, and the cluster is healthy as it is.
+    let b_id = nodes[1].id_s();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = ops::ClusterView::load(&admin, socks[0]).await.unwrap();
+        let dn = view.node(nodes[3].id).unwrap();
+        if !dn.is_master() && dn.master() == Some(nodes[1].id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the emptied master did not become a replica of {b_id}: {:?}",
+            dn.me()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = env.cli(&["check", a]).await.expect(0);
+    assert!(
+        out.stdout.contains(&format!("replicates {b_id}")),
+        "{}",
+        out.stdout
+    );
+    let out = env.cli(&["fix", a]).await.expect(0);
+    assert!(out.stdout.contains(">>> No open slots."), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("[OK] The cluster is healthy."),
+        "{}",
+        out.stdout
+    );
+    // del-node removes it as the replica it now is.
     env.cli(&["del-node", a, &d_id[..12]]).await.expect(0);
     let status = nodes[3].wait_exit(Duration::from_secs(15));
     assert!(status.success(), "larder-node exited with {status}");
@@ -234,35 +266,6 @@ async fn create_rebalance_reshard_and_remove_a_node() {
         "scenario (a) done after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-}
-
-/// WORKAROUND for a node bug (see the report): a master that serves no slots has
-/// its write gate closed ("CLUSTERDOWN this node serves no slots"), so it refuses
-/// the keys a slot move restores on it, and moving a slot with keys to a new, empty
-/// master fails. A slot without keys moves with no restore, after which the new
-/// master serves a slot and accepts imported keys. This hands it one such slot of
-/// the master at `from` (through the library's mover).
-async fn give_an_empty_slot(admin: &ops::Admin, from: SocketAddr, to: &common::Node) {
-    let view = ops::ClusterView::load(admin, from).await.unwrap();
-    let src = view.node(view.entry_id).unwrap();
-    let counts = admin.key_counts(from).await.unwrap();
-    let slot = ops::expand(src.slots())
-        .find(|s| !counts.iter().any(|(c, n)| c == s && *n > 0))
-        .expect("a slot without keys");
-    let mv = ops::plan::Move {
-        from: src.id,
-        to: to.id,
-        slots: vec![slot],
-    };
-    ops::execute_moves(
-        admin,
-        &view,
-        &[mv],
-        &ops::MoveOptions::default(),
-        &ops::Silent,
-    )
-    .await
-    .unwrap();
 }
 
 /// Keys of the test: 2000 in 20 slots among the first `moving` slots (hash tags,
