@@ -184,6 +184,26 @@ pub(crate) fn served_slots(view: &ClusterView, n: &ClusterNode) -> Vec<bool> {
     served
 }
 
+/// The slots whose keys a node may hold while they move in: those it imports, and
+/// for a replica those its master imports (the master's writes, the imported keys
+/// included, are replicated to it; a replica does not know its master's IMPORTING
+/// state, so the master's own answer is taken).
+pub(crate) fn importing_slots(view: &ClusterView, n: &ClusterNode) -> Vec<u16> {
+    let own = |n: &ClusterNode| -> Vec<u16> {
+        n.view
+            .as_ref()
+            .map(|v| v.importing.iter().map(|(s, _)| *s).collect())
+            .unwrap_or_default()
+    };
+    let mut slots = own(n);
+    if !n.is_master() {
+        if let Some(m) = n.master().and_then(|m| view.node(m)) {
+            slots.extend(own(m));
+        }
+    }
+    slots
+}
+
 /// Judges a loaded cluster (no I/O). One finding per problem, `[OK]` lines for the
 /// checks that passed:
 ///
@@ -192,7 +212,8 @@ pub(crate) fn served_slots(view: &ClusterView, n: &ClusterNode) -> Vec<bool> {
 /// - every node sees the same slot owners and the same nodes;
 /// - no slot is open (MIGRATING or IMPORTING) anywhere;
 /// - the masters cover all 16384 slots;
-/// - no node holds keys of a slot it does not serve (a replica: its master's);
+/// - no node holds keys of a slot it does not serve (a replica: its master's), or
+///   imports (a replica: its master imports);
 /// - every node's cluster state is ok.
 pub fn check_findings(view: &ClusterView, key_counts: &[(NodeId, KeyCounts)]) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -325,11 +346,7 @@ pub fn check_findings(view: &ClusterView, key_counts: &[(NodeId, KeyCounts)]) ->
             }
         };
         let served = served_slots(view, n);
-        let importing: Vec<u16> = n
-            .view
-            .as_ref()
-            .map(|v| v.importing.iter().map(|(s, _)| *s).collect())
-            .unwrap_or_default();
+        let importing = importing_slots(view, n);
         let stray: Vec<(u16, u64)> = counts
             .iter()
             .copied()
@@ -526,6 +543,28 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains(" 7 "), "{e}");
+    }
+
+    #[test]
+    fn a_replica_of_an_importing_master_may_hold_the_imported_keys() {
+        let mut specs = three();
+        specs[0].migrating = vec![(7, 2)];
+        specs[1].importing = vec![(7, 1)];
+        specs.push(replica(5, 2));
+        let v = view(&specs);
+        // The target and its replica hold some of slot 7's keys: a move under way.
+        let c = counts(&v, &[(2, vec![(7, 5)]), (5, vec![(7, 5), (6000, 1)])]);
+        let e = errors(&check_findings(&v, &c)).join("\n");
+        assert!(!e.contains("holds"), "{e}");
+        // Once the import is closed, the replica's copies are strays like its master's.
+        specs[0].migrating.clear();
+        specs[1].importing.clear();
+        let v = view(&specs);
+        let e = errors(&check_findings(&v, &c)).join("\n");
+        assert!(
+            e.contains("127.0.0.1:7005 (05050505) holds 5 key(s)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use larder::cluster::admin_wire::{to_ranges, AdminRequest, SlotState};
 
-use super::check::{check, load_key_counts, served_slots, CheckReport};
+use super::check::{check, importing_slots, load_key_counts, served_slots, CheckReport};
 use super::migrate::{all_see_owners, MoveOptions};
 use super::plan::Move;
 use super::view::ClusterView;
@@ -35,7 +35,8 @@ pub struct FixReport {
 /// 3. **Keys in slots a node does not serve** (copies of a batch whose delete on the
 ///    source never happened, or of a rolled-back import) go to the slot's owner,
 ///    which keeps its own copy where it has one, and are then deleted from the node
-///    (`DropSlotKeys`).
+///    (`DropSlotKeys`). Only masters are asked: a replica's copies go with its
+///    master's deletes (a replica's own strays stay in the check).
 ///
 /// Then checks the cluster (if anything was done, waiting up to `opts.limits.wait`
 /// for the check to be healthy) and returns the check with the actions;
@@ -232,12 +233,13 @@ pub async fn fix(
             let (Some(n), Ok(c)) = (view.node(*id), c) else {
                 continue;
             };
+            // A replica refuses DropSlotKeys: its copies follow its master's (the
+            // master's hand-over deletes are replicated to it).
+            if !n.is_master() {
+                continue;
+            }
             let served = served_slots(&view, n);
-            let importing: Vec<u16> = n
-                .view
-                .as_ref()
-                .map(|v| v.importing.iter().map(|(s, _)| *s).collect())
-                .unwrap_or_default();
+            let importing = importing_slots(&view, n);
             let stray: Vec<u16> = c
                 .iter()
                 .filter(|&&(s, k)| k > 0 && !served[usize::from(s)] && !importing.contains(&s))
