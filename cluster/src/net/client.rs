@@ -38,9 +38,10 @@ impl Client {
         timeout: Duration,
     ) -> Result<Client, NetError> {
         let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
-        // Idle connections are closed after 30 s; the keep-alive of the transport keeps
-        // a connection with a long request open.
-        endpoint.set_default_client_config(client_config(identity, ca, Duration::from_secs(30))?);
+        // A connection whose node went silent closes after 5 s (or the node's own,
+        // shorter, idle timeout); both sides' keep-alives hold a quiet one open, also
+        // while a long request (a slot move) runs.
+        endpoint.set_default_client_config(client_config(identity, ca, Duration::from_secs(5))?);
         Ok(Client {
             endpoint,
             conns: std::sync::Mutex::new(HashMap::new()),
@@ -110,11 +111,17 @@ impl Client {
         if let Some(c) = conn.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok(c.clone());
         }
-        let c = self
+        // The dial is bounded by the client's timeout even for a request allowed to
+        // take longer (a slot move): a dead node is not waited for.
+        let connecting = self
             .endpoint
             .connect(addr, &server_name_for(None))
-            .map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?
+            .map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?;
+        let c = tokio::time::timeout(self.timeout, connecting)
             .await
+            .map_err(|_| {
+                NetError::Unreachable(format!("{addr}: no handshake within {:?}", self.timeout))
+            })?
             .map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?;
         *conn = Some(c.clone());
         Ok(c)
