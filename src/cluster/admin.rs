@@ -535,6 +535,8 @@ where
             let mut left = slots.clone();
             for s in slots.iter().filter(|&s| rt.slots.owner(s) == Some(to)) {
                 left.remove(s);
+                // Its move lock may have outlived the interruption.
+                self.end_move(s);
             }
             left
         };
