@@ -25,9 +25,9 @@
 //!   client. Data loaded through A (`insert`), then the time of `Admin::migrate_slots(A,
 //!   B, [0..=8191], batch)` over QUIC from a tool identity (`--in-process`: the same
 //!   request through `ClusterCache::admin` on A, awaited on this program's runtime).
-//!   Meanwhile a thread samples A's write gate every millisecond (what a write on A
-//!   checks) and compares A's and B's routing tables; the run's notes say when the gate
-//!   was closed and why.
+//!   Meanwhile a thread samples A's and B's write gates every millisecond (what a
+//!   write on the node checks) and compares A's and B's routing tables; the run's notes
+//!   say when a gate was closed and why.
 //! - The client, both sides: one thread, one operation at a time, `GET` or `SET` (50/50)
 //!   of a random key among the N, a `SET` writing the value the key already has (so the
 //!   final check holds). Redis: a cluster-aware RESP client (slot table, `MOVED` updates
@@ -37,7 +37,8 @@
 //!   failed operation other than a followed redirect; a `GET` answering nothing or the
 //!   wrong bytes counts apart ("missing/wrong").
 //! - After each migration, a check (not timed): every key is on B with its value (larder:
-//!   B's own cache, B's routing table owning each moved slot, A holding no key; Redis:
+//!   B's own cache, B's routing table owning each moved slot, A a replica of B with a
+//!   full copy of B's keys, as in Redis 7 where an emptied master follows its slots; Redis:
 //!   `GET` of every key on B without redirection, `DBSIZE` of B). A larder migration that
 //!   fails is recorded with where the data stands (keys on A and B, keys readable through
 //!   C), then resumed once (the slots A still serves moved again, not timed) and checked
@@ -92,6 +93,10 @@ const REDIS_PORT: u16 = 21_600;
 const PIPELINE: usize = 1000;
 /// Redirects one client operation may follow before it counts as an error.
 const MAX_REDIRECTS: usize = 5;
+/// How long the larder checks wait for a condition.
+const TEN_S: Duration = Duration::from_secs(10);
+/// How long the check waits for A, B's replica after the move, to hold B's keys.
+const SYNC_LIMIT: Duration = Duration::from_secs(120);
 /// A migration slower than this is an error (redis-cli is killed).
 const MIGRATION_LIMIT: Duration = Duration::from_secs(900);
 
@@ -278,12 +283,18 @@ struct Phase {
     slowest_at: Duration,
     errors: u64,
     first_error: Option<String>,
+    /// When the first and the last failed operation started (from the start of the
+    /// phase).
+    error_span: Option<(Duration, Duration)>,
+    last_error: Option<String>,
+    /// Errors by kind ([`error_kind`]), in order of first appearance.
+    kinds: Vec<(&'static str, u64)>,
     wrong: u64,
     first_wrong: Option<String>,
 }
 
 impl Phase {
-    fn note(&mut self, o: Outcome) {
+    fn note(&mut self, o: Outcome, at: Duration) {
         match o {
             Outcome::Ok => {}
             Outcome::Wrong(e) => {
@@ -292,8 +303,37 @@ impl Phase {
             }
             Outcome::Error(e) => {
                 self.errors += 1;
-                self.first_error.get_or_insert(e);
+                let kind = error_kind(&e);
+                match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => self.kinds.push((kind, 1)),
+                }
+                let span = self.error_span.get_or_insert((at, at));
+                span.1 = at;
+                if self.first_error.is_none() {
+                    self.first_error = Some(e);
+                } else {
+                    self.last_error = Some(e);
+                }
             }
+        }
+    }
+
+    /// The errors by kind and when they happened, "TRYAGAIN 3, CLUSTERDOWN 1, from
+    /// 0.512 s to 0.730 s", or "-".
+    fn kinds_note(&self) -> String {
+        if self.kinds.is_empty() {
+            return "-".into();
+        }
+        let v: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        match self.error_span {
+            Some((a, b)) => format!(
+                "{}, from {:.3} s to {:.3} s",
+                v.join(", "),
+                a.as_secs_f64(),
+                b.as_secs_f64()
+            ),
+            None => v.join(", "),
         }
     }
 
@@ -311,6 +351,26 @@ impl Phase {
             us(v[v.len() - 1]),
         )
     }
+}
+
+/// The kind of a client error, for counting: the Redis error code it carries
+/// (`TRYAGAIN`, `CLUSTERDOWN`, ...), else a rough class.
+fn error_kind(e: &str) -> &'static str {
+    const CODES: [&str; 8] = [
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "MOVED",
+        "ASK",
+        "READONLY",
+        "LOADING",
+        "too many redirects",
+        "unreachable",
+    ];
+    CODES
+        .iter()
+        .find(|c| e.contains(*c))
+        .copied()
+        .unwrap_or("other")
 }
 
 /// Runs `op(is_get, key index)` until `phase` reads [`STOP`], one at a time, filing each
@@ -346,7 +406,7 @@ fn client_loop(
             ph.slowest_at = t - starts[p as usize];
         }
         ph.lat.push(took);
-        ph.note(o);
+        ph.note(o, t - starts[p as usize]);
     }
     phases[last as usize].secs = starts[last as usize].elapsed().as_secs_f64();
     let [before, during] = phases;
@@ -423,15 +483,20 @@ impl RunResult {
         };
         format!(
             "{head}; client during: {} ops, p50 {p50:.0} us, p99 {p99:.0} us, max {:.1} ms \
-             (started {:.3} s into the move), {} errors{}, {} missing/wrong{}",
+             (started {:.3} s into the move), {} errors ({}){}{}, {} missing/wrong{}",
             self.during.lat.len(),
             max / 1e3,
             self.during.slowest_at.as_secs_f64(),
             self.during.errors,
+            self.during.kinds_note(),
             self.during
                 .first_error
                 .as_ref()
                 .map_or(String::new(), |e| format!(" (first: {e})")),
+            self.during
+                .last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (last: {e})")),
             self.during.wrong,
             self.during
                 .first_wrong
@@ -913,7 +978,7 @@ fn larder_run(
             keys.len()
         ));
     }
-    eventually_blocking("C to hold a connection to A", || {
+    eventually_blocking("C to hold a connection to A", TEN_S, || {
         c.blocking().get(&keys[0]).is_ok()
     })?;
     eprintln!(
@@ -935,6 +1000,30 @@ fn larder_run(
     };
     let client_keys = keys.clone();
     let client_node = c.clone();
+    let (id_a, id_b) = (a.id(), b.id());
+    // C's view of the cluster when an operation fails, for the record.
+    let view = move |c: &Node| {
+        let rt = c.routing();
+        let owned = |id| {
+            (0..SLOTS as u16)
+                .filter(|&s| rt.slots.owner(s) == Some(id))
+                .count()
+        };
+        let role = |id| match rt.node(id) {
+            Some(n) if n.master.is_some() => "replica",
+            Some(_) => "master",
+            None => "unknown",
+        };
+        format!(
+            " [C's view: cluster {}, {} slots assigned, A {} with {}, B {} with {}]",
+            if rt.cluster_ok { "ok" } else { "FAIL" },
+            rt.slots.assigned(),
+            role(id_a),
+            owned(id_a),
+            role(id_b),
+            owned(id_b)
+        )
+    };
     let (migrated, before, during) = with_client(
         opts.warmup,
         move |phase| {
@@ -950,25 +1039,27 @@ fn larder_run(
                             Outcome::Wrong(format!("get {k}: {} other bytes", got.len()))
                         }
                         Ok(None) => Outcome::Wrong(format!("get {k}: none")),
-                        Err(e) => Outcome::Error(format!("get {k}: {e}")),
+                        Err(e) => Outcome::Error(format!("get {k}: {e}{}", view(&client_node))),
                     }
                 } else {
                     match c.insert(k.clone(), v) {
                         Ok(()) => Outcome::Ok,
-                        Err(e) => Outcome::Error(format!("insert {k}: {e}")),
+                        Err(e) => Outcome::Error(format!("insert {k}: {e}{}", view(&client_node))),
                     }
                 }
             })
         },
         || {
-            let repl = a
-                .node()
-                .replication()
-                .cloned()
-                .ok_or("node A runs no replication")?;
+            let repl = |n: &Node, name: &str| {
+                n.node()
+                    .replication()
+                    .cloned()
+                    .ok_or(format!("node {name} runs no replication"))
+            };
+            let (repl_a, repl_b) = (repl(&a, "A")?, repl(&b, "B")?);
             let done = AtomicBool::new(false);
             std::thread::scope(|s| {
-                let watcher = s.spawn(|| watch_gate(&a, &b, &repl, &done));
+                let watcher = s.spawn(|| watch_gate(&a, &b, &repl_a, &repl_b, &done));
                 let t = Instant::now();
                 let r = rt.block_on(migrate(&a, b.id(), admin.as_ref(), opts.batch));
                 let took = t.elapsed();
@@ -1034,7 +1125,8 @@ fn larder_run(
         rt.block_on(admin.close());
     }
 
-    // Check: every key on B with its value, B owning every moved slot, A empty (after a
+    // Check: every key on B with its value, B owning every moved slot, and A, emptied,
+    // a replica of B (Redis 7's behaviour) whose copy of B's data is complete (after a
     // failed move, once it was resumed).
     if failure.is_none() || (0..MOVED_SLOTS).all(|s| b.routing().slots.owner(s) == Some(b.id())) {
         let routing = b.routing();
@@ -1051,13 +1143,41 @@ fn larder_run(
                 None => return Err(format!("check: {k} is not on B after the migration")),
             }
         }
-        if b.local_len() != keys.len() || a.local_len() != 0 {
+        if b.local_len() != keys.len() {
             return Err(format!(
-                "check: B holds {} keys, A {} after the migration; expected {} and 0",
+                "check: B holds {} keys after the migration; expected {}",
                 b.local_len(),
-                a.local_len(),
                 keys.len()
             ));
+        }
+        let a_master = || {
+            let ra = a.routing();
+            (!ra.is_master)
+                .then(|| ra.node(a.id()).and_then(|n| n.master))
+                .flatten()
+        };
+        eventually_blocking("A to become a replica of B", TEN_S, || {
+            a_master() == Some(b.id())
+        })
+        .map_err(|e| {
+            format!(
+                "check: {e}: A is {} after handing over its last slot",
+                match a_master() {
+                    Some(m) => format!("a replica of {m:?}"),
+                    None => "a master".into(),
+                }
+            )
+        })?;
+        eventually_blocking("A, B's replica, to hold B's keys", SYNC_LIMIT, || {
+            a.local_len() == keys.len()
+        })
+        .map_err(|e| format!("check: {e}: A holds {} keys", a.local_len()))?;
+        for (i, k) in keys.iter().enumerate() {
+            match a.local().get(k) {
+                Some(v) if v == value(i, size) => {}
+                Some(v) => return Err(format!("check: {k} on A has {} other bytes", v.len())),
+                None => return Err(format!("check: {k} is not on A, B's replica")),
+            }
         }
     }
     rt.block_on(async {
@@ -1117,7 +1237,7 @@ async fn migrate_slots_of(
     }
 }
 
-/// A time A's write gate was closed during the move.
+/// A time a write gate was closed during the move.
 struct Lapse {
     /// From the start of the move.
     at: Duration,
@@ -1126,10 +1246,70 @@ struct Lapse {
     why: String,
 }
 
-/// What A's write gate and the two routing tables did during the move.
-struct Watch {
-    /// Stretches the gate was closed.
+/// The closed stretches of one node's write gate.
+#[derive(Default)]
+struct GateLog {
     lapses: Vec<Lapse>,
+    open: bool,
+}
+
+impl GateLog {
+    /// Files one sample of the gate at `now`. Refusals in `ignore` (the gate of a node
+    /// that serves no slot, or is a replica: the end of the move for A, the start for
+    /// B before it takes anything if it did not serve slots) count as open.
+    fn sample(&mut self, now: Duration, gate: Result<(), String>, ignore: &[&str]) {
+        match gate {
+            Ok(()) => self.open = true,
+            Err(why) if ignore.iter().any(|i| why.contains(i)) => self.open = true,
+            Err(why) => {
+                if self.open || self.lapses.is_empty() {
+                    self.lapses.push(Lapse {
+                        at: now,
+                        len: Duration::ZERO,
+                        why,
+                    });
+                } else if let Some(l) = self.lapses.last_mut() {
+                    l.len = now - l.at;
+                }
+                self.open = false;
+            }
+        }
+    }
+
+    /// "A's write gate stayed open" or when and why it closed.
+    fn note(&self, name: &str) -> String {
+        let lapses = &self.lapses;
+        if lapses.is_empty() {
+            return format!("{name}'s write gate stayed open");
+        }
+        let total: Duration = lapses.iter().map(|l| l.len).sum();
+        let longest = lapses.iter().map(|l| l.len).max().unwrap_or_default();
+        let mut kinds: Vec<String> = Vec::new();
+        for l in lapses {
+            let kind = l.why.split(' ').next().unwrap_or("").to_string();
+            if !kinds.iter().any(|k| k.starts_with(&kind)) {
+                kinds.push(format!(
+                    "{kind} (first at {:.2} s: {})",
+                    l.at.as_secs_f64(),
+                    l.why
+                ));
+            }
+        }
+        format!(
+            "{name}'s write gate closed {} time(s) during the move, {:.0} ms in all, longest \
+             {:.0} ms: {}",
+            lapses.len(),
+            total.as_secs_f64() * 1e3,
+            longest.as_secs_f64() * 1e3,
+            kinds.join("; ")
+        )
+    }
+}
+
+/// What A's and B's write gates and the two routing tables did during the move.
+struct Watch {
+    a: GateLog,
+    b: GateLog,
     /// Samples of both routing tables (every 5th gate sample).
     table_samples: u64,
     /// Of those, how many found A's table still giving A a slot that B's table already
@@ -1138,96 +1318,71 @@ struct Watch {
     claims_ahead: u64,
 }
 
-/// Samples A's write gate (what every write on A checks) every [`GATE_POLL`] until
-/// `done`, leaving out the end of the move (A serving no slot), and every fifth time
+/// Samples A's and B's write gates (what every write on the node checks) every
+/// [`GATE_POLL`] until `done`, leaving out the end of the move for A (A serving no
+/// slot, or A a replica of B once it handed over its last slot), and every fifth time
 /// compares A's and B's routing tables over the moved slots.
-fn watch_gate(a: &Node, b: &Node, repl: &Replication, done: &AtomicBool) -> Watch {
+fn watch_gate(
+    a: &Node,
+    b: &Node,
+    repl_a: &Replication,
+    repl_b: &Replication,
+    done: &AtomicBool,
+) -> Watch {
     let start = Instant::now();
-    let mut lapses: Vec<Lapse> = Vec::new();
-    let mut open = true;
+    let mut w = Watch {
+        a: GateLog {
+            open: true,
+            ..GateLog::default()
+        },
+        b: GateLog {
+            open: true,
+            ..GateLog::default()
+        },
+        table_samples: 0,
+        claims_ahead: 0,
+    };
     let (a_id, b_id) = (a.id(), b.id());
-    let (mut table_samples, mut claims_ahead) = (0, 0);
     let mut round = 0u64;
     while !done.load(Relaxed) {
         round += 1;
         if round.is_multiple_of(5) {
             let (ta, tb) = (a.routing(), b.routing());
-            table_samples += 1;
+            w.table_samples += 1;
             if (0..MOVED_SLOTS)
                 .any(|s| ta.slots.owner(s) == Some(a_id) && tb.slots.owner(s) == Some(b_id))
             {
-                claims_ahead += 1;
+                w.claims_ahead += 1;
             }
         }
         let now = start.elapsed();
-        match repl.check_write() {
-            Ok(()) => open = true,
-            Err(e) => {
-                let why = e.to_string();
-                if why.contains("serves no slots") {
-                    open = true;
-                } else if open {
-                    open = false;
-                    lapses.push(Lapse {
-                        at: now,
-                        len: Duration::ZERO,
-                        why,
-                    });
-                } else if let Some(l) = lapses.last_mut() {
-                    l.len = now - l.at;
-                }
-            }
-        }
+        let gate = |r: &Replication| r.check_write().map_err(|e| e.to_string());
+        w.a.sample(now, gate(repl_a), &["serves no slots", "replica"]);
+        w.b.sample(now, gate(repl_b), &[]);
         std::thread::sleep(GATE_POLL);
     }
-    Watch {
-        lapses,
-        table_samples,
-        claims_ahead,
-    }
+    w
 }
 
 /// What [`watch_gate`] saw, for a run's notes.
 fn gate_note(w: &Watch) -> String {
-    let ahead = format!(
-        "; A's table claimed a slot B's table already gave B in {} of {} samples",
-        w.claims_ahead, w.table_samples
-    );
-    let lapses = &w.lapses;
-    if lapses.is_empty() {
-        return format!(
-            "; A's write gate stayed open (sampled every {} ms){ahead}",
-            GATE_POLL.as_millis()
-        );
-    }
-    let total: Duration = lapses.iter().map(|l| l.len).sum();
-    let longest = lapses.iter().map(|l| l.len).max().unwrap_or_default();
-    let mut kinds: Vec<String> = Vec::new();
-    for l in lapses {
-        let kind = l.why.split(' ').next().unwrap_or("").to_string();
-        if !kinds.iter().any(|k| k.starts_with(&kind)) {
-            kinds.push(format!(
-                "{kind} (first at {:.2} s: {})",
-                l.at.as_secs_f64(),
-                l.why
-            ));
-        }
-    }
     format!(
-        "; A's write gate closed {} time(s) during the move, {:.0} ms in all, longest {:.0} ms: {}{ahead}",
-        lapses.len(),
-        total.as_secs_f64() * 1e3,
-        longest.as_secs_f64() * 1e3,
-        kinds.join("; ")
+        "; {}; {} (sampled every {} ms); A's table claimed a slot B's table already gave B \
+         in {} of {} samples",
+        w.a.note("A"),
+        w.b.note("B"),
+        GATE_POLL.as_millis(),
+        w.claims_ahead,
+        w.table_samples
     )
 }
 
-/// Polls `f` every 25 ms for up to 10 s, outside async code.
-fn eventually_blocking(what: &str, mut f: impl FnMut() -> bool) -> Res<()> {
+/// Polls `f` every 25 ms for up to `limit`, outside async code.
+fn eventually_blocking(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Res<()> {
     let start = Instant::now();
     while !f() {
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err(format!("timed out waiting for {what}"));
+        if start.elapsed() > limit {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -1359,10 +1514,11 @@ fn report(opts: &Opts, runs: &[RunResult]) {
                 .filter(|(_, p)| p.errors + p.wrong > 0)
                 .map(move |(name, p)| {
                     format!(
-                        "- {} V={} {name}: {} errors (first: `{}`), {} missing/wrong (first: `{}`)",
+                        "- {} V={} {name}: {} errors ({}; first: `{}`), {} missing/wrong (first: `{}`)",
                         r.side,
                         r.size,
                         p.errors,
+                        p.kinds_note(),
                         p.first_error.as_deref().unwrap_or("-"),
                         p.wrong,
                         p.first_wrong.as_deref().unwrap_or("-")
