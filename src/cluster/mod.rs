@@ -1235,7 +1235,15 @@ where
                 Dest::TryAgain => {
                     tokio::time::sleep(Duration::from_millis(5 << attempt.min(5))).await;
                 }
-                Dest::Down(why) => return Err(ClusterError::ClusterDown(why)),
+                Dest::Down(why) => {
+                    // A gap in this node's view may last only a moment (a hand-over
+                    // spreading: the old owner's demotion heard before the new owner's
+                    // claim); retry a few times (about 0.3 s in all) before reporting.
+                    if attempt + 1 >= MAX_REDIRECTS.min(7) {
+                        return Err(ClusterError::ClusterDown(why));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5 << attempt.min(5))).await;
+                }
                 Dest::Remote { node, addr, asking } => {
                     let node_sent = node;
                     let bytes = match &wire {
