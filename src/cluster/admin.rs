@@ -80,6 +80,18 @@ fn slot_set(ranges: &[SlotRange]) -> SlotSet {
     s
 }
 
+/// After a hand-over: a master pings every node at once (its new claims, and the
+/// acknowledgements of its lease, need not wait for the next ping round). A node the
+/// hand-over emptied, now a replica of the taker, does not: its peers unassign the
+/// slots of a master that turned replica, and hearing that before the taker's claim
+/// would leave a gap in their tables (a moment of CLUSTERDOWN); they learn it at its
+/// next ordinary ping, well after the taker's announcement.
+fn announce_hand_over(n: &mut larder_cluster::proto::Node, now: larder_cluster::proto::Instant) {
+    if n.is_master() {
+        n.announce(now);
+    }
+}
+
 fn failover_mode(m: u8) -> FailoverMode {
     match m {
         1 => FailoverMode::Force,
@@ -287,7 +299,7 @@ where
                 node.with_node(move |n, now| {
                     set.iter()
                         .try_for_each(|s| n.set_slot_node(now, s, owner))
-                        .map(|()| n.announce(now))
+                        .map(|()| announce_hand_over(n, now))
                 })
                 .await
             }
@@ -645,7 +657,7 @@ where
                 .with_node(move |n, now| {
                     g.iter()
                         .try_for_each(|&s| n.set_slot_node(now, s, to))
-                        .map(|()| n.announce(now))
+                        .map(|()| announce_hand_over(n, now))
                 })
                 .await
                 .map_err(|e| ClusterError::Unreachable(e.to_string()))?
