@@ -53,8 +53,8 @@ const FENCE_GRACE: Duration = Duration::from_millis(50);
 /// How long the mover waits for its node's routing table to show a change it made.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
-/// Most slots handed over together.
-const MAX_GROUP: usize = 1024;
+/// Most slots open (MIGRATING) at once, and handed over together.
+pub const MAX_GROUP: usize = 1024;
 
 /// Keys per batch when a request says 0.
 pub const DEFAULT_BATCH: u32 = 100;
@@ -518,7 +518,31 @@ where
     /// A slot already MIGRATING to `to` (an interrupted move) is resumed, one that `to`
     /// serves already is skipped. On failure the slots not handed over stay
     /// MIGRATING/IMPORTING: call again to resume.
+    ///
+    /// Slots are moved [`MAX_GROUP`] at a time (MIGRATING and IMPORTING included): a
+    /// master tells its replicas its open slots in every ping, and a message has a
+    /// size cap (about 2,800 open slots).
     pub async fn migrate_slots(
+        &self,
+        slots: &SlotSet,
+        to: NodeId,
+        batch: u32,
+    ) -> Result<Migrated, ClusterError> {
+        let all: Vec<Slot> = slots.iter().collect();
+        let mut done = Migrated::default();
+        for part in all.chunks(MAX_GROUP) {
+            let mut set = SlotSet::new();
+            part.iter().for_each(|&s| set.insert(s));
+            let m = self.migrate_part(&set, to, batch).await?;
+            done.keys += m.keys;
+            done.bytes += m.bytes;
+            done.slots += m.slots;
+        }
+        Ok(done)
+    }
+
+    /// [`migrate_slots`](Self::migrate_slots) for at most [`MAX_GROUP`] slots.
+    async fn migrate_part(
         &self,
         slots: &SlotSet,
         to: NodeId,

@@ -208,6 +208,57 @@ pub async fn fix(
         log(">>> All 16384 slots are assigned.");
     }
 
+    // 2b. Stale owners: a node that heard a later configEpoch bump of a slot's
+    // previous owner before the new owner's claim keeps the previous owner for good
+    // (the new owner's claim carries an older epoch). The masters' own claims are
+    // the truth where exactly one master claims a slot: tell the others (SETSLOT NODE,
+    // as redis-cli's fix does).
+    {
+        let view = ClusterView::load(admin, addr).await?;
+        let mut claimers: Vec<Vec<NodeId>> = vec![Vec::new(); usize::from(SLOTS)];
+        for m in view.nodes.iter().filter(|n| n.reachable() && n.is_master()) {
+            for slot in super::expand(m.slots()) {
+                claimers[usize::from(slot)].push(m.id);
+            }
+        }
+        for n in view.nodes.iter().filter(|n| n.reachable()) {
+            let Ok(v) = &n.view else { continue };
+            let owners = super::view::owner_map(v);
+            let mut wrong: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+            for slot in 0..SLOTS {
+                let i = usize::from(slot);
+                if let [only] = claimers[i].as_slice() {
+                    if owners[i] != Some(only.0) {
+                        wrong.entry(*only).or_default().push(slot);
+                    }
+                }
+            }
+            for (owner, slots) in wrong {
+                let ranges = to_ranges(slots.iter().copied());
+                let line = match admin
+                    .ok(
+                        n.sock()?,
+                        &AdminRequest::SetSlots(ranges.clone(), SlotState::Node(owner.0)),
+                    )
+                    .await
+                {
+                    Ok(()) => format!(
+                        "told {} that {} serves slots {} (its table named another owner)",
+                        n.addr,
+                        short(&owner),
+                        format_ranges(&ranges)
+                    ),
+                    Err(e) => format!(
+                        "[WARN] correcting {}'s owner of slots {} failed: {e}",
+                        n.addr,
+                        format_ranges(&ranges)
+                    ),
+                };
+                act(line, log);
+            }
+        }
+    }
+
     // 3. Keys where they do not belong. A node hands its strays to the owner its own
     // table names, and a node that was importing a slot ignores news of its owner
     // until the import is closed: so first wait until every node agrees on the
