@@ -29,7 +29,10 @@ async fn start(ca: &ClusterCa, seed: u64) -> Node {
 async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -37,7 +40,11 @@ async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fix_tells_a_node_with_a_stale_owner_the_truth() {
     let ca = ClusterCa::generate("stale owner test").unwrap();
-    let nodes = vec![start(&ca, 1).await, start(&ca, 2).await, start(&ca, 3).await];
+    let nodes = vec![
+        start(&ca, 1).await,
+        start(&ca, 2).await,
+        start(&ca, 3).await,
+    ];
     for n in &nodes[1..] {
         n.node().meet(nodes[0].local_addr()).await.unwrap();
     }
