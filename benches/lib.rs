@@ -10,6 +10,7 @@ pub mod redis_cluster;
 pub mod resp;
 pub mod rng;
 pub mod rss;
+pub mod run_env;
 pub mod svg;
 pub mod zipf;
 

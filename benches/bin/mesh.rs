@@ -39,6 +39,7 @@ use larder::cluster::{
 };
 use larder::Cache;
 use larder_benches::redis_cluster::{ensure_redis, RedisCluster};
+use larder_benches::run_env::{git_head, loadavg, redis_version, tempdir};
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -1200,64 +1201,4 @@ fn median(xs: &[f64]) -> f64 {
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = (p * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn redis_version() -> String {
-    std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            let s = String::from_utf8_lossy(&o.stdout).into_owned();
-            s.split_whitespace()
-                .find(|w| w.starts_with("v="))
-                .map(|v| format!("redis-server {}", &v[2..]))
-        })
-        .unwrap_or_else(|| "redis-server not found".into())
-}
-
-/// The commit, and whether larder's sources differ from it.
-fn git_head() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
-        return "?".into();
-    };
-    let root = git(&["rev-parse", "--show-toplevel"]).unwrap_or_else(|| ".".into());
-    let dirty = git(&[
-        "-C",
-        &root,
-        "status",
-        "--porcelain",
-        "--",
-        "src",
-        "cluster/src",
-        "persistence/src",
-    ])
-    .unwrap_or_default();
-    if dirty.is_empty() {
-        head
-    } else {
-        let files: Vec<&str> = dirty.lines().map(|l| l[3..].trim()).collect();
-        format!("{head} with uncommitted changes to {}", files.join(", "))
-    }
-}
-
-fn tempdir(prefix: &str) -> Res<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(|e| format!("temporary directory: {e}"))
 }
