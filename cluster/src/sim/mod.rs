@@ -14,6 +14,8 @@ pub mod invariants;
 #[cfg(test)]
 mod replica_migration;
 #[cfg(test)]
+mod seeds;
+#[cfg(test)]
 mod slot_moves;
 
 use std::cmp::Reverse;

@@ -6,36 +6,9 @@
 //! `LARDER_SIM_SEED=<seed> cargo test -p larder-cluster --lib replica_migration`, and
 //! run more seeds with `LARDER_SIM_SEEDS=<n>`.
 
+use super::seeds::run;
 use super::{NetConfig, Sim, SimConfig};
 use crate::proto::{Rng, SLOTS};
-
-/// Seeds per scenario in a plain `cargo test` (a few seconds in a debug build).
-const DEFAULT_SEEDS: u64 = 6;
-
-/// `LARDER_SIM_SEED` exactly as printed by a failure, or `LARDER_SIM_SEEDS` (default
-/// [`DEFAULT_SEEDS`]) seeds derived from 1..=n and the scenario name.
-fn seeds(name: &str) -> Vec<u64> {
-    if let Ok(s) = std::env::var("LARDER_SIM_SEED") {
-        return vec![s.parse().expect("LARDER_SIM_SEED must be a number")];
-    }
-    let n = std::env::var("LARDER_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
-    (1..=n)
-        .map(|i: u64| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ name.len() as u64)
-        .collect()
-}
-
-fn run(name: &str, scenario: impl Fn(u64) -> Result<(), String>) {
-    for seed in seeds(name) {
-        if let Err(e) = scenario(seed) {
-            panic!(
-                "scenario {name} failed with seed {seed}\nrerun: LARDER_SIM_SEED={seed} cargo test -p larder-cluster --lib {name}\n{e}"
-            );
-        }
-    }
-}
 
 /// Every slot is served by a running master (in its own view) and none of those
 /// masters is without a running replica.
