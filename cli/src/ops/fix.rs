@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use larder::cluster::admin_wire::{to_ranges, AdminRequest, SlotState};
 
 use super::check::{check, importing_slots, load_key_counts, served_slots, CheckReport};
-use super::migrate::{all_see_owners, MoveOptions};
+use super::migrate::{wait_owners, MoveOptions};
 use super::plan::Move;
 use super::view::ClusterView;
 use super::{format_ranges, short, wait_until, Admin, AdminError, NodeId, OpsError, SLOTS};
@@ -507,27 +507,6 @@ async fn resume_move(
         moved += m.slots;
     }
     Ok((keys, moved))
-}
-
-/// Waits until every reachable node sees each move's slots owned by its target.
-async fn wait_owners(
-    admin: &Admin,
-    view: &ClusterView,
-    moves: &[Move],
-    opts: &MoveOptions,
-) -> Result<(), OpsError> {
-    let socks: Vec<SocketAddr> = view
-        .nodes
-        .iter()
-        .filter(|n| n.reachable())
-        .filter_map(|n| n.sock)
-        .collect();
-    wait_until(
-        &opts.limits,
-        "every node to see the new slot owners",
-        || all_see_owners(admin, &socks, moves),
-    )
-    .await
 }
 
 #[cfg(test)]

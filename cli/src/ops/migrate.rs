@@ -284,18 +284,7 @@ pub async fn execute_moves(
     .await;
     progress.finish();
     result?;
-    let socks: Vec<SocketAddr> = view
-        .nodes
-        .iter()
-        .filter(|n| n.reachable())
-        .filter_map(|n| n.sock)
-        .collect();
-    wait_until(
-        &opts.limits,
-        "every node to see the new slot owners",
-        || all_see_owners(admin, &socks, moves),
-    )
-    .await?;
+    wait_owners(admin, view, moves, opts).await?;
     stats.elapsed = started.elapsed();
     Ok(stats)
 }
@@ -324,4 +313,25 @@ pub(crate) async fn all_see_owners(
         }
     }
     Ok(())
+}
+
+/// Waits until every reachable node sees each move's slots owned by its target.
+pub(super) async fn wait_owners(
+    admin: &Admin,
+    view: &ClusterView,
+    moves: &[Move],
+    opts: &MoveOptions,
+) -> Result<(), OpsError> {
+    let socks: Vec<SocketAddr> = view
+        .nodes
+        .iter()
+        .filter(|n| n.reachable())
+        .filter_map(|n| n.sock)
+        .collect();
+    wait_until(
+        &opts.limits,
+        "every node to see the new slot owners",
+        || all_see_owners(admin, &socks, moves),
+    )
+    .await
 }
