@@ -891,6 +891,22 @@ async fn resharding_under_load_loses_nothing() {
         m.nodes[3].local().len() == m.nodes[0].local().len()
     })
     .await;
+    // A replica refuses to drop stray keys (its master decides), before deleting any.
+    let held = m.nodes[3].local().len();
+    let slot = m.nodes[3].local().scan(0, None, 10).keys[0].slot();
+    match m.nodes[3]
+        .admin(
+            None,
+            larder::cluster::admin_wire::AdminRequest::DropSlotKeys(slot),
+        )
+        .await
+    {
+        larder::cluster::admin_wire::AdminResponse::Error(e) => {
+            assert!(e.starts_with("READONLY"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.nodes[3].local().len(), held);
     m.shutdown().await;
 }
 
