@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
-use crate::backend::{Backend, OpenMode};
+use crate::backend::{Backend, DirLock, OpenMode};
 use crate::error::{AppendError, OpenError, RewriteError};
 use crate::frame::file_header;
 use crate::log::{FsyncPolicy, Log};
@@ -16,7 +16,7 @@ use crate::manifest::{
     base_name, file_id, incr_name, Manifest, ManifestError, ManifestFile, MANIFEST_NAME,
 };
 use crate::record::Record;
-use crate::recovery::{self, Mode, Tail};
+use crate::recovery::{self, Mode, RecordAt, Tail};
 use crate::snapshot::{Section, SnapshotInfo, SnapshotWriter, DEFAULT_SECTION_BYTES};
 
 /// How to open a data directory.
@@ -33,6 +33,24 @@ pub struct Options {
     pub section_bytes: usize,
     /// Interval of the `EverySec` background fsync.
     pub everysec_interval: Duration,
+    /// What the data encodes (say the key and value type names and a user version),
+    /// written into the manifest. Opening a directory whose manifest carries another
+    /// tag fails with [`OpenError::Schema`], or starts empty under
+    /// [`SchemaMismatch::Discard`]. A manifest without a tag (older versions) matches
+    /// any; [`DataDir::record_schema`] adds one once the caller has decoded the data.
+    pub schema: Option<String>,
+    /// What opening does when the manifest's schema tag differs from [`Options::schema`].
+    pub on_schema_mismatch: SchemaMismatch,
+}
+
+/// What [`DataDir::open`] does with data written under another schema tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaMismatch {
+    /// Refuse to open ([`OpenError::Schema`]); the files are left untouched.
+    #[default]
+    Refuse,
+    /// Discard the old data and start empty (for a cache that can be rebuilt).
+    Discard,
 }
 
 impl Default for Options {
@@ -43,6 +61,8 @@ impl Default for Options {
             load_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             section_bytes: DEFAULT_SECTION_BYTES,
             everysec_interval: Duration::from_secs(1),
+            schema: None,
+            on_schema_mismatch: SchemaMismatch::Refuse,
         }
     }
 }
@@ -72,6 +92,9 @@ pub struct LoadStats {
     pub duration: Duration,
     /// The torn tail cut from the last incr file, if any.
     pub truncated: Option<Tail>,
+    /// Data written under another schema tag that was discarded on open
+    /// ([`SchemaMismatch::Discard`]): the tag found.
+    pub discarded_schema: Option<String>,
 }
 
 /// Persistence figures for `info()`.
@@ -115,6 +138,8 @@ struct DirState {
 }
 
 struct Shared {
+    /// Held for as long as anything may still write the directory.
+    _lock: DirLock,
     backend: Arc<dyn Backend>,
     log: Log,
     dir: Mutex<DirState>,
@@ -192,6 +217,111 @@ fn is_data_file(backend: &dyn Backend, name: &str) -> bool {
             .map_or(true, |l| l > crate::frame::FILE_HEADER_LEN as u64)
 }
 
+/// One more than the largest data file id in `names` (every file present, named by
+/// the manifest or not), so a new file never truncates an existing one.
+fn next_free_id(names: &[String], m: Option<&Manifest>) -> u64 {
+    let present = names.iter().filter_map(|n| file_id(n)).max().unwrap_or(0);
+    let named = m.map_or(1, Manifest::next_id).saturating_sub(1);
+    present.max(named).saturating_add(1)
+}
+
+/// Starts the directory over, empty: a new incr file with an id above every file
+/// present, then a manifest naming only it (the switch point: a crash before it keeps
+/// the old data in force), then the old data files are removed.
+fn start_fresh(
+    backend: &dyn Backend,
+    names: &[String],
+    schema: Option<String>,
+) -> Result<Manifest, OpenError> {
+    let m = Manifest {
+        base: None,
+        incrs: vec![ManifestFile {
+            name: incr_name(next_free_id(names, None)),
+            seq: 1,
+        }],
+        schema,
+    };
+    let first = &m.incrs[0].name;
+    create_incr(backend, first).map_err(|(op, source)| OpenError::Io {
+        file: first.clone(),
+        op,
+        source,
+    })?;
+    write_manifest(backend, &m).map_err(|e| e.error)?;
+    for n in names {
+        if (file_id(n).is_some() || n.ends_with(".tmp")) && n != first {
+            backend.remove(n).map_err(|source| OpenError::Io {
+                file: n.clone(),
+                op: "remove discarded file",
+                source,
+            })?;
+        }
+    }
+    backend.sync_dir().map_err(|source| OpenError::Io {
+        file: ".".into(),
+        op: "fsync directory",
+        source,
+    })?;
+    Ok(m)
+}
+
+/// The files present that `m` does not name and that may be removed: temp files,
+/// bases of unfinished or superseded rewrites, incr files holding no record, and incr
+/// files older than the base. An unnamed incr file holding records the base does not
+/// cover means the manifest lost track of acknowledged writes (a stale or hand-edited
+/// manifest): that refuses the open and nothing is removed.
+fn leftovers(
+    backend: &dyn Backend,
+    names: &[String],
+    m: &Manifest,
+) -> Result<Vec<String>, OpenError> {
+    let base_id = m.base.as_ref().and_then(|b| file_id(&b.name));
+    let mut out = Vec::new();
+    for n in names {
+        if m.files().any(|f| &f.name == n) {
+            continue;
+        }
+        if n.ends_with(".tmp") || (n.starts_with("base.") && file_id(n).is_some()) {
+            out.push(n.clone());
+            continue;
+        }
+        let Some(id) = file_id(n).filter(|_| n.starts_with("incr.")) else {
+            continue;
+        };
+        let bytes = backend
+            .open(n, OpenMode::Existing)
+            .and_then(|f| f.len())
+            .map_err(|source| OpenError::Io {
+                file: n.clone(),
+                op: "stat",
+                source,
+            })?;
+        if bytes <= crate::frame::FILE_HEADER_LEN as u64 || base_id.is_some_and(|b| id < b) {
+            out.push(n.clone());
+        } else {
+            return Err(OpenError::Unnamed {
+                file: n.clone(),
+                bytes,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Takes `backend`'s lock and starts its directory over, empty, with `schema` (what
+/// [`SchemaMismatch::Discard`] does, for a caller that found the data undecodable
+/// only after [`DataDir::open`]). Every data file is removed once the new, empty
+/// manifest is durable.
+pub fn discard(backend: &dyn Backend, schema: Option<String>) -> Result<(), OpenError> {
+    let _lock = backend.lock()?;
+    let names = backend.list().map_err(|source| OpenError::Io {
+        file: ".".into(),
+        op: "list directory",
+        source,
+    })?;
+    start_fresh(backend, &names, schema).map(|_| ())
+}
+
 impl DataDir {
     /// Opens (recovers) the data directory behind `backend`, creating it if empty.
     ///
@@ -200,19 +330,58 @@ impl DataDir {
     /// tail of the last incr file is cut (reported in [`Status::loading`]) when
     /// [`Options::aof_load_truncated`] is set. On error the callbacks may have seen a
     /// prefix; discard it.
+    ///
+    /// The directory's lock ([`Backend::lock`]) is taken first and held until the
+    /// `DataDir` is dropped: a second open of the same directory fails with
+    /// [`OpenError::Locked`].
     pub fn open(
         backend: Arc<dyn Backend>,
         opts: Options,
         sink: &(dyn Fn(Section<'_>) + Sync),
         on_record: &mut dyn FnMut(u64, Record),
     ) -> Result<DataDir, OpenError> {
+        Self::open_at(backend, opts, sink, &mut |at, rec| on_record(at.seq, rec))
+    }
+
+    /// [`DataDir::open`], with each record's file and offset, for callers whose own
+    /// decoding of a record can fail and must say where.
+    pub fn open_at(
+        backend: Arc<dyn Backend>,
+        opts: Options,
+        sink: &(dyn Fn(Section<'_>) + Sync),
+        on_record: &mut dyn FnMut(RecordAt<'_>, Record),
+    ) -> Result<DataDir, OpenError> {
+        if let Some(tag) = opts
+            .schema
+            .as_ref()
+            .filter(|t| !crate::manifest::schema_ok(t))
+        {
+            return Err(OpenError::BadSchemaTag { tag: tag.clone() });
+        }
+        let lock = backend.lock()?;
         let names = backend.list().map_err(|source| OpenError::Io {
             file: ".".into(),
             op: "list directory",
             source,
         })?;
+        let mut discarded_schema = None;
         let manifest = if names.iter().any(|n| n == MANIFEST_NAME) {
-            recovery::read_manifest(&*backend)?
+            let m = recovery::read_manifest(&*backend)?;
+            match (&m.schema, &opts.schema) {
+                (Some(found), Some(want)) if found != want => match opts.on_schema_mismatch {
+                    SchemaMismatch::Refuse => {
+                        return Err(OpenError::Schema {
+                            found: found.clone(),
+                            expected: want.clone(),
+                        })
+                    }
+                    SchemaMismatch::Discard => {
+                        discarded_schema = Some(found.clone());
+                        start_fresh(&*backend, &names, opts.schema.clone())?
+                    }
+                },
+                _ => m,
+            }
         } else {
             let data: Vec<&String> = names
                 .iter()
@@ -225,21 +394,14 @@ impl DataDir {
                 }
                 .into());
             }
-            let m = Manifest {
-                base: None,
-                incrs: vec![ManifestFile {
-                    name: incr_name(1),
-                    seq: 1,
-                }],
-            };
-            create_incr(&*backend, &m.incrs[0].name).map_err(|(op, source)| OpenError::Io {
-                file: m.incrs[0].name.clone(),
-                op,
-                source,
-            })?;
-            write_manifest(&*backend, &m).map_err(|e| e.error)?;
-            m
+            start_fresh(&*backend, &names, opts.schema.clone())?
         };
+        // Listed again: a fresh start replaced the files.
+        let names = backend.list().map_err(|source| OpenError::Io {
+            file: ".".into(),
+            op: "list directory",
+            source,
+        })?;
         let replay = recovery::replay(
             &*backend,
             manifest,
@@ -271,15 +433,16 @@ impl DataDir {
             op: "fsync",
             source,
         })?;
-        // Files no manifest names are leftovers of an interrupted rewrite or switch.
-        let named: Vec<&str> = replay.manifest.files().map(|f| f.name.as_str()).collect();
-        for n in &names {
-            let ours = file_id(n).is_some() || n.ends_with(".tmp");
-            if ours && !named.contains(&n.as_str()) {
-                let _ = backend.remove(n);
-            }
+        // Files no manifest names are leftovers of an interrupted rewrite or switch;
+        // anything that could still hold acknowledged writes refuses the open instead.
+        let remove = leftovers(&*backend, &names, &replay.manifest)?;
+        for n in &remove {
+            let _ = backend.remove(n);
         }
-        let _ = backend.sync_dir();
+        if !remove.is_empty() {
+            let _ = backend.sync_dir();
+        }
+        let next_id = next_free_id(&names, Some(&replay.manifest));
 
         let base_size = replay
             .files
@@ -295,10 +458,11 @@ impl DataDir {
             .sum();
         let log = Log::new(file, current, replay.last_len, replay.next_seq, opts.fsync);
         let shared = Arc::new(Shared {
+            _lock: lock,
             backend,
             log,
             dir: Mutex::new(DirState {
-                next_id: replay.manifest.next_id(),
+                next_id,
                 manifest: replay.manifest,
                 rewrite_in_progress: false,
                 last_rewrite: OpStatus::None,
@@ -311,6 +475,7 @@ impl DataDir {
                 bytes: replay.bytes,
                 duration: replay.duration,
                 truncated: replay.tail,
+                discarded_schema,
             },
             opts,
         });
@@ -401,6 +566,37 @@ impl DataDir {
     /// The manifest in force.
     pub fn manifest(&self) -> Manifest {
         self.shared.dir().manifest.clone()
+    }
+
+    /// Records `tag` as the manifest's schema tag (see [`Options::schema`]) if it
+    /// carries another or none, rewriting the manifest. A caller opening a directory
+    /// written before tags existed calls this once it has decoded every record, so a
+    /// directory is never tagged with types that could not read it.
+    pub fn record_schema(&self, tag: &str) -> Result<(), ManifestError> {
+        if !crate::manifest::schema_ok(tag) {
+            return Err(ManifestError::Schema {
+                line: 0,
+                text: tag.chars().take(120).collect(),
+            });
+        }
+        let mut dir = self.shared.dir();
+        if dir.manifest.schema.as_deref() == Some(tag) {
+            return Ok(());
+        }
+        let mut m = dir.manifest.clone();
+        m.schema = Some(tag.to_owned());
+        match write_manifest(&*self.shared.backend, &m) {
+            Ok(()) => {
+                dir.manifest = m;
+                Ok(())
+            }
+            Err(e) => {
+                if e.renamed {
+                    dir.manifest = m;
+                }
+                Err(e.error)
+            }
+        }
     }
 
     /// Step 1 of a rewrite: switches appends to a new incr file (fsyncing the old one
@@ -566,6 +762,7 @@ impl DataDir {
                 seq: rewrite.start_seq,
             }),
             incrs: old.incrs[pos..].to_vec(),
+            schema: old.schema.clone(),
         };
         match write_manifest(&*sh.backend, &m) {
             Ok(()) => {}

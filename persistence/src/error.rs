@@ -1,5 +1,6 @@
 //! One error enum per operation, each convertible into the umbrella [`Error`].
 
+use crate::backend::LockError;
 use crate::frame::HeaderError;
 use crate::manifest::ManifestError;
 use crate::record::RecordError;
@@ -9,6 +10,43 @@ use crate::snapshot::SnapshotError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// Another open data directory holds the directory's lock.
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    /// The manifest's schema tag is not the one this open expects (the key or value
+    /// type, or the user's schema version, changed).
+    #[error(
+        "the data was written with schema {found:?}, but it is being opened as \
+         {expected:?}; open it with the types and version that wrote it, or let the \
+         open discard it (SchemaMismatch::Discard)"
+    )]
+    Schema {
+        /// The tag in the manifest.
+        found: String,
+        /// The tag asked for.
+        expected: String,
+    },
+    /// The schema tag asked for cannot be stored (empty, too long, or with control
+    /// characters).
+    #[error("schema tag {tag:?} is empty, longer than {max} bytes or holds control characters", max = crate::manifest::MAX_SCHEMA_LEN)]
+    BadSchemaTag {
+        /// The tag.
+        tag: String,
+    },
+    /// An incr file the manifest does not name holds records that the base does not
+    /// cover: the manifest lost track of written data (a stale or edited manifest).
+    /// Nothing is removed.
+    #[error(
+        "{file} ({bytes} bytes) holds records but the manifest does not name it; \
+         refusing to open (and to remove it): restore the manifest that names it, or \
+         move the file away if its records are not wanted"
+    )]
+    Unnamed {
+        /// The file.
+        file: String,
+        /// Its size.
+        bytes: u64,
+    },
     /// The manifest is missing, unreadable or inconsistent.
     #[error(transparent)]
     Manifest(#[from] ManifestError),

@@ -58,11 +58,13 @@ pub mod record;
 pub mod recovery;
 pub mod snapshot;
 
-pub use backend::{Backend, FileHandle, OpenMode};
-pub use datadir::{DataDir, LoadStats, OpStatus, Options, Rewrite, Status};
+pub use backend::{Backend, DirLock, FileHandle, LockError, OpenMode};
+pub use datadir::{
+    discard, DataDir, LoadStats, OpStatus, Options, Rewrite, SchemaMismatch, Status,
+};
 pub use error::{AppendError, Error, OpenError, RewriteError};
 pub use log::FsyncPolicy;
 pub use manifest::{Manifest, ManifestError};
 pub use record::{Record, RecordError};
-pub use recovery::{FileKind, FileReport, Replay, Tail, TailKind};
+pub use recovery::{FileKind, FileReport, RecordAt, Replay, Tail, TailKind};
 pub use snapshot::{EntryRef, Section, SnapshotError, SnapshotInfo, SnapshotWriter};

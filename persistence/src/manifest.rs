@@ -7,18 +7,32 @@
 //!
 //! ```text
 //! larder-manifest 1\n
+//! schema key=String value=u64 version=1\n  optional, at most one, before the files
 //! file base.3.snap type b seq 120\n      at most one base, and first if present
 //! file incr.3.aof type i seq 120\n       one or more incr files, in replay order,
-//! file incr.4.aof type i seq 200\n       start sequences non-decreasing, >= base seq
+//! file incr.4.aof type i seq 200\n       start sequences non-decreasing; the first
+//!                                        equals the base's, or is 1 without a base
 //! crc32 1a2b3c4d\n                       CRC-32 (IEEE) of every byte before this line,
 //!                                        8 lowercase hex digits
 //! ```
-//! Names are `[A-Za-z0-9._-]+`, at most 255 bytes, not `.` or `..`.
+//! Names are `[A-Za-z0-9._-]+`, at most 255 bytes, not `.` or `..`; a data file's
+//! numeric id (`incr.<id>.aof`) is at most [`MAX_FILE_ID`]. Sequences are
+//! `1..=`[`MAX_SEQ`]. The schema tag is opaque text (printable, at most
+//! [`MAX_SCHEMA_LEN`] bytes) that the cache compares on open; a manifest without one
+//! (written before tags existed) matches any.
 
 /// File name of the manifest in a data directory.
 pub const MANIFEST_NAME: &str = "manifest";
 /// First line of every manifest.
 pub const MANIFEST_HEADER: &str = "larder-manifest 1";
+
+/// Largest sequence a manifest may name. Far beyond any real log (2^63 - 1: three
+/// centuries at a billion records a second), so `seq + records` never wraps a `u64`.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// Largest numeric id of a data file name, so the next id never wraps.
+pub const MAX_FILE_ID: u64 = i64::MAX as u64;
+/// Longest schema tag, in bytes.
+pub const MAX_SCHEMA_LEN: usize = 1024;
 
 /// One file named by the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +51,10 @@ pub struct Manifest {
     pub base: Option<ManifestFile>,
     /// The incr files in replay order; the last one is being appended to.
     pub incrs: Vec<ManifestFile>,
+    /// What the data encodes (key and value types, a user version), as the cache that
+    /// wrote it described it. `None`: written before tags existed, or by a caller that
+    /// records none; matches any.
+    pub schema: Option<String>,
 }
 
 /// Why a manifest is not acceptable. Lines are 1-based.
@@ -125,6 +143,46 @@ pub enum ManifestError {
         /// The previous file's sequence.
         prev: u64,
     },
+    /// A sequence of 0 or above [`MAX_SEQ`].
+    #[error("manifest line {line}: sequence {seq} is out of range (1..={MAX_SEQ})")]
+    SequenceRange {
+        /// The line.
+        line: usize,
+        /// The sequence found.
+        seq: u64,
+    },
+    /// A data file name whose numeric id exceeds [`MAX_FILE_ID`].
+    #[error("manifest line {line}: file id of {name:?} is above {MAX_FILE_ID}")]
+    FileId {
+        /// The line.
+        line: usize,
+        /// The name.
+        name: String,
+    },
+    /// The first incr file does not start where the base ends (or at 1 without a
+    /// base): the records in between would be silently missing.
+    #[error(
+        "manifest line {line}: first incr file {name:?} starts at sequence {seq}, but the \
+         log starts at {expected} (the base's sequence, or 1 without a base)"
+    )]
+    Start {
+        /// The line of the first incr file.
+        line: usize,
+        /// Its name.
+        name: String,
+        /// Its start sequence.
+        seq: u64,
+        /// The sequence it must start at.
+        expected: u64,
+    },
+    /// A malformed schema line, a second one, or one after the file lines.
+    #[error("manifest line {line}: bad schema line {text:?} (one, before the files, printable, at most {MAX_SCHEMA_LEN} bytes)")]
+    Schema {
+        /// The line.
+        line: usize,
+        /// Its text (cut to 120 characters).
+        text: String,
+    },
     /// No file lines at all.
     #[error("manifest names no files")]
     Empty,
@@ -137,6 +195,12 @@ pub enum ManifestError {
         /// The missing file.
         name: String,
     },
+}
+
+/// Whether `tag` may be written as a manifest schema tag: 1 to [`MAX_SCHEMA_LEN`]
+/// bytes, no control characters (so it stays one line).
+pub fn schema_ok(tag: &str) -> bool {
+    !tag.is_empty() && tag.len() <= MAX_SCHEMA_LEN && !tag.chars().any(char::is_control)
 }
 
 fn plain_name(name: &str) -> bool {
@@ -181,6 +245,7 @@ impl Manifest {
         let mut m = Manifest {
             base: None,
             incrs: Vec::new(),
+            schema: None,
         };
         let mut names = std::collections::HashSet::new();
         for (line, l) in lines {
@@ -188,6 +253,17 @@ impl Manifest {
                 line,
                 text: l.chars().take(120).collect(),
             };
+            if let Some(tag) = l.strip_prefix("schema ") {
+                let before_files = m.base.is_none() && m.incrs.is_empty();
+                if !before_files || m.schema.is_some() || !schema_ok(tag) {
+                    return Err(ManifestError::Schema {
+                        line,
+                        text: l.chars().take(120).collect(),
+                    });
+                }
+                m.schema = Some(tag.to_owned());
+                continue;
+            }
             let words: Vec<&str> = l.split(' ').collect();
             let ["file", name, "type", kind, "seq", seq] = words[..] else {
                 return Err(syntax());
@@ -198,6 +274,15 @@ impl Manifest {
             let seq: u64 = seq.parse().map_err(|_| syntax())?;
             if !plain_name(name) || !names.insert(name.to_owned()) {
                 return Err(ManifestError::BadName {
+                    line,
+                    name: name.to_owned(),
+                });
+            }
+            if seq == 0 || seq > MAX_SEQ {
+                return Err(ManifestError::SequenceRange { line, seq });
+            }
+            if file_id(name).is_some_and(|id| id > MAX_FILE_ID) {
+                return Err(ManifestError::FileId {
                     line,
                     name: name.to_owned(),
                 });
@@ -214,6 +299,18 @@ impl Manifest {
                     return Err(ManifestError::BaseNotFirst { line, name: f.name })
                 }
                 "b" => m.base = Some(f),
+                "i" if m.incrs.is_empty() => {
+                    let expected = m.base.as_ref().map_or(1, |b| b.seq);
+                    if seq != expected {
+                        return Err(ManifestError::Start {
+                            line,
+                            name: f.name,
+                            seq,
+                            expected,
+                        });
+                    }
+                    m.incrs.push(f);
+                }
                 "i" => {
                     let prev = m
                         .incrs
@@ -245,6 +342,9 @@ impl Manifest {
     /// The manifest's bytes, crc line included.
     pub fn encode(&self) -> Vec<u8> {
         let mut s = format!("{MANIFEST_HEADER}\n");
+        if let Some(tag) = &self.schema {
+            s.push_str(&format!("schema {tag}\n"));
+        }
         if let Some(b) = &self.base {
             s.push_str(&format!("file {} type b seq {}\n", b.name, b.seq));
         }
@@ -267,7 +367,7 @@ impl Manifest {
         self.files()
             .filter_map(|f| file_id(&f.name))
             .max()
-            .map_or(1, |m| m + 1)
+            .map_or(1, |m| m.saturating_add(1))
     }
 }
 
@@ -317,6 +417,7 @@ mod tests {
                     seq: 200,
                 },
             ],
+            schema: None,
         }
     }
 
@@ -347,12 +448,12 @@ mod tests {
                 |e| matches!(e, ManifestError::DuplicateBase { line: 3, .. }),
             ),
             (
-                format!("{h}file a type i seq 5\nfile b type i seq 4\n"),
+                format!("{h}file a type i seq 1\nfile b type i seq 5\nfile c type i seq 4\n"),
                 |e| {
                     matches!(
                         e,
                         ManifestError::SequenceOrder {
-                            line: 3,
+                            line: 4,
                             seq: 4,
                             prev: 5
                         }
@@ -366,7 +467,7 @@ mod tests {
                 matches!(e, ManifestError::BadName { line: 2, .. })
             }),
             (
-                format!("{h}file a type i seq 5\nfile a type i seq 6\n"),
+                format!("{h}file a type i seq 1\nfile a type i seq 6\n"),
                 |e| matches!(e, ManifestError::BadName { line: 3, .. }),
             ),
             (format!("{h}file a type i seq -5\n"), |e| {
@@ -391,6 +492,78 @@ mod tests {
     }
 
     #[test]
+    fn out_of_range_and_inconsistent_manifests_are_refused() {
+        let h = "larder-manifest 1\n";
+        type Check = fn(&ManifestError) -> bool;
+        let max_id = format!("incr.{}.aof", u64::MAX);
+        let cases: Vec<(String, Check)> = vec![
+            // seq 0 would make every later append count as already durable.
+            (format!("{h}file incr.1.aof type i seq 0\n"), |e| {
+                matches!(e, ManifestError::SequenceRange { line: 2, seq: 0 })
+            }),
+            (
+                format!("{h}file base.1.snap type b seq 0\nfile incr.1.aof type i seq 0\n"),
+                |e| matches!(e, ManifestError::SequenceRange { line: 2, seq: 0 }),
+            ),
+            (
+                format!("{h}file incr.1.aof type i seq {}\n", u64::MAX),
+                |e| matches!(e, ManifestError::SequenceRange { line: 2, .. }),
+            ),
+            // An id of u64::MAX would wrap the next file id.
+            (format!("{h}file {max_id} type i seq 1\n"), |e| {
+                matches!(e, ManifestError::FileId { line: 2, .. })
+            }),
+            // No base, first incr at 101: records 1..=100 would be silently missing.
+            (format!("{h}file incr.1.aof type i seq 101\n"), |e| {
+                matches!(
+                    e,
+                    ManifestError::Start {
+                        line: 2,
+                        seq: 101,
+                        expected: 1,
+                        ..
+                    }
+                )
+            }),
+            (
+                format!("{h}file base.2.snap type b seq 120\nfile incr.2.aof type i seq 121\n"),
+                |e| {
+                    matches!(
+                        e,
+                        ManifestError::Start {
+                            line: 3,
+                            seq: 121,
+                            expected: 120,
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                format!("{h}schema a\nschema b\nfile incr.1.aof type i seq 1\n"),
+                |e| matches!(e, ManifestError::Schema { line: 3, .. }),
+            ),
+            (
+                format!("{h}file incr.1.aof type i seq 1\nschema a\n"),
+                |e| matches!(e, ManifestError::Schema { line: 3, .. }),
+            ),
+            (format!("{h}schema \nfile incr.1.aof type i seq 1\n"), |e| {
+                matches!(e, ManifestError::Schema { line: 2, .. })
+            }),
+        ];
+        for (body, ok) in cases {
+            let err = Manifest::parse(&with_crc(&body)).unwrap_err();
+            assert!(ok(&err), "{body:?} gave {err}");
+        }
+        // A manifest written before schema tags existed still parses, with no tag.
+        let old = Manifest::parse(&with_crc(&format!("{h}file incr.1.aof type i seq 1\n")));
+        assert_eq!(old.unwrap().schema, None);
+        let mut tagged = sample();
+        tagged.schema = Some("key=String value=(u32, String) version=3".into());
+        assert_eq!(Manifest::parse(&tagged.encode()).unwrap(), tagged);
+    }
+
+    #[test]
     fn every_bit_flip_is_refused() {
         let good = sample().encode();
         for bit in 0..good.len() * 8 {
@@ -411,14 +584,22 @@ mod tests {
         }
 
         #[test]
-        fn round_trip_any(base in proptest::option::of(0u64..1000), steps in proptest::collection::vec(0u64..50, 1..6)) {
+        fn round_trip_any(
+            base in proptest::option::of(1u64..1000),
+            steps in proptest::collection::vec(0u64..50, 1..6),
+            schema in proptest::option::of("[ -~]{1,40}"),
+        ) {
             let mut seq = base.unwrap_or(1);
             let m = Manifest {
                 base: base.map(|s| ManifestFile { name: base_name(9), seq: s }),
                 incrs: steps.iter().enumerate().map(|(i, d)| {
-                    seq += d;
+                    // The first incr file starts where the base (or 1) says.
+                    if i > 0 {
+                        seq += d;
+                    }
                     ManifestFile { name: incr_name(i as u64 + 10), seq }
                 }).collect(),
+                schema,
             };
             prop_assert_eq!(Manifest::parse(&m.encode()).unwrap(), m);
         }

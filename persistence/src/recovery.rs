@@ -16,6 +16,27 @@ use crate::manifest::{Manifest, ManifestError, MANIFEST_NAME};
 use crate::record::Record;
 use crate::snapshot::{self, Section};
 
+/// Where a replayed record was read: what a caller's own decoding error should name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAt<'a> {
+    /// The incr file.
+    pub file: &'a str,
+    /// Offset of the record's frame in the file.
+    pub offset: u64,
+    /// The record's sequence.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for RecordAt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at byte {} (sequence {})",
+            self.file, self.offset, self.seq
+        )
+    }
+}
+
 /// What kind of file a [`FileReport`] describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -129,7 +150,7 @@ pub(crate) fn replay(
     mode: Mode,
     threads: usize,
     sink: &(dyn Fn(Section<'_>) + Sync),
-    on_record: &mut dyn FnMut(u64, Record),
+    on_record: &mut dyn FnMut(RecordAt<'_>, Record),
     progress: &mut dyn FnMut(u64),
 ) -> Result<Replay, OpenError> {
     let started = Instant::now();
@@ -193,7 +214,18 @@ pub(crate) fn replay(
         let mut bad: Option<(u64, TailKind)> = None;
         match check_file_header(&data) {
             Ok(()) => {}
-            Err(HeaderError::Short { .. }) if last => bad = Some((0, TailKind::Torn)),
+            // Not a torn write: a file's header is fsynced before any manifest names
+            // it, so a named file shorter than its header was emptied or cut later,
+            // taking whatever records it held with it.
+            Err(HeaderError::Short { len }) if last => {
+                let why = format!(
+                    "the file is {len} bytes, shorter than its {FILE_HEADER_LEN}-byte header, \
+                     which was made durable before the manifest named it: the file was \
+                     emptied or cut after it was written, and every record it held from \
+                     sequence {expected} on is lost (how many is unknown)"
+                );
+                bad = Some((0, TailKind::Corrupt(why)));
+            }
             Err(source) => {
                 return Err(OpenError::Header {
                     file: name.clone(),
@@ -229,7 +261,14 @@ pub(crate) fn replay(
                         break;
                     }
                 };
-                on_record(f.seq, rec);
+                on_record(
+                    RecordAt {
+                        file: name,
+                        offset: f.offset as u64,
+                        seq: f.seq,
+                    },
+                    rec,
+                );
                 report.first_seq.get_or_insert(f.seq);
                 report.last_seq = Some(f.seq);
                 report.records += 1;
@@ -323,6 +362,33 @@ pub fn check(backend: &dyn Backend, progress: &mut dyn FnMut(u64)) -> Result<Rep
         threads,
         &|_| {},
         &mut |_, _| {},
+        progress,
+    )
+}
+
+/// [`check`], also handing every base entry to `entry` and every record to `record`,
+/// for a caller that decodes what the files hold (see `larder::verify`). An error a
+/// callback returns stops nothing here; collect it and report it with the position.
+pub fn check_with(
+    backend: &dyn Backend,
+    entry: &(dyn Fn(&str, Section<'_>) + Sync),
+    record: &mut dyn FnMut(RecordAt<'_>, Record),
+    progress: &mut dyn FnMut(u64),
+) -> Result<Replay, OpenError> {
+    let manifest = read_manifest(backend)?;
+    let base = manifest
+        .base
+        .as_ref()
+        .map(|b| b.name.clone())
+        .unwrap_or_default();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    replay(
+        backend,
+        manifest,
+        Mode::Check,
+        threads,
+        &|section| entry(&base, section),
+        record,
         progress,
     )
 }

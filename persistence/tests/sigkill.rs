@@ -230,6 +230,7 @@ fn sigkill_during_rewrites_and_snapshot_writing() {
         names.sort();
         let mut want: Vec<String> = m.files().map(|f| f.name.clone()).collect();
         want.push("manifest".into());
+        want.push(larder_persistence::backend::LOCK_NAME.into());
         want.sort();
         assert_eq!(names, want, "rewrite round {round}");
     }

@@ -14,7 +14,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::memory::{not_found, read_at, write_at};
-use super::{check_name, Backend, FileHandle, OpenMode};
+use super::{check_name, flag_lock, Backend, DirLock, FileHandle, LockError, OpenMode};
 
 #[derive(Default, Clone)]
 struct Inode {
@@ -31,10 +31,12 @@ struct State {
 }
 
 /// An in-memory directory with separate live and durable bytes; see the module docs.
-/// Cloning shares the same directory.
+/// Cloning shares the same directory (and its lock; a crash image starts unlocked, as
+/// a power cut releases every lock).
 #[derive(Clone, Default)]
 pub struct CrashImageBackend {
     state: Arc<Mutex<State>>,
+    locked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CrashImageBackend {
@@ -74,6 +76,7 @@ impl CrashImageBackend {
         }
         CrashImageBackend {
             state: Arc::new(Mutex::new(image)),
+            locked: Arc::default(),
         }
     }
 
@@ -134,6 +137,9 @@ impl FileHandle for CrashFile {
 }
 
 impl Backend for CrashImageBackend {
+    fn lock(&self) -> Result<DirLock, LockError> {
+        flag_lock(&self.locked, "(crash image)")
+    }
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
         check_name(name)?;
         let mut st = self.state();

@@ -4,7 +4,7 @@
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Backend, FileBytes, FileHandle, OpenMode};
+use super::{Backend, DirLock, FileBytes, FileHandle, LockError, OpenMode};
 
 /// When a [`FaultBackend`] fails. Counts are 1-based and cover all files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,6 +164,10 @@ impl FileHandle for FaultFile {
 }
 
 impl<B: Backend> Backend for FaultBackend<B> {
+    /// Passed through, not counted as an operation (plans count data operations).
+    fn lock(&self) -> Result<DirLock, LockError> {
+        self.inner.lock()
+    }
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
         if mode == OpenMode::CreateTruncate {
             self.op("create")?;

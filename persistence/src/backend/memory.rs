@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{check_name, Backend, FileHandle, OpenMode};
+use super::{check_name, flag_lock, Backend, DirLock, FileHandle, LockError, OpenMode};
 
-/// A directory held in memory. Cloning shares the same directory.
+/// A directory held in memory. Cloning shares the same directory (and its lock).
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
     files: Arc<Mutex<HashMap<String, Arc<MemFile>>>>,
+    locked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemoryBackend {
@@ -85,6 +86,9 @@ pub(crate) fn not_found(name: &str) -> io::Error {
 }
 
 impl Backend for MemoryBackend {
+    fn lock(&self) -> Result<DirLock, LockError> {
+        flag_lock(&self.locked, "(memory)")
+    }
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
         check_name(name)?;
         let mut files = self.files();

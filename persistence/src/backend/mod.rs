@@ -4,6 +4,11 @@
 //! A [`Backend`] is one directory holding flat file names (no `/`). Every file the crate
 //! touches goes through [`Backend::open`] and the returned [`FileHandle`]; directory
 //! changes (create, rename, remove) become durable only after [`Backend::sync_dir`].
+//!
+//! A data directory has one writer: [`Backend::lock`] takes an exclusive lock that the
+//! open [`crate::DataDir`] holds until it is dropped, so a second open of the same
+//! directory, in this process or another, fails with [`LockError::Held`] instead of
+//! interleaving two logs.
 
 use std::io;
 use std::ops::Deref;
@@ -16,7 +21,7 @@ mod memory;
 
 pub use crash::CrashImageBackend;
 pub use fault::{FaultBackend, FaultPlan};
-pub use fs::FsBackend;
+pub use fs::{FsBackend, LOCK_NAME};
 pub use memory::MemoryBackend;
 
 /// How [`Backend::open`] treats an existing or missing file.
@@ -77,8 +82,80 @@ impl Deref for FileBytes {
     }
 }
 
+/// The exclusive lock on a directory, taken by [`Backend::lock`]; dropping it releases
+/// the lock.
+pub struct DirLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl DirLock {
+    /// Wraps whatever keeps the lock held (an open lock file, a flag guard).
+    pub fn new(holder: impl Send + Sync + 'static) -> Self {
+        DirLock(Box::new(holder))
+    }
+}
+
+impl std::fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirLock")
+    }
+}
+
+/// Why a directory's lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Another open data directory (in this process or another) holds the lock.
+    #[error(
+        "data directory {dir} is already open {} (one writer per directory; \
+         stop it or use another directory)",
+        match pid { Some(p) if *p == std::process::id() => format!("in this process (pid {p})"), Some(p) => format!("by process {p}"), None => "by another process or handle (pid unknown)".to_string() }
+    )]
+    Held {
+        /// The directory.
+        dir: String,
+        /// The holder's process id, when it could be read from the lock file.
+        pid: Option<u32>,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("data directory {dir}: lock file: {op} failed: {source}")]
+    Io {
+        /// The directory.
+        dir: String,
+        /// What was being done.
+        op: &'static str,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+/// An in-process lock flag for the in-memory backends: set while a [`DirLock`] made by
+/// [`flag_lock`] lives.
+pub(crate) fn flag_lock(
+    flag: &Arc<std::sync::atomic::AtomicBool>,
+    dir: &str,
+) -> Result<DirLock, LockError> {
+    use std::sync::atomic::Ordering;
+    struct Release(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    if flag.swap(true, Ordering::AcqRel) {
+        return Err(LockError::Held {
+            dir: dir.to_owned(),
+            pid: Some(std::process::id()),
+        });
+    }
+    Ok(DirLock::new(Release(flag.clone())))
+}
+
 /// A directory of files. Names are plain file names: no separators, no `..`.
 pub trait Backend: Send + Sync {
+    /// Takes the directory's exclusive lock without waiting, held until the returned
+    /// [`DirLock`] is dropped. Fails with [`LockError::Held`] while another lock on the
+    /// same directory lives, whether taken by this process or another.
+    fn lock(&self) -> Result<DirLock, LockError>;
+
     /// Opens `name` as [`OpenMode`] says. A file created here exists durably only after
     /// [`Backend::sync_dir`]. A missing file with [`OpenMode::Existing`] is an error of
     /// kind [`io::ErrorKind::NotFound`].
@@ -124,6 +201,9 @@ pub(crate) fn check_name(name: &str) -> io::Result<()> {
 }
 
 impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn lock(&self) -> Result<DirLock, LockError> {
+        (**self).lock()
+    }
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
         (**self).open(name, mode)
     }
