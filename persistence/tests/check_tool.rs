@@ -117,3 +117,37 @@ fn damaged_manifest_and_usage_errors() {
     let (code, _) = check(tmp.path(), &["--yes"], "");
     assert_eq!(code, 2, "--yes without --fix is a usage error");
 }
+
+#[test]
+fn fix_refuses_while_the_directory_is_open() {
+    let tmp = make_dir(10);
+    let holder = open(
+        Arc::new(FsBackend::new(tmp.path()).unwrap()),
+        Options {
+            fsync: FsyncPolicy::No,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    // A torn tail appears while the directory is open (as if mid-write).
+    let len = std::fs::metadata(incr(tmp.path())).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(incr(tmp.path()))
+        .unwrap()
+        .set_len(len + 7)
+        .unwrap();
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("by process {}", std::process::id())),
+        "a read-only check notes the holder: {out}"
+    );
+    let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("cannot fix") && out.contains("already open"), "{out}");
+    assert_eq!(std::fs::metadata(incr(tmp.path())).unwrap().len(), len + 7);
+    drop(holder);
+    let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");
+    assert_eq!(code, 4, "{out}");
+}

@@ -10,7 +10,16 @@
 //! | 2 | usage error |
 //! | 3 | damage that open refuses: a corrupt tail of the last incr file (fixable with `--fix`), or damage elsewhere (not fixable by this tool) |
 //! | 4 | `--fix` cut the tail; the directory is now healthy |
-//! | 5 | I/O error, or the fix was declined |
+//! | 5 | I/O error, the fix was declined, or `--fix` found the directory open elsewhere |
+//!
+//! `--fix` takes the directory's lock (the one an open cache holds), so it never cuts
+//! a file a running process is appending to. Without `--fix` nothing is locked or
+//! changed; a directory open elsewhere is noted, since its last file may be growing.
+//!
+//! This tool checks frames, checksums and sequences, not whether the keys and values
+//! decode as the application's types (it knows bytes only). For that, the application
+//! calls `larder::verify::<K, V>(dir)`, which decodes every entry and record and names
+//! the first that fails by file, offset and sequence.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -20,9 +29,13 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use larder_persistence::backend::FsBackend;
 use larder_persistence::recovery::{check, truncate_tail};
-use larder_persistence::{FileKind, OpenError, TailKind};
+use larder_persistence::{Backend, FileKind, LockError, OpenError, TailKind};
 
 /// Verify a larder data directory: manifest, base snapshot and incr files.
+///
+/// Checks frames, checksums and sequences; it does not decode keys and values as the
+/// application's types (use `larder::verify::<K, V>(dir)` from the application for
+/// that). `--fix` takes the directory's lock and refuses while a cache has it open.
 #[derive(Parser, Debug)]
 #[command(name = "larder-check", version)]
 struct Args {
@@ -75,6 +88,21 @@ fn run(args: &Args) -> u8 {
             eprintln!("larder-check: {}: {e}", args.dir.display());
             return FAILED;
         }
+    };
+    // --fix writes: it needs the directory to itself, for as long as it runs.
+    let _lock = if args.fix {
+        match backend.lock() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("larder-check: cannot fix: {e}");
+                return FAILED;
+            }
+        }
+    } else {
+        if let Err(e @ LockError::Held { .. }) = backend.lock() {
+            println!("note: {e}; its last file may grow while this reads");
+        }
+        None
     };
     let total = total_bytes(&args.dir);
     let bar = if !args.no_progress && total >= PROGRESS_BYTES {
@@ -133,8 +161,13 @@ fn run(args: &Args) -> u8 {
         TailKind::Corrupt(why) => (format!("corrupt tail ({why})"), CORRUPT),
     };
     println!(
-        "{what}: {} at byte {}: {} bytes after sequence {}",
-        tail.file, tail.offset, tail.bytes, tail.last_good_seq
+        "{what}: {} at byte {}: {} bytes after sequence {}; everything from sequence {} on \
+         in this file is lost if cut",
+        tail.file,
+        tail.offset,
+        tail.bytes,
+        tail.last_good_seq,
+        tail.last_good_seq + 1
     );
     if !args.fix {
         println!("run with --fix to cut it");
