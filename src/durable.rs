@@ -15,7 +15,8 @@ use crate::info::PersistenceInfo;
 use crate::journal::{Journal, LogOp, LogRecord, RewriteSink};
 use crate::weigh::Weigher;
 use larder_persistence::{
-    backend::FsBackend, Backend, DataDir, FsyncPolicy, OpStatus, Options, Record, Rewrite,
+    backend::FsBackend, Backend, DataDir, FsyncPolicy, OpStatus, Options, Record, RecordAt,
+    Rewrite, SchemaMismatch,
 };
 use std::hash::Hash;
 use std::path::PathBuf;
@@ -30,7 +31,41 @@ pub use larder_persistence::FsyncPolicy as Fsync;
 /// Implemented for every type that rkyv can archive, check and deserialize (derive
 /// `rkyv::Archive, rkyv::Serialize, rkyv::Deserialize`); K and V need it only for a
 /// durable cache.
+///
+/// A type that is not rkyv's (say a serde type) implements it by hand, with any
+/// self-describing or fixed format; `decode` must return an error, never panic, on
+/// bytes it did not write:
+///
+/// ```ignore
+/// // With serde and serde_json (or bincode, postcard, ...) in your Cargo.toml:
+/// #[derive(serde::Serialize, serde::Deserialize, Clone)]
+/// struct Profile { name: String, visits: u64 }
+///
+/// impl larder::Codec for Profile {
+///     fn encode(&self) -> Result<Vec<u8>, larder::CodecError> {
+///         serde_json::to_vec(self).map_err(|e| larder::CodecError(e.to_string()))
+///     }
+///     fn decode(bytes: &[u8]) -> Result<Self, larder::CodecError> {
+///         serde_json::from_slice(bytes).map_err(|e| larder::CodecError(e.to_string()))
+///     }
+///     // A stable name for the schema tag (the default is `std::any::type_name`).
+///     fn type_tag() -> String {
+///         "Profile".into()
+///     }
+/// }
+/// ```
 pub trait Codec: Sized {
+    /// The type's name in a data directory's schema tag (see
+    /// [`Durability::schema_version`]): opening data written as another type fails
+    /// with [`OpenError::Schema`] instead of a codec error. Defaults to
+    /// [`std::any::type_name`], whose text Rust does not promise to keep across
+    /// compiler versions; a type that must open the same data after a toolchain
+    /// upgrade overrides it with a fixed name (the rkyv blanket impl uses the
+    /// default, so after such an upgrade bump nothing and reopen: see
+    /// [`OpenError::Schema`]).
+    fn type_tag() -> String {
+        std::any::type_name::<Self>().to_owned()
+    }
     /// The bytes of `self`.
     fn encode(&self) -> Result<Vec<u8>, CodecError>;
     /// The bytes of `self` into `buf` (cleared first), reusing its allocation.
@@ -124,6 +159,31 @@ pub struct Durability {
     pub(crate) auto_rewrite_percentage: u64,
     pub(crate) auto_rewrite_min_size: u64,
     pub(crate) save_rules: Vec<(Duration, u64)>,
+    pub(crate) schema_version: u32,
+    pub(crate) discard_on_schema_change: bool,
+}
+
+/// The schema tag a cache of `K` and `V` records in its manifest.
+pub(crate) fn schema_tag<K: Codec, V: Codec>(version: u32) -> String {
+    let tag = format!(
+        "key={} value={} version={version}",
+        K::type_tag(),
+        V::type_tag()
+    );
+    // One printable line of bounded length, whatever a type_tag returns.
+    let mut out: String = tag
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let max = larder_persistence::manifest::MAX_SCHEMA_LEN;
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
 }
 
 impl Durability {
@@ -137,7 +197,28 @@ impl Durability {
             auto_rewrite_percentage: 100,
             auto_rewrite_min_size: 64 << 20,
             save_rules: Vec::new(),
+            schema_version: 0,
+            discard_on_schema_change: false,
         }
+    }
+
+    /// The version of what the data means, recorded with the key and value type names
+    /// ([`Codec::type_tag`]) as the directory's schema tag. Bump it when a type keeps
+    /// its name but changes its encoding or meaning. Opening data recorded under
+    /// another tag fails with [`OpenError::Schema`] (or starts empty, see
+    /// [`Durability::discard_on_schema_change`]). Default 0.
+    pub fn schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version;
+        self
+    }
+
+    /// When the data was written under another schema tag, or does not decode as this
+    /// cache's types, discard it and start empty instead of failing: for a cache that
+    /// can be rebuilt from its source. The tag of what was discarded is reported in
+    /// `info()`'s persistence section as `loading_discarded_schema`. Default off.
+    pub fn discard_on_schema_change(mut self, on: bool) -> Self {
+        self.discard_on_schema_change = on;
+        self
     }
 
     /// `appendfsync`: `Always` (a write returns after its record is fsynced; concurrent
@@ -230,6 +311,14 @@ where
                 reason: e.to_string(),
             })?),
         };
+        let tag = schema_tag::<K, V>(d.schema_version);
+        let mut options = d.options.clone();
+        options.schema = Some(tag.clone());
+        options.on_schema_mismatch = if d.discard_on_schema_change {
+            SchemaMismatch::Discard
+        } else {
+            SchemaMismatch::Refuse
+        };
         let cache = self.builder.build();
         let failure: Mutex<Option<OpenError>> = Mutex::new(None);
         let fail = |e: OpenError| {
@@ -241,6 +330,14 @@ where
         let sink = |section: larder_persistence::Section<'_>| {
             // Grow the tables once for the whole section instead of doubling as it loads.
             cache.inner.reserve(section.len());
+            let at = || {
+                format!(
+                    "{} section {} at byte {}",
+                    section.file(),
+                    section.index(),
+                    section.offset()
+                )
+            };
             for e in section.iter() {
                 let kv = K::decode(e.key).and_then(|k| Ok((k, V::decode(e.value)?)));
                 match kv {
@@ -250,30 +347,39 @@ where
                             None => cache.insert(k, v),
                         };
                         if let Err(err) = r {
-                            fail(OpenError::Load(format!(
-                                "base section {}: {err}",
-                                section.index()
-                            )));
+                            fail(OpenError::Load(format!("{}: {err}", at())));
                         }
                     }
-                    Err(err) => fail(OpenError::Decode(format!(
-                        "base section {}: {err}",
-                        section.index()
-                    ))),
+                    Err(err) => fail(OpenError::Decode(format!("{}: {err}", at()))),
                 }
             }
         };
-        let mut on_record = |seq: u64, r: Record| {
+        let mut on_record = |at: RecordAt<'_>, r: Record| {
             observe(&r);
             if let Err(e) = apply(&cache, r) {
-                fail(OpenError::Decode(format!("record {seq}: {e}")));
+                fail(OpenError::Decode(format!("{at}: {e}")));
             }
         };
-        let dir = DataDir::open(backend, d.options.clone(), &sink, &mut on_record)
-            .map_err(|e| OpenError::Files(e.to_string()))?;
-        if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
+        let dir = DataDir::open_at(backend.clone(), options.clone(), &sink, &mut on_record)
+            .map_err(open_error)?;
+        let mut discarded_schema = dir.status().loading.discarded_schema;
+        let dir = match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            None => {
+                // Tag a directory written before tags existed, now that it decoded.
+                dir.record_schema(&tag)
+                    .map_err(|e| OpenError::Files(e.to_string()))?;
+                dir
+            }
+            Some(OpenError::Decode(_)) if d.discard_on_schema_change => {
+                // Untagged data that does not decode as these types: start empty.
+                drop(dir);
+                cache.clear().map_err(|e| OpenError::Load(e.to_string()))?;
+                larder_persistence::discard(&*backend, Some(tag)).map_err(open_error)?;
+                discarded_schema = Some("unknown (written before schema tags)".into());
+                DataDir::open(backend, options, &|_| {}, &mut |_, _| {}).map_err(open_error)?
+            }
+            Some(e) => return Err(e),
+        };
         let now = cache.inner.clock.now_ms();
         let base_size = dir.status().aof_current_size;
         let journal = AofJournal {
@@ -288,6 +394,7 @@ where
                 failures: 0,
                 retry_at_ms: 0,
             }),
+            discarded_schema,
         };
         Ok((cache, Box::new(journal)))
     }
@@ -334,6 +441,17 @@ where
     done.map_err(|e| e.to_string())
 }
 
+/// The persistence crate's open error as this crate's.
+fn open_error(e: larder_persistence::OpenError) -> OpenError {
+    match e {
+        larder_persistence::OpenError::Locked(l) => OpenError::Locked(l.to_string()),
+        larder_persistence::OpenError::Schema { found, expected } => {
+            OpenError::Schema { found, expected }
+        }
+        other => OpenError::Files(other.to_string()),
+    }
+}
+
 /// Why a durable cache could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -350,12 +468,181 @@ pub enum OpenError {
     /// sequence), or could not be read.
     #[error("{0}")]
     Files(String),
-    /// A logged key or value does not decode as this cache's types.
-    #[error("decoding the data: {0}")]
+    /// Another open cache (in this process or another) holds the data directory.
+    #[error("{0}")]
+    Locked(String),
+    /// The data was written as other key or value types, or under another
+    /// [`Durability::schema_version`].
+    #[error(
+        "the data directory holds {found:?}, but this cache is {expected:?}: open it with \
+         the types and schema version that wrote it, or set \
+         Durability::discard_on_schema_change(true) to start empty"
+    )]
+    Schema {
+        /// The schema tag in the directory.
+        found: String,
+        /// This cache's schema tag.
+        expected: String,
+    },
+    /// A logged key or value does not decode as this cache's types (the message names
+    /// the file, offset and sequence or section).
+    #[error(
+        "decoding the data: {0} (written as other key or value types? open with the \
+         types that wrote it, or set Durability::discard_on_schema_change(true))"
+    )]
     Decode(String),
     /// A loaded entry was refused (for example larger than the memory bound).
     #[error("loading the data: {0}")]
     Load(String),
+}
+
+/// What [`verify`] found: every entry and record decoded as `K` and `V`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// Entries in the base snapshot.
+    pub base_entries: u64,
+    /// Records in the incr files.
+    pub records: u64,
+    /// Sequence of the last whole record (0: none).
+    pub last_seq: u64,
+    /// The directory's schema tag, if it has one.
+    pub schema: Option<String>,
+    /// A torn or damaged tail of the last incr file that opening would cut or refuse
+    /// (`larder-check` says which), as text naming file, offset and sequence.
+    pub tail: Option<String>,
+}
+
+/// Why [`verify`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The directory is missing, or its files are damaged where no open can repair
+    /// them (the message names file, offset and sequence).
+    #[error("{0}")]
+    Files(String),
+    /// A key or value does not decode as the types asked for.
+    #[error("{at}: {reason}")]
+    Decode {
+        /// Where: the file and offset, with the sequence (a record) or the section
+        /// (the base).
+        at: String,
+        /// The codec's message.
+        reason: String,
+    },
+}
+
+/// Checks a data directory as a cache of `K` and `V` would read it, without opening
+/// or changing it: frames, checksums and sequences as `larder-check` does, and then
+/// every key and value of the base and of every record decoded as `K` and `V`. The
+/// first that fails is named by file, offset and sequence (or base section).
+/// `larder-check` cannot do this part: it knows bytes, not the application's types.
+///
+/// ```no_run
+/// let report = larder::verify::<String, u64>("/var/lib/myapp/cache")?;
+/// println!("{} records decode; last sequence {}", report.records, report.last_seq);
+/// # Ok::<(), larder::VerifyError>(())
+/// ```
+pub fn verify<K: Codec, V: Codec>(
+    dir: impl AsRef<std::path::Path>,
+) -> Result<Verified, VerifyError> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return Err(VerifyError::Files(format!(
+            "{}: not a directory",
+            dir.display()
+        )));
+    }
+    let backend =
+        FsBackend::new(dir).map_err(|e| VerifyError::Files(format!("{}: {e}", dir.display())))?;
+    verify_backend::<K, V>(&backend)
+}
+
+/// [`verify`] on any backend.
+pub(crate) fn verify_backend<K: Codec, V: Codec>(
+    backend: &dyn Backend,
+) -> Result<Verified, VerifyError> {
+    // Sections decode in parallel: keep the failure of the lowest section.
+    let base_failure: Mutex<Option<(usize, VerifyError)>> = Mutex::new(None);
+    let entry = |_file: &str, section: larder_persistence::Section<'_>| {
+        for (i, e) in section.iter().enumerate() {
+            let r = K::decode(e.key).and_then(|_| V::decode(e.value).map(|_| ()));
+            if let Err(err) = r {
+                let mut slot = base_failure.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.as_ref().is_none_or(|(s, _)| section.index() < *s) {
+                    *slot = Some((
+                        section.index(),
+                        VerifyError::Decode {
+                            at: format!(
+                                "{} section {} at byte {}, entry {i}",
+                                section.file(),
+                                section.index(),
+                                section.offset()
+                            ),
+                            reason: err.to_string(),
+                        },
+                    ));
+                }
+                return;
+            }
+        }
+    };
+    let mut record_failure: Option<VerifyError> = None;
+    let mut record = |at: RecordAt<'_>, r: Record| {
+        if record_failure.is_none() {
+            if let Err(reason) = decode_record::<K, V>(&r) {
+                record_failure = Some(VerifyError::Decode {
+                    at: at.to_string(),
+                    reason,
+                });
+            }
+        }
+    };
+    let replay =
+        larder_persistence::recovery::check_with(backend, &entry, &mut record, &mut |_| {})
+            .map_err(|e| VerifyError::Files(e.to_string()))?;
+    if let Some((_, e)) = base_failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    if let Some(e) = record_failure {
+        return Err(e);
+    }
+    Ok(Verified {
+        base_entries: replay.base_entries,
+        records: replay.records,
+        last_seq: replay.next_seq.saturating_sub(1),
+        schema: replay.manifest.schema.clone(),
+        tail: replay.tail.map(|t| {
+            let what = match &t.kind {
+                larder_persistence::TailKind::Torn => "torn tail (open cuts it)".to_string(),
+                larder_persistence::TailKind::Corrupt(why) => {
+                    format!("damage open refuses ({why})")
+                }
+            };
+            format!(
+                "{what}: {} at byte {}, {} bytes after sequence {}",
+                t.file, t.offset, t.bytes, t.last_good_seq
+            )
+        }),
+    })
+}
+
+/// Decodes every key and value a record carries as `K` and `V`.
+fn decode_record<K: Codec, V: Codec>(r: &Record) -> Result<(), String> {
+    let key = |k: &[u8]| K::decode(k).map(|_| ()).map_err(|e| format!("key: {e}"));
+    match r {
+        Record::Set { key: k, value, .. } => {
+            key(k)?;
+            V::decode(value)
+                .map(|_| ())
+                .map_err(|e| format!("value: {e}"))
+        }
+        Record::Del { key: k } | Record::Expire { key: k, .. } | Record::Persist { key: k } => {
+            key(k)
+        }
+        Record::Flush | Record::Meta(_) => Ok(()),
+        Record::Multi(rs) => rs.iter().try_for_each(decode_record::<K, V>),
+    }
 }
 
 struct RewriteState {
@@ -375,6 +662,8 @@ struct AofJournal {
     /// Writes since the last snapshot (`rdb_changes_since_last_save`).
     changes: Arc<AtomicU64>,
     state: Mutex<RewriteState>,
+    /// The schema tag of data discarded on open, if any.
+    discarded_schema: Option<String>,
 }
 
 /// Encodes one operation as a log record.
@@ -471,6 +760,7 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
             loading_time_ms: st.loading.duration.as_millis() as u64,
             loading_truncated_bytes: st.loading.truncated.as_ref().map_or(0, |t| t.bytes),
             loading_truncated_file: st.loading.truncated.as_ref().map(|t| t.file.clone()),
+            loading_discarded_schema: self.discarded_schema.clone(),
         })
     }
 

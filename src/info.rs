@@ -89,6 +89,9 @@ pub struct PersistenceInfo {
     pub loading_truncated_bytes: u64,
     /// The file whose tail was cut, if any.
     pub loading_truncated_file: Option<String>,
+    /// The schema tag of data discarded on open because it was written as other types
+    /// (`Durability::discard_on_schema_change`), if any.
+    pub loading_discarded_schema: Option<String>,
 }
 
 /// The `# Stats` section.
@@ -343,6 +346,9 @@ impl fmt::Display for Info {
             writeln!(f, "loading_bytes:{}", p.loading_bytes)?;
             writeln!(f, "loading_time_ms:{}", p.loading_time_ms)?;
             writeln!(f, "loading_truncated_bytes:{}", p.loading_truncated_bytes)?;
+            if let Some(tag) = &p.loading_discarded_schema {
+                writeln!(f, "loading_discarded_schema:{tag}")?;
+            }
             writeln!(f)?;
         }
         writeln!(f, "# Stats")?;

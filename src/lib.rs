@@ -86,7 +86,9 @@ pub use builder::CacheBuilder;
 pub use cache::{Background, Cache};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "persistence")]
-pub use durable::{Codec, CodecError, Durability, DurableBuilder, Fsync, OpenError};
+pub use durable::{
+    verify, Codec, CodecError, Durability, DurableBuilder, Fsync, OpenError, Verified, VerifyError,
+};
 pub use error::{Error, TxError};
 pub use events::{Event, EventKind, Subscriber};
 pub use info::{

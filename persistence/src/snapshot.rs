@@ -83,11 +83,21 @@ pub struct EntryRef<'a> {
 
 /// One checked section handed to a load sink.
 pub struct Section<'a> {
+    file: &'a str,
+    offset: u64,
     index: usize,
     entries: &'a rkyv::Archived<Vec<Entry>>,
 }
 
 impl<'a> Section<'a> {
+    /// The snapshot file the section is in.
+    pub fn file(&self) -> &'a str {
+        self.file
+    }
+    /// Offset of the section in the file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
     /// Position of the section in the file (0-based).
     pub fn index(&self) -> usize {
         self.index
@@ -597,7 +607,12 @@ pub fn load_bytes(
             };
             match rkyv::access::<rkyv::Archived<Vec<Entry>>, rkyv::rancor::Error>(data) {
                 Ok(entries) if entries.len() as u64 == e.entries => {
-                    sink(Section { index: i, entries });
+                    sink(Section {
+                        file,
+                        offset: e.offset,
+                        index: i,
+                        entries,
+                    });
                 }
                 Ok(entries) => fail(invalid(format!(
                     "{} entries, index says {}",

@@ -145,7 +145,10 @@ fn fix_refuses_while_the_directory_is_open() {
     );
     let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");
     assert_eq!(code, 5, "{out}");
-    assert!(out.contains("cannot fix") && out.contains("already open"), "{out}");
+    assert!(
+        out.contains("cannot fix") && out.contains("already open"),
+        "{out}"
+    );
     assert_eq!(std::fs::metadata(incr(tmp.path())).unwrap().len(), len + 7);
     drop(holder);
     let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");

@@ -13,8 +13,8 @@ use larder_persistence::backend::{FsBackend, MemoryBackend};
 use larder_persistence::frame::{decode_frame, file_header, FRAME_HEADER_LEN};
 use larder_persistence::manifest::{base_name, incr_name, ManifestFile};
 use larder_persistence::{
-    Backend, FsyncPolicy, LockError, Manifest, ManifestError, OpenError, Options,
-    SchemaMismatch, TailKind,
+    Backend, FsyncPolicy, LockError, Manifest, ManifestError, OpenError, Options, SchemaMismatch,
+    TailKind,
 };
 
 const CHILD_ENV: &str = "LARDER_HARDENING_CHILD";
@@ -86,7 +86,12 @@ fn lock_holder_child() {
 fn a_second_open_from_another_process_names_the_holders_pid() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lock_holder_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "lock_holder_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, tmp.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -289,7 +294,10 @@ fn a_changed_schema_tag_refuses_or_discards() {
     }
     let r = open(Arc::new(b.clone()), tagged("v2", SchemaMismatch::Discard)).unwrap();
     assert!(r.records.is_empty());
-    assert_eq!(r.dir.status().loading.discarded_schema.as_deref(), Some("v1"));
+    assert_eq!(
+        r.dir.status().loading.discarded_schema.as_deref(),
+        Some("v1")
+    );
     assert_eq!(r.dir.manifest().schema.as_deref(), Some("v2"));
     r.dir.append(&set(2)).unwrap();
     drop(r);
