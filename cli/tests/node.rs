@@ -463,3 +463,33 @@ fn bad_config_exits_nonzero_naming_the_field() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("absent.toml"), "{stderr}");
 }
+
+/// Two nodes given one `data_dir`: the second exits non-zero naming the first's pid,
+/// and the first keeps serving (its data directory is locked for as long as it runs).
+#[test]
+fn second_node_on_one_data_dir_exits_naming_the_holder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let certs_dir = make_certs(dir, 2);
+    let first = write_config(dir, 1, "data_dir = \"data/shared\"\n");
+    let second = write_config(dir, 2, "data_dir = \"data/shared\"\n");
+    let node = NodeProc::start(&first);
+
+    let mut child = spawn(&second);
+    let mut stderr = collect(child.stderr.take().unwrap());
+    let mut guard = Guard(Some(child));
+    let status = wait_exit(guard.0.as_mut().unwrap(), &stderr);
+    let log = stderr.all();
+    assert_ne!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains(&format!("already open by process {}", node.child.id())),
+        "the error names the holder: {log}"
+    );
+
+    let rt = runtime();
+    rt.block_on(async {
+        let admin = admin(&certs_dir);
+        assert_eq!(NodeId(admin.nodes(node.addr).await.unwrap().me), node.id);
+        admin.close().await;
+    });
+}
