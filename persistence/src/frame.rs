@@ -283,7 +283,7 @@ pub struct Resync {
     /// Offset of the first valid frame found past the damage, if any.
     pub found: Option<usize>,
     /// Bytes fed to CRC-32 along the way: linear in the bytes scanned (at most about
-    /// `(2 * CHECKPOINT + 5)` per candidate offset, plus one pass over the buffer).
+    /// 70 per candidate offset, plus one pass over the buffer).
     pub bytes_hashed: u64,
 }
 
@@ -298,7 +298,7 @@ const CHECKPOINT: usize = 32;
 ///
 /// Linear in `buf.len() - bad_offset`: instead of checksumming each candidate frame
 /// from scratch (quadratic on garbage, where most offsets read as a plausible length),
-/// one pass keeps the running CRC-32 every [`CHECKPOINT`] bytes, and a candidate's
+/// one pass keeps the running CRC-32 every 32 bytes, and a candidate's
 /// checksum is derived from the running CRCs at its two ends with CRC-32's
 /// concatenation algebra (zlib's `crc32_combine`): constant work per offset.
 pub fn scan_for_frame(buf: &[u8], bad_offset: usize, after_seq: Option<u64>) -> Resync {
