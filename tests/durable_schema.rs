@@ -162,3 +162,45 @@ fn verify_decodes_what_larder_check_cannot() {
         Err(VerifyError::Files(_))
     ));
 }
+
+/// A value type that is not rkyv's, with a hand-written codec (as a serde user would
+/// write one) and a fixed type tag.
+#[derive(Clone, Debug, PartialEq)]
+struct Profile {
+    name: String,
+}
+
+impl larder::Weigh for Profile {
+    fn weigh(&self) -> usize {
+        std::mem::size_of::<Self>() + self.name.len()
+    }
+}
+
+impl larder::Codec for Profile {
+    fn encode(&self) -> Result<Vec<u8>, larder::CodecError> {
+        Ok(self.name.as_bytes().to_vec())
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, larder::CodecError> {
+        let name = std::str::from_utf8(bytes).map_err(|e| larder::CodecError(e.to_string()))?;
+        Ok(Profile { name: name.into() })
+    }
+    fn type_tag() -> String {
+        "Profile".into()
+    }
+}
+
+#[test]
+fn a_hand_written_codec_records_its_own_type_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = open::<String, Profile>(tmp.path(), |d| d).unwrap();
+    c.insert("u".into(), Profile { name: "ann".into() })
+        .unwrap();
+    drop(c);
+    let m = Manifest::parse(&std::fs::read(tmp.path().join(MANIFEST_NAME)).unwrap()).unwrap();
+    assert!(m.schema.unwrap().contains("value=Profile version=0"));
+    let c = open::<String, Profile>(tmp.path(), |d| d).unwrap();
+    assert_eq!(
+        c.get(&"u".to_string()),
+        Some(Profile { name: "ann".into() })
+    );
+}
