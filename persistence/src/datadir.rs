@@ -220,7 +220,14 @@ fn is_data_file(backend: &dyn Backend, name: &str) -> bool {
 /// One more than the largest data file id in `names` (every file present, named by
 /// the manifest or not), so a new file never truncates an existing one.
 fn next_free_id(names: &[String], m: Option<&Manifest>) -> u64 {
-    let present = names.iter().filter_map(|n| file_id(n)).max().unwrap_or(0);
+    // Ids above MAX_FILE_ID are never named (the manifest refuses them); such files
+    // are removed as leftovers or refuse the open, so they need not be stepped over.
+    let present = names
+        .iter()
+        .filter_map(|n| file_id(n))
+        .filter(|&id| id <= crate::manifest::MAX_FILE_ID)
+        .max()
+        .unwrap_or(0);
     let named = m.map_or(1, Manifest::next_id).saturating_sub(1);
     present.max(named).saturating_add(1)
 }
@@ -402,6 +409,9 @@ impl DataDir {
             op: "list directory",
             source,
         })?;
+        // Decided before recovery changes anything (it may cut a torn tail): a
+        // directory whose manifest lost track of written data is refused untouched.
+        let remove = leftovers(&*backend, &names, &manifest)?;
         let replay = recovery::replay(
             &*backend,
             manifest,
@@ -435,7 +445,6 @@ impl DataDir {
         })?;
         // Files no manifest names are leftovers of an interrupted rewrite or switch;
         // anything that could still hold acknowledged writes refuses the open instead.
-        let remove = leftovers(&*backend, &names, &replay.manifest)?;
         for n in &remove {
             let _ = backend.remove(n);
         }

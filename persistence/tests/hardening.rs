@@ -206,9 +206,11 @@ fn files_the_manifest_lost_track_of_are_kept_and_refuse_the_open() {
         r.dir.append(&set(n)).unwrap();
     }
     drop(r);
-    // A stale manifest naming only a fresh, empty file: incr.1.aof's ten records are
-    // acknowledged writes no manifest names.
-    put(&b, "incr.2.aof", &file_header());
+    // A stale manifest naming only a fresh file with a torn tail: incr.1.aof's ten
+    // records are acknowledged writes no manifest names.
+    let mut torn = file_header().to_vec();
+    torn.extend_from_slice(&[0x55; 9]);
+    put(&b, "incr.2.aof", &torn);
     write_manifest(
         &b,
         &Manifest {
@@ -222,7 +224,9 @@ fn files_the_manifest_lost_track_of_are_kept_and_refuse_the_open() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("opened over unnamed records"),
     }
+    // Nothing was removed, and nothing cut: the refusal came before recovery.
     assert!(b.list().unwrap().contains(&"incr.1.aof".to_string()));
+    assert_eq!(b.read_all("incr.2.aof").unwrap().len(), torn.len());
 
     // Real leftovers still go: a temp file, a base of an unfinished rewrite, an incr
     // file holding only its header, an incr file older than the base.
@@ -256,12 +260,18 @@ fn new_files_never_reuse_the_id_of_a_file_present() {
     // An unfinished rewrite's base with an id above the manifest's: the next switch
     // must not create (and truncate) a file of the same id.
     put(&b, &base_name(5), b"partial");
+    // A file with an id no manifest may name is not stepped over (its successor
+    // would wrap), only removed.
+    put(&b, &incr_name(u64::MAX), &file_header());
     let r = open(Arc::new(b.clone()), opts()).unwrap();
     r.dir.append(&set(1)).unwrap();
     let rw = r.dir.begin_rewrite().unwrap();
     r.dir.finish_rewrite(rw).unwrap();
     let m = r.dir.manifest();
     assert_eq!(m.base.unwrap().name, base_name(6));
+    drop(r);
+    assert!(!b.list().unwrap().contains(&incr_name(u64::MAX)));
+    open(Arc::new(b), opts()).unwrap();
 }
 
 #[test]
