@@ -328,7 +328,7 @@ pub fn scan_for_frame(buf: &[u8], bad_offset: usize, after_seq: Option<u64>) -> 
         hashed += (i - k * CHECKPOINT) as u64;
         h.finalize()
     };
-    let x2n = x2n_table();
+    let shifts = ShiftTables::new();
     let mut rel = 0usize;
     let mut candidates = 0u64;
     while rel + FRAME_HEADER_LEN <= region.len() {
@@ -349,7 +349,7 @@ pub fn scan_for_frame(buf: &[u8], bad_offset: usize, after_seq: Option<u64>) -> 
             let a = rel + SEQ_OFFSET;
             let e = rel + FRAME_HEADER_LEN + len;
             let head = crc32fast::hash(&buf[at..at + 4]);
-            let shift = x2nmodp(&x2n, (e - a) as u64, 3);
+            let shift = shifts.zeros((e - a) as u32);
             let crc = multmodp(shift, head ^ prefix_crc(a)) ^ prefix_crc(e);
             if crc == u32_at(buf, at + CRC_OFFSET) {
                 out.found = Some(at);
@@ -395,6 +395,37 @@ fn x2n_table() -> [u32; 32] {
         *slot = p;
     }
     t
+}
+
+/// `x^(8 n) mod p(x)` for any 32-bit `n` in four table lookups and three products:
+/// `tables[j][b] = x^(8 b 256^j)`.
+struct ShiftTables {
+    tables: Box<[[u32; 256]; 4]>,
+}
+
+impl ShiftTables {
+    fn new() -> Self {
+        let x2n = x2n_table();
+        let mut tables = Box::new([[0u32; 256]; 4]);
+        for (j, t) in tables.iter_mut().enumerate() {
+            let step = x2nmodp(&x2n, 1u64 << (8 * j), 3);
+            t[0] = 1 << 31; // x^0
+            for b in 1..256 {
+                t[b] = multmodp(t[b - 1], step);
+            }
+        }
+        ShiftTables { tables }
+    }
+
+    /// `x^(8 n) mod p(x)`: what appending `n` zero bytes multiplies a CRC by.
+    fn zeros(&self, n: u32) -> u32 {
+        let [b0, b1, b2, b3] = n.to_le_bytes();
+        let t = &self.tables;
+        multmodp(
+            multmodp(t[0][b0 as usize], t[1][b1 as usize]),
+            multmodp(t[2][b2 as usize], t[3][b3 as usize]),
+        )
+    }
 }
 
 /// `x^(n * 2^k) mod p(x)`; with k = 3, the shift that appends `n` zero bytes.
@@ -492,6 +523,36 @@ mod tests {
                     prop_assert_eq!(got, naive_scan(&buf, bad, after_seq), "bad {} after {:?}", bad, after_seq);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn shift_tables_agree_with_crc_of_zeros() {
+        let t = ShiftTables::new();
+        let x2n = x2n_table();
+        for n in [
+            0u32,
+            1,
+            2,
+            255,
+            256,
+            257,
+            65_535,
+            1 << 20,
+            (256 << 20) + 8,
+            u32::MAX,
+        ] {
+            assert_eq!(t.zeros(n), x2nmodp(&x2n, n as u64, 3), "n {n}");
+        }
+        // And with crc32fast: crc(A ++ zeros) = shift(crc(A)) ^ crc(zeros).
+        let a = b"larder";
+        for n in [0usize, 1, 7, 100, 4096] {
+            let mut whole = a.to_vec();
+            whole.resize(a.len() + n, 0);
+            let zeros = vec![0u8; n];
+            let combined =
+                multmodp(t.zeros(n as u32), crc32fast::hash(a)) ^ crc32fast::hash(&zeros);
+            assert_eq!(combined, crc32fast::hash(&whole), "n {n}");
         }
     }
 
