@@ -630,7 +630,13 @@ impl DataDir {
             }
         };
         let base = base_name(id);
-        let writer = match SnapshotWriter::create(sh.backend.clone(), &base, start_seq) {
+        let schema = dir.manifest.schema.clone();
+        let writer = match SnapshotWriter::create_tagged(
+            sh.backend.clone(),
+            &base,
+            start_seq,
+            schema.as_deref(),
+        ) {
             Ok(w) => w.section_bytes(sh.opts.section_bytes),
             Err(e) => {
                 dir.last_rewrite = OpStatus::Err(e.to_string());

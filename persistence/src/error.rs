@@ -63,6 +63,17 @@ pub enum OpenError {
         /// Sequence in the snapshot header.
         header: u64,
     },
+    /// The base was written under another schema tag than the manifest's.
+    #[error(
+        "base {file} was written under another schema than the manifest's {manifest:?} \
+         (files from two directories?)"
+    )]
+    BaseSchema {
+        /// The base file.
+        file: String,
+        /// The manifest's tag.
+        manifest: String,
+    },
     /// An incr file's header is damaged.
     #[error("{file}: bad file header: {source}")]
     Header {

@@ -166,6 +166,16 @@ pub(crate) fn replay(
                 header: layout.start_seq,
             });
         }
+        // A base records the tag it was written under; a tagged manifest naming a
+        // base of another tag was put together from two directories.
+        if let Some(tag) = manifest.schema.as_deref() {
+            if layout.schema_crc != 0 && layout.schema_crc != snapshot::schema_crc(Some(tag)) {
+                return Err(OpenError::BaseSchema {
+                    file: base.name.clone(),
+                    manifest: tag.to_owned(),
+                });
+            }
+        }
         base_entries = layout.entries;
         bytes_read += len;
         progress(len);

@@ -5,9 +5,11 @@
 //! header (32 bytes)
 //!  0        8        12       16               24       28       32
 //!  +--------+--------+--------+----------------+--------+--------+
-//!  | magic  | version| flags=0| start_seq      | zero   | crc32  |
+//!  | magic  | version| flags=0| start_seq      | schema | crc32  |
 //!  +--------+--------+--------+----------------+--------+--------+
 //!  magic "LARDSNP\0"; version u32 LE = 1; start_seq u64 LE; crc32 u32 LE of [0..28)
+//!  schema u32 LE: CRC-32 of the manifest's schema tag when the base was written
+//!  (0: no tag; bases written before tags existed have 0 here)
 //!
 //! sections, each starting at a 16-byte aligned offset (zero padding between):
 //!  rkyv 0.8 archive of Vec<Entry{key: Vec<u8>, value: Vec<u8>, expire_at_ms: Option<u64>}>
@@ -48,6 +50,8 @@ pub const VERSION_OFFSET: usize = 8;
 pub const FLAGS_OFFSET: usize = 12;
 /// Offset of the start sequence (u64 LE) in the header.
 pub const START_SEQ_OFFSET: usize = 16;
+/// Offset of the schema tag's CRC-32 (u32 LE; 0: no tag) in the header.
+pub const SCHEMA_OFFSET: usize = 24;
 /// Offset of the header CRC-32 (u32 LE, of bytes `[0..28)`).
 pub const HEADER_CRC_OFFSET: usize = 28;
 /// Length of one index entry.
@@ -271,6 +275,17 @@ impl SnapshotWriter {
         name: &str,
         start_seq: u64,
     ) -> Result<Self, SnapshotError> {
+        Self::create_tagged(backend, name, start_seq, None)
+    }
+
+    /// [`SnapshotWriter::create`], recording the schema tag the data is written under
+    /// (its [`schema_crc`] goes in the header).
+    pub fn create_tagged(
+        backend: Arc<dyn Backend>,
+        name: &str,
+        start_seq: u64,
+        schema: Option<&str>,
+    ) -> Result<Self, SnapshotError> {
         let tmp = format!("{name}.tmp");
         let io = |op, source| SnapshotError::Io {
             file: tmp.clone(),
@@ -285,6 +300,7 @@ impl SnapshotWriter {
         h[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&SNAP_VERSION.to_le_bytes());
         h[FLAGS_OFFSET..FLAGS_OFFSET + 4].copy_from_slice(&0u32.to_le_bytes());
         h[START_SEQ_OFFSET..START_SEQ_OFFSET + 8].copy_from_slice(&start_seq.to_le_bytes());
+        h[SCHEMA_OFFSET..SCHEMA_OFFSET + 4].copy_from_slice(&schema_crc(schema).to_le_bytes());
         let c = crc(&h[..HEADER_CRC_OFFSET]);
         h[HEADER_CRC_OFFSET..].copy_from_slice(&c.to_le_bytes());
         file.write_at(&h, 0).map_err(|e| io("write header", e))?;
@@ -448,7 +464,15 @@ pub struct SnapshotLayout {
     pub start_seq: u64,
     /// Total entries, per the trailer.
     pub entries: u64,
+    /// The header's [`schema_crc`] of the tag the base was written under (0: none).
+    pub schema_crc: u32,
     sections: Vec<IndexEntry>,
+}
+
+/// What a snapshot header records for schema tag `tag`: its CRC-32, never 0 for a tag
+/// (0 means none).
+pub fn schema_crc(tag: Option<&str>) -> u32 {
+    tag.map_or(0, |t| crc(t.as_bytes()).max(1))
 }
 
 impl SnapshotLayout {
@@ -548,6 +572,7 @@ impl SnapshotLayout {
         Ok(SnapshotLayout {
             start_seq,
             entries,
+            schema_crc: u32_at(bytes, SCHEMA_OFFSET),
             sections,
         })
     }

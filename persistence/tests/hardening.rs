@@ -428,3 +428,38 @@ fn garbage_tail_figures() {
         }
     }
 }
+
+#[test]
+fn a_base_records_its_schema_and_a_manifest_of_another_is_refused() {
+    let b = MemoryBackend::new();
+    let tagged = |tag: &str| Options {
+        schema: Some(tag.into()),
+        ..opts()
+    };
+    let r = open(Arc::new(b.clone()), tagged("v1")).unwrap();
+    r.dir.append(&set(1)).unwrap();
+    let mut rw = r.dir.begin_rewrite().unwrap();
+    rw.push(b"key1", b"value1", None).unwrap();
+    r.dir.finish_rewrite(rw).unwrap();
+    let base = r.dir.manifest().base.unwrap().name;
+    drop(r);
+    let bytes = b.read_all(&base).unwrap();
+    let layout = larder_persistence::snapshot::SnapshotLayout::parse(&base, &bytes).unwrap();
+    assert_eq!(
+        layout.schema_crc,
+        larder_persistence::snapshot::schema_crc(Some("v1"))
+    );
+    // The manifest re-tagged by hand: the base says otherwise.
+    let mut m = Manifest::parse(&b.read_all("manifest").unwrap()).unwrap();
+    m.schema = Some("v2".into());
+    write_manifest(&b, &m);
+    match open(Arc::new(b.clone()), tagged("v2")) {
+        Err(OpenError::BaseSchema { file, .. }) => assert_eq!(file, base),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened a base of another schema"),
+    }
+    // An untagged manifest (older versions) accepts any base.
+    m.schema = None;
+    write_manifest(&b, &m);
+    assert_eq!(open(Arc::new(b), opts()).unwrap().model.len(), 1);
+}
