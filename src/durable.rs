@@ -57,14 +57,16 @@ pub use larder_persistence::FsyncPolicy as Fsync;
 pub trait Codec: Sized {
     /// The type's name in a data directory's schema tag (see
     /// [`Durability::schema_version`]): opening data written as another type fails
-    /// with [`OpenError::Schema`] instead of a codec error. Defaults to
-    /// [`std::any::type_name`], whose text Rust does not promise to keep across
-    /// compiler versions; a type that must open the same data after a toolchain
-    /// upgrade overrides it with a fixed name (the rkyv blanket impl uses the
-    /// default, so after such an upgrade bump nothing and reopen: see
-    /// [`OpenError::Schema`]).
+    /// with [`OpenError::Schema`] instead of a codec error (or, worse, decoding
+    /// without one: rkyv reads a `u64`'s bytes as a short `String`).
+    ///
+    /// Defaults to [`std::any::type_name`] with module paths dropped
+    /// (`alloc::vec::Vec<alloc::string::String>` is `Vec<String>`), so moving a type
+    /// between modules or a change of std's internal paths does not refuse old data.
+    /// Rust does not promise `type_name`'s text across compiler versions; a
+    /// hand-written codec can return a fixed name instead.
     fn type_tag() -> String {
-        std::any::type_name::<Self>().to_owned()
+        short_type_name(std::any::type_name::<Self>())
     }
     /// The bytes of `self`.
     fn encode(&self) -> Result<Vec<u8>, CodecError>;
@@ -78,6 +80,27 @@ pub trait Codec: Sized {
     /// another valid archive); the log and snapshot checksums do that before bytes
     /// reach it.
     fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
+}
+
+/// `name` with every module path dropped: `a::b::C<d::E>` becomes `C<E>`.
+pub(crate) fn short_type_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut word = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            word.clear(); // a path segment
+        } else {
+            out.push_str(&word);
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&word);
+    out
 }
 
 /// A key or value could not be encoded or decoded.
@@ -869,6 +892,22 @@ mod tests {
         buf.extend_from_slice(&vec![0u8; shift]);
         buf.extend_from_slice(bytes);
         (buf, shift)
+    }
+
+    #[test]
+    fn type_tags_drop_module_paths() {
+        use super::short_type_name as short;
+        assert_eq!(short("alloc::string::String"), "String");
+        assert_eq!(
+            short("alloc::vec::Vec<alloc::string::String>"),
+            "Vec<String>"
+        );
+        assert_eq!(
+            short("(u32, core::option::Option<[u8; 4]>)"),
+            "(u32, Option<[u8; 4]>)"
+        );
+        assert_eq!(short("u64"), "u64");
+        assert_eq!(<Vec<u8> as Codec>::type_tag(), "Vec<u8>");
     }
 
     #[test]

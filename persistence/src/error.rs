@@ -75,10 +75,15 @@ pub enum OpenError {
         manifest: String,
     },
     /// An incr file's header is damaged.
-    #[error("{file}: bad file header: {source}")]
+    #[error(
+        "{file}: bad file header: {source}; the records it holds, from sequence {seq} on, \
+         cannot be read"
+    )]
     Header {
         /// The incr file.
         file: String,
+        /// The file's start sequence (per the manifest).
+        seq: u64,
         /// What is wrong.
         source: HeaderError,
     },

@@ -239,6 +239,7 @@ pub(crate) fn replay(
             Err(source) => {
                 return Err(OpenError::Header {
                     file: name.clone(),
+                    seq: incr.seq,
                     source,
                 })
             }

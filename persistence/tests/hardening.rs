@@ -463,3 +463,22 @@ fn a_base_records_its_schema_and_a_manifest_of_another_is_refused() {
     write_manifest(&b, &m);
     assert_eq!(open(Arc::new(b), opts()).unwrap().model.len(), 1);
 }
+
+#[test]
+fn an_emptied_earlier_incr_file_names_the_sequences_it_held() {
+    let b = MemoryBackend::new();
+    let r = open(Arc::new(b.clone()), opts()).unwrap();
+    for n in 1..=40 {
+        r.dir.append(&set(n)).unwrap();
+    }
+    drop(r.dir.begin_rewrite().unwrap());
+    r.dir.append(&set(41)).unwrap();
+    drop(r);
+    put(&b, "incr.1.aof", b"");
+    let err = open(Arc::new(b), opts()).err().unwrap();
+    assert!(
+        matches!(&err, OpenError::Header { file, seq: 1, .. } if file == "incr.1.aof"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("from sequence 1 on"), "{err}");
+}
