@@ -273,36 +273,56 @@ fn start_fresh(
 }
 
 /// The files present that `m` does not name and that may be removed: temp files,
-/// bases of unfinished or superseded rewrites, incr files holding no record, and incr
-/// files older than the base. An unnamed incr file holding records the base does not
-/// cover means the manifest lost track of acknowledged writes (a stale or hand-edited
-/// manifest): that refuses the open and nothing is removed.
+/// bases of unfinished or superseded rewrites (a rewrite's base takes the id of the
+/// incr file it switched to, which the manifest names first), incr files holding no
+/// record, and incr files older than the base. An unnamed incr file holding records
+/// the base does not cover, or a base newer than every file named, means the manifest
+/// lost track of written data (a stale or hand-edited manifest): that refuses the
+/// open and nothing is removed.
 fn leftovers(
     backend: &dyn Backend,
     names: &[String],
     m: &Manifest,
 ) -> Result<Vec<String>, OpenError> {
     let base_id = m.base.as_ref().and_then(|b| file_id(&b.name));
-    let mut out = Vec::new();
-    for n in names {
-        if m.files().any(|f| &f.name == n) {
-            continue;
-        }
-        if n.ends_with(".tmp") || (n.starts_with("base.") && file_id(n).is_some()) {
-            out.push(n.clone());
-            continue;
-        }
-        let Some(id) = file_id(n).filter(|_| n.starts_with("incr.")) else {
-            continue;
-        };
-        let bytes = backend
+    let newest_named = m
+        .files()
+        .filter_map(|f| file_id(&f.name))
+        .max()
+        .unwrap_or(0);
+    let size = |n: &String| {
+        backend
             .open(n, OpenMode::Existing)
             .and_then(|f| f.len())
             .map_err(|source| OpenError::Io {
                 file: n.clone(),
                 op: "stat",
                 source,
-            })?;
+            })
+    };
+    let mut out = Vec::new();
+    for n in names {
+        if m.files().any(|f| &f.name == n) {
+            continue;
+        }
+        if n.ends_with(".tmp") {
+            out.push(n.clone());
+            continue;
+        }
+        if let Some(id) = file_id(n).filter(|_| n.starts_with("base.")) {
+            if id > newest_named {
+                return Err(OpenError::Unnamed {
+                    file: n.clone(),
+                    bytes: size(n)?,
+                });
+            }
+            out.push(n.clone());
+            continue;
+        }
+        let Some(id) = file_id(n).filter(|_| n.starts_with("incr.")) else {
+            continue;
+        };
+        let bytes = size(n)?;
         if bytes <= crate::frame::FILE_HEADER_LEN as u64 || base_id.is_some_and(|b| id < b) {
             out.push(n.clone());
         } else {

@@ -33,13 +33,14 @@ pub enum OpenError {
         /// The tag.
         tag: String,
     },
-    /// An incr file the manifest does not name holds records that the base does not
-    /// cover: the manifest lost track of written data (a stale or edited manifest).
-    /// Nothing is removed.
+    /// A file the manifest does not name may hold data the named files do not: an
+    /// incr file with records the base does not cover, or a base newer than every
+    /// named file. The manifest lost track of written data (a stale or edited
+    /// manifest). Nothing is removed.
     #[error(
-        "{file} ({bytes} bytes) holds records but the manifest does not name it; \
+        "{file} ({bytes} bytes) may hold data but the manifest does not name it; \
          refusing to open (and to remove it): restore the manifest that names it, or \
-         move the file away if its records are not wanted"
+         move the file away if its data is not wanted"
     )]
     Unnamed {
         /// The file.

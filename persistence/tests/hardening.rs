@@ -240,11 +240,19 @@ fn files_the_manifest_lost_track_of_are_kept_and_refuse_the_open() {
     drop(r);
     let old = b.list().unwrap();
     put(&b, "manifest.tmp", b"half");
-    put(&b, &base_name(7), b"partial base");
+    // A base a later rewrite replaced.
+    put(&b, &base_name(1), b"superseded base");
     put(&b, &incr_name(8), &file_header());
     let mut stale = file_header().to_vec();
     stale.extend_from_slice(&[1; 40]);
     put(&b, &incr_name(1), &stale);
+    // A base newer than everything named: a stale manifest, refused untouched.
+    put(&b, &base_name(9), b"newer base");
+    assert!(matches!(
+        open(Arc::new(b.clone()), opts()),
+        Err(OpenError::Unnamed { file, .. }) if file == base_name(9)
+    ));
+    b.remove(&base_name(9)).unwrap();
     drop(open(Arc::new(b.clone()), opts()).unwrap());
     let mut now = b.list().unwrap();
     now.sort();
@@ -257,9 +265,9 @@ fn files_the_manifest_lost_track_of_are_kept_and_refuse_the_open() {
 fn new_files_never_reuse_the_id_of_a_file_present() {
     let b = MemoryBackend::new();
     drop(open(Arc::new(b.clone()), opts()).unwrap());
-    // An unfinished rewrite's base with an id above the manifest's: the next switch
-    // must not create (and truncate) a file of the same id.
-    put(&b, &base_name(5), b"partial");
+    // A failed switch's empty incr file with an id above the manifest's: the next
+    // switch must not create (and truncate) a file of the same id.
+    put(&b, &incr_name(5), &file_header());
     // A file with an id no manifest may name is not stepped over (its successor
     // would wrap), only removed.
     put(&b, &incr_name(u64::MAX), &file_header());
