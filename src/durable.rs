@@ -561,6 +561,10 @@ pub enum VerifyError {
 /// first that fails is named by file, offset and sequence (or base section).
 /// `larder-check` cannot do this part: it knows bytes, not the application's types.
 ///
+/// It takes no lock, so it can run next to the cache that owns the directory, but a
+/// rewrite there may remove a file while it reads (an error, not a wrong answer); run
+/// it on a directory no cache has open for a stable result.
+///
 /// ```no_run
 /// let report = larder::verify::<String, u64>("/var/lib/myapp/cache")?;
 /// println!("{} records decode; last sequence {}", report.records, report.last_seq);

@@ -3,9 +3,11 @@
 //!
 //! # Life cycle
 //!
-//! 1. [`DataDir::open`] recovers a directory: the base snapshot's sections go to a sink
-//!    (in parallel), then every logged [`Record`] goes to a callback in sequence order.
-//!    A torn tail of the last incr file is cut and reported in [`Status::loading`].
+//! 1. [`DataDir::open`] takes the directory's lock ([`Backend::lock`]; a second open
+//!    fails with [`OpenError::Locked`] naming the holder) and recovers the directory:
+//!    the base snapshot's sections go to a sink (in parallel), then every logged
+//!    [`Record`] goes to a callback in sequence order. A torn tail of the last incr
+//!    file is cut and reported in [`Status::loading`].
 //! 2. Every cache write becomes [`DataDir::append`] (or [`DataDir::write`] under the
 //!    shard lock, then [`DataDir::wait_durable`] outside it). Under
 //!    [`FsyncPolicy::Always`] concurrent appenders share one fsync (group commit).

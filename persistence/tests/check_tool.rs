@@ -57,6 +57,7 @@ fn healthy_directory() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("incr.1.aof"), "{out}");
     assert!(out.contains("last good sequence: 10"), "{out}");
+    assert!(out.contains("schema: none recorded"), "{out}");
 }
 
 #[test]

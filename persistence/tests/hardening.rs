@@ -490,3 +490,30 @@ fn an_emptied_earlier_incr_file_names_the_sequences_it_held() {
     );
     assert!(err.to_string().contains("from sequence 1 on"), "{err}");
 }
+
+/// A directory closed and reopened while another thread spawns processes is never
+/// reported busy: a child forked on its way to `exec` must not hold a copy of the lock
+/// (as it would hold a copy of an `flock`).
+#[test]
+fn reopening_while_another_thread_spawns_processes_is_never_busy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("true").status();
+            }
+        });
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for round in 0..300 {
+                let disk: Arc<dyn Backend> = Arc::new(FsBackend::new(tmp.path()).unwrap());
+                let r = open(disk, opts()).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                r.dir.append(&set(round)).unwrap();
+            }
+        }));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
+    });
+}

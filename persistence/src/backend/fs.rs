@@ -97,21 +97,50 @@ impl FileHandle for FsFile {
     }
 }
 
-/// Holds the `flock` on the lock file until dropped (closing the file releases it).
-struct FsLock {
-    _file: File,
+/// The lock files this process holds, by device and inode. A POSIX record lock
+/// (`fcntl`) does not conflict with its own process, and closing *any* descriptor of
+/// the file releases it, so an in-process second opener is caught here before it opens
+/// the file at all.
+static HELD: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+fn held() -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn holder_pid(path: &Path) -> Option<u32> {
+#[cfg(unix)]
+fn file_key(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Holds the lock: the record lock lives as long as `file` is open in this process.
+struct FsLock {
+    file: Option<File>,
+    key: (u64, u64),
+}
+
+impl Drop for FsLock {
+    fn drop(&mut self) {
+        let mut held = held();
+        drop(self.file.take());
+        held.retain(|k| *k != self.key);
+    }
+}
+
+fn holder_pid_from_file(path: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(path).ok()?;
     text.strip_suffix('\n')?.parse().ok()
 }
 
 impl Backend for FsBackend {
-    /// Locks [`LOCK_NAME`] in the directory with `flock(LOCK_EX | LOCK_NB)` and writes
-    /// this process's id into it. `flock` locks belong to the open file, so a second
-    /// open in the same process is refused like one in another process, and the kernel
-    /// releases the lock when the holder exits, however it exits.
+    /// Takes a POSIX record lock (`fcntl(F_SETLK)`, write, whole file) on
+    /// [`LOCK_NAME`] in the directory and writes this process's id into it. The
+    /// kernel releases it when the holder exits, however it exits, and, unlike
+    /// `flock`, a child forked by another thread (on its way to `exec`) never holds a
+    /// copy of it, so a directory closed and reopened is never spuriously busy. A
+    /// second lock in the same process is refused from a table of the lock files this
+    /// process holds (record locks do not conflict within a process).
     fn lock(&self) -> Result<DirLock, LockError> {
         let path = self.dir.join(LOCK_NAME);
         let dir = self.dir.display().to_string();
@@ -120,6 +149,17 @@ impl Backend for FsBackend {
             op,
             source,
         };
+        let mut held = held();
+        // stat, not open: closing a descriptor of a lock file this process holds would
+        // release its lock.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if held.contains(&file_key(&meta)) {
+                return Err(LockError::Held {
+                    dir,
+                    pid: Some(std::process::id()),
+                });
+            }
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -127,23 +167,37 @@ impl Backend for FsBackend {
             .truncate(false)
             .open(&path)
             .map_err(|e| io("open", e))?;
-        try_flock(&file).map_err(|e| {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                LockError::Held {
-                    dir: dir.clone(),
-                    pid: holder_pid(&path),
-                }
-            } else {
-                io("flock", e)
+        let key = file_key(&file.metadata().map_err(|e| io("stat", e))?);
+        if held.contains(&key) {
+            // A lock file this process holds, renamed into place between the stat and
+            // the open by someone else. Closing this descriptor would release our own
+            // lock on it, so it is kept open for the life of the process.
+            std::mem::forget(file);
+            return Err(LockError::Held {
+                dir,
+                pid: Some(std::process::id()),
+            });
+        }
+        match try_lock(&file) {
+            Ok(()) => {}
+            Err(LockAttempt::Held(pid)) => {
+                drop(file);
+                let pid = pid.or_else(|| holder_pid_from_file(&path));
+                return Err(LockError::Held { dir, pid });
             }
-        })?;
+            Err(LockAttempt::Io(e)) => return Err(io("fcntl(F_SETLK)", e)),
+        }
         // The pid first, then cut to its length: a reader racing this sees the old pid,
         // a mix that does not parse (reported as unknown), or the new pid.
         let pid = format!("{}\n", std::process::id());
         file.write_all_at(pid.as_bytes(), 0)
             .and_then(|()| file.set_len(pid.len() as u64))
             .map_err(|e| io("write pid", e))?;
-        Ok(DirLock::new(FsLock { _file: file }))
+        held.push(key);
+        Ok(DirLock::new(FsLock {
+            file: Some(file),
+            key,
+        }))
     }
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
         let path = self.path(name)?;
@@ -195,26 +249,49 @@ impl Backend for FsBackend {
     }
 }
 
-/// `flock(LOCK_EX | LOCK_NB)`; a lock held elsewhere is `ErrorKind::WouldBlock`.
+enum LockAttempt {
+    /// Another process holds it (its pid, when the kernel says).
+    Held(Option<u32>),
+    Io(io::Error),
+}
+
+/// `fcntl(F_SETLK)` for a write lock on the whole file, without waiting.
 #[cfg(unix)]
-fn try_flock(file: &File) -> io::Result<()> {
+fn try_lock(file: &File) -> Result<(), LockAttempt> {
     use std::os::fd::AsRawFd;
+    // SAFETY: `libc::flock` (fcntl's lock description) is a plain C struct; all-zero
+    // is a valid value of it.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = 0;
+    fl.l_len = 0; // to the end, however the file grows
     loop {
-        // SAFETY: flock on a descriptor this `File` owns and keeps open for the call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        // SAFETY: fcntl on a descriptor this `File` owns, with a valid `flock`.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) };
         if rc == 0 {
             return Ok(());
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(code) if code == libc::EAGAIN || code == libc::EACCES => {
+                let mut probe = fl;
+                // SAFETY: as above; F_GETLK fills `probe` with the conflicting lock.
+                let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut probe) };
+                let unlocked = libc::F_UNLCK as libc::c_short;
+                let pid = (rc == 0 && probe.l_type != unlocked && probe.l_pid > 0)
+                    .then_some(probe.l_pid as u32);
+                return Err(LockAttempt::Held(pid));
+            }
+            _ => return Err(LockAttempt::Io(e)),
         }
     }
 }
 
-/// Without `flock`, the lock is advisory in name only: every open succeeds.
+/// Without POSIX record locks only the in-process table guards a directory.
 #[cfg(not(unix))]
-fn try_flock(_file: &File) -> io::Result<()> {
+fn try_lock(_file: &File) -> Result<(), LockAttempt> {
     Ok(())
 }
 

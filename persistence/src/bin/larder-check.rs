@@ -150,6 +150,10 @@ fn run(args: &Args) -> u8 {
             f.name, f.bytes, f.records
         );
     }
+    match &replay.manifest.schema {
+        Some(tag) => println!("schema: {tag}"),
+        None => println!("schema: none recorded"),
+    }
     let last_good = replay.next_seq.saturating_sub(1);
     println!("last good sequence: {last_good}");
     let Some(tail) = replay.tail else {
