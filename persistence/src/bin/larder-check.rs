@@ -179,8 +179,12 @@ fn run(args: &Args) -> u8 {
     }
     if !args.yes {
         print!(
-            "Cut {} at byte {}, dropping {} bytes after sequence {}? [y/N] ",
-            tail.file, tail.offset, tail.bytes, tail.last_good_seq
+            "Cut {} at byte {}, dropping {} bytes and whatever records from sequence {} on \
+             they held? [y/N] ",
+            tail.file,
+            tail.offset,
+            tail.bytes,
+            tail.last_good_seq + 1
         );
         let _ = std::io::stdout().flush();
         let mut answer = String::new();
