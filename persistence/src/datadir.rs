@@ -279,7 +279,7 @@ fn start_fresh(
 /// the base does not cover, or a base newer than every file named, means the manifest
 /// lost track of written data (a stale or hand-edited manifest): that refuses the
 /// open and nothing is removed.
-fn leftovers(
+pub(crate) fn leftovers(
     backend: &dyn Backend,
     names: &[String],
     m: &Manifest,

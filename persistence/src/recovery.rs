@@ -359,12 +359,25 @@ pub(crate) fn replay(
     })
 }
 
+/// The manifest, refused as open refuses it when files it does not name may hold data
+/// (see [`OpenError::Unnamed`]).
+fn read_checked_manifest(backend: &dyn Backend) -> Result<Manifest, OpenError> {
+    let manifest = read_manifest(backend)?;
+    let names = backend.list().map_err(|source| OpenError::Io {
+        file: ".".into(),
+        op: "list directory",
+        source,
+    })?;
+    crate::datadir::leftovers(backend, &names, &manifest)?;
+    Ok(manifest)
+}
+
 /// Verifies a data directory without changing it: reads the manifest, checks the base
 /// and replays every incr file, reporting a torn or corrupt tail of the last incr file
 /// in [`Replay::tail`] instead of failing. Damage anywhere else is an error.
 /// `progress` is called with the bytes of each file as it is done.
 pub fn check(backend: &dyn Backend, progress: &mut dyn FnMut(u64)) -> Result<Replay, OpenError> {
-    let manifest = read_manifest(backend)?;
+    let manifest = read_checked_manifest(backend)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     replay(
         backend,
@@ -386,7 +399,7 @@ pub fn check_with(
     record: &mut dyn FnMut(RecordAt<'_>, Record),
     progress: &mut dyn FnMut(u64),
 ) -> Result<Replay, OpenError> {
-    let manifest = read_manifest(backend)?;
+    let manifest = read_checked_manifest(backend)?;
     let base = manifest
         .base
         .as_ref()

@@ -155,3 +155,26 @@ fn fix_refuses_while_the_directory_is_open() {
     let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");
     assert_eq!(code, 4, "{out}");
 }
+
+#[test]
+fn files_the_manifest_does_not_name_are_reported_as_open_refuses_them() {
+    let tmp = make_dir(10);
+    // A stale manifest naming only a new, empty file; incr.1.aof's records unnamed.
+    let header = larder_persistence::frame::file_header();
+    std::fs::write(tmp.path().join("incr.2.aof"), header).unwrap();
+    let m = larder_persistence::Manifest {
+        base: None,
+        incrs: vec![larder_persistence::manifest::ManifestFile {
+            name: "incr.2.aof".into(),
+            seq: 1,
+        }],
+        schema: None,
+    };
+    std::fs::write(tmp.path().join("manifest"), m.encode()).unwrap();
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("incr.1.aof") && out.contains("does not name it"),
+        "{out}"
+    );
+}
