@@ -787,6 +787,12 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
             loading_time_ms: st.loading.duration.as_millis() as u64,
             loading_truncated_bytes: st.loading.truncated.as_ref().map_or(0, |t| t.bytes),
             loading_truncated_file: st.loading.truncated.as_ref().map(|t| t.file.clone()),
+            loading_truncated_offset: st.loading.truncated.as_ref().map_or(0, |t| t.offset),
+            loading_truncated_after_seq: st
+                .loading
+                .truncated
+                .as_ref()
+                .map_or(0, |t| t.last_good_seq),
             loading_discarded_schema: self.discarded_schema.clone(),
         })
     }

@@ -89,6 +89,11 @@ pub struct PersistenceInfo {
     pub loading_truncated_bytes: u64,
     /// The file whose tail was cut, if any.
     pub loading_truncated_file: Option<String>,
+    /// Where in that file the cut was made (0: no cut).
+    pub loading_truncated_offset: u64,
+    /// The last whole record before the cut: whatever the cut bytes held came after
+    /// this sequence (0: no cut, or no record before it).
+    pub loading_truncated_after_seq: u64,
     /// The schema tag of data discarded on open because it was written as other types
     /// (`Durability::discard_on_schema_change`), if any.
     pub loading_discarded_schema: Option<String>,
@@ -346,6 +351,15 @@ impl fmt::Display for Info {
             writeln!(f, "loading_bytes:{}", p.loading_bytes)?;
             writeln!(f, "loading_time_ms:{}", p.loading_time_ms)?;
             writeln!(f, "loading_truncated_bytes:{}", p.loading_truncated_bytes)?;
+            if let Some(file) = &p.loading_truncated_file {
+                writeln!(f, "loading_truncated_file:{file}")?;
+                writeln!(f, "loading_truncated_offset:{}", p.loading_truncated_offset)?;
+                writeln!(
+                    f,
+                    "loading_truncated_after_seq:{}",
+                    p.loading_truncated_after_seq
+                )?;
+            }
             if let Some(tag) = &p.loading_discarded_schema {
                 writeln!(f, "loading_discarded_schema:{tag}")?;
             }

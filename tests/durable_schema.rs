@@ -204,3 +204,34 @@ fn a_hand_written_codec_records_its_own_type_tag() {
         Some(Profile { name: "ann".into() })
     );
 }
+
+#[test]
+fn a_cut_tail_is_reported_with_file_offset_and_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = open::<String, u64>(tmp.path(), |d| d).unwrap();
+    for i in 0..5u64 {
+        c.insert(format!("k{i}"), i).unwrap();
+    }
+    drop(c);
+    let incr = tmp.path().join("incr.1.aof");
+    let good = std::fs::metadata(&incr).unwrap().len();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&incr)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[7u8; 11]).unwrap();
+    drop(f);
+    let c = open::<String, u64>(tmp.path(), |d| d).unwrap();
+    let p = c.info().persistence.unwrap();
+    assert_eq!(p.loading_truncated_file.as_deref(), Some("incr.1.aof"));
+    assert_eq!(
+        (
+            p.loading_truncated_offset,
+            p.loading_truncated_bytes,
+            p.loading_truncated_after_seq
+        ),
+        (good, 11, 5)
+    );
+    let text = c.info().to_string();
+    assert!(text.contains("loading_truncated_after_seq:5"), "{text}");
+}

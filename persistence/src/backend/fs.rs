@@ -34,7 +34,8 @@ fn sync_path(path: &Path) -> io::Result<()> {
 /// Creates `dir` and its missing parents, then fsyncs the parent of every directory it
 /// created, outermost first: a new directory's name lives in its parent, and until
 /// that parent is fsynced a power cut can take the directory, and every file
-/// acknowledged in it, away.
+/// acknowledged in it, away. A directory that exists but holds no manifest yet (made
+/// by someone else just before, perhaps never synced) has its parent fsynced too.
 fn create_dir_durably(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut p = dir;
@@ -46,12 +47,21 @@ fn create_dir_durably(dir: &Path) -> io::Result<()> {
         }
     }
     std::fs::create_dir_all(dir)?;
+    if missing.is_empty() && !dir.join(crate::manifest::MANIFEST_NAME).exists() {
+        missing.push(dir.to_path_buf());
+    }
     for d in missing.iter().rev() {
         let parent = match d.parent() {
             Some(q) if !q.as_os_str().is_empty() => q,
             _ => Path::new("."),
         };
-        sync_path(parent)?;
+        match sync_path(parent) {
+            // A parent this process may write into but not open for reading (mode
+            // -wx): nothing more can be done from here; the files inside are still
+            // synced as they are made.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+            r => r?,
+        }
     }
     Ok(())
 }
@@ -315,7 +325,14 @@ mod tests {
             synced, want,
             "each created directory's parent, outermost first"
         );
-        // An existing directory creates nothing, so syncs nothing.
+        // An existing directory without data yet: its parent again (it may have been
+        // made by someone else and never synced).
+        SYNCED_DIRS.with(|d| d.borrow_mut().clear());
+        FsBackend::new(&deep).unwrap();
+        let synced = SYNCED_DIRS.with(|d| d.borrow().clone());
+        assert_eq!(synced, vec![tmp.path().join("a").join("b")]);
+        // A directory holding data: nothing to sync.
+        std::fs::write(deep.join("manifest"), b"").unwrap();
         SYNCED_DIRS.with(|d| d.borrow_mut().clear());
         FsBackend::new(&deep).unwrap();
         assert!(SYNCED_DIRS.with(|d| d.borrow().is_empty()));
