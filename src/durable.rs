@@ -235,9 +235,11 @@ impl Durability {
         self
     }
 
-    /// When the data was written under another schema tag, or does not decode as this
-    /// cache's types, discard it and start empty instead of failing: for a cache that
-    /// can be rebuilt from its source. The tag of what was discarded is reported in
+    /// When the data was written under another schema tag, or (in a directory written
+    /// before tags existed) does not decode as this cache's types, discard it and start
+    /// empty instead of failing: for a cache that can be rebuilt from its source. Data
+    /// tagged as this cache's own types that does not decode is still refused: that is
+    /// damage or a codec bug, not a schema change. The tag of what was discarded is reported in
     /// `info()`'s persistence section as `loading_discarded_schema`. Default off.
     pub fn discard_on_schema_change(mut self, on: bool) -> Self {
         self.discard_on_schema_change = on;
@@ -393,8 +395,12 @@ where
                     .map_err(|e| OpenError::Files(e.to_string()))?;
                 dir
             }
-            Some(OpenError::Decode(_)) if d.discard_on_schema_change => {
-                // Untagged data that does not decode as these types: start empty.
+            Some(OpenError::Decode(_))
+                if d.discard_on_schema_change && dir.manifest().schema.is_none() =>
+            {
+                // Untagged data (written before tags existed) that does not decode as
+                // these types: a schema change after all, so start empty. Data tagged
+                // as these very types that does not decode is refused, not discarded.
                 drop(dir);
                 cache.clear().map_err(|e| OpenError::Load(e.to_string()))?;
                 larder_persistence::discard(&*backend, Some(tag)).map_err(open_error)?;

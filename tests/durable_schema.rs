@@ -123,6 +123,15 @@ fn untagged_data_of_another_type_names_file_offset_and_sequence() {
     let m = Manifest::parse(&std::fs::read(tmp.path().join(MANIFEST_NAME)).unwrap()).unwrap();
     assert!(m.schema.unwrap().contains("value=u64"));
 
+    // Tagged as the reader's very types but undecodable: not a schema change, so
+    // refused even with discarding allowed, and kept.
+    let path = tmp.path().join(MANIFEST_NAME);
+    let mut m = Manifest::parse(&std::fs::read(&path).unwrap()).unwrap();
+    m.schema = Some("key=String value=Vec<String> version=0".into());
+    std::fs::write(&path, m.encode()).unwrap();
+    let err = open::<String, Vec<String>>(tmp.path(), |d| d.discard_on_schema_change(true));
+    assert!(matches!(err, Err(OpenError::Decode(_))), "{:?}", err.err());
+
     // Untagged and undecodable, with discarding allowed: starts empty.
     untag(tmp.path());
     let c = open::<String, Vec<String>>(tmp.path(), |d| d.discard_on_schema_change(true)).unwrap();

@@ -329,6 +329,7 @@ pub fn scan_for_frame(buf: &[u8], bad_offset: usize, after_seq: Option<u64>) -> 
         h.finalize()
     };
     let shifts = ShiftTables::new();
+    let mut last_shift = (0u32, shifts.zeros(0));
     let mut rel = 0usize;
     let mut candidates = 0u64;
     while rel + FRAME_HEADER_LEN <= region.len() {
@@ -349,7 +350,13 @@ pub fn scan_for_frame(buf: &[u8], bad_offset: usize, after_seq: Option<u64>) -> 
             let a = rel + SEQ_OFFSET;
             let e = rel + FRAME_HEADER_LEN + len;
             let head = crc32fast::hash(&buf[at..at + 4]);
-            let shift = shifts.zeros((e - a) as u32);
+            // Runs of candidates (a uniform fill can make every offset one) share
+            // their length: keep the last shift.
+            let n = (e - a) as u32;
+            if last_shift.0 != n {
+                last_shift = (n, shifts.zeros(n));
+            }
+            let shift = last_shift.1;
             let crc = multmodp(shift, head ^ prefix_crc(a)) ^ prefix_crc(e);
             if crc == u32_at(buf, at + CRC_OFFSET) {
                 out.found = Some(at);

@@ -421,6 +421,18 @@ fn garbage_tail_figures() {
             started.elapsed().as_secs_f64(),
             scan.bytes_hashed as f64 / (crafted.len() - good) as f64
         );
+        // A uniform fill under a log whose sequences have the same bytes: every
+        // offset is a candidate.
+        let uniform = vec![1u8; bytes.len()];
+        let started = Instant::now();
+        let scan =
+            larder_persistence::frame::scan_for_frame(&uniform, 0, Some(0x0101_0101_0101_0100));
+        assert_eq!(scan.found, None);
+        println!(
+            "uniform tail {mib:>3} MiB: scan {:.3} s, {:.2} bytes hashed per byte",
+            started.elapsed().as_secs_f64(),
+            scan.bytes_hashed as f64 / uniform.len() as f64
+        );
         if mib <= 16 {
             // The byte-by-byte scan this replaced, for comparison.
             let started = Instant::now();
