@@ -451,6 +451,14 @@ where
                     .builder
                     .durability(d)
                     .open_parts(&mut |r| pos.observe(r))?;
+                // Data discarded on open (another schema) takes its replication
+                // position with it: the node starts over as a fresh one.
+                if journal
+                    .info()
+                    .is_some_and(|i| i.loading_discarded_schema.is_some())
+                {
+                    pos = Position::default();
+                }
                 (cache, Some(journal))
             }
             None => (self.builder.build(), None),
