@@ -56,6 +56,8 @@ struct RawConfig {
     repl_backlog_size: Option<ByteSize>,
     request_timeout_ms: Option<u64>,
     replica_of: Option<String>,
+    revocation_list: Option<PathBuf>,
+    allow_roleless: Option<bool>,
 }
 
 /// A byte count: an integer, or a string with Redis's units (`"256mb"`, `"1gb"`,
@@ -168,6 +170,12 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// `replica_of`: a master (id or address) to replicate once joined.
     pub replica_of: Option<ReplicaOf>,
+    /// `revocation_list`: the cluster CA's revocation list (`larder-cli certs
+    /// revoke` writes it), watched and loaded again when it changes.
+    pub revocation_list: Option<PathBuf>,
+    /// `allow_roleless`: whether certificates that name no role (made before roles
+    /// existed) are accepted as node and administrator (default true).
+    pub allow_roleless: bool,
 }
 
 /// A configuration error. Its text names the file, and the field where there is one.
@@ -271,6 +279,10 @@ impl NodeConfig {
         let cert = resolve(raw.cert, "cert")?;
         let key = resolve(raw.key, "key")?;
         let ca = resolve(raw.ca, "ca")?;
+        let revocation_list = raw
+            .revocation_list
+            .map(|p| resolve(p, "revocation_list"))
+            .transpose()?;
         let maxmemory_policy = raw
             .maxmemory_policy
             .map(|p| p.parse::<Policy>())
@@ -360,6 +372,8 @@ impl NodeConfig {
             repl_backlog_size,
             request_timeout,
             replica_of,
+            revocation_list,
+            allow_roleless: raw.allow_roleless.unwrap_or(true),
         })
     }
 
@@ -394,6 +408,8 @@ impl NodeConfig {
         }
         config.advertise = self.advertise.clone();
         config.request_timeout = self.request_timeout;
+        config.revocation_list = self.revocation_list.clone();
+        config.allow_roleless = self.allow_roleless;
         config
     }
 

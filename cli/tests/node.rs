@@ -183,7 +183,12 @@ fn make_certs(dir: &Path, nodes: usize) -> PathBuf {
     for n in 1..=nodes {
         certs::issue(&certs_dir, certs_dir.join(format!("node{n}"))).unwrap();
     }
-    certs::issue(&certs_dir, certs_dir.join("cli")).unwrap();
+    certs::issue_with_roles(
+        &certs_dir,
+        certs_dir.join("cli"),
+        &[larder::cluster::larder_cluster::net::Role::Admin],
+    )
+    .unwrap();
     certs_dir
 }
 
