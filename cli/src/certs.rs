@@ -236,25 +236,28 @@ pub fn issue_with_roles(
 /// The revocation list's file name in a CA directory.
 pub const REVOKED: &str = "revoked.crl";
 
-/// Revokes the certificate in the PEM file `cert` with the CA of directory `dir`:
-/// writes `dir/revoked.crl` anew (PEM, signed by the CA) with every certificate it
-/// revoked before and this one. The file is replaced atomically (written beside it,
+/// Revokes the certificates in the PEM files `certs` (the first certificate of each)
+/// with the CA of directory `dir`: writes `dir/revoked.crl` anew (PEM, signed by the
+/// CA) with every certificate it revoked before and these. With no file it writes the
+/// list as it was (an empty one if there was none). The file is replaced atomically (written beside it,
 /// fsynced, renamed), so a node that reads it meanwhile sees the old list or the new
 /// one. Copy it to every node's `revocation_list` path; nodes load it when it
 /// changes. Returns the list's path and how many certificates it revokes.
-pub fn revoke(dir: &Path, cert: &Path) -> Result<(PathBuf, usize), CertError> {
+pub fn revoke(dir: &Path, certs: &[&Path]) -> Result<(PathBuf, usize), CertError> {
     let ca = load_authority(dir)?;
-    let text = read_text(cert)?;
     let invalid = |path: &Path, reason: String| CertError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
-    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(cert, format!("certificate PEM: {e}")))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| invalid(cert, "no PEM certificate in the file".into()))?;
+    let mut leaves = Vec::new();
+    for &cert in certs {
+        let text = read_text(cert)?;
+        let leaf = CertificateDer::pem_slice_iter(text.as_bytes())
+            .next()
+            .ok_or_else(|| invalid(cert, "no PEM certificate in the file".into()))?
+            .map_err(|e| invalid(cert, format!("certificate PEM: {e}")))?;
+        leaves.push(leaf);
+    }
     let list_path = dir.join(REVOKED);
     let previous = match fs::read(&list_path) {
         Ok(bytes) => Some(
@@ -264,7 +267,7 @@ pub fn revoke(dir: &Path, cert: &Path) -> Result<(PathBuf, usize), CertError> {
         Err(e) => return Err(io_err(&list_path)(e)),
     };
     let list = ca
-        .revocation_list(previous.as_ref(), std::slice::from_ref(leaf))
+        .revocation_list(previous.as_ref(), &leaves)
         .map_err(|e| invalid(&list_path, format!("cannot make the revocation list: {e}")))?;
     let tmp = with_suffix(&list_path, "tmp");
     let _ = fs::remove_file(&tmp);

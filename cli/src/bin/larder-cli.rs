@@ -213,15 +213,15 @@ enum CertsCmd {
         #[arg(long, value_delimiter = ',', default_value = "node", value_parser = parse_role)]
         role: Vec<Role>,
     },
-    /// Revokes a certificate: adds it to the CA directory's revocation list
-    /// (<dir>/revoked.crl, signed by the CA). Copy the list to every node's
-    /// `revocation_list` path; nodes load it when it changes and close the
-    /// certificate's connections.
+    /// Revokes certificates: adds them to the CA directory's revocation list
+    /// (<dir>/revoked.crl, signed by the CA; created if missing, empty if no
+    /// certificate is named). Copy the list to every node's `revocation_list` path;
+    /// nodes load it when it changes and close the certificates' connections.
     Revoke {
         /// The CA's directory.
         dir: PathBuf,
-        /// The certificate to revoke (PEM).
-        cert: PathBuf,
+        /// The certificates to revoke (PEM).
+        certs: Vec<PathBuf>,
     },
 }
 
@@ -434,13 +434,10 @@ async fn run(cli: Cli) -> Result<i32, Fail> {
                 println!("{id}");
                 Ok(0)
             }
-            CertsCmd::Revoke { dir, cert } => {
-                let (list, n) = certs::revoke(dir, cert).map_err(|e| Fail(1, e.to_string()))?;
-                println!(
-                    "[OK] {} revoked; {} now revokes {n} certificate(s)",
-                    cert.display(),
-                    list.display()
-                );
+            CertsCmd::Revoke { dir, certs: files } => {
+                let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+                let (list, n) = certs::revoke(dir, &paths).map_err(|e| Fail(1, e.to_string()))?;
+                println!("[OK] {} revokes {n} certificate(s)", list.display());
                 Ok(0)
             }
         };
