@@ -184,9 +184,7 @@ async fn a_tool_certificate_cannot_serve_as_a_node() {
     )
     .await
     .expect("handshake timed out");
-    let e = r
-        .err()
-        .expect("a node accepted an admin certificate as a server");
+    let e = r.expect_err("a node accepted an admin certificate as a server");
     assert!(e.to_string().contains("not node"), "{e}");
     let tool = Client::new(
         &ca.issue_as(id(4), &[Role::Admin]).unwrap(),
@@ -245,7 +243,14 @@ async fn a_revoked_certificate_can_no_longer_connect() {
     let kept = Client::new(&keep, &ca.cert_der(), Duration::from_secs(5)).unwrap();
     retired.request(to, b"who").await.unwrap();
     kept.request(to, b"who").await.unwrap();
-    assert_eq!(a.connections_from(retire.id()), 1);
+    let raw = raw_client(&retire, &ca);
+    let raw_conn = raw.connect(to, MEET_SERVER_NAME).unwrap().await.unwrap();
+    eventually(
+        "both connections to be admitted",
+        Duration::from_secs(10),
+        || async { a.connections_from(retire.id()) == 2 },
+    )
+    .await;
 
     // Revoke: the list is replaced, the node notices the change and closes the open
     // connection of the revoked certificate.
@@ -264,6 +269,12 @@ async fn a_revoked_certificate_can_no_longer_connect() {
     )
     .await;
     assert_eq!(a.stats().revocation_loads, 2, "{:?}", a.stats());
+    match tokio::time::timeout(Duration::from_secs(10), raw_conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+            assert_eq!(c.error_code.into_inner(), REVOKED)
+        }
+        other => panic!("the revoked connection: {other:?}"),
+    }
 
     // New handshakes with it fail; the other tool goes on.
     let again = Client::new(&retire, &ca.cert_der(), Duration::from_secs(5)).unwrap();
