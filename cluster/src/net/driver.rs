@@ -345,6 +345,19 @@ struct TlsParts {
     revoked: Mutex<Option<(RevocationList, Vec<u8>)>>,
     /// The client configuration dials use (rebuilt with the revocation list).
     client: Mutex<quinn::ClientConfig>,
+    /// The file bytes last refused, so the watcher warns once per bad version.
+    rejected: Mutex<Option<Vec<u8>>>,
+}
+
+impl TlsParts {
+    /// Whether the revocation list in force revokes `leaf`.
+    fn revokes(&self, leaf: &CertificateDer<'_>) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|(list, _)| list.revokes(leaf))
+    }
 }
 
 impl ClusterNode {
@@ -464,6 +477,7 @@ impl ClusterNode {
                 revocation_file: config.revocation_list.clone(),
                 revoked: Mutex::new(revoked),
                 client: Mutex::new(client),
+                rejected: Mutex::new(None),
             }),
             allow_roleless: config.allow_roleless,
         };
@@ -1355,15 +1369,25 @@ fn reload_revocation_list(ctx: &Ctx, force: bool) -> Result<usize, NetError> {
         ));
     };
     let mut current = tls.revoked.lock().unwrap_or_else(|p| p.into_inner());
+    let mut rejected = tls.rejected.lock().unwrap_or_else(|p| p.into_inner());
     if !force {
         let bytes = std::fs::read(path)?;
-        if let Some((list, old)) = current.as_ref() {
-            if *old == bytes {
-                return Ok(list.len());
-            }
+        let in_force = current.as_ref().filter(|(_, old)| *old == bytes);
+        if let Some((list, _)) = in_force {
+            return Ok(list.len());
+        }
+        // Refused already (and warned about): wait for the next version.
+        if rejected.as_ref() == Some(&bytes) {
+            return Ok(current.as_ref().map_or(0, |(l, _)| l.len()));
         }
     }
-    let (list, bytes) = load_revocation_list(path, &tls.ca, &tls.identity)?;
+    let (list, bytes) = match load_revocation_list(path, &tls.ca, &tls.identity) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            *rejected = std::fs::read(path).ok();
+            return Err(e);
+        }
+    };
     let server = server_config_with(
         &tls.identity,
         &tls.ca,
@@ -1539,6 +1563,12 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
             return;
         }
         warn!(node = %ctx.me, peer = %peer.id, %remote, "certificate names no role: taken as node+admin; re-issue it with a role");
+    }
+    // A handshake that began under the previous revocation list.
+    if ctx.tls.revokes(&leaf) {
+        bump(&ctx.counters.revoked_closed);
+        conn.close(close::REVOKED.into(), b"certificate revoked");
+        return;
     }
     let (budget, evicted) = ctx.peers.admit(peer.id, &conn, leaf);
     for old in evicted {
