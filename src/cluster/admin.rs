@@ -827,7 +827,8 @@ pub enum AdminError {
 
 /// A client for administrative requests: a QUIC endpoint that is not a node. It
 /// presents a certificate of the cluster CA (tools get their own with
-/// `larder-cli certs issue`) and trusts every node that CA signed.
+/// `larder-cli certs issue --role admin`; see [`permitted_roles`] for what each role
+/// may ask) and trusts every node that CA signed.
 pub struct Admin {
     client: Client,
 }
