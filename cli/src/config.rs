@@ -707,6 +707,19 @@ replica_of = "127.0.0.1:7102"
         let c = NodeConfig::parse(&section[start..end], &root.join("docs/node.toml")).unwrap();
         assert_eq!(c.seeds.len(), 2);
         assert!(c.data_dir.is_some() && c.replica_of.is_some() && c.advertise.is_some());
+        assert_eq!(
+            c.revocation_list.as_deref(),
+            Some(Path::new("/etc/larder/revoked.crl"))
+        );
+        assert!(c.allow_roleless);
+        let cc = c.cluster_config(
+            larder::cluster::ClusterCa::generate("t")
+                .unwrap()
+                .issue(NodeId([1; 20]))
+                .unwrap(),
+            CertificateDer::from(vec![0u8]),
+        );
+        assert_eq!(cc.revocation_list, c.revocation_list);
 
         for n in 1..=3 {
             let path = root.join(format!("examples/edge/node{n}.toml"));
