@@ -104,11 +104,13 @@ async fn knows(node: &ClusterNode, other: NodeId) -> bool {
 async fn meet_as(identity: &NodeIdentity, ca: &ClusterCa, to: SocketAddr) -> Option<u64> {
     let client = raw_client(identity, ca);
     let conn = client.connect(to, MEET_SERVER_NAME).unwrap().await.unwrap();
-    let mut s = conn.open_uni().await.unwrap();
-    let mut bytes = PREAMBLE.to_vec();
-    encode_frame(&meet_bytes(identity.id(), to), &mut bytes);
-    let _ = s.write_all(&bytes).await;
-    let _ = s.finish();
+    // The node may close the connection before a stream is open.
+    if let Ok(mut s) = conn.open_uni().await {
+        let mut bytes = PREAMBLE.to_vec();
+        encode_frame(&meet_bytes(identity.id(), to), &mut bytes);
+        let _ = s.write_all(&bytes).await;
+        let _ = s.finish();
+    }
     match tokio::time::timeout(Duration::from_secs(10), conn.closed()).await {
         Ok(quinn::ConnectionError::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
         _ => None,
@@ -219,6 +221,20 @@ async fn roleless_certificates_are_accepted_or_refused_by_configuration() {
     let c = Client::new(&old, &ca.cert_der(), Duration::from_secs(10)).unwrap();
     assert!(c.request(b.local_addr(), b"who").await.is_err());
     assert!(b.stats().role_refusals >= 2, "{:?}", b.stats());
+    // Nor does it join a node whose certificate names no role.
+    let old_node = ClusterNode::start(config(ca.issue_without_roles(id(4)).unwrap(), &ca))
+        .await
+        .unwrap();
+    let refusals = b.stats().role_refusals;
+    b.meet(old_node.local_addr()).await.unwrap();
+    eventually(
+        "b to refuse the roleless node",
+        Duration::from_secs(10),
+        || async { b.stats().role_refusals > refusals },
+    )
+    .await;
+    assert!(!knows(&b, old_node.id()).await);
+    old_node.shutdown().await;
     b.shutdown().await;
 }
 

@@ -1324,6 +1324,14 @@ async fn dial(ctx: &Ctx, addr: &str, id: Option<NodeId>) -> Result<quinn::Connec
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("handshake timed out".into()),
     };
+    if !ctx.allow_roleless && peer_cert(&conn).is_ok_and(|p| p.legacy) {
+        bump(&ctx.counters.role_refusals);
+        conn.close(
+            close::FORBIDDEN.into(),
+            b"certificate names no role (re-issue it with a role)",
+        );
+        return Err("the node's certificate names no role (allow_roleless is off)".into());
+    }
     if let Ok(leaf) = peer_leaf(&conn) {
         ctx.peers.track(&conn, leaf);
         let (peers, c) = (ctx.peers.clone(), conn.clone());

@@ -4,7 +4,7 @@
 //! make a node spend. The figures are in `docs/cluster.md`.
 //!
 //! - **Connections** per peer id: [`Limits::connections_per_peer`]. A new connection
-//!   beyond it closes the peer's oldest one (close code 6), so a node that restarted
+//!   beyond it closes the peer's oldest one (close code 8), so a node that restarted
 //!   is never locked out by its own half-dead connections.
 //! - **Streams** per connection, enforced by QUIC flow control:
 //!   [`Limits::bidi_streams`] request streams and [`Limits::uni_streams`] bus and
