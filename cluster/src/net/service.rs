@@ -124,7 +124,6 @@ impl Drop for Held<'_> {
 /// its header (preamble and length) is read; its payload is read only once its length
 /// is reserved from the peer's byte budget. The request must arrive whole, and the
 /// response be taken, within the deadline each.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve_request(
     me: NodeId,
     faults: Faults,
@@ -191,7 +190,7 @@ pub(super) async fn serve_request(
         }
     };
     // MAX_REQUEST_LEN fits a u32 and the budget holds at least one whole request.
-    let Ok(_bytes) = budget.bytes.clone().acquire_many_owned(len as u32).await else {
+    let Ok(reserved) = budget.bytes.clone().acquire_many_owned(len as u32).await else {
         return;
     };
     let held = Held::new(&counters, len as u64);
@@ -228,7 +227,7 @@ pub(super) async fn serve_request(
     };
     let response = service.call(peer, payload).await;
     drop(held);
-    drop(_bytes);
+    drop(reserved);
     let mut out = Vec::with_capacity(response.len() + 4);
     encode_frame(&response, &mut out);
     drop(response);
