@@ -8,6 +8,7 @@ use crate::events::{EventHub, EventKind, Subscriber};
 use crate::journal::Journal;
 use crate::latency::{Histogram, Op, OpHistograms, Slowlog, SlowlogEntry};
 use crate::lazyfree::{LazyFree, LazyFreeQueue};
+use crate::loader::Flights;
 use crate::meta::Lfu;
 use crate::shard::{Cause, Dead, Env, Garbage, Shard, ShardConfig};
 use crate::shim::{
@@ -111,6 +112,8 @@ pub(crate) struct Inner<K, V, W> {
     pub(crate) read_misses: Striped,
     /// Set while a background rewrite runs.
     pub(crate) rewriting: std::sync::atomic::AtomicBool,
+    /// Loads in progress (`get_with` and friends), for single flight.
+    pub(crate) flights: Flights<K, V>,
 }
 
 /// A sharded, typed, in-process cache with Redis's memory model.
@@ -203,6 +206,7 @@ where
             })
             .collect();
         let now = clock.now_ms();
+        let flights = Flights::new(shards, &hasher);
         let inner = Arc::new(Inner {
             slots,
             shard_bits: shards.trailing_zeros(),
@@ -227,6 +231,7 @@ where
             read_hits: Striped::default(),
             read_misses: Striped::default(),
             rewriting: std::sync::atomic::AtomicBool::new(false),
+            flights,
         });
         if background == Background::Threads {
             Inner::start_threads(&inner);

@@ -65,6 +65,7 @@ mod info;
 mod journal;
 mod latency;
 mod lazyfree;
+mod loader;
 mod meta;
 #[cfg(feature = "metrics")]
 mod metrics_export;
@@ -99,6 +100,7 @@ pub use info::{
 pub use larder_persistence as persistence;
 pub use latency::{Histogram, Op, SlowlogEntry, BUCKETS};
 pub use lazyfree::LazyFree;
+pub use loader::LoadError;
 pub use meta::LFU_INIT_VAL;
 pub use pattern::glob_match;
 pub use policy::{ParsePolicyError, Policy};
