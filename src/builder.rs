@@ -49,6 +49,8 @@ impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
                 slowlog_log_slower_than: None,
                 slowlog_max_len: 128,
                 name: "default".to_string(),
+                time_to_live: None,
+                time_to_idle: None,
             },
             shards: None,
             clock: Arc::new(SystemClock),
@@ -169,6 +171,30 @@ impl<K, V, W> CacheBuilder<K, V, W> {
     /// `"default"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.settings.name = name.into();
+        self
+    }
+
+    /// A default time to live: a plain [`insert`](Cache::insert) (and a value loaded by
+    /// [`get_with`](Cache::get_with)) expires this long after it was written, as if
+    /// written with [`insert_with_ttl`](Cache::insert_with_ttl). Writes that name their
+    /// own expiry keep it. Logged like any TTL on a durable cache. None by default.
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.settings.time_to_live = Some(ttl);
+        self
+    }
+
+    /// A key neither read nor written for `idle` expires, whatever its TTL (and a key
+    /// with a TTL still expires at its TTL, whichever comes first). Reads that count
+    /// (`get`, `get_with`, a batch's or transaction's get) move the idle deadline;
+    /// `contains` and `ttl` do not, as they do not touch LRU/LFU metadata. The moves
+    /// have a resolution of 1/64 of `idle`. Expiry is lazy (on access) and active (the
+    /// cron's sampling), as for TTLs, and [`Cache::ttl`] reports the nearer deadline.
+    ///
+    /// Idle deadlines live in memory only: the log, snapshots, replicas and slot moves
+    /// carry each key's hard TTL, and a key recovered, replicated or moved starts a
+    /// fresh idle period (see docs/design.md, "time_to_idle"). None by default.
+    pub fn time_to_idle(mut self, idle: Duration) -> Self {
+        self.settings.time_to_idle = Some(idle);
         self
     }
 

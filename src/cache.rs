@@ -61,6 +61,10 @@ pub(crate) struct Settings {
     pub(crate) slowlog_log_slower_than: Option<Duration>,
     pub(crate) slowlog_max_len: usize,
     pub(crate) name: String,
+    /// The TTL a plain `insert` gives a key (`time_to_live`).
+    pub(crate) time_to_live: Option<Duration>,
+    /// A key neither read nor written for this long expires (`time_to_idle`).
+    pub(crate) time_to_idle: Option<Duration>,
 }
 
 /// One shard: its lock and the figures readable without it.
@@ -397,11 +401,20 @@ where
         }
     }
 
+    /// `time_to_idle` in milliseconds.
+    #[inline]
+    pub(crate) fn idle_ms(&self) -> Option<u64> {
+        self.settings
+            .time_to_idle
+            .map(|d| (d.as_millis() as u64).max(1))
+    }
+
     pub(crate) fn env(&self) -> Env<'_, W> {
         Env {
             weigher: &self.weigher,
             clock: &*self.clock,
             coarse_ms: self.coarse_ms.load(Ordering::Relaxed),
+            idle_ms: self.idle_ms(),
         }
     }
 

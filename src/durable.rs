@@ -245,10 +245,7 @@ where
                 let kv = K::decode(e.key).and_then(|k| Ok((k, V::decode(e.value)?)));
                 match kv {
                     Ok((k, v)) => {
-                        let r = match e.expire_at_ms {
-                            Some(at) => cache.insert_expiring_at(k, v, at),
-                            None => cache.insert(k, v),
-                        };
+                        let r = cache.insert_exact(k, v, e.expire_at_ms);
                         if let Err(err) = r {
                             fail(OpenError::Load(format!(
                                 "base section {}: {err}",
@@ -312,11 +309,7 @@ where
             expire_at_ms,
         } => {
             let (k, v) = (key(&k)?, V::decode(&value).map_err(|e| e.to_string())?);
-            match expire_at_ms {
-                Some(at) => cache.insert_expiring_at(k, v, at),
-                None => cache.insert(k, v),
-            }
-            .map(|_| ())
+            cache.insert_exact(k, v, expire_at_ms)
         }
         Record::Del { key: k } => cache.remove(&key(&k)?).map(|_| ()),
         Record::Expire { key: k, at_ms } => cache.expire_at(&key(&k)?, at_ms).map(|_| ()),
