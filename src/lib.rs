@@ -72,6 +72,7 @@ mod metrics_export;
 mod pattern;
 mod policy;
 mod read;
+mod retain;
 mod rewrite;
 mod shard;
 mod shim;

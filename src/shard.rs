@@ -795,6 +795,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
 
     /// The deadline of entry `idx` that outlives memory (its hard TTL; an idle deadline
     /// is not carried to the log, replicas or other nodes).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn hard_expiry_at(&self, idx: u32) -> Option<u64> {
         if self.table.entry(idx).meta.get().has_ttl() {
             self.expires.hard(idx)
