@@ -3,7 +3,7 @@
 use crate::cache::{Background, Cache, Settings};
 use crate::clock::{Clock, SystemClock};
 use crate::lazyfree::LazyFree;
-use crate::weigh::{DefaultWeigher, Weigher};
+use crate::weigh::{DefaultWeigher, FnWeigher, MemoryWeigher, Weigher};
 use crate::Policy;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -22,7 +22,7 @@ use std::time::Duration;
 /// # let _ = cache;
 /// ```
 #[must_use]
-pub struct CacheBuilder<K, V, W = DefaultWeigher> {
+pub struct CacheBuilder<K, V, W = DefaultWeigher<K, V>> {
     pub(crate) settings: Settings,
     pub(crate) shards: Option<usize>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -32,7 +32,7 @@ pub struct CacheBuilder<K, V, W = DefaultWeigher> {
     _types: PhantomData<fn(K, V)>,
 }
 
-impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
+impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher<K, V>> {
     fn default() -> Self {
         CacheBuilder {
             settings: Settings {
@@ -54,7 +54,7 @@ impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
             },
             shards: None,
             clock: Arc::new(SystemClock),
-            weigher: DefaultWeigher,
+            weigher: DefaultWeigher::inline(),
             background: Background::default(),
             hasher_seed: None,
             _types: PhantomData,
@@ -65,8 +65,15 @@ impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
 impl<K, V, W> CacheBuilder<K, V, W> {
     /// `maxmemory`: the bound on `used_memory` in bytes (weights plus the per-entry
     /// overhead). Unbounded by default. Each shard holds an equal share.
-    pub fn max_memory(mut self, bytes: u64) -> Self {
+    ///
+    /// Bounding memory needs weights: the key and value types implement
+    /// [`Weigh`](crate::Weigh), or a [`weigher`](Self::weigher) was given first.
+    pub fn max_memory(mut self, bytes: u64) -> Self
+    where
+        W: MemoryWeigher<K, V>,
+    {
         self.settings.max_memory = Some(bytes);
+        self.weigher = self.weigher.for_memory_bound();
         self
     }
 
@@ -103,8 +110,14 @@ impl<K, V, W> CacheBuilder<K, V, W> {
     }
 
     /// `lazyfree-lazy-*`: which removals drop big values on the background thread.
-    pub fn lazy_free(mut self, lazy_free: LazyFree) -> Self {
+    /// "Big" compares weights with the threshold, so, as for
+    /// [`max_memory`](Self::max_memory), entries must be weighable.
+    pub fn lazy_free(mut self, lazy_free: LazyFree) -> Self
+    where
+        W: MemoryWeigher<K, V>,
+    {
         self.settings.lazy_free = lazy_free;
+        self.weigher = self.weigher.for_memory_bound();
         self
     }
 
@@ -198,8 +211,38 @@ impl<K, V, W> CacheBuilder<K, V, W> {
         self
     }
 
-    /// Weighs entries with `weigher` instead of the [`Weigh`](crate::Weigh) trait.
-    pub fn weigher<W2: Weigher<K, V>>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
+    /// Weighs entries with the closure `weigher` (bytes, not counting the per-entry
+    /// overhead) instead of the [`Weigh`](crate::Weigh) trait. The cache's type stays
+    /// nameable: `Cache<K, V, FnWeigher<K, V>>`.
+    ///
+    /// ```
+    /// use larder::{Cache, FnWeigher};
+    ///
+    /// struct Blob(Vec<u8>); // no `Weigh` implementation needed
+    /// # impl Clone for Blob { fn clone(&self) -> Self { Blob(self.0.clone()) } }
+    ///
+    /// let cache: Cache<u64, Blob, FnWeigher<u64, Blob>> = Cache::builder()
+    ///     .weigher(|_key, blob: &Blob| 8 + blob.0.capacity())
+    ///     .max_memory(1 << 20)
+    ///     .build();
+    /// cache.insert(1, Blob(vec![0; 1000])).unwrap();
+    /// assert!(cache.used_memory() >= 1000);
+    /// ```
+    pub fn weigher(
+        self,
+        weigher: impl Fn(&K, &V) -> usize + Send + Sync + 'static,
+    ) -> CacheBuilder<K, V, FnWeigher<K, V>> {
+        self.with_weigher(FnWeigher::new(weigher))
+    }
+
+    /// Weighs entries with `weigher`, any [`Weigher`] type, called without indirection
+    /// (the cache's type names it: `Cache<K, V, W>`). To bound memory with it, it also
+    /// implements [`MemoryWeigher`](crate::MemoryWeigher).
+    pub fn custom_weigher<W2: Weigher<K, V>>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
+        self.with_weigher(weigher)
+    }
+
+    fn with_weigher<W2>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
         CacheBuilder {
             settings: self.settings,
             shards: self.shards,

@@ -127,7 +127,7 @@ pub(crate) struct Inner<K, V, W> {
 ///
 /// `get` returns a clone of the value: for large values store `Arc<V>` so that a read
 /// clones a pointer, not the data.
-pub struct Cache<K, V, W = DefaultWeigher> {
+pub struct Cache<K, V, W = DefaultWeigher<K, V>> {
     pub(crate) inner: Arc<Inner<K, V, W>>,
 }
 
@@ -151,10 +151,10 @@ impl<K, V, W> fmt::Debug for Cache<K, V, W> {
     }
 }
 
-impl<K, V> Cache<K, V, DefaultWeigher> {
+impl<K, V> Cache<K, V> {
     /// A builder with Redis's defaults: unbounded, `allkeys-lru` once bounded,
     /// `maxmemory-samples 5`, `lfu-log-factor 10`, `lfu-decay-time 1`.
-    pub fn builder() -> CacheBuilder<K, V, DefaultWeigher> {
+    pub fn builder() -> CacheBuilder<K, V> {
         CacheBuilder::default()
     }
 }

@@ -108,7 +108,7 @@ pub use policy::{ParsePolicyError, Policy};
 pub use read::ScanPage;
 pub use shard::Ttl;
 pub use txn::Transaction;
-pub use weigh::{DefaultWeigher, Weigh, Weigher, ENTRY_OVERHEAD};
+pub use weigh::{DefaultWeigher, FnWeigher, MemoryWeigher, Weigh, Weigher, ENTRY_OVERHEAD};
 
 /// README.md's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -407,7 +407,7 @@ impl<K, V, W> Core<K, V, W> {
 /// Operations that may cross the network are `async` (tokio); on keys of slots this
 /// node serves they complete without waiting. [`ClusterCache::blocking`] offers the
 /// same operations for threads outside the runtime.
-pub struct ClusterCache<K, V, W = DefaultWeigher> {
+pub struct ClusterCache<K, V, W = DefaultWeigher<K, V>> {
     core: Arc<Core<K, V, W>>,
 }
 
