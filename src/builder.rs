@@ -205,7 +205,10 @@ impl<K, V, W> CacheBuilder<K, V, W> {
     ///
     /// Idle deadlines live in memory only: the log, snapshots, replicas and slot moves
     /// carry each key's hard TTL, and a key recovered, replicated or moved starts a
-    /// fresh idle period (see docs/design.md, "time_to_idle"). None by default.
+    /// fresh idle period: idle expiry reclaims memory, as eviction does, and logging
+    /// every read that moves a deadline would make reads write the log. A key that
+    /// idled out may therefore come back after a restart (never past its hard TTL)
+    /// until the next rewrite. None by default.
     pub fn time_to_idle(mut self, idle: Duration) -> Self {
         self.settings.time_to_idle = Some(idle);
         self

@@ -127,6 +127,36 @@ pub(crate) struct Inner<K, V, W> {
 ///
 /// `get` returns a clone of the value: for large values store `Arc<V>` so that a read
 /// clones a pointer, not the data.
+///
+/// ```
+/// use larder::{Cache, Policy};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// #[derive(Debug)]
+/// struct Profile {
+///     name: String,
+/// }
+///
+/// // Unbounded caches need nothing of their types but `Clone` (`Arc` here).
+/// let profiles: Cache<u64, Arc<Profile>> = Cache::builder()
+///     .max_entries(10_000)
+///     .eviction(Policy::AllKeysLfu)
+///     .time_to_idle(Duration::from_secs(600))
+///     .build();
+///
+/// // Read through: a miss runs the loader once, however many threads miss together.
+/// let alice = profiles
+///     .get_with(1, || Arc::new(Profile { name: "alice".into() }))
+///     .unwrap();
+/// assert_eq!(alice.name, "alice");
+/// assert!(profiles.contains(&1));
+///
+/// // Handles are cheap to clone and share the cache.
+/// let handle = profiles.clone();
+/// std::thread::spawn(move || handle.remove(&1).unwrap()).join().unwrap();
+/// assert_eq!(profiles.get(&1).map(|p| p.name.clone()), None);
+/// ```
 pub struct Cache<K, V, W = DefaultWeigher<K, V>> {
     pub(crate) inner: Arc<Inner<K, V, W>>,
 }
@@ -335,6 +365,7 @@ where
     /// Publishes `info()`'s figures through the `metrics` crate now (the cron also does
     /// every cycle). Gauges are named `larder_<field>` with label `cache=<name>`.
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn publish_metrics(&self) {
         crate::metrics_export::publish(&self.inner.settings.name, &self.inner.info());
     }
