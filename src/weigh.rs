@@ -284,7 +284,10 @@ impl<K: Weigh + 'static, V: Weigh + 'static> MemoryWeigher<K, V> for DefaultWeig
 /// A weigher closure, boxed so that a cache with a custom weigher has a type you can
 /// name: `Cache<K, V, FnWeigher<K, V>>`. Made by
 /// [`CacheBuilder::weigher`](crate::CacheBuilder::weigher).
-pub struct FnWeigher<K, V>(Arc<dyn Fn(&K, &V) -> usize + Send + Sync>);
+pub struct FnWeigher<K, V>(Arc<WeighFn<K, V>>);
+
+/// The closure a [`FnWeigher`] holds.
+type WeighFn<K, V> = dyn Fn(&K, &V) -> usize + Send + Sync;
 
 impl<K, V> FnWeigher<K, V> {
     /// Wraps `f`.
