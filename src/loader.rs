@@ -28,21 +28,29 @@ use std::hash::Hash;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-/// Why [`Cache::try_get_with`] returned no value.
+/// Why [`Cache::try_get_with`] (or a cluster node's `try_get_with`, with
+/// `C = ClusterError`) returned no value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LoadError<E> {
+pub enum LoadError<E, C = Error> {
     /// The loader returned this error. Every caller that was waiting on the same load
     /// receives the same `Arc`; nothing was cached, so the next call loads again.
     #[error("loader failed: {0}")]
     Loader(Arc<E>),
-    /// The loader succeeded but the cache refused to store the value (see [`Error`]).
-    /// Every caller that was waiting on the same load receives this error.
+    /// The loader succeeded but the cache refused to store the value, or (on a
+    /// cluster node) the lookup or the store failed. Every caller that was waiting on
+    /// the same load receives this error.
     #[error(transparent)]
-    Cache(#[from] Error),
+    Cache(C),
 }
 
-impl<E> Clone for LoadError<E> {
+impl<E> From<Error> for LoadError<E> {
+    fn from(e: Error) -> Self {
+        LoadError::Cache(e)
+    }
+}
+
+impl<E, C: Clone> Clone for LoadError<E, C> {
     fn clone(&self) -> Self {
         match self {
             LoadError::Loader(e) => LoadError::Loader(Arc::clone(e)),
@@ -51,27 +59,32 @@ impl<E> Clone for LoadError<E> {
     }
 }
 
-/// The loader's error, with its type erased so one map holds flights of every error
-/// type; a waiter downcasts it to the type its flight is keyed by.
+/// A failed load's error, with its type erased so one map holds flights of every
+/// error type; a waiter downcasts it to the type its flight is keyed by.
 type AnyError = Arc<dyn Any + Send + Sync>;
 
 /// How a flight ended, as waiters receive it.
 enum Outcome<V> {
     Value(V),
-    Loader(AnyError),
-    Cache(Error),
+    Failed(AnyError),
 }
 
 impl<V: Clone> Outcome<V> {
-    fn to_result<E: Send + Sync + 'static>(&self) -> Result<V, LoadError<E>> {
+    fn of<X: Clone + Send + Sync + 'static>(r: &Result<V, X>) -> Self {
+        match r {
+            Ok(v) => Outcome::Value(v.clone()),
+            Err(x) => Outcome::Failed(Arc::new(x.clone())),
+        }
+    }
+
+    fn to_result<X: Clone + 'static>(&self) -> Result<V, X> {
         match self {
             Outcome::Value(v) => Ok(v.clone()),
-            Outcome::Cache(e) => Err(LoadError::Cache(e.clone())),
-            Outcome::Loader(e) => match Arc::clone(e).downcast::<E>() {
-                Ok(e) => Err(LoadError::Loader(e)),
+            Outcome::Failed(e) => match e.downcast_ref::<X>() {
+                Some(x) => Err(x.clone()),
                 // Flights are keyed by the error's type: a waiter only joins a flight
-                // whose loader returns its own error type.
-                Err(_) => unreachable!("flight keyed by a different error type"),
+                // whose callers return its own error type.
+                None => unreachable!("flight keyed by a different error type"),
             },
         }
     }
@@ -88,7 +101,7 @@ enum State<V> {
 }
 
 /// One key's load in progress.
-struct Flight<V> {
+pub(crate) struct Flight<V> {
     state: Mutex<State<V>>,
     /// Sync waiters wait here.
     done: Condvar,
@@ -120,7 +133,7 @@ impl<K: Hash + Eq, V> Flights<K, V> {
 }
 
 /// What joining a key's flight made of the caller.
-enum Role<'a, K: Hash + Eq, V> {
+pub(crate) enum Role<'a, K: Hash + Eq, V> {
     Leader(LeaderGuard<'a, K, V>),
     Waiter(Arc<Flight<V>>),
 }
@@ -128,17 +141,24 @@ enum Role<'a, K: Hash + Eq, V> {
 /// Held by the leader while its loader runs. Dropped without [`finish`](Self::finish)
 /// (the loader panicked, or the leader's future was dropped), it abandons the flight
 /// and wakes the waiters, one of which then loads.
-struct LeaderGuard<'a, K: Hash + Eq, V> {
+pub(crate) struct LeaderGuard<'a, K: Hash + Eq, V> {
     map: &'a Mutex<FlightMap<K, V>>,
     key: Option<(K, TypeId)>,
     flight: Arc<Flight<V>>,
 }
 
-impl<K: Hash + Eq, V> LeaderGuard<'_, K, V> {
-    fn finish(mut self, outcome: Outcome<V>) {
-        self.end(State::Done(outcome));
+impl<K: Hash + Eq, V: Clone> LeaderGuard<'_, K, V> {
+    /// Publishes the leader's result to every waiter and returns it.
+    pub(crate) fn finish<X: Clone + Send + Sync + 'static>(
+        mut self,
+        r: Result<V, X>,
+    ) -> Result<V, X> {
+        self.end(State::Done(Outcome::of(&r)));
+        r
     }
+}
 
+impl<K: Hash + Eq, V> LeaderGuard<'_, K, V> {
     /// Takes the flight out of the map, then publishes `end` and wakes every waiter.
     /// Out of the map first: a caller arriving from now on starts afresh (and finds the
     /// value in the cache if it was stored) rather than joining a flight that ended.
@@ -178,10 +198,10 @@ where
     V: Clone + Send + Sync + 'static,
     W: Weigher<K, V>,
 {
-    /// Joins the flight of `key` for loaders failing with `E`, or starts it.
-    fn join<E: 'static>(&self, key: &K, hash: u64) -> Role<'_, K, V> {
+    /// Joins the flight of `key` whose callers return errors of type `X`, or starts it.
+    pub(crate) fn join<X: 'static>(&self, key: &K, hash: u64) -> Role<'_, K, V> {
         let map = &self.flights.maps[self.shard_of(hash)];
-        let id = (key.clone(), TypeId::of::<E>());
+        let id = (key.clone(), TypeId::of::<X>());
         let mut m = lock(map);
         if let Some(f) = m.get(&id) {
             return Role::Waiter(Arc::clone(f));
@@ -211,10 +231,10 @@ where
 }
 
 /// Blocks until `flight` ends: its outcome, or `None` when it was abandoned.
-fn wait_sync<V: Clone, E: Send + Sync + 'static>(
+fn wait_sync<V: Clone, X: Clone + 'static>(
     flight: &Flight<V>,
     waiting: &AtomicUsize,
-) -> Option<Result<V, LoadError<E>>> {
+) -> Option<Result<V, X>> {
     waiting.fetch_add(1, Ordering::Relaxed);
     let mut state = lock(&flight.state);
     loop {
@@ -242,18 +262,29 @@ fn wait_sync<V: Clone, E: Send + Sync + 'static>(
 
 /// An async waiter: resolves to the flight's outcome, or `None` when it was abandoned.
 /// Its waker sits in one slot of the flight; dropping it empties the slot.
-struct WaitFlight<'a, V, E> {
+pub(crate) struct WaitFlight<'a, V, X> {
     flight: Arc<Flight<V>>,
     waiting: &'a AtomicUsize,
     /// The waker slot, once registered.
     slot: Option<usize>,
-    _error: std::marker::PhantomData<fn() -> E>,
+    _error: std::marker::PhantomData<fn() -> X>,
 }
 
-impl<V, E> Unpin for WaitFlight<'_, V, E> {}
+impl<'a, V, X> WaitFlight<'a, V, X> {
+    pub(crate) fn new<K: Hash + Eq>(flight: Arc<Flight<V>>, flights: &'a Flights<K, V>) -> Self {
+        WaitFlight {
+            flight,
+            waiting: &flights.waiting,
+            slot: None,
+            _error: std::marker::PhantomData,
+        }
+    }
+}
 
-impl<V: Clone, E: Send + Sync + 'static> Future for WaitFlight<'_, V, E> {
-    type Output = Option<Result<V, LoadError<E>>>;
+impl<V, X> Unpin for WaitFlight<'_, V, X> {}
+
+impl<V: Clone, X: Clone + 'static> Future for WaitFlight<'_, V, X> {
+    type Output = Option<Result<V, X>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
@@ -284,7 +315,7 @@ impl<V: Clone, E: Send + Sync + 'static> Future for WaitFlight<'_, V, E> {
     }
 }
 
-impl<V, E> Drop for WaitFlight<'_, V, E> {
+impl<V, X> Drop for WaitFlight<'_, V, X> {
     fn drop(&mut self) {
         if let Some(i) = self.slot.take() {
             if let State::Loading { wakers } = &mut *lock(&self.flight.state) {
@@ -358,7 +389,7 @@ where
             if let Some(v) = self.get(&key) {
                 return Ok(v);
             }
-            match inner.join::<E>(&key, hash) {
+            match inner.join::<LoadError<E>>(&key, hash) {
                 Role::Waiter(flight) => {
                     if let Some(r) = wait_sync(&flight, &inner.flights.waiting) {
                         return r;
@@ -366,12 +397,12 @@ where
                     // Abandoned: start over.
                 }
                 Role::Leader(guard) => {
-                    if let Some(v) = inner.peek_value(hash, &key) {
+                    let r = match inner.peek_value(hash, &key) {
                         // A load finished between our miss and our joining.
-                        guard.finish(Outcome::Value(v.clone()));
-                        return Ok(v);
-                    }
-                    return self.lead(guard, key, init());
+                        Some(v) => Ok(v),
+                        None => self.store_loaded(key, init()),
+                    };
+                    return guard.finish(r);
                 }
             }
         }
@@ -427,26 +458,20 @@ where
             if let Some(v) = self.get(&key) {
                 return Ok(v);
             }
-            match inner.join::<E>(&key, hash) {
+            match inner.join::<LoadError<E>>(&key, hash) {
                 Role::Waiter(flight) => {
-                    let wait = WaitFlight::<V, E> {
-                        flight,
-                        waiting: &inner.flights.waiting,
-                        slot: None,
-                        _error: std::marker::PhantomData,
-                    };
-                    if let Some(r) = wait.await {
+                    if let Some(r) = WaitFlight::new(flight, &inner.flights).await {
                         return r;
                     }
                 }
                 // Dropping this future while `init` is pending drops the guard, which
                 // abandons the flight.
                 Role::Leader(guard) => {
-                    if let Some(v) = inner.peek_value(hash, &key) {
-                        guard.finish(Outcome::Value(v.clone()));
-                        return Ok(v);
-                    }
-                    return self.lead(guard, key, init.await);
+                    let r = match inner.peek_value(hash, &key) {
+                        Some(v) => Ok(v),
+                        None => self.store_loaded(key, init.await),
+                    };
+                    return guard.finish(r);
                 }
             }
         }
@@ -459,22 +484,10 @@ where
         self.inner.flights.waiting()
     }
 
-    /// The leader's part once its loader returned: store the value, publish the outcome.
-    fn lead<E: Send + Sync + 'static>(
-        &self,
-        guard: LeaderGuard<'_, K, V>,
-        key: K,
-        loaded: Result<V, E>,
-    ) -> Result<V, LoadError<E>> {
-        let outcome = match loaded {
-            Ok(v) => match self.insert(key, v.clone()) {
-                Ok(()) => Outcome::Value(v),
-                Err(e) => Outcome::Cache(e),
-            },
-            Err(e) => Outcome::Loader(Arc::new(e)),
-        };
-        let r = outcome.to_result();
-        guard.finish(outcome);
-        r
+    /// The leader's part once its loader returned: store the value.
+    fn store_loaded<E>(&self, key: K, loaded: Result<V, E>) -> Result<V, LoadError<E>> {
+        let v = loaded.map_err(|e| LoadError::Loader(Arc::new(e)))?;
+        self.insert(key, v.clone())?;
+        Ok(v)
     }
 }
