@@ -24,6 +24,7 @@ pub mod admin_wire;
 mod data;
 mod journal;
 mod keyslot;
+mod load;
 pub mod wire;
 
 use std::cell::RefCell;
