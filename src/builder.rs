@@ -190,7 +190,8 @@ impl<K, V, W> CacheBuilder<K, V, W> {
     /// A default time to live: a plain [`insert`](Cache::insert) (and a value loaded by
     /// [`get_with`](Cache::get_with)) expires this long after it was written, as if
     /// written with [`insert_with_ttl`](Cache::insert_with_ttl). Writes that name their
-    /// own expiry keep it. Logged like any TTL on a durable cache. None by default.
+    /// own expiry keep it, and a batch's or a transaction's `insert` clears the TTL as
+    /// Redis's `SET` does. Logged like any TTL on a durable cache. None by default.
     pub fn time_to_live(mut self, ttl: Duration) -> Self {
         self.settings.time_to_live = Some(ttl);
         self

@@ -341,7 +341,8 @@ where
     /// lock, so other keys are not held up). If `init` panics, the panic propagates to
     /// its caller and the waiting threads start over: one of them runs its own `init`.
     /// If the cache refuses the value (for example [`Error::OutOfMemory`] under
-    /// `noeviction`), that error goes to the caller and every waiter.
+    /// `noeviction`), that error goes to the caller and every waiter. `init` must not
+    /// load the same key through this cache: it would wait for itself.
     ///
     /// ```
     /// use larder::Cache;
