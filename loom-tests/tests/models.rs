@@ -222,6 +222,36 @@ fn racing_get_with_loads_once() {
     });
 }
 
+/// Three threads race `get_with` on one key: still one load, and all three see it
+/// (two may wait on the same flight).
+#[test]
+fn three_racing_get_with_load_once() {
+    model(|| {
+        let c = manual();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let spawn = |c: Cache<u32, u32>, loads: Arc<AtomicUsize>| {
+            thread::spawn(move || {
+                c.get_with(5, || {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    77
+                })
+                .unwrap()
+            })
+        };
+        let a = spawn(c.clone(), Arc::clone(&loads));
+        let b = spawn(c.clone(), Arc::clone(&loads));
+        let mine = c
+            .get_with(5, || {
+                loads.fetch_add(1, Ordering::SeqCst);
+                77
+            })
+            .unwrap();
+        assert_eq!((mine, a.join().unwrap(), b.join().unwrap()), (77, 77, 77));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(c.loading_waiters(), 0);
+    });
+}
+
 /// A load whose future is dropped before it finishes (a cancelled task) releases a
 /// thread waiting on it, which then loads itself; a waiting future that is dropped
 /// leaves nothing behind.
