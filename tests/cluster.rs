@@ -197,6 +197,55 @@ async fn writes_through_any_node_read_through_any_other() {
     m.shutdown().await;
 }
 
+/// Tasks of one node missing the same key (served by another node) share one load; the
+/// value is written through the owner like any insert; a loader error reaches every
+/// waiting task and is not cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_with_loads_a_remote_key_once_per_node() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const TASKS: usize = 50;
+    let m = mesh(2, 0, 3000, |c| c).await;
+    let key = key_of(1, 2, 0); // served by node 1, loaded through node 0
+    let loads = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (node, key, loads) = (m.nodes[0].clone(), key.clone(), Arc::clone(&loads));
+            tokio::spawn(async move {
+                let n2 = node.clone();
+                node.get_with(key, async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    // Hold the load until every other task waits on it.
+                    eventually("every task to wait", Duration::from_secs(60), || async {
+                        n2.local().loading_waiters() == TASKS - 1
+                    })
+                    .await;
+                    "loaded".to_string()
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "loaded");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert!(
+        m.nodes[1].local().contains(&key),
+        "written through the owner"
+    );
+    assert!(!m.nodes[0].local().contains(&key));
+
+    let other = key_of(1, 2, 1);
+    let r = m.nodes[0]
+        .try_get_with(other.clone(), async { Err::<String, _>("backend down") })
+        .await;
+    assert!(matches!(r, Err(larder::LoadError::Loader(e)) if *e == "backend down"));
+    assert_eq!(m.nodes[1].get(&other).await.unwrap(), None, "not cached");
+    m.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_key_operations_need_one_slot() {
     let m = mesh(3, 0, 2000, |c| c).await;

@@ -492,8 +492,7 @@ where
             let v = V::decode(&e.value).map_err(|e| format!("ERR value: {e}"))?;
             match e.expire_at_ms {
                 Some(at) if at <= now => cache.remove(&k).map(|_| ()),
-                Some(at) => cache.insert_expiring_at(k, v, at),
-                None => cache.insert(k, v),
+                at => cache.insert_exact(k, v, at),
             }
             .map_err(|e| e.to_string())?;
         }

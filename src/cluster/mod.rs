@@ -17,13 +17,14 @@
 //! fewer good replicas than `min_replicas_to_write`. [`ClusterCache::wait`] and
 //! [`WriteOptions::replicas`] wait for replicas to acknowledge writes.
 //!
-//! Guarantees and setup are in `docs/cluster.md`.
+//! [`ClusterCache`]'s documentation shows a node started and used.
 
 pub mod admin;
 pub mod admin_wire;
 mod data;
 mod journal;
 mod keyslot;
+mod load;
 pub mod wire;
 
 use std::cell::RefCell;
@@ -326,6 +327,7 @@ pub struct ClusterBuilder<K, V, W> {
 
 impl<K, V, W> CacheBuilder<K, V, W> {
     /// Makes the cache a node of a mesh; [`ClusterBuilder::start`] starts it.
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn cluster(self, config: ClusterConfig) -> ClusterBuilder<K, V, W> {
         ClusterBuilder {
             builder: self,
@@ -419,7 +421,35 @@ impl<K, V, W> Core<K, V, W> {
 /// Operations that may cross the network are `async` (tokio); on keys of slots this
 /// node serves they complete without waiting. [`ClusterCache::blocking`] offers the
 /// same operations for threads outside the runtime.
-pub struct ClusterCache<K, V, W = DefaultWeigher> {
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use larder::cluster::larder_cluster::net::store::MemoryStore;
+/// use larder::cluster::larder_cluster::proto::Rng;
+/// use larder::cluster::{ClusterCa, ClusterCache, ClusterConfig, NodeId, SlotSet, StateStore};
+/// use larder::Cache;
+///
+/// // One CA for the cluster; each node's certificate names its node id.
+/// let ca = ClusterCa::generate("my cluster")?;
+/// let id = NodeId::random(&mut Rng::new(7));
+/// let config = ClusterConfig::new(
+///     "0.0.0.0:7000".parse()?,
+///     ca.issue(id)?,
+///     ca.cert_der(),
+///     StateStore::Memory(MemoryStore::new()), // a file in production
+/// );
+/// let node: ClusterCache<String, String> =
+///     Cache::builder().max_memory(1 << 30).cluster(config).start().await?;
+/// node.node().meet("10.0.0.2:7000".parse()?).await?; // CLUSTER MEET
+/// node.node().add_slots(SlotSet::from_range(0..5461)).await?; // CLUSTER ADDSLOTS
+///
+/// // Any node serves any key: this one answers for its slots and forwards the rest.
+/// node.insert("user:{42}:name".into(), "alice".into()).await?;
+/// assert_eq!(node.get(&"user:{42}:name".into()).await?.as_deref(), Some("alice"));
+/// # Ok(())
+/// # }
+/// ```
+pub struct ClusterCache<K, V, W = DefaultWeigher<K, V>> {
     core: Arc<Core<K, V, W>>,
 }
 
