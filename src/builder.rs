@@ -3,7 +3,7 @@
 use crate::cache::{Background, Cache, Settings};
 use crate::clock::{Clock, SystemClock};
 use crate::lazyfree::LazyFree;
-use crate::weigh::{DefaultWeigher, Weigher};
+use crate::weigh::{DefaultWeigher, FnWeigher, MemoryWeigher, Weigher};
 use crate::Policy;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -22,7 +22,7 @@ use std::time::Duration;
 /// # let _ = cache;
 /// ```
 #[must_use]
-pub struct CacheBuilder<K, V, W = DefaultWeigher> {
+pub struct CacheBuilder<K, V, W = DefaultWeigher<K, V>> {
     pub(crate) settings: Settings,
     pub(crate) shards: Option<usize>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -32,7 +32,7 @@ pub struct CacheBuilder<K, V, W = DefaultWeigher> {
     _types: PhantomData<fn(K, V)>,
 }
 
-impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
+impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher<K, V>> {
     fn default() -> Self {
         CacheBuilder {
             settings: Settings {
@@ -49,10 +49,12 @@ impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
                 slowlog_log_slower_than: None,
                 slowlog_max_len: 128,
                 name: "default".to_string(),
+                time_to_live: None,
+                time_to_idle: None,
             },
             shards: None,
             clock: Arc::new(SystemClock),
-            weigher: DefaultWeigher,
+            weigher: DefaultWeigher::inline(),
             background: Background::default(),
             hasher_seed: None,
             _types: PhantomData,
@@ -63,8 +65,15 @@ impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher> {
 impl<K, V, W> CacheBuilder<K, V, W> {
     /// `maxmemory`: the bound on `used_memory` in bytes (weights plus the per-entry
     /// overhead). Unbounded by default. Each shard holds an equal share.
-    pub fn max_memory(mut self, bytes: u64) -> Self {
+    ///
+    /// Bounding memory needs weights: the key and value types implement
+    /// [`Weigh`](crate::Weigh), or a [`weigher`](Self::weigher) was given first.
+    pub fn max_memory(mut self, bytes: u64) -> Self
+    where
+        W: MemoryWeigher<K, V>,
+    {
         self.settings.max_memory = Some(bytes);
+        self.weigher = self.weigher.for_memory_bound();
         self
     }
 
@@ -101,8 +110,14 @@ impl<K, V, W> CacheBuilder<K, V, W> {
     }
 
     /// `lazyfree-lazy-*`: which removals drop big values on the background thread.
-    pub fn lazy_free(mut self, lazy_free: LazyFree) -> Self {
+    /// "Big" compares weights with the threshold, so, as for
+    /// [`max_memory`](Self::max_memory), entries must be weighable.
+    pub fn lazy_free(mut self, lazy_free: LazyFree) -> Self
+    where
+        W: MemoryWeigher<K, V>,
+    {
         self.settings.lazy_free = lazy_free;
+        self.weigher = self.weigher.for_memory_bound();
         self
     }
 
@@ -172,8 +187,66 @@ impl<K, V, W> CacheBuilder<K, V, W> {
         self
     }
 
-    /// Weighs entries with `weigher` instead of the [`Weigh`](crate::Weigh) trait.
-    pub fn weigher<W2: Weigher<K, V>>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
+    /// A default time to live: a plain [`insert`](Cache::insert) (and a value loaded by
+    /// [`get_with`](Cache::get_with)) expires this long after it was written, as if
+    /// written with [`insert_with_ttl`](Cache::insert_with_ttl). Writes that name their
+    /// own expiry keep it, and a batch's or a transaction's `insert` clears the TTL as
+    /// Redis's `SET` does. Logged like any TTL on a durable cache. None by default.
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.settings.time_to_live = Some(ttl);
+        self
+    }
+
+    /// A key neither read nor written for `idle` expires, whatever its TTL (and a key
+    /// with a TTL still expires at its TTL, whichever comes first). Reads that count
+    /// (`get`, `get_with`, a batch's or transaction's get) move the idle deadline;
+    /// `contains` and `ttl` do not, as they do not touch LRU/LFU metadata. The moves
+    /// have a resolution of 1/64 of `idle`. Expiry is lazy (on access) and active (the
+    /// cron's sampling), as for TTLs, and [`Cache::ttl`] reports the nearer deadline.
+    ///
+    /// Idle deadlines live in memory only: the log, snapshots, replicas and slot moves
+    /// carry each key's hard TTL, and a key recovered, replicated or moved starts a
+    /// fresh idle period: idle expiry reclaims memory, as eviction does, and logging
+    /// every read that moves a deadline would make reads write the log. A key that
+    /// idled out may therefore come back after a restart (never past its hard TTL)
+    /// until the next rewrite. None by default.
+    pub fn time_to_idle(mut self, idle: Duration) -> Self {
+        self.settings.time_to_idle = Some(idle);
+        self
+    }
+
+    /// Weighs entries with the closure `weigher` (bytes, not counting the per-entry
+    /// overhead) instead of the [`Weigh`](crate::Weigh) trait. The cache's type stays
+    /// nameable: `Cache<K, V, FnWeigher<K, V>>`.
+    ///
+    /// ```
+    /// use larder::{Cache, FnWeigher};
+    ///
+    /// struct Blob(Vec<u8>); // no `Weigh` implementation needed
+    /// # impl Clone for Blob { fn clone(&self) -> Self { Blob(self.0.clone()) } }
+    ///
+    /// let cache: Cache<u64, Blob, FnWeigher<u64, Blob>> = Cache::builder()
+    ///     .weigher(|_key, blob: &Blob| 8 + blob.0.capacity())
+    ///     .max_memory(1 << 20)
+    ///     .build();
+    /// cache.insert(1, Blob(vec![0; 1000])).unwrap();
+    /// assert!(cache.used_memory() >= 1000);
+    /// ```
+    pub fn weigher(
+        self,
+        weigher: impl Fn(&K, &V) -> usize + Send + Sync + 'static,
+    ) -> CacheBuilder<K, V, FnWeigher<K, V>> {
+        self.with_weigher(FnWeigher::new(weigher))
+    }
+
+    /// Weighs entries with `weigher`, any [`Weigher`] type, called without indirection
+    /// (the cache's type names it: `Cache<K, V, W>`). To bound memory with it, it also
+    /// implements [`MemoryWeigher`](crate::MemoryWeigher).
+    pub fn custom_weigher<W2: Weigher<K, V>>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
+        self.with_weigher(weigher)
+    }
+
+    fn with_weigher<W2>(self, weigher: W2) -> CacheBuilder<K, V, W2> {
         CacheBuilder {
             settings: self.settings,
             shards: self.shards,

@@ -8,6 +8,7 @@ use crate::events::{EventHub, EventKind, Subscriber};
 use crate::journal::Journal;
 use crate::latency::{Histogram, Op, OpHistograms, Slowlog, SlowlogEntry};
 use crate::lazyfree::{LazyFree, LazyFreeQueue};
+use crate::loader::Flights;
 use crate::meta::Lfu;
 use crate::shard::{Cause, Dead, Env, Garbage, Shard, ShardConfig};
 use crate::shim::{
@@ -60,6 +61,10 @@ pub(crate) struct Settings {
     pub(crate) slowlog_log_slower_than: Option<Duration>,
     pub(crate) slowlog_max_len: usize,
     pub(crate) name: String,
+    /// The TTL a plain `insert` gives a key (`time_to_live`).
+    pub(crate) time_to_live: Option<Duration>,
+    /// A key neither read nor written for this long expires (`time_to_idle`).
+    pub(crate) time_to_idle: Option<Duration>,
 }
 
 /// One shard: its lock and the figures readable without it.
@@ -111,6 +116,8 @@ pub(crate) struct Inner<K, V, W> {
     pub(crate) read_misses: Striped,
     /// Set while a background rewrite runs.
     pub(crate) rewriting: std::sync::atomic::AtomicBool,
+    /// Loads in progress (`get_with` and friends), for single flight.
+    pub(crate) flights: Flights<K, V>,
 }
 
 /// A sharded, typed, in-process cache with Redis's memory model.
@@ -120,7 +127,37 @@ pub(crate) struct Inner<K, V, W> {
 ///
 /// `get` returns a clone of the value: for large values store `Arc<V>` so that a read
 /// clones a pointer, not the data.
-pub struct Cache<K, V, W = DefaultWeigher> {
+///
+/// ```
+/// use larder::{Cache, Policy};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// #[derive(Debug)]
+/// struct Profile {
+///     name: String,
+/// }
+///
+/// // Unbounded caches need nothing of their types but `Clone` (`Arc` here).
+/// let profiles: Cache<u64, Arc<Profile>> = Cache::builder()
+///     .max_entries(10_000)
+///     .eviction(Policy::AllKeysLfu)
+///     .time_to_idle(Duration::from_secs(600))
+///     .build();
+///
+/// // Read through: a miss runs the loader once, however many threads miss together.
+/// let alice = profiles
+///     .get_with(1, || Arc::new(Profile { name: "alice".into() }))
+///     .unwrap();
+/// assert_eq!(alice.name, "alice");
+/// assert!(profiles.contains(&1));
+///
+/// // Handles are cheap to clone and share the cache.
+/// let handle = profiles.clone();
+/// std::thread::spawn(move || handle.remove(&1).unwrap()).join().unwrap();
+/// assert_eq!(profiles.get(&1).map(|p| p.name.clone()), None);
+/// ```
+pub struct Cache<K, V, W = DefaultWeigher<K, V>> {
     pub(crate) inner: Arc<Inner<K, V, W>>,
 }
 
@@ -144,10 +181,10 @@ impl<K, V, W> fmt::Debug for Cache<K, V, W> {
     }
 }
 
-impl<K, V> Cache<K, V, DefaultWeigher> {
+impl<K, V> Cache<K, V> {
     /// A builder with Redis's defaults: unbounded, `allkeys-lru` once bounded,
     /// `maxmemory-samples 5`, `lfu-log-factor 10`, `lfu-decay-time 1`.
-    pub fn builder() -> CacheBuilder<K, V, DefaultWeigher> {
+    pub fn builder() -> CacheBuilder<K, V> {
         CacheBuilder::default()
     }
 }
@@ -203,6 +240,7 @@ where
             })
             .collect();
         let now = clock.now_ms();
+        let flights = Flights::new(shards, &hasher);
         let inner = Arc::new(Inner {
             slots,
             shard_bits: shards.trailing_zeros(),
@@ -227,6 +265,7 @@ where
             read_hits: Striped::default(),
             read_misses: Striped::default(),
             rewriting: std::sync::atomic::AtomicBool::new(false),
+            flights,
         });
         if background == Background::Threads {
             Inner::start_threads(&inner);
@@ -326,6 +365,7 @@ where
     /// Publishes `info()`'s figures through the `metrics` crate now (the cron also does
     /// every cycle). Gauges are named `larder_<field>` with label `cache=<name>`.
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn publish_metrics(&self) {
         crate::metrics_export::publish(&self.inner.settings.name, &self.inner.info());
     }
@@ -392,11 +432,20 @@ where
         }
     }
 
+    /// `time_to_idle` in milliseconds.
+    #[inline]
+    pub(crate) fn idle_ms(&self) -> Option<u64> {
+        self.settings
+            .time_to_idle
+            .map(|d| (d.as_millis() as u64).max(1))
+    }
+
     pub(crate) fn env(&self) -> Env<'_, W> {
         Env {
             weigher: &self.weigher,
             clock: &*self.clock,
             coarse_ms: self.coarse_ms.load(Ordering::Relaxed),
+            idle_ms: self.idle_ms(),
         }
     }
 

@@ -32,6 +32,25 @@ pub use larder_persistence::FsyncPolicy as Fsync;
 /// `rkyv::Archive, rkyv::Serialize, rkyv::Deserialize`); K and V need it only for a
 /// durable cache.
 ///
+/// ```
+/// use larder::Codec;
+///
+/// #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+/// struct Session {
+///     user: String,
+///     scopes: Vec<String>,
+/// }
+///
+/// let s = Session { user: "alice".into(), scopes: vec!["read".into()] };
+/// let bytes = s.encode().unwrap();
+/// assert_eq!(Session::decode(&bytes).unwrap(), s);
+/// // Bytes that are not a `Session` are an error, never a panic.
+/// assert!(Session::decode(&bytes[..bytes.len() / 2]).is_err());
+/// ```
+///
+/// A `Cache<String, Session>` opened with
+/// [`durability`](crate::CacheBuilder::durability) then logs and recovers sessions.
+///
 /// A type that is not rkyv's (say a serde type) implements it by hand, with any
 /// self-describing or fixed format; `decode` must return an error, never panic, on
 /// bytes it did not write:
@@ -289,6 +308,7 @@ pub struct DurableBuilder<K, V, W> {
 impl<K, V, W> CacheBuilder<K, V, W> {
     /// Makes the cache durable: [`DurableBuilder::open`] recovers `durability.dir` and
     /// logs every write there.
+    #[cfg_attr(docsrs, doc(cfg(feature = "persistence")))]
     pub fn durability(self, durability: Durability) -> DurableBuilder<K, V, W> {
         DurableBuilder {
             builder: self,
@@ -367,10 +387,7 @@ where
                 let kv = K::decode(e.key).and_then(|k| Ok((k, V::decode(e.value)?)));
                 match kv {
                     Ok((k, v)) => {
-                        let r = match e.expire_at_ms {
-                            Some(at) => cache.insert_expiring_at(k, v, at),
-                            None => cache.insert(k, v),
-                        };
+                        let r = cache.insert_exact(k, v, e.expire_at_ms);
                         if let Err(err) = r {
                             fail(OpenError::Load(format!("{}: {err}", at())));
                         }
@@ -448,11 +465,7 @@ where
             expire_at_ms,
         } => {
             let (k, v) = (key(&k)?, V::decode(&value).map_err(|e| e.to_string())?);
-            match expire_at_ms {
-                Some(at) => cache.insert_expiring_at(k, v, at),
-                None => cache.insert(k, v),
-            }
-            .map(|_| ())
+            cache.insert_exact(k, v, expire_at_ms)
         }
         Record::Del { key: k } => cache.remove(&key(&k)?).map(|_| ()),
         Record::Expire { key: k, at_ms } => cache.expire_at(&key(&k)?, at_ms).map(|_| ()),

@@ -28,6 +28,20 @@
 //! | `jemalloc` | jemalloc statistics in `info()` (allocated, active, resident, fragmentation ratios), `memory_purge()`, and [`Jemalloc`] to install as the global allocator |
 //! | `persistence` | durability: `Cache::builder().durability(..).open()`, an append-only file with `always`/`everysec`/`no` fsync, snapshots, rewrites, crash-safe recovery |
 //! | `metrics` | `info()`'s figures exported as `metrics` gauges every cron cycle |
+//! | `cluster` | [`cluster::ClusterCache`]: one node of a mesh, keys routed by Redis Cluster's 16384 slots over QUIC with mutual TLS, replication, failover, resharding (implies `persistence`; brings tokio) |
+//!
+//! Without features larder depends on no async runtime; the async loaders
+//! ([`Cache::get_with_async`]) run on any executor.
+//!
+//! ## Loading, expiry and removal, as a moka user expects
+//!
+//! - [`Cache::get_with`] and [`Cache::try_get_with`] (and their async versions) load a
+//!   missing key once however many callers miss it at the same time.
+//! - [`CacheBuilder::time_to_live`] gives plain inserts a default TTL;
+//!   [`CacheBuilder::time_to_idle`] expires keys nobody read or wrote for a while.
+//! - [`Cache::invalidate_if`] and [`Cache::retain`] remove by predicate.
+//! - Values need [`Weigh`] only when memory is bounded; [`CacheBuilder::weigher`] takes a
+//!   closure and keeps the cache's type nameable (`Cache<K, V, FnWeigher<K, V>>`).
 //!
 //! ## Memory per entry
 //!
@@ -44,6 +58,8 @@
 //! ([`Background::Manual`]): call [`Cache::run_pending_tasks`] where your model wants the
 //! background work (active expiry, lazy free) to happen. See README.md.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "jemalloc")]
 mod alloc;
 mod batch;
@@ -51,6 +67,7 @@ mod builder;
 mod cache;
 mod clock;
 #[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster;
 mod counter;
 mod cron;
@@ -65,12 +82,14 @@ mod info;
 mod journal;
 mod latency;
 mod lazyfree;
+mod loader;
 mod meta;
 #[cfg(feature = "metrics")]
 mod metrics_export;
 mod pattern;
 mod policy;
 mod read;
+mod retain;
 mod rewrite;
 mod shard;
 mod shim;
@@ -80,12 +99,14 @@ mod weigh;
 mod write;
 
 #[cfg(feature = "jemalloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
 pub use alloc::Jemalloc;
 pub use batch::{Batch, BatchResult};
 pub use builder::CacheBuilder;
 pub use cache::{Background, Cache};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "persistence")]
+#[cfg_attr(docsrs, doc(cfg(feature = "persistence")))]
 pub use durable::{
     verify, Codec, CodecError, Durability, DurableBuilder, Fsync, OpenError, Verified, VerifyError,
 };
@@ -98,16 +119,18 @@ pub use info::{
 /// The storage engine under a durable cache: file formats, backends (including the
 /// crash-image and fault-injecting ones tests use), and recovery.
 #[cfg(feature = "persistence")]
+#[cfg_attr(docsrs, doc(cfg(feature = "persistence")))]
 pub use larder_persistence as persistence;
 pub use latency::{Histogram, Op, SlowlogEntry, BUCKETS};
 pub use lazyfree::LazyFree;
+pub use loader::LoadError;
 pub use meta::LFU_INIT_VAL;
 pub use pattern::glob_match;
 pub use policy::{ParsePolicyError, Policy};
 pub use read::ScanPage;
 pub use shard::Ttl;
 pub use txn::Transaction;
-pub use weigh::{DefaultWeigher, Weigh, Weigher, ENTRY_OVERHEAD};
+pub use weigh::{DefaultWeigher, FnWeigher, MemoryWeigher, Weigh, Weigher, ENTRY_OVERHEAD};
 
 /// README.md's examples, compiled and run as doctests.
 #[cfg(doctest)]

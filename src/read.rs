@@ -40,6 +40,11 @@ where
         if !inner.timing {
             let s = read(&inner.slots[inner.shard_of(hash)].shard);
             match s.lookup(hash, key, &*inner.clock) {
+                // An idle deadline to move needs the exclusive lock: the path below.
+                Lookup::Live(idx)
+                    if inner
+                        .idle_ms()
+                        .is_some_and(|d| s.idle_refresh_due(idx, inner.clock.now_ms(), d)) => {}
                 Lookup::Live(idx) => {
                     s.touch_shared(idx, inner.coarse_ms.load(Ordering::Relaxed), thread_rand);
                     let v = s.value_at(idx).clone();
@@ -69,7 +74,7 @@ where
         let hash = inner.hash(key);
         let s = read(&inner.slots[inner.shard_of(hash)].shard);
         match s.lookup(hash, key, &*inner.clock) {
-            Lookup::Live(idx) => Some((s.value_at(idx).clone(), s.expiry_at(idx))),
+            Lookup::Live(idx) => Some((s.value_at(idx).clone(), s.hard_expiry_at(idx))),
             Lookup::Missing | Lookup::Expired => None,
         }
     }

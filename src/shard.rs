@@ -61,6 +61,8 @@ pub(crate) struct Env<'a, W> {
     pub(crate) clock: &'a dyn Clock,
     /// A recent time, read cheaply; enough for LFU's minute resolution.
     pub(crate) coarse_ms: u64,
+    /// `time_to_idle` in ms: writes and reads move a key's deadline to now plus this.
+    pub(crate) idle_ms: Option<u64>,
 }
 
 /// How long a key has to live.
@@ -306,6 +308,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             Some(idx) => {
                 self.stats.hits += 1;
                 self.touch(idx, env.coarse_ms);
+                self.refresh_idle(idx, env);
                 Some(&self.table.entry(idx).value)
             }
             None => {
@@ -404,6 +407,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             }
         };
         self.set_ttl(idx, ttl);
+        self.slide(idx, env);
         Ok(Some(idx))
     }
 
@@ -472,6 +476,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             self.remove_idx(env.weigher, idx, Cause::Expired, g);
         } else {
             self.set_ttl(idx, TtlChange::At(at));
+            self.slide(idx, env);
         }
         true
     }
@@ -492,6 +497,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         match self.find_live(hash, key, env, g) {
             Some(idx) if self.table.entry(idx).meta.get().has_ttl() => {
                 self.set_ttl(idx, TtlChange::Clear);
+                self.slide(idx, env);
                 true
             }
             _ => false,
@@ -533,7 +539,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         W: Weigher<K, V>,
     {
         let idx = self.find_live(hash, key, env, g)?;
-        Some(self.expires.get(idx))
+        Some(self.expires.hard(idx))
     }
 
     pub(crate) fn clear<W: Weigher<K, V>>(&mut self, w: &W, g: &mut Garbage<K, V>) {
@@ -672,7 +678,8 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 };
                 if at.is_none_or(|at| at > now_ms) {
                     n += 1;
-                    f(&e.key, &e.value, at);
+                    // Idle deadlines stay in memory: callers log and copy hard ones.
+                    f(&e.key, &e.value, at.and_then(|_| self.expires.hard(idx)));
                 }
             });
             if cursor == 0 || n >= count {
@@ -702,7 +709,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         let idx = self.table.find(hash, key)?;
         let e = self.table.entry(idx);
         let at = if e.meta.get().has_ttl() {
-            self.expires.get(idx)
+            self.expires.hard(idx)
         } else {
             None
         };
@@ -748,5 +755,52 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     /// The LFU counter (after decay) of a live key, for `hot_keys`.
     pub(crate) fn lfu_of(&self, meta: Meta, coarse_ms: u64) -> u8 {
         self.cfg.lfu.decayed(meta, lfu_minutes(coarse_ms))
+    }
+
+    // ---- time_to_idle --------------------------------------------------------------
+
+    /// With a `time_to_idle`, makes the entry's deadline now plus the idle time (never
+    /// past its hard deadline), after a write set its TTL.
+    fn slide<W>(&mut self, idx: u32, env: &Env<'_, W>) {
+        if let Some(idle) = env.idle_ms {
+            self.table
+                .entry_mut(idx)
+                .meta
+                .update(|m| m.set_ttl_flag(true));
+            self.expires.slide(idx, env.clock.now_ms(), idle);
+        }
+    }
+
+    /// A read of an idle-governed entry moves its deadline forward.
+    fn refresh_idle<W>(&mut self, idx: u32, env: &Env<'_, W>) {
+        if let Some(idle) = env.idle_ms {
+            if self.expires.idle_cap(idx).is_some() {
+                self.expires.slide(idx, env.clock.now_ms(), idle);
+            }
+        }
+    }
+
+    /// Whether a read at `now` should move the idle deadline of entry `idx` (which
+    /// needs the exclusive lock). Only moves of more than 1/64 of the idle time count,
+    /// so a hot key takes the exclusive lock at most 64 times per idle period.
+    pub(crate) fn idle_refresh_due(&self, idx: u32, now: u64, idle_ms: u64) -> bool {
+        let Some(cap) = self.expires.idle_cap(idx) else {
+            return false;
+        };
+        let Some(at) = self.expires.get(idx) else {
+            return false;
+        };
+        cap.min(now.saturating_add(idle_ms)) >= at.saturating_add((idle_ms / 64).max(1))
+    }
+
+    /// The deadline of entry `idx` that outlives memory (its hard TTL; an idle deadline
+    /// is not carried to the log, replicas or other nodes).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn hard_expiry_at(&self, idx: u32) -> Option<u64> {
+        if self.table.entry(idx).meta.get().has_ttl() {
+            self.expires.hard(idx)
+        } else {
+            None
+        }
     }
 }

@@ -25,11 +25,35 @@ where
     V: Clone + Send + Sync + 'static,
     W: Weigher<K, V>,
 {
-    /// Inserts or overwrites `key`, clearing any TTL it had (as Redis's `SET`). Evicts by
-    /// policy if the bounds require it; fails with [`Error::OutOfMemory`] when the policy
-    /// may not free enough.
+    /// Inserts or overwrites `key`, clearing any TTL it had (as Redis's `SET`), or, with
+    /// a default [`time_to_live`](crate::CacheBuilder::time_to_live), giving it that TTL.
+    /// Evicts by policy if the bounds require it; fails with [`Error::OutOfMemory`] when
+    /// the policy may not free enough.
     pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
-        self.inner.insert(key, value, TtlChange::Clear)
+        let ttl = match self.inner.settings.time_to_live {
+            None => TtlChange::Clear,
+            Some(ttl) => TtlChange::At(
+                self.inner
+                    .clock
+                    .now_ms()
+                    .saturating_add(ttl.as_millis() as u64),
+            ),
+        };
+        self.inner.insert(key, value, ttl)
+    }
+
+    /// Inserts `key` with exactly the hard expiry `expire_at` (none: persistent),
+    /// ignoring the default TTL: what replaying a log, a replica or a slot move does
+    /// with a key whose expiry was decided where it was first written.
+    #[cfg_attr(not(feature = "persistence"), allow(dead_code))]
+    pub(crate) fn insert_exact(
+        &self,
+        key: K,
+        value: V,
+        expire_at: Option<u64>,
+    ) -> Result<(), Error> {
+        let ttl = expire_at.map_or(TtlChange::Clear, TtlChange::At);
+        self.inner.insert(key, value, ttl)
     }
 
     /// Inserts or overwrites `key` with a time to live (as `SET key value PX ttl`).

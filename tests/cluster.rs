@@ -197,6 +197,55 @@ async fn writes_through_any_node_read_through_any_other() {
     m.shutdown().await;
 }
 
+/// Tasks of one node missing the same key (served by another node) share one load; the
+/// value is written through the owner like any insert; a loader error reaches every
+/// waiting task and is not cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_with_loads_a_remote_key_once_per_node() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const TASKS: usize = 50;
+    let m = mesh(2, 0, 3000, |c| c).await;
+    let key = key_of(1, 2, 0); // served by node 1, loaded through node 0
+    let loads = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (node, key, loads) = (m.nodes[0].clone(), key.clone(), Arc::clone(&loads));
+            tokio::spawn(async move {
+                let n2 = node.clone();
+                node.get_with(key, async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    // Hold the load until every other task waits on it.
+                    eventually("every task to wait", Duration::from_secs(60), || async {
+                        n2.local().loading_waiters() == TASKS - 1
+                    })
+                    .await;
+                    "loaded".to_string()
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "loaded");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert!(
+        m.nodes[1].local().contains(&key),
+        "written through the owner"
+    );
+    assert!(!m.nodes[0].local().contains(&key));
+
+    let other = key_of(1, 2, 1);
+    let r = m.nodes[0]
+        .try_get_with(other.clone(), async { Err::<String, _>("backend down") })
+        .await;
+    assert!(matches!(r, Err(larder::LoadError::Loader(e)) if *e == "backend down"));
+    assert_eq!(m.nodes[1].get(&other).await.unwrap(), None, "not cached");
+    m.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_key_operations_need_one_slot() {
     let m = mesh(3, 0, 2000, |c| c).await;
@@ -797,7 +846,12 @@ async fn resharding_under_load_loses_nothing() {
     // Half of master 0's slots to master 1, asked over QUIC as larder-cli does;
     // then all of master 2's slots to master 0, in-process. (A node moves slots one
     // direction at a time.)
-    let tool = m.ca.issue(NodeId::random(&mut Rng::new(99))).unwrap();
+    let tool =
+        m.ca.issue_as(
+            NodeId::random(&mut Rng::new(99)),
+            &[larder::cluster::larder_cluster::net::Role::Admin],
+        )
+        .unwrap();
     let admin = Admin::new(&tool, &m.ca.cert_der(), Duration::from_secs(10)).unwrap();
     let half: Vec<u16> = range(0, 3).iter().take(2730).collect();
     let to1 = m.nodes[1].id();
@@ -998,6 +1052,129 @@ async fn interrupted_move_resumes_and_stray_keys_go_to_the_owner() {
     match b.admin(None, AdminRequest::DropSlotKeys(slot)).await {
         AdminResponse::Error(e) => assert!(e.contains("served by this node"), "{e}"),
         other => panic!("{other:?}"),
+    }
+    m.shutdown().await;
+}
+
+/// Certificate roles are checked by the node that receives a request: a read-only
+/// client's certificate may read and query, but not write, administer (Shutdown,
+/// DropSlotKeys, Meet) or take part in a slot move; an administrator's may; a node's
+/// may take part in slot moves but not administer; one naming no role (issued before
+/// roles) is taken as node and administrator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_roles_are_checked_by_the_receiver() {
+    use larder::cluster::admin::{Admin, AdminError};
+    use larder::cluster::admin_wire::{AdminRequest, SlotState};
+    use larder::cluster::larder_cluster::net::Role;
+    use larder::cluster::wire::{WireOp, WireRequest, WireResponse};
+    use larder::Codec;
+
+    let m = mesh(1, 0, 7100, |c| c).await;
+    let node = &m.nodes[0];
+    let addr = node.local_addr();
+    node.insert("k".into(), "v".into()).await.unwrap();
+    let tool = |seed: u64, roles: &[Role]| {
+        let id = NodeId::random(&mut Rng::new(seed));
+        let identity = if roles.is_empty() {
+            m.ca.issue_without_roles(id).unwrap()
+        } else {
+            m.ca.issue_as(id, roles).unwrap()
+        };
+        Admin::new(&identity, &m.ca.cert_der(), Duration::from_secs(10)).unwrap()
+    };
+    let op = |op: WireOp| {
+        WireRequest {
+            flags: 0,
+            ack_replicas: 0,
+            ack_timeout_ms: 0,
+            op,
+        }
+        .encode()
+    };
+    let key = "k".to_string().encode().unwrap();
+    let get = op(WireOp::Get(key.clone()));
+    let set = op(WireOp::Set {
+        key: key.clone(),
+        value: "w".to_string().encode().unwrap(),
+        expire_at_ms: None,
+    });
+    let noperm = |r: Result<(), AdminError>, what: &str| match r {
+        Err(AdminError::Refused(e)) => {
+            assert!(e.starts_with("NOPERM"), "{what}: {e}");
+            assert!(e.contains("admin"), "{what} names the role it needs: {e}");
+        }
+        other => panic!("{what} from a client certificate: {other:?}"),
+    };
+
+    // A read-only client: reads and queries pass.
+    let client = tool(1, &[Role::Client]);
+    assert_eq!(client.nodes(addr).await.unwrap().nodes.len(), 1);
+    let (_, r) = client.request_raw(addr, &get).await.unwrap();
+    assert!(
+        matches!(
+            WireResponse::decode(&r).unwrap(),
+            WireResponse::Value(Some(_))
+        ),
+        "a read from a client certificate"
+    );
+    // Writes are refused, the value unchanged.
+    let (_, r) = client.request_raw(addr, &set).await.unwrap();
+    match WireResponse::decode(&r).unwrap() {
+        WireResponse::Error(_, e) => assert!(e.starts_with("NOPERM"), "{e}"),
+        other => panic!("a write from a client certificate: {other:?}"),
+    }
+    assert_eq!(node.local().get(&"k".to_string()), Some("v".to_string()));
+    // Administration is refused, and nothing happens.
+    noperm(client.ok(addr, &AdminRequest::Shutdown).await, "Shutdown");
+    noperm(
+        client.drop_slot_keys(addr, 0).await.map(|_| ()),
+        "DropSlotKeys",
+    );
+    noperm(
+        client
+            .ok(addr, &AdminRequest::Meet("127.0.0.1:9".into()))
+            .await,
+        "Meet",
+    );
+    match client
+        .ok(addr, &AdminRequest::SetSlot(0, SlotState::Stable))
+        .await
+    {
+        Err(AdminError::Refused(e)) => assert!(e.contains("node or admin"), "{e}"),
+        other => panic!("SetSlot from a client certificate: {other:?}"),
+    }
+    // A node's certificate takes part in slot moves, but does not administer.
+    let peer = tool(2, &[Role::Node]);
+    peer.ok(addr, &AdminRequest::SetSlot(0, SlotState::Stable))
+        .await
+        .unwrap();
+    noperm(
+        peer.ok(addr, &AdminRequest::Shutdown).await,
+        "Shutdown from a node",
+    );
+    // Nothing above asked the node to stop.
+    let stopped = tokio::time::timeout(Duration::from_millis(1), node.shutdown_requested());
+    assert!(
+        stopped.await.is_err(),
+        "a refused Shutdown stopped the node"
+    );
+
+    // An administrator writes and administers; so does a certificate naming no role.
+    let legacy = tool(3, &[]);
+    let (_, r) = legacy.request_raw(addr, &set).await.unwrap();
+    assert_eq!(WireResponse::decode(&r).unwrap(), WireResponse::Done);
+    let admin = tool(4, &[Role::Admin]);
+    // (Past the role check, the node refuses to drop keys of a slot it serves.)
+    match admin.drop_slot_keys(addr, 0).await {
+        Err(AdminError::Refused(e)) => assert!(e.starts_with("ERR slot 0 is served"), "{e}"),
+        other => panic!("DropSlotKeys from an administrator: {other:?}"),
+    }
+    admin.ok(addr, &AdminRequest::Shutdown).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown_requested())
+        .await
+        .expect("Shutdown from an administrator");
+    for a in [client, peer, legacy, admin] {
+        a.close().await;
     }
     m.shutdown().await;
 }

@@ -1,6 +1,6 @@
 //! Slowlog, latency histograms, and the allocator figures of `info()`.
 
-use larder::{Background, Cache, Op, Weigh};
+use larder::{Background, Cache, FnWeigher, Op, Weigh};
 use std::time::Duration;
 
 /// A value whose weigher is slow, so an insert of it is a slow operation.
@@ -18,7 +18,9 @@ impl Weigh for Slow {
 
 #[test]
 fn slowlog_records_slow_operations_with_their_key() {
-    let c: Cache<String, Slow> = Cache::builder()
+    // An unbounded cache weighs inline sizes; this one weighs through `Weigh`.
+    let c: Cache<String, Slow, FnWeigher<String, Slow>> = Cache::builder()
+        .weigher(|_, v: &Slow| v.weigh())
         .slowlog_log_slower_than(Duration::from_millis(10))
         .slowlog_max_len(2)
         .background(Background::Manual)

@@ -992,7 +992,9 @@ fn larder_run(
         None
     } else {
         let tool = NodeId::random(&mut Rng::new(seed + 9));
-        let identity = ca.issue(tool).map_err(|e| format!("certificate: {e}"))?;
+        let identity = ca
+            .issue_as(tool, &[larder::cluster::larder_cluster::net::Role::Admin])
+            .map_err(|e| format!("certificate: {e}"))?;
         let _guard = rt.enter();
         Some(
             Admin::new(&identity, &ca.cert_der(), Duration::from_secs(10))

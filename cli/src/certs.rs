@@ -26,6 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use larder::cluster::larder_cluster::net::CertificateDer;
+use larder::cluster::larder_cluster::net::{RevocationList, Role};
 use larder::cluster::{ClusterCa, NodeId, NodeIdentity};
 use rustls_pki_types::pem::PemObject;
 
@@ -194,8 +195,20 @@ pub fn random_node_id() -> NodeId {
 /// Issues a certificate for a new random node id with the CA of directory `dir`, and
 /// writes it to `<out_prefix>.pem` and its key to `<out_prefix>.key` (mode 0600;
 /// `out_prefix`'s directory is created if missing). Refuses, writing nothing, if
-/// either file exists. Returns the new id. Used for nodes and for tools alike.
+/// either file exists. Returns the new id. The certificate has the `node` role;
+/// [`issue_with_roles`] issues a tool's.
 pub fn issue(dir: &Path, out_prefix: impl AsRef<Path>) -> Result<NodeId, CertError> {
+    issue_with_roles(dir, out_prefix, &[Role::Node])
+}
+
+/// [`issue`] with the given roles (`node`, `admin`, `client`; see
+/// `larder_cluster::net::roles`): a node gets `node`, `larder-cli` `admin`, a
+/// monitoring tool that only reads `client`.
+pub fn issue_with_roles(
+    dir: &Path,
+    out_prefix: impl AsRef<Path>,
+    roles: &[Role],
+) -> Result<NodeId, CertError> {
     let prefix = out_prefix.as_ref();
     let cert_path = with_suffix(prefix, "pem");
     let key_path = with_suffix(prefix, "key");
@@ -206,7 +219,7 @@ pub fn issue(dir: &Path, out_prefix: impl AsRef<Path>) -> Result<NodeId, CertErr
     }
     let ca = load_authority(dir)?;
     let id = random_node_id();
-    let identity = ca.issue(id).map_err(|e| CertError::Invalid {
+    let identity = ca.issue_as(id, roles).map_err(|e| CertError::Invalid {
         path: dir.join(CA_CERT),
         reason: format!("cannot issue a certificate: {e}"),
     })?;
@@ -218,6 +231,52 @@ pub fn issue(dir: &Path, out_prefix: impl AsRef<Path>) -> Result<NodeId, CertErr
         (&key_path, &identity.key_pem(), true),
     ])?;
     Ok(id)
+}
+
+/// The revocation list's file name in a CA directory.
+pub const REVOKED: &str = "revoked.crl";
+
+/// Revokes the certificates in the PEM files `certs` (the first certificate of each)
+/// with the CA of directory `dir`: writes `dir/revoked.crl` anew (PEM, signed by the
+/// CA) with every certificate it revoked before and these. With no file it writes the
+/// list as it was (an empty one if there was none). The file is replaced atomically (written beside it,
+/// fsynced, renamed), so a node that reads it meanwhile sees the old list or the new
+/// one. Copy it to every node's `revocation_list` path; nodes load it when it
+/// changes. Returns the list's path and how many certificates it revokes.
+pub fn revoke(dir: &Path, certs: &[&Path]) -> Result<(PathBuf, usize), CertError> {
+    let ca = load_authority(dir)?;
+    let invalid = |path: &Path, reason: String| CertError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut leaves = Vec::new();
+    for &cert in certs {
+        let text = read_text(cert)?;
+        let leaf = CertificateDer::pem_slice_iter(text.as_bytes())
+            .next()
+            .ok_or_else(|| invalid(cert, "no PEM certificate in the file".into()))?
+            .map_err(|e| invalid(cert, format!("certificate PEM: {e}")))?;
+        leaves.push(leaf);
+    }
+    let list_path = dir.join(REVOKED);
+    let previous = match fs::read(&list_path) {
+        Ok(bytes) => Some(
+            RevocationList::from_bytes(&bytes).map_err(|e| invalid(&list_path, e.to_string()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(&list_path)(e)),
+    };
+    let list = ca
+        .revocation_list(previous.as_ref(), &leaves)
+        .map_err(|e| invalid(&list_path, format!("cannot make the revocation list: {e}")))?;
+    let tmp = with_suffix(&list_path, "tmp");
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, &list.pem(), false)?;
+    fs::rename(&tmp, &list_path).map_err(io_err(&list_path))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok((list_path, list.len()))
 }
 
 /// `prefix` with `.ext` appended (not replacing an extension: `node.1` gives

@@ -56,6 +56,8 @@ struct RawConfig {
     repl_backlog_size: Option<ByteSize>,
     request_timeout_ms: Option<u64>,
     replica_of: Option<String>,
+    revocation_list: Option<PathBuf>,
+    allow_roleless: Option<bool>,
 }
 
 /// A byte count: an integer, or a string with Redis's units (`"256mb"`, `"1gb"`,
@@ -168,6 +170,12 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// `replica_of`: a master (id or address) to replicate once joined.
     pub replica_of: Option<ReplicaOf>,
+    /// `revocation_list`: the cluster CA's revocation list (`larder-cli certs
+    /// revoke` writes it), watched and loaded again when it changes.
+    pub revocation_list: Option<PathBuf>,
+    /// `allow_roleless`: whether certificates that name no role (made before roles
+    /// existed) are accepted as node and administrator (default true).
+    pub allow_roleless: bool,
 }
 
 /// A configuration error. Its text names the file, and the field where there is one.
@@ -271,6 +279,10 @@ impl NodeConfig {
         let cert = resolve(raw.cert, "cert")?;
         let key = resolve(raw.key, "key")?;
         let ca = resolve(raw.ca, "ca")?;
+        let revocation_list = raw
+            .revocation_list
+            .map(|p| resolve(p, "revocation_list"))
+            .transpose()?;
         let maxmemory_policy = raw
             .maxmemory_policy
             .map(|p| p.parse::<Policy>())
@@ -360,6 +372,8 @@ impl NodeConfig {
             repl_backlog_size,
             request_timeout,
             replica_of,
+            revocation_list,
+            allow_roleless: raw.allow_roleless.unwrap_or(true),
         })
     }
 
@@ -394,6 +408,8 @@ impl NodeConfig {
         }
         config.advertise = self.advertise.clone();
         config.request_timeout = self.request_timeout;
+        config.revocation_list = self.revocation_list.clone();
+        config.allow_roleless = self.allow_roleless;
         config
     }
 
@@ -691,6 +707,19 @@ replica_of = "127.0.0.1:7102"
         let c = NodeConfig::parse(&section[start..end], &root.join("docs/node.toml")).unwrap();
         assert_eq!(c.seeds.len(), 2);
         assert!(c.data_dir.is_some() && c.replica_of.is_some() && c.advertise.is_some());
+        assert_eq!(
+            c.revocation_list.as_deref(),
+            Some(Path::new("/etc/larder/revoked.crl"))
+        );
+        assert!(c.allow_roleless);
+        let cc = c.cluster_config(
+            larder::cluster::ClusterCa::generate("t")
+                .unwrap()
+                .issue(NodeId([1; 20]))
+                .unwrap(),
+            CertificateDer::from(vec![0u8]),
+        );
+        assert_eq!(cc.revocation_list, c.revocation_list);
 
         for n in 1..=3 {
             let path = root.join(format!("examples/edge/node{n}.toml"));

@@ -58,6 +58,37 @@ async fn create_rebalance_reshard_and_remove_a_node() {
     assert_eq!(identity.unwrap().id().to_string(), tool_id);
     let out = env.cli(&["certs", "init", cdir_s]).await.expect(1);
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    // Roles, and revocation.
+    use larder::cluster::larder_cluster::net::{Role, Roles};
+    env.cli(&["certs", "issue", "--role", "admin,client", cdir_s, "ro"])
+        .await
+        .expect(0);
+    let ro = larder_cli::certs::load_identity(&cdir.join("ro.pem"), &cdir.join("ro.key")).unwrap();
+    assert_eq!(ro.roles(), Roles::of(&[Role::Admin, Role::Client]));
+    let roles = larder_cli::certs::load_identity(&cdir.join("tool.pem"), &cdir.join("tool.key"));
+    assert_eq!(
+        roles.unwrap().roles(),
+        Roles::of(&[Role::Node]),
+        "the default role"
+    );
+    let out = env
+        .cli(&["certs", "issue", "--role", "root", cdir_s, "x"])
+        .await
+        .expect(2);
+    assert!(out.stderr.contains("unknown role"), "{}", out.stderr);
+    let ro_pem = cdir.join("ro.pem");
+    let out = env
+        .cli(&["certs", "revoke", cdir_s, ro_pem.to_str().unwrap()])
+        .await
+        .expect(0);
+    assert!(
+        out.stdout.contains("revokes 1 certificate"),
+        "{}",
+        out.stdout
+    );
+    let list = std::fs::read(cdir.join("revoked.crl")).unwrap();
+    let list = larder::cluster::larder_cluster::net::RevocationList::from_bytes(&list).unwrap();
+    assert!(list.revokes(&ro.cert_chain()[0]));
 
     // Usage errors and unreachable nodes: exit 2.
     env.cli(&["cluster", "create", a, b, "--yes"])

@@ -183,7 +183,12 @@ fn make_certs(dir: &Path, nodes: usize) -> PathBuf {
     for n in 1..=nodes {
         certs::issue(&certs_dir, certs_dir.join(format!("node{n}"))).unwrap();
     }
-    certs::issue(&certs_dir, certs_dir.join("cli")).unwrap();
+    certs::issue_with_roles(
+        &certs_dir,
+        certs_dir.join("cli"),
+        &[larder::cluster::larder_cluster::net::Role::Admin],
+    )
+    .unwrap();
     certs_dir
 }
 
@@ -462,6 +467,61 @@ fn bad_config_exits_nonzero_naming_the_field() {
     };
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("absent.toml"), "{stderr}");
+}
+
+/// `certs revoke` retires a tool's certificate: a node that names the revocation
+/// list in its configuration closes the tool's connection once the list changes and
+/// refuses it from then on, while another tool is still served. A client-role
+/// certificate reads but cannot shut the node down.
+#[test]
+fn a_revoked_tool_certificate_can_no_longer_reach_the_node() {
+    use larder::cluster::admin::AdminError;
+    use larder::cluster::larder_cluster::net::Role;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let certs_dir = make_certs(dir, 1);
+    certs::issue_with_roles(&certs_dir, certs_dir.join("ro"), &[Role::Client]).unwrap();
+    // A list that revokes nothing yet, in place from the start.
+    let (list, n) = certs::revoke(&certs_dir, &[]).unwrap();
+    assert_eq!((list.clone(), n), (certs_dir.join(certs::REVOKED), 0));
+    let config = write_config(dir, 1, "revocation_list = \"certs/revoked.crl\"\n");
+    let rt = runtime();
+    let mut node = NodeProc::start(&config);
+    rt.block_on(async {
+        let admin = admin(&certs_dir);
+        let ro = {
+            let identity =
+                certs::load_identity(&certs_dir.join("ro.pem"), &certs_dir.join("ro.key")).unwrap();
+            let ca = certs::load_ca(&certs_dir.join("ca.pem")).unwrap();
+            Admin::new(&identity, &ca, Duration::from_secs(5)).unwrap()
+        };
+        ro.nodes(node.addr).await.unwrap();
+        match ro.ok(node.addr, &AdminRequest::Shutdown).await {
+            Err(AdminError::Refused(e)) => assert!(e.starts_with("NOPERM"), "{e}"),
+            other => panic!("Shutdown from a client certificate: {other:?}"),
+        }
+
+        // Revoke the read-only tool; the node notices the file changed.
+        let (_, n) = certs::revoke(&certs_dir, &[&certs_dir.join("ro.pem")]).unwrap();
+        assert_eq!(n, 1);
+        eventually(
+            "the revoked tool to be refused",
+            Duration::from_secs(30),
+            || async { ro.nodes(node.addr).await.is_err() },
+        )
+        .await;
+        // Revoking it again changes nothing; the admin tool is still served.
+        let (_, n) = certs::revoke(&certs_dir, &[&certs_dir.join("ro.pem")]).unwrap();
+        assert_eq!(n, 1);
+        admin.nodes(node.addr).await.unwrap();
+        assert!(ro.nodes(node.addr).await.is_err());
+        admin.ok(node.addr, &AdminRequest::Shutdown).await.unwrap();
+        admin.close().await;
+    });
+    let (status, log) = node.wait_exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("revoked"), "{log}");
 }
 
 /// Two nodes given one `data_dir`: the second exits non-zero naming the first's pid,

@@ -83,7 +83,12 @@ async fn fix_tells_a_node_with_a_stale_owner_the_truth() {
     }
     assert_eq!(nodes[2].routing().slots.owner(0), Some(nodes[1].id()));
 
-    let tool = ca.issue(NodeId::random(&mut Rng::new(99))).unwrap();
+    let tool = ca
+        .issue_as(
+            NodeId::random(&mut Rng::new(99)),
+            &[larder::cluster::larder_cluster::net::Role::Admin],
+        )
+        .unwrap();
     let admin = Admin::new(&tool, &ca.cert_der(), Duration::from_secs(5)).unwrap();
     let report = fix(
         &admin,

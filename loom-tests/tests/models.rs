@@ -200,3 +200,102 @@ fn user_style_memoiser_model() {
         );
     });
 }
+
+/// Two threads race `get_with` on one key: the loader runs once, and both see its
+/// value (the second either waits on the first's load or finds the value stored).
+#[test]
+fn racing_get_with_loads_once() {
+    model(|| {
+        let c = manual();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let load = |loads: &AtomicUsize| {
+            loads.fetch_add(1, Ordering::SeqCst);
+            77
+        };
+        let (c2, loads2) = (c.clone(), Arc::clone(&loads));
+        let t = thread::spawn(move || c2.get_with(5, || load(&loads2)).unwrap());
+        assert_eq!(c.get_with(5, || load(&loads)).unwrap(), 77);
+        assert_eq!(t.join().unwrap(), 77);
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(c.loading_waiters(), 0);
+        assert_eq!(c.get(&5), Some(77));
+    });
+}
+
+/// Three threads race `get_with` on one key: still one load, and all three see it
+/// (two may wait on the same flight).
+#[test]
+fn three_racing_get_with_load_once() {
+    model(|| {
+        let c = manual();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let spawn = |c: Cache<u32, u32>, loads: Arc<AtomicUsize>| {
+            thread::spawn(move || {
+                c.get_with(5, || {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    77
+                })
+                .unwrap()
+            })
+        };
+        let a = spawn(c.clone(), Arc::clone(&loads));
+        let b = spawn(c.clone(), Arc::clone(&loads));
+        let mine = c
+            .get_with(5, || {
+                loads.fetch_add(1, Ordering::SeqCst);
+                77
+            })
+            .unwrap();
+        assert_eq!((mine, a.join().unwrap(), b.join().unwrap()), (77, 77, 77));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(c.loading_waiters(), 0);
+    });
+}
+
+/// A load whose future is dropped before it finishes (a cancelled task) releases a
+/// thread waiting on it, which then loads itself; a waiting future that is dropped
+/// leaves nothing behind.
+#[test]
+fn a_cancelled_load_releases_the_waiter() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    model(|| {
+        let c = manual();
+        let c2 = c.clone();
+        let t = thread::spawn(move || {
+            // Never finishes: if this task leads, only dropping it ends its flight.
+            let mut f = Box::pin(c2.get_with_async(5, std::future::pending::<u32>()));
+            let mut cx = Context::from_waker(Waker::noop());
+            match f.as_mut().poll(&mut cx) {
+                Poll::Ready(v) => assert_eq!(v.unwrap(), 1),
+                Poll::Pending => drop(f),
+            }
+        });
+        assert_eq!(c.get_with(5, || 1).unwrap(), 1);
+        t.join().unwrap();
+        assert_eq!(c.loading_waiters(), 0);
+        assert_eq!(c.get(&5), Some(1));
+    });
+}
+
+/// A loader that panics releases a thread waiting on it, which then loads itself.
+#[test]
+fn a_panicking_load_releases_the_waiter() {
+    model(|| {
+        let c = manual();
+        let c2 = c.clone();
+        let t = thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                c2.get_with(5, || panic!("loader failed")).unwrap()
+            }));
+            // It panicked as leader, or found the other thread's value.
+            if let Ok(v) = r {
+                assert_eq!(v, 1);
+            }
+        });
+        assert_eq!(c.get_with(5, || 1).unwrap(), 1);
+        t.join().unwrap();
+        assert_eq!(c.loading_waiters(), 0);
+        assert_eq!(c.get(&5), Some(1));
+    });
+}

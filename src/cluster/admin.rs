@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use larder_cluster::net::client::Client;
-use larder_cluster::net::{CertificateDer, NetError};
+use larder_cluster::net::{CertificateDer, NetError, PeerCert, Role};
 use larder_cluster::proto::{FailoverMode, NodeFlags, NodeId, Slot, SlotSet};
 
 use super::admin_wire::{
@@ -90,6 +90,47 @@ fn announce_hand_over(n: &mut larder_cluster::proto::Node, now: larder_cluster::
     if n.is_master() {
         n.announce(now);
     }
+}
+
+/// The roles that may send `req` over the mesh (see
+/// [`larder_cluster::net::roles`]): read-only queries any role; the node-to-node
+/// steps of a slot move (`SetSlot(s)`, `Restore`, `Adopt`) nodes and administrators;
+/// everything else administrators only.
+pub fn permitted_roles(req: &AdminRequest) -> &'static [Role] {
+    match req {
+        AdminRequest::Nodes | AdminRequest::Info | AdminRequest::KeyCounts => {
+            &[Role::Node, Role::Admin, Role::Client]
+        }
+        AdminRequest::SetSlot(..)
+        | AdminRequest::SetSlots(..)
+        | AdminRequest::Restore(_)
+        | AdminRequest::Adopt(_) => &[Role::Node, Role::Admin],
+        AdminRequest::Meet(_)
+        | AdminRequest::AddSlots(_)
+        | AdminRequest::DelSlots(_)
+        | AdminRequest::Replicate(_)
+        | AdminRequest::Forget(_)
+        | AdminRequest::Failover(_)
+        | AdminRequest::MigrateSlots { .. }
+        | AdminRequest::DropSlotKeys(_)
+        | AdminRequest::Shutdown => &[Role::Admin],
+    }
+}
+
+/// Refuses `req` from `from` unless its certificate has a role that may send it, with
+/// a `NOPERM` error naming the request, the certificate's roles and the roles needed.
+pub fn check_permitted(from: &PeerCert, req: &AdminRequest) -> Result<(), String> {
+    let needed = permitted_roles(req);
+    if from.roles.any(needed) {
+        return Ok(());
+    }
+    let names: Vec<&str> = needed.iter().map(|r| r.name()).collect();
+    Err(format!(
+        "NOPERM {} refused: the certificate of {} lacks the role it needs ({})",
+        req.name(),
+        from.describe(),
+        names.join(" or ")
+    ))
 }
 
 fn failover_mode(m: u8) -> FailoverMode {
@@ -451,8 +492,7 @@ where
             let v = V::decode(&e.value).map_err(|e| format!("ERR value: {e}"))?;
             match e.expire_at_ms {
                 Some(at) if at <= now => cache.remove(&k).map(|_| ()),
-                Some(at) => cache.insert_expiring_at(k, v, at),
-                None => cache.insert(k, v),
+                at => cache.insert_exact(k, v, at),
             }
             .map_err(|e| e.to_string())?;
         }
@@ -786,7 +826,8 @@ pub enum AdminError {
 
 /// A client for administrative requests: a QUIC endpoint that is not a node. It
 /// presents a certificate of the cluster CA (tools get their own with
-/// `larder-cli certs issue`) and trusts every node that CA signed.
+/// `larder-cli certs issue --role admin`; see [`permitted_roles`] for what each role
+/// may ask) and trusts every node that CA signed.
 pub struct Admin {
     client: Client,
 }

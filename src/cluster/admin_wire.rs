@@ -113,6 +113,30 @@ pub enum AdminRequest {
     Shutdown,
 }
 
+impl AdminRequest {
+    /// The request's name, for messages (`Shutdown`, `DropSlotKeys`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminRequest::Nodes => "Nodes",
+            AdminRequest::Info => "Info",
+            AdminRequest::Meet(_) => "Meet",
+            AdminRequest::AddSlots(_) => "AddSlots",
+            AdminRequest::DelSlots(_) => "DelSlots",
+            AdminRequest::Replicate(_) => "Replicate",
+            AdminRequest::Forget(_) => "Forget",
+            AdminRequest::Failover(_) => "Failover",
+            AdminRequest::SetSlot(..) => "SetSlot",
+            AdminRequest::SetSlots(..) => "SetSlots",
+            AdminRequest::MigrateSlots { .. } => "MigrateSlots",
+            AdminRequest::KeyCounts => "KeyCounts",
+            AdminRequest::Restore(_) => "Restore",
+            AdminRequest::DropSlotKeys(_) => "DropSlotKeys",
+            AdminRequest::Adopt(_) => "Adopt",
+            AdminRequest::Shutdown => "Shutdown",
+        }
+    }
+}
+
 /// One node as another sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEntry {

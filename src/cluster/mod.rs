@@ -17,13 +17,14 @@
 //! fewer good replicas than `min_replicas_to_write`. [`ClusterCache::wait`] and
 //! [`WriteOptions::replicas`] wait for replicas to acknowledge writes.
 //!
-//! Guarantees and setup are in `docs/cluster.md`.
+//! [`ClusterCache`]'s documentation shows a node started and used.
 
 pub mod admin;
 pub mod admin_wire;
 mod data;
 mod journal;
 mod keyslot;
+mod load;
 pub mod wire;
 
 use std::cell::RefCell;
@@ -38,12 +39,12 @@ pub use keyslot::KeySlot;
 pub use larder_cluster;
 pub use larder_cluster::net::certs::{ClusterCa, NodeIdentity};
 pub use larder_cluster::net::store::StateStore;
-pub use larder_cluster::net::{ClusterNode, Faults, NetError, Routing};
+pub use larder_cluster::net::{ClusterNode, Faults, Limits, NetError, Routing};
 pub use larder_cluster::proto::{key_hash_slot, FailoverMode, NodeId, Slot, SlotSet};
 pub use larder_cluster::repl::ReplConfig;
 
 use larder_cluster::net::CertificateDer;
-use larder_cluster::net::{NetConfig, ReplInfo, ReplSetup, Replication};
+use larder_cluster::net::{NetConfig, PeerCert, ReplInfo, ReplSetup, Replication, Role};
 use larder_cluster::proto::{Config as ProtoConfig, KeyPresence, NodeFlags, Route};
 
 use self::data::CacheData;
@@ -84,6 +85,15 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// Fault injection shared by the nodes of a test (default: nothing cut).
     pub faults: Faults,
+    /// What one authenticated peer may hold of this node: connections, streams,
+    /// buffered bytes, time (see [`larder_cluster::net::limits`]).
+    pub limits: Limits,
+    /// The cluster CA's revocation list file, watched and reloaded when it changes
+    /// (see [`larder_cluster::net::revocation`]). Default: none.
+    pub revocation_list: Option<std::path::PathBuf>,
+    /// Whether certificates naming no role (made before roles existed) are accepted
+    /// as node and administrator, with a warning. Default: true.
+    pub allow_roleless: bool,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -123,6 +133,9 @@ impl ClusterConfig {
             replication,
             request_timeout: Duration::from_secs(5),
             faults: Faults::default(),
+            limits: Limits::default(),
+            revocation_list: None,
+            allow_roleless: true,
         }
     }
 
@@ -314,6 +327,7 @@ pub struct ClusterBuilder<K, V, W> {
 
 impl<K, V, W> CacheBuilder<K, V, W> {
     /// Makes the cache a node of a mesh; [`ClusterBuilder::start`] starts it.
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn cluster(self, config: ClusterConfig) -> ClusterBuilder<K, V, W> {
         ClusterBuilder {
             builder: self,
@@ -407,7 +421,35 @@ impl<K, V, W> Core<K, V, W> {
 /// Operations that may cross the network are `async` (tokio); on keys of slots this
 /// node serves they complete without waiting. [`ClusterCache::blocking`] offers the
 /// same operations for threads outside the runtime.
-pub struct ClusterCache<K, V, W = DefaultWeigher> {
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use larder::cluster::larder_cluster::net::store::MemoryStore;
+/// use larder::cluster::larder_cluster::proto::Rng;
+/// use larder::cluster::{ClusterCa, ClusterCache, ClusterConfig, NodeId, SlotSet, StateStore};
+/// use larder::Cache;
+///
+/// // One CA for the cluster; each node's certificate names its node id.
+/// let ca = ClusterCa::generate("my cluster")?;
+/// let id = NodeId::random(&mut Rng::new(7));
+/// let config = ClusterConfig::new(
+///     "0.0.0.0:7000".parse()?,
+///     ca.issue(id)?,
+///     ca.cert_der(),
+///     StateStore::Memory(MemoryStore::new()), // a file in production
+/// );
+/// let node: ClusterCache<String, String> =
+///     Cache::builder().max_memory(1 << 30).cluster(config).start().await?;
+/// node.node().meet("10.0.0.2:7000".parse()?).await?; // CLUSTER MEET
+/// node.node().add_slots(SlotSet::from_range(0..5461)).await?; // CLUSTER ADDSLOTS
+///
+/// // Any node serves any key: this one answers for its slots and forwards the rest.
+/// node.insert("user:{42}:name".into(), "alice".into()).await?;
+/// assert_eq!(node.get(&"user:{42}:name".into()).await?.as_deref(), Some("alice"));
+/// # Ok(())
+/// # }
+/// ```
+pub struct ClusterCache<K, V, W = DefaultWeigher<K, V>> {
     core: Arc<Core<K, V, W>>,
 }
 
@@ -485,6 +527,9 @@ where
         net.advertise = c.advertise;
         net.cluster = ProtoConfig::with_node_timeout(c.node_timeout.as_millis() as u64);
         net.faults = c.faults;
+        net.limits = c.limits;
+        net.revocation_list = c.revocation_list;
+        net.allow_roleless = c.allow_roleless;
         // A connection to a peer that restarted is only noticed when it idles out (the
         // peer's new endpoint cannot reset it): keep that within the failure-detection
         // time, and redial about as fast.
@@ -565,7 +610,7 @@ where
 {
     fn call(
         &self,
-        from: NodeId,
+        from: PeerCert,
         request: Vec<u8>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'static>> {
         let core = self.core.get().and_then(Weak::upgrade);
@@ -577,13 +622,18 @@ where
             let cc = ClusterCache { core };
             if request.first() == Some(&admin_wire::ADMIN_VERSION) {
                 return match admin_wire::AdminRequest::decode(&request) {
-                    Ok(req) => cc.admin(Some(from), req).await.encode(),
+                    Ok(req) => match admin::check_permitted(&from, &req) {
+                        Ok(()) => cc.admin(Some(from.id), req).await.encode(),
+                        Err(e) => admin_wire::AdminResponse::Error(e).encode(),
+                    },
                     Err(e) => {
                         admin_wire::AdminResponse::Error(format!("ERR request: {e}")).encode()
                     }
                 };
             }
-            cc.serve(&request).await.encode()
+            // Writes from nodes (forwarded) and administrators; reads from any role.
+            let may_write = from.roles.any(&[Role::Node, Role::Admin]);
+            cc.serve(&request, may_write, &from).await.encode()
         })
     }
 }
@@ -1638,7 +1688,9 @@ where
     }
 
     /// Serves a request forwarded by a peer.
-    async fn serve(&self, bytes: &[u8]) -> WireResponse {
+    /// Serves a forwarded operation; a write is refused unless `may_write` (the
+    /// sender's certificate is a node's or an administrator's).
+    async fn serve(&self, bytes: &[u8], may_write: bool, from: &PeerCert) -> WireResponse {
         let req = match WireRequest::decode(bytes) {
             Ok(r) => r,
             Err(e) => return WireResponse::Error(ErrorKind::BadRequest, format!("request: {e}")),
@@ -1668,6 +1720,15 @@ where
             Err(e) => return WireResponse::Error(ErrorKind::BadRequest, e.to_string()),
         };
         let write = op.is_write();
+        if write && !may_write {
+            return WireResponse::Error(
+                ErrorKind::Refused,
+                format!(
+                    "NOPERM the certificate of {} may not write (a write needs the node or admin role)",
+                    from.describe()
+                ),
+            );
+        }
         let from = if req.flags & wire::FLAG_REPLICA_READ != 0 {
             ReadFrom::Replica
         } else {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use larder::cluster::larder_cluster::net::Role;
 use larder_cli::certs;
 use larder_cli::ops::{self, plan::RebalancePlan, Admin, Limits, MoveOptions, OpsError};
 
@@ -29,8 +30,8 @@ Exit codes:
   2  bad usage, or a node named on the command line cannot be reached
 
 Certificates: --ca/--cert/--key, or the LARDER_CA, LARDER_CERT and LARDER_KEY
-environment variables. A tool certificate is issued like a node's:
-`larder-cli certs issue <dir> cli`.";
+environment variables. A tool certificate is issued with the admin role:
+`larder-cli certs issue --role admin <dir> cli` (a read-only one with --role client).";
 
 /// larder's cluster tools, modelled on `redis-cli --cluster`.
 #[derive(Parser, Debug)]
@@ -200,13 +201,32 @@ enum CertsCmd {
         name: String,
     },
     /// Issues a certificate with a fresh node id (<prefix>.pem, <prefix>.key) from
-    /// the CA in a directory; prints the id. Nodes and tools get the same kind.
+    /// the CA in a directory; prints the id.
     Issue {
         /// The CA's directory.
         dir: PathBuf,
         /// The files' name: a bare name is written in <dir>, a path where it says.
         prefix: PathBuf,
+        /// What the certificate may do: node (a cluster node), admin (larder-cli:
+        /// every administrative command, reads and writes), client (reads and
+        /// read-only queries). Repeat or separate with commas for several.
+        #[arg(long, value_delimiter = ',', default_value = "node", value_parser = parse_role)]
+        role: Vec<Role>,
     },
+    /// Revokes certificates: adds them to the CA directory's revocation list
+    /// (<dir>/revoked.crl, signed by the CA; created if missing, empty if no
+    /// certificate is named). Copy the list to every node's `revocation_list` path;
+    /// nodes load it when it changes and close the certificates' connections.
+    Revoke {
+        /// The CA's directory.
+        dir: PathBuf,
+        /// The certificates to revoke (PEM).
+        certs: Vec<PathBuf>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse::<Role>().map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -402,15 +422,22 @@ async fn run(cli: Cli) -> Result<i32, Fail> {
                 println!("[OK] CA created: {}", ca.display());
                 Ok(0)
             }
-            CertsCmd::Issue { dir, prefix } => {
+            CertsCmd::Issue { dir, prefix, role } => {
                 let bare = prefix.components().count() == 1 && !prefix.is_absolute();
                 let out = if bare {
                     dir.join(prefix)
                 } else {
                     prefix.clone()
                 };
-                let id = certs::issue(dir, &out).map_err(|e| Fail(1, e.to_string()))?;
+                let id =
+                    certs::issue_with_roles(dir, &out, role).map_err(|e| Fail(1, e.to_string()))?;
                 println!("{id}");
+                Ok(0)
+            }
+            CertsCmd::Revoke { dir, certs: files } => {
+                let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+                let (list, n) = certs::revoke(dir, &paths).map_err(|e| Fail(1, e.to_string()))?;
+                println!("[OK] {} revokes {n} certificate(s)", list.display());
                 Ok(0)
             }
         };

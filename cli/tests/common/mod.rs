@@ -60,7 +60,12 @@ impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let ca = certs::init(dir.path(), "larder-cli tests").expect("a CA");
-        certs::issue(dir.path(), dir.path().join("cli")).expect("the tool's certificate");
+        certs::issue_with_roles(
+            dir.path(),
+            dir.path().join("cli"),
+            &[larder::cluster::larder_cluster::net::Role::Admin],
+        )
+        .expect("the tool's certificate");
         Env {
             ca,
             cli_cert: dir.path().join("cli.pem"),

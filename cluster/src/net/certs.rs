@@ -14,6 +14,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::roles::{roles_from_cert, Role, Roles};
 use super::NetError;
 use crate::proto::NodeId;
 
@@ -57,8 +58,8 @@ pub fn node_id_from_cert(cert: &CertificateDer<'_>) -> Result<NodeId, NetError> 
 /// key offline.
 pub struct ClusterCa {
     /// What rcgen signs with: the CA's subject, key identifier and key usages.
-    cert: rcgen::Certificate,
-    key: KeyPair,
+    pub(super) cert: rcgen::Certificate,
+    pub(super) key: KeyPair,
     /// The CA certificate nodes trust: `cert`'s own, or the loaded one.
     der: CertificateDer<'static>,
 }
@@ -146,9 +147,34 @@ impl ClusterCa {
         self.key.serialize_pem()
     }
 
-    /// A certificate and key for node `id`, valid as both TLS server and client.
+    /// A certificate and key for node `id` with the `node` role, valid as both TLS
+    /// server and client.
     pub fn issue(&self, id: NodeId) -> Result<NodeIdentity, NetError> {
-        let mut params = CertificateParams::new(vec![node_dns_name(id)])?;
+        self.issue_as(id, &[Role::Node])
+    }
+
+    /// A certificate and key naming `id` and no role, in the form certificates had
+    /// before roles existed. Receivers take it as `node` and `admin` and log a
+    /// warning, or refuse it (see [`super::roles`]); it is here to test that.
+    pub fn issue_without_roles(&self, id: NodeId) -> Result<NodeIdentity, NetError> {
+        self.issue_names(id, Roles::NONE)
+    }
+
+    /// A certificate and key naming `id` and `roles` (see [`super::roles`]), valid as
+    /// both TLS server and client. At least one role is required.
+    pub fn issue_as(&self, id: NodeId, roles: &[Role]) -> Result<NodeIdentity, NetError> {
+        if roles.is_empty() {
+            return Err(NetError::Certificate(
+                "a certificate needs at least one role".into(),
+            ));
+        }
+        self.issue_names(id, Roles::of(roles))
+    }
+
+    fn issue_names(&self, id: NodeId, roles: Roles) -> Result<NodeIdentity, NetError> {
+        let mut names = vec![node_dns_name(id)];
+        names.extend(roles.iter().map(Role::dns_name));
+        let mut params = CertificateParams::new(names)?;
         params
             .distinguished_name
             .push(DnType::CommonName, id.to_string());
@@ -162,6 +188,11 @@ impl ClusterCa {
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(NodeIdentity {
             id,
+            roles: if roles.is_empty() {
+                Roles::LEGACY
+            } else {
+                roles
+            },
             cert_chain: vec![cert.der().clone()],
             key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
         })
@@ -172,6 +203,7 @@ impl ClusterCa {
 #[derive(Debug)]
 pub struct NodeIdentity {
     id: NodeId,
+    roles: Roles,
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
@@ -180,6 +212,7 @@ impl Clone for NodeIdentity {
     fn clone(&self) -> Self {
         NodeIdentity {
             id: self.id,
+            roles: self.roles,
             cert_chain: self.cert_chain.clone(),
             key: self.key.clone_key(),
         }
@@ -196,8 +229,10 @@ impl NodeIdentity {
             .first()
             .ok_or_else(|| NetError::Certificate("empty certificate chain".into()))?;
         let id = node_id_from_cert(leaf)?;
+        let (roles, _) = roles_from_cert(leaf)?;
         Ok(NodeIdentity {
             id,
+            roles,
             cert_chain,
             key,
         })
@@ -216,6 +251,11 @@ impl NodeIdentity {
     /// The node id the certificate names.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The roles the certificate names ([`Roles::LEGACY`] if it names none).
+    pub fn roles(&self) -> Roles {
+        self.roles
     }
 
     /// The certificate chain, leaf first.
@@ -252,7 +292,7 @@ impl NodeIdentity {
 
 /// Minimal PEM writer (base64, 64 columns), to avoid a dependency for the inverse of
 /// what `rustls-pki-types` already parses.
-fn pem_block(label: &str, der: &[u8]) -> String {
+pub(super) fn pem_block(label: &str, der: &[u8]) -> String {
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
     for chunk in der.chunks(3) {

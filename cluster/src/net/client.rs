@@ -1,9 +1,11 @@
 //! A request client that is not a node: tools (`larder-cli`) reach nodes with it.
 //!
 //! It presents a certificate issued by the cluster CA (any node id: tools get one of
-//! their own with `larder-cli certs issue`), accepts any node the CA signed, and sends
-//! requests on the same `"LCQ"` streams nodes use between themselves. It runs no state
-//! machine and joins no cluster.
+//! their own with `larder-cli certs issue --role admin|client`), accepts any node the
+//! CA signed (a server certificate must have the `node` role), and sends requests on
+//! the same `"LCQ"` streams nodes use between themselves. What it may ask is decided by
+//! the node from its certificate's roles ([`super::roles`]). It runs no state machine
+//! and joins no cluster.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,11 +29,15 @@ use super::frame::{
     check_preamble, encode_frame, StreamDecoder, StreamKind, MAX_FRAME_LEN, PREAMBLE, PREAMBLE_LEN,
     REPL_PREAMBLE, REQUEST_PREAMBLE,
 };
+use super::limits::Limits;
+use super::peers::Peers;
 use super::replication::{ReplSetup, Replication, Role};
+use super::revocation::RevocationList;
+use super::roles::{PeerCert, Role as CertRole};
 use super::routing::{Routing, RoutingCell};
 use super::service::Service;
 use super::store::StateStore;
-use super::tls::{client_config, peer_node_id, server_config, server_name_for};
+use super::tls::{client_config_with, peer_cert, peer_leaf, server_config_with, server_name_for};
 use super::NetError;
 use crate::proto::{
     ClusterState, Config, Event, FailoverMode, HandleError, Instant, Message, Node, NodeId,
@@ -53,6 +58,13 @@ mod close {
     /// The peer sent a stream of a kind that does not belong there (a request on a
     /// unidirectional stream, ...).
     pub const BAD_STREAM: u32 = 4;
+    /// The peer's certificate lacks the role what it did needs (a bus stream from a
+    /// certificate without the node role), or names no role where roles are required.
+    pub const FORBIDDEN: u32 = 6;
+    /// The peer opened more connections than its limit; this, its oldest, was closed.
+    pub const TOO_MANY_CONNECTIONS: u32 = 8;
+    /// The peer's certificate was revoked.
+    pub const REVOKED: u32 = 9;
 }
 
 /// Messages queued per link while it connects; more are dropped (the state machine
@@ -89,6 +101,18 @@ pub struct NetConfig {
     /// The handler of requests forwarded by peers ([`ClusterNode::request`]); without
     /// one, request streams are refused.
     pub service: Option<Arc<dyn Service>>,
+    /// What one authenticated peer may hold of this node (see [`super::limits`]).
+    pub limits: Limits,
+    /// A revocation list file (PEM or DER, signed by the cluster CA; see
+    /// [`super::revocation`]), loaded at start, watched, and loaded again when it
+    /// changes. Default: none.
+    pub revocation_list: Option<PathBuf>,
+    /// How often the revocation list file is checked for changes. Default 2 s.
+    pub revocation_poll: Duration,
+    /// Whether certificates that name no role (issued before roles existed) are
+    /// accepted, as `node` and `admin` with a warning (see [`super::roles`]).
+    /// Default: true.
+    pub allow_roleless: bool,
 }
 
 impl std::fmt::Debug for NetConfig {
@@ -128,6 +152,10 @@ impl NetConfig {
             seed,
             replication: None,
             service: None,
+            limits: Limits::default(),
+            revocation_list: None,
+            revocation_poll: Duration::from_secs(2),
+            allow_roleless: true,
         }
     }
 }
@@ -155,10 +183,26 @@ pub struct Stats {
     pub dropped_by_faults: u64,
     /// Messages dropped because a link's queue was full.
     pub dropped_queue_full: u64,
+    /// Connections refused or closed because the certificate's roles do not allow what
+    /// the peer did (or it names no role where roles are required).
+    pub role_refusals: u64,
+    /// Connections closed because their peer opened more than its limit.
+    pub connections_evicted: u64,
+    /// Request streams reset because the request or its response took longer than
+    /// the deadline.
+    pub requests_timed_out: u64,
+    /// Request payload bytes held right now, all peers together.
+    pub request_bytes_buffered: u64,
+    /// The most request payload bytes ever held at once.
+    pub request_bytes_peak: u64,
+    /// Revocation lists loaded (at start and on change).
+    pub revocation_loads: u64,
+    /// Connections closed because a loaded revocation list revokes their peer.
+    pub revoked_closed: u64,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     connections_accepted: AtomicU64,
     handshakes_failed: AtomicU64,
     dials_failed: AtomicU64,
@@ -168,9 +212,16 @@ struct Counters {
     sender_mismatches: AtomicU64,
     dropped_by_faults: AtomicU64,
     dropped_queue_full: AtomicU64,
+    role_refusals: AtomicU64,
+    connections_evicted: AtomicU64,
+    pub(super) requests_timed_out: AtomicU64,
+    pub(super) request_bytes_buffered: AtomicU64,
+    pub(super) request_bytes_peak: AtomicU64,
+    revocation_loads: AtomicU64,
+    revoked_closed: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+pub(super) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -187,6 +238,13 @@ impl Counters {
             sender_mismatches: g(&self.sender_mismatches),
             dropped_by_faults: g(&self.dropped_by_faults),
             dropped_queue_full: g(&self.dropped_queue_full),
+            role_refusals: g(&self.role_refusals),
+            connections_evicted: g(&self.connections_evicted),
+            requests_timed_out: g(&self.requests_timed_out),
+            request_bytes_buffered: g(&self.request_bytes_buffered),
+            request_bytes_peak: g(&self.request_bytes_peak),
+            revocation_loads: g(&self.revocation_loads),
+            revoked_closed: g(&self.revoked_closed),
         }
     }
 }
@@ -269,6 +327,37 @@ struct Ctx {
     service: Option<Arc<dyn Service>>,
     /// Connections this node dialed for requests, by peer.
     request_conns: Arc<Mutex<HashMap<NodeId, ConnSlot>>>,
+    /// Live connections by peer, and the per-peer limits.
+    peers: Arc<Peers>,
+    /// What the TLS configurations are rebuilt from when the revocation list changes.
+    tls: Arc<TlsParts>,
+    allow_roleless: bool,
+}
+
+/// What the endpoint's TLS configurations are made of.
+struct TlsParts {
+    identity: NodeIdentity,
+    ca: CertificateDer<'static>,
+    idle_timeout: Duration,
+    limits: Limits,
+    revocation_file: Option<PathBuf>,
+    /// The revocation list in force, and the file bytes it was read from.
+    revoked: Mutex<Option<(RevocationList, Vec<u8>)>>,
+    /// The client configuration dials use (rebuilt with the revocation list).
+    client: Mutex<quinn::ClientConfig>,
+    /// The file bytes last refused, so the watcher warns once per bad version.
+    rejected: Mutex<Option<Vec<u8>>>,
+}
+
+impl TlsParts {
+    /// Whether the revocation list in force revokes `leaf`.
+    fn revokes(&self, leaf: &CertificateDer<'_>) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|(list, _)| list.revokes(leaf))
+    }
 }
 
 impl ClusterNode {
@@ -277,10 +366,33 @@ impl ClusterNode {
     /// tokio runtime.
     pub async fn start(config: NetConfig) -> Result<ClusterNode, NetError> {
         let me = config.identity.id();
-        let server = server_config(&config.identity, &config.ca, config.idle_timeout)?;
-        let client = client_config(&config.identity, &config.ca, config.idle_timeout)?;
+        if !config.identity.roles().contains(CertRole::Node) {
+            return Err(NetError::Certificate(format!(
+                "this certificate has roles {}; a node needs the node role",
+                config.identity.roles()
+            )));
+        }
+        let revoked = match &config.revocation_list {
+            Some(path) => Some(load_revocation_list(path, &config.ca, &config.identity)?),
+            None => None,
+        };
+        let list = revoked.as_ref().map(|(l, _)| l);
+        let server = server_config_with(
+            &config.identity,
+            &config.ca,
+            list,
+            config.idle_timeout,
+            &config.limits,
+        )?;
+        let client = client_config_with(
+            &config.identity,
+            &config.ca,
+            list,
+            config.idle_timeout,
+            &config.limits,
+        )?;
         let mut endpoint = quinn::Endpoint::server(server, config.bind)?;
-        endpoint.set_default_client_config(client);
+        endpoint.set_default_client_config(client.clone());
         let local_addr = endpoint.local_addr()?;
         let addr = config
             .advertise
@@ -342,6 +454,9 @@ impl ClusterNode {
         let (events, _) = broadcast::channel(1024);
         let (stop, stop_rx) = oneshot::channel();
         let counters = Arc::new(Counters::default());
+        if revoked.is_some() {
+            bump(&counters.revocation_loads);
+        }
         let ctx = Ctx {
             me,
             endpoint: endpoint.clone(),
@@ -353,8 +468,24 @@ impl ClusterNode {
             dial_timeout: config.idle_timeout,
             service: config.service.clone(),
             request_conns: Arc::new(Mutex::new(HashMap::new())),
+            peers: Arc::new(Peers::new(config.limits.clone())),
+            tls: Arc::new(TlsParts {
+                identity: config.identity.clone(),
+                ca: config.ca.clone(),
+                idle_timeout: config.idle_timeout,
+                limits: config.limits.clone(),
+                revocation_file: config.revocation_list.clone(),
+                revoked: Mutex::new(revoked),
+                client: Mutex::new(client),
+                rejected: Mutex::new(None),
+            }),
+            allow_roleless: config.allow_roleless,
         };
         let accept = tokio::spawn(accept_loop(ctx.clone()));
+        let watcher = config
+            .revocation_list
+            .is_some()
+            .then(|| tokio::spawn(watch_revocation_list(ctx.clone(), config.revocation_poll)));
         let driver = Driver {
             node,
             origin,
@@ -380,6 +511,9 @@ impl ClusterNode {
         };
         let task = tokio::spawn(async move {
             driver.run(input_rx, stop_rx).await;
+            if let Some(w) = watcher {
+                w.abort();
+            }
             // Closing the endpoint ends the accept loop and every connection (their
             // readers see the close and stop).
             endpoint.close(close::DONE.into(), b"shutdown");
@@ -451,6 +585,20 @@ impl ClusterNode {
     /// The transport counters.
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()
+    }
+
+    /// Loads the revocation list file ([`NetConfig::revocation_list`]) again now, as
+    /// the watcher does when the file changes: new handshakes are checked against it
+    /// and the connections of certificates it revokes are closed. Returns how many
+    /// certificates it revokes. A list that cannot be read, or that the cluster CA did
+    /// not sign, is refused and the one in force kept.
+    pub fn reload_revocation_list(&self) -> Result<usize, NetError> {
+        reload_revocation_list(&self.ctx, true)
+    }
+
+    /// The incoming connections `peer` holds to this node right now.
+    pub fn connections_from(&self, peer: NodeId) -> usize {
+        self.ctx.peers.connections_of(peer)
     }
 
     /// Runs `f` on the state machine inside the driver task (with the current time),
@@ -1155,19 +1303,136 @@ fn send_snapshot(shared: &Replication, dataset: &dyn super::replication::Dataset
     shared.notify.notify_one();
 }
 
-/// Dials `addr`, expecting node `id` (or any node of the cluster for `None`).
+/// Dials `addr`, expecting node `id` (or any node of the cluster for `None`). The
+/// connection is tracked for revocation sweeps until it closes.
 async fn dial(ctx: &Ctx, addr: &str, id: Option<NodeId>) -> Result<quinn::Connection, String> {
     let sock: SocketAddr = addr
         .parse()
         .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+    let config = ctx
+        .tls
+        .client
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let connecting = ctx
         .endpoint
-        .connect(sock, &server_name_for(id))
+        .connect_with(config, sock, &server_name_for(id))
         .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(ctx.dial_timeout, connecting).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("handshake timed out".into()),
+    let conn = match tokio::time::timeout(ctx.dial_timeout, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("handshake timed out".into()),
+    };
+    if !ctx.allow_roleless && peer_cert(&conn).is_ok_and(|p| p.legacy) {
+        bump(&ctx.counters.role_refusals);
+        conn.close(
+            close::FORBIDDEN.into(),
+            b"certificate names no role (re-issue it with a role)",
+        );
+        return Err("the node's certificate names no role (allow_roleless is off)".into());
+    }
+    if let Ok(leaf) = peer_leaf(&conn) {
+        ctx.peers.track(&conn, leaf);
+        let (peers, c) = (ctx.peers.clone(), conn.clone());
+        tokio::spawn(async move {
+            c.closed().await;
+            peers.untrack(&c);
+        });
+    }
+    Ok(conn)
+}
+
+/// Reads and checks a revocation list file: it must parse and be the cluster CA's.
+fn load_revocation_list(
+    path: &std::path::Path,
+    ca: &CertificateDer<'static>,
+    identity: &NodeIdentity,
+) -> Result<(RevocationList, Vec<u8>), NetError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        NetError::Io(std::io::Error::new(
+            e.kind(),
+            format!("revocation list {}: {e}", path.display()),
+        ))
+    })?;
+    let list = RevocationList::from_bytes(&bytes)
+        .map_err(|e| NetError::Certificate(format!("{}: {e}", path.display())))?;
+    if list
+        .check_signed_by(ca, identity)
+        .map_err(|e| NetError::Certificate(format!("{}: {e}", path.display())))?
+    {
+        error!(node = %identity.id(), "{}: this node's own certificate is revoked; peers will refuse it", path.display());
+    }
+    Ok((list, bytes))
+}
+
+/// Loads the revocation list file again (if `force`, even if its bytes did not
+/// change), installs it in the endpoint's TLS configurations and closes the
+/// connections of the certificates it revokes.
+fn reload_revocation_list(ctx: &Ctx, force: bool) -> Result<usize, NetError> {
+    let tls = &ctx.tls;
+    let Some(path) = &tls.revocation_file else {
+        return Err(NetError::Certificate(
+            "this node was started without a revocation list file".into(),
+        ));
+    };
+    let mut current = tls.revoked.lock().unwrap_or_else(|p| p.into_inner());
+    let mut rejected = tls.rejected.lock().unwrap_or_else(|p| p.into_inner());
+    if !force {
+        let bytes = std::fs::read(path)?;
+        let in_force = current.as_ref().filter(|(_, old)| *old == bytes);
+        if let Some((list, _)) = in_force {
+            return Ok(list.len());
+        }
+        // Refused already (and warned about): wait for the next version.
+        if rejected.as_ref() == Some(&bytes) {
+            return Ok(current.as_ref().map_or(0, |(l, _)| l.len()));
+        }
+    }
+    let (list, bytes) = match load_revocation_list(path, &tls.ca, &tls.identity) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            *rejected = std::fs::read(path).ok();
+            return Err(e);
+        }
+    };
+    let server = server_config_with(
+        &tls.identity,
+        &tls.ca,
+        Some(&list),
+        tls.idle_timeout,
+        &tls.limits,
+    )?;
+    let client = client_config_with(
+        &tls.identity,
+        &tls.ca,
+        Some(&list),
+        tls.idle_timeout,
+        &tls.limits,
+    )?;
+    ctx.endpoint.set_server_config(Some(server));
+    *tls.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
+    bump(&ctx.counters.revocation_loads);
+    for conn in ctx.peers.revoked_by(&list) {
+        bump(&ctx.counters.revoked_closed);
+        warn!(node = %ctx.me, remote = %conn.remote_address(), "closing the connection of a revoked certificate");
+        conn.close(close::REVOKED.into(), b"certificate revoked");
+    }
+    let n = list.len();
+    info!(node = %ctx.me, revoked = n, "revocation list loaded from {}", path.display());
+    *current = Some((list, bytes));
+    Ok(n)
+}
+
+/// Checks the revocation list file every `poll` and loads it again when its bytes
+/// change. A list that fails to load is logged and the one in force kept.
+async fn watch_revocation_list(ctx: Ctx, poll: Duration) {
+    let poll = poll.max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(poll).await;
+        if let Err(e) = reload_revocation_list(&ctx, false) {
+            warn!(node = %ctx.me, "revocation list not reloaded (the one in force is kept): {e}");
+        }
     }
 }
 
@@ -1273,8 +1538,8 @@ async fn accept_loop(ctx: Ctx) {
     }
 }
 
-/// One incoming connection: authenticate the peer from its certificate, then read
-/// every stream it opens.
+/// One incoming connection: authenticate the peer from its certificate (its id and
+/// roles), admit it under the per-peer limits, then read every stream it opens.
 async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
@@ -1285,7 +1550,8 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
             return;
         }
     };
-    let peer = match peer_node_id(&conn) {
+    let identified = peer_cert(&conn).and_then(|p| peer_leaf(&conn).map(|l| (p, l)));
+    let (peer, leaf) = match identified {
         Ok(p) => p,
         Err(e) => {
             bump(&ctx.counters.handshakes_failed);
@@ -1294,32 +1560,65 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
             return;
         }
     };
+    if peer.legacy {
+        if !ctx.allow_roleless {
+            bump(&ctx.counters.role_refusals);
+            warn!(node = %ctx.me, peer = %peer.id, %remote, "refused: the certificate names no role");
+            conn.close(
+                close::FORBIDDEN.into(),
+                b"certificate names no role (re-issue it with a role)",
+            );
+            return;
+        }
+        warn!(node = %ctx.me, peer = %peer.id, %remote, "certificate names no role: taken as node+admin; re-issue it with a role");
+    }
+    // A handshake that began under the previous revocation list.
+    if ctx.tls.revokes(&leaf) {
+        bump(&ctx.counters.revoked_closed);
+        conn.close(close::REVOKED.into(), b"certificate revoked");
+        return;
+    }
+    let (budget, evicted) = ctx.peers.admit(peer.id, &conn, leaf);
+    for old in evicted {
+        bump(&ctx.counters.connections_evicted);
+        warn!(node = %ctx.me, peer = %peer.id, "too many connections: closing its oldest");
+        old.close(
+            close::TOO_MANY_CONNECTIONS.into(),
+            b"too many connections from this certificate",
+        );
+    }
     bump(&ctx.counters.connections_accepted);
-    debug!(node = %ctx.me, %peer, %remote, "connection accepted");
+    debug!(node = %ctx.me, peer = %peer.describe(), %remote, "connection accepted");
     loop {
         tokio::select! {
             s = conn.accept_uni() => match s {
                 Ok(stream) => {
                     tokio::spawn(read_stream(ctx.clone(), conn.clone(), peer, stream));
                 }
-                Err(_) => return,
+                Err(_) => break,
             },
             s = conn.accept_bi() => match s {
                 Ok((send, recv)) => {
+                    let admission = super::service::Admission {
+                        budget: budget.clone(),
+                        deadline: ctx.tls.limits.request_deadline,
+                        counters: ctx.counters.clone(),
+                    };
                     tokio::spawn(super::service::serve_request(
                         ctx.me,
                         ctx.faults.clone(),
                         ctx.service.clone(),
-                        conn.clone(),
+                        admission,
                         peer,
                         send,
                         recv,
                     ));
                 }
-                Err(_) => return,
+                Err(_) => break,
             },
         }
     }
+    ctx.peers.leave(peer.id, &conn);
 }
 
 /// Reads frames from one unidirectional stream (cluster bus or replication, named by
@@ -1329,9 +1628,24 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
 async fn read_stream(
     ctx: Ctx,
     conn: quinn::Connection,
-    peer: NodeId,
+    cert: PeerCert,
     mut stream: quinn::RecvStream,
 ) {
+    let peer = cert.id;
+    // The bus and replication are for nodes only: a tool's certificate cannot join.
+    if !cert.roles.contains(CertRole::Node) {
+        bump(&ctx.counters.role_refusals);
+        warn!(node = %ctx.me, peer = %cert.describe(), "closing connection: a bus or replication stream from a certificate without the node role");
+        conn.close(
+            close::FORBIDDEN.into(),
+            format!(
+                "certificate has roles {}: the cluster bus needs the node role",
+                cert.roles
+            )
+            .as_bytes(),
+        );
+        return;
+    }
     let mut pre = [0u8; PREAMBLE_LEN];
     match stream.read_exact(&mut pre).await {
         Ok(()) => {}

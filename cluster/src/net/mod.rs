@@ -2,6 +2,9 @@
 //! one cluster CA, a length-prefixed codec, and the driver that runs [`crate::proto`].
 //!
 //! - [`certs`]: the cluster CA and node certificates, which name their node id;
+//! - [`roles`]: what a certificate's holder may do (node, admin, read-only client);
+//! - [`revocation`]: the CA-signed list of revoked certificates nodes load;
+//! - [`limits`]: what one authenticated peer may hold of a node;
 //! - [`tls`]: rustls (ring) and quinn configurations, the handshake checks;
 //! - [`frame`]: the stream framing, a pure decoder;
 //! - [`store`]: where the node's `PersistentState` is saved before anything is sent;
@@ -43,7 +46,11 @@ pub mod client;
 mod driver;
 pub mod faults;
 pub mod frame;
+pub mod limits;
+mod peers;
 pub mod replication;
+pub mod revocation;
+pub mod roles;
 pub mod routing;
 pub mod service;
 pub mod store;
@@ -51,7 +58,10 @@ pub mod tls;
 
 pub use driver::{ClusterNode, ClusterView, NetConfig, Stats};
 pub use faults::Faults;
+pub use limits::Limits;
 pub use replication::{Dataset, LoadFailure, ReplInfo, ReplSetup, Replication, WriteRefused};
+pub use revocation::RevocationList;
+pub use roles::{PeerCert, Role, Roles};
 pub use routing::Routing;
 /// The certificate type of [`NetConfig::ca`] (rustls's).
 pub use rustls::pki_types::CertificateDer;
