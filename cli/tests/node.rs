@@ -426,6 +426,64 @@ fn run_bad(dir: &Path, text: &str) -> (ExitStatus, String) {
     (status, stderr.all())
 }
 
+/// A node that cannot start (its UDP port taken, a key that is not its
+/// certificate's) exits 1 with the reason, not with a panic (101).
+#[test]
+fn node_that_cannot_start_exits_one_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_certs(dir, 2);
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (status, stderr) = run_bad(
+        dir,
+        &format!(
+            "listen = \"{addr}\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\
+             ca = \"certs/ca.pem\"\n"
+        ),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(stderr.contains("cannot start the node"), "{stderr}");
+    assert!(
+        stderr.contains(&addr.to_string()) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    drop(taken);
+
+    let (status, stderr) = run_bad(
+        dir,
+        "listen = \"127.0.0.1:0\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node2.key\"\n\
+         ca = \"certs/ca.pem\"\n",
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("private key does not belong to the certificate"),
+        "{stderr}"
+    );
+}
+
+/// A node given its own certificate as the `ca` (it could never join anything)
+/// refuses to start: exit 1, naming the file.
+#[test]
+fn node_refuses_a_ca_file_that_is_not_a_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_certs(dir, 1);
+    let (status, stderr) = run_bad(
+        dir,
+        "listen = \"127.0.0.1:0\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\
+         ca = \"certs/node1.pem\"\n",
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node1.pem") && stderr.contains("not a CA certificate"),
+        "{stderr}"
+    );
+}
+
 /// Invalid configurations: non-zero exit, a message naming the file and the field.
 #[test]
 fn bad_config_exits_nonzero_naming_the_field() {

@@ -271,15 +271,35 @@ struct Ctx {
     request_conns: Arc<Mutex<HashMap<NodeId, ConnSlot>>>,
 }
 
+/// Says in words what rustls means by a key that does not match the certificate
+/// (its own text is "keys may not be consistent: KeyMismatch").
+fn identity_error(e: NetError, me: NodeId) -> NetError {
+    match e {
+        NetError::Rustls(rustls::Error::InconsistentKeys(k)) => NetError::Certificate(format!(
+            "the private key does not belong to the certificate of node {me} ({k:?})"
+        )),
+        e => e,
+    }
+}
+
 impl ClusterNode {
     /// Binds the endpoint, restores the node from `config.store` if it holds a saved
     /// state (it must be this node's), and starts the driver. Must be called inside a
     /// tokio runtime.
     pub async fn start(config: NetConfig) -> Result<ClusterNode, NetError> {
         let me = config.identity.id();
-        let server = server_config(&config.identity, &config.ca, config.idle_timeout)?;
-        let client = client_config(&config.identity, &config.ca, config.idle_timeout)?;
-        let mut endpoint = quinn::Endpoint::server(server, config.bind)?;
+        super::certs::check_ca_cert(&config.ca)?;
+        let server = server_config(&config.identity, &config.ca, config.idle_timeout)
+            .map_err(|e| identity_error(e, me))?;
+        let client = client_config(&config.identity, &config.ca, config.idle_timeout)
+            .map_err(|e| identity_error(e, me))?;
+        let mut endpoint = quinn::Endpoint::server(server, config.bind).map_err(|e| {
+            // The error kind stays (`AddrInUse`, ...); the text gains the address.
+            NetError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot bind UDP {}: {e}", config.bind),
+            ))
+        })?;
         endpoint.set_default_client_config(client);
         let local_addr = endpoint.local_addr()?;
         let addr = config
