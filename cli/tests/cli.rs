@@ -458,12 +458,12 @@ async fn crash_mid_migration(crash: Crash) {
     // moved keys are strays, handed to the new master) or had heard of it from its
     // master's pings (the move continues under it, and `fix` resumes it from there):
     // which one depends on when the source died.
-    let from_replica = format!("from {} to {}", nodes[rep].addr_s(), nodes[dst].addr_s());
-    let continued = crash == Crash::SourceFailsOver
-        && out
-            .stdout
+    let continued = crash == Crash::SourceFailsOver && {
+        let from_replica = format!("from {} to {}", nodes[rep].addr_s(), nodes[dst].addr_s());
+        out.stdout
             .lines()
-            .any(|l| l.starts_with("resumed the move of slots") && l.contains(&from_replica));
+            .any(|l| l.starts_with("resumed the move of slots") && l.contains(&from_replica))
+    };
     if crash == Crash::SourceFailsOver && !continued {
         assert!(out.stdout.contains("to their owner"), "{}", out.stdout);
     } else if crash != Crash::SourceFailsOver {
