@@ -25,6 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use larder::cluster::larder_cluster::net::certs::check_ca_cert;
 use larder::cluster::larder_cluster::net::CertificateDer;
 use larder::cluster::larder_cluster::net::{RevocationList, Role};
 use larder::cluster::{ClusterCa, NodeId, NodeIdentity};
@@ -300,6 +301,7 @@ pub fn load_identity(cert: &Path, key: &Path) -> Result<NodeIdentity, CertError>
 }
 
 /// Loads the cluster CA certificate (PEM; the first certificate in the file).
+/// Refuses a certificate that is not a CA's (a node's `.pem` given by mistake).
 pub fn load_ca(path: &Path) -> Result<CertificateDer<'static>, CertError> {
     let text = read_text(path)?;
     let invalid = |reason: String| CertError::Invalid {
@@ -307,7 +309,10 @@ pub fn load_ca(path: &Path) -> Result<CertificateDer<'static>, CertError> {
         reason,
     };
     match CertificateDer::pem_slice_iter(text.as_bytes()).next() {
-        Some(Ok(der)) => Ok(der),
+        Some(Ok(der)) => {
+            check_ca_cert(&der).map_err(|e| invalid(e.to_string()))?;
+            Ok(der)
+        }
         Some(Err(e)) => Err(invalid(format!("certificate PEM: {e}"))),
         None => Err(invalid(
             "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".into(),
@@ -399,6 +404,16 @@ mod tests {
         .unwrap();
         let err = load_ca(&junk).unwrap_err().to_string();
         assert!(err.contains("junk.pem") && err.contains("PEM"), "{err}");
+
+        // A node's certificate given as the CA: refused, naming the file.
+        init(&dir.join("ca"), "ca").unwrap();
+        issue(&dir.join("ca"), dir.join("n1")).unwrap();
+        let err = load_ca(&dir.join("n1.pem")).unwrap_err().to_string();
+        assert!(
+            err.contains("n1.pem") && err.contains("not a CA certificate"),
+            "{err}"
+        );
+        load_ca(&dir.join("ca/ca.pem")).unwrap();
 
         // Issuing without a CA names the missing file.
         let err = issue(&dir.join("noca"), dir.join("x"))

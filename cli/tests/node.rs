@@ -21,8 +21,14 @@ use larder::cluster::NodeId;
 use larder::Codec;
 use larder_cli::certs;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+// Bounds on waits for conditions, for a loaded 2-core machine (a quiet one needs a
+// fraction of each): they end as soon as the condition holds.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The bound on each wait for a node or cluster state (`eventually`).
+const CONVERGE: Duration = Duration::from_secs(120);
+/// The admin client's limit on one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A running `larder-node`, killed (SIGKILL) when dropped unless it exited.
 struct NodeProc {
@@ -215,7 +221,7 @@ fn admin(certs_dir: &Path) -> Admin {
     let identity =
         certs::load_identity(&certs_dir.join("cli.pem"), &certs_dir.join("cli.key")).unwrap();
     let ca = certs::load_ca(&certs_dir.join("ca.pem")).unwrap();
-    Admin::new(&identity, &ca, Duration::from_secs(5)).unwrap()
+    Admin::new(&identity, &ca, REQUEST_TIMEOUT).unwrap()
 }
 
 /// Polls `f` every 50 ms until it is true or `timeout` passed.
@@ -238,13 +244,10 @@ async fn wire(admin: &Admin, addr: SocketAddr, op: WireOp) -> WireResponse {
         ack_timeout_ms: 0,
         op,
     };
-    let (_, bytes) = tokio::time::timeout(
-        Duration::from_secs(10),
-        admin.request_raw(addr, &req.encode()),
-    )
-    .await
-    .expect("request timed out")
-    .expect("request");
+    let (_, bytes) = tokio::time::timeout(CONVERGE, admin.request_raw(addr, &req.encode()))
+        .await
+        .expect("request timed out")
+        .expect("request");
     WireResponse::decode(&bytes).unwrap()
 }
 
@@ -296,11 +299,9 @@ fn node_serves_admin_and_stops_on_shutdown_request_and_sigterm() {
             .ok(node.addr, &AdminRequest::AddSlots(vec![(0, 16383)]))
             .await
             .unwrap();
-        eventually(
-            "the cluster state to be ok",
-            Duration::from_secs(10),
-            || async { admin.nodes(node.addr).await.is_ok_and(|v| v.cluster_ok) },
-        )
+        eventually("the cluster state to be ok", CONVERGE, || async {
+            admin.nodes(node.addr).await.is_ok_and(|v| v.cluster_ok)
+        })
         .await;
         let set = WireOp::Set {
             key: key("greeting"),
@@ -325,11 +326,9 @@ fn node_serves_admin_and_stops_on_shutdown_request_and_sigterm() {
         let view = admin.nodes(node.addr).await.unwrap();
         assert_eq!(view.nodes[0].slots, vec![(0, 16383)]);
         assert_eq!(view.keys, 1);
-        eventually(
-            "the cluster state to be ok",
-            Duration::from_secs(10),
-            || async { admin.nodes(node.addr).await.is_ok_and(|v| v.cluster_ok) },
-        )
+        eventually("the cluster state to be ok", CONVERGE, || async {
+            admin.nodes(node.addr).await.is_ok_and(|v| v.cluster_ok)
+        })
         .await;
         let got = wire(&admin, node.addr, WireOp::Get(key("greeting"))).await;
         let WireResponse::Value(Some(bytes)) = got else {
@@ -394,7 +393,7 @@ fn seeds_join_and_replica_of_follows_the_master() {
         let (m, r) = (master.id, replica.id);
         eventually(
             "the second node to replicate the first",
-            Duration::from_secs(30),
+            CONVERGE,
             || async {
                 let Ok(view) = admin.nodes(master.addr).await else {
                     return false;
@@ -429,6 +428,64 @@ fn run_bad(dir: &Path, text: &str) -> (ExitStatus, String) {
     let mut guard = Guard(Some(child));
     let status = wait_exit(guard.0.as_mut().unwrap(), &stderr);
     (status, stderr.all())
+}
+
+/// A node that cannot start (its UDP port taken, a key that is not its
+/// certificate's) exits 1 with the reason, not with a panic (101).
+#[test]
+fn node_that_cannot_start_exits_one_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_certs(dir, 2);
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (status, stderr) = run_bad(
+        dir,
+        &format!(
+            "listen = \"{addr}\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\
+             ca = \"certs/ca.pem\"\n"
+        ),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(stderr.contains("cannot start the node"), "{stderr}");
+    assert!(
+        stderr.contains(&addr.to_string()) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    drop(taken);
+
+    let (status, stderr) = run_bad(
+        dir,
+        "listen = \"127.0.0.1:0\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node2.key\"\n\
+         ca = \"certs/ca.pem\"\n",
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("private key does not belong to the certificate"),
+        "{stderr}"
+    );
+}
+
+/// A node given its own certificate as the `ca` (it could never join anything)
+/// refuses to start: exit 1, naming the file.
+#[test]
+fn node_refuses_a_ca_file_that_is_not_a_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_certs(dir, 1);
+    let (status, stderr) = run_bad(
+        dir,
+        "listen = \"127.0.0.1:0\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\
+         ca = \"certs/node1.pem\"\n",
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node1.pem") && stderr.contains("not a CA certificate"),
+        "{stderr}"
+    );
 }
 
 /// Invalid configurations: non-zero exit, a message naming the file and the field.

@@ -373,6 +373,14 @@ struct Core<K, V, W> {
 /// (dropping a runtime from async code would panic).
 struct NodeRuntime(Option<tokio::runtime::Runtime>);
 
+impl NodeRuntime {
+    /// Takes ownership of `rt`; returns a handle to it too.
+    fn new(rt: tokio::runtime::Runtime) -> (NodeRuntime, tokio::runtime::Handle) {
+        let handle = rt.handle().clone();
+        (NodeRuntime(Some(rt)), handle)
+    }
+}
+
 impl Drop for NodeRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
@@ -485,6 +493,11 @@ where
 
     /// Recovers the data (if durable), binds the endpoint, restores the node's cluster
     /// state and starts it. Must be called inside a tokio runtime.
+    ///
+    /// Fails with [`StartError`], never a panic, whatever the caller's runtime: a UDP
+    /// port already in use is `StartError::Net(NetError::Io(e))` with
+    /// `e.kind() == AddrInUse` and a message naming the address; a key that is not
+    /// the certificate's is `StartError::Net(NetError::Certificate(_))`.
     pub async fn start(self) -> Result<ClusterCache<K, V, W>, StartError> {
         let mut pos = Position::default();
         let (cache, aof) = match self.durability {
@@ -547,13 +560,19 @@ where
         // The node runs on a runtime of its own, so application tasks that block their
         // runtime cannot delay failure detection, elections or the renewal of the
         // write permission.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("larder-cluster")
-            .enable_all()
-            .build()
-            .map_err(NetError::Io)?;
-        let node = runtime
+        //
+        // It is owned by a `NodeRuntime` from the moment it exists: an early return
+        // below (a port in use, a bad key) drops it here, in async context, where
+        // dropping a plain `Runtime` would panic.
+        let (runtime, handle) = NodeRuntime::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("larder-cluster")
+                .enable_all()
+                .build()
+                .map_err(NetError::Io)?,
+        );
+        let node = handle
             .spawn(ClusterNode::start(net))
             .await
             .map_err(|e| NetError::Io(std::io::Error::other(e.to_string())))??;
@@ -589,8 +608,8 @@ where
             moves: Mutex::new(HashMap::new()),
             moving: std::sync::atomic::AtomicUsize::new(0),
             shutdown_requested: tokio::sync::watch::channel(false).0,
-            handle: runtime.handle().clone(),
-            _runtime: NodeRuntime(Some(runtime)),
+            handle,
+            _runtime: runtime,
         });
         let _ = service.core.set(Arc::downgrade(&core));
         Ok(ClusterCache { core })

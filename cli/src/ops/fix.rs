@@ -11,7 +11,7 @@ use super::check::{check, importing_slots, load_key_counts, served_slots, CheckR
 use super::migrate::{wait_owners, MoveOptions};
 use super::plan::Move;
 use super::view::ClusterView;
-use super::{format_ranges, short, wait_until, Admin, AdminError, NodeId, OpsError, SLOTS};
+use super::{format_ranges, short, Admin, AdminError, NodeId, OpsError, SLOTS};
 
 /// What [`fix`] did and how the cluster looks afterwards.
 #[derive(Clone, Debug)]
@@ -24,14 +24,19 @@ pub struct FixReport {
 
 /// Fixes the cluster of the node at `addr`:
 ///
-/// 1. **Open slots.** For each slot MIGRATING on A to B or IMPORTING on B from A: if A
+/// 1. **Open slots.** Planned from a fresh view in rounds until none is open or
+///    `opts.limits.wait` has passed (a node that answered too slowly for one round,
+///    or a restarted node that had not yet learnt of a failover, is seen as it is
+///    in the next; stale owners are corrected between rounds, see 2b). For each slot
+///    MIGRATING on A to B or IMPORTING on B from A: if A
 ///    and B both answer and A still serves the slot, the move is resumed
 ///    (`migrate_slots(A, B, slot)`: the keys still on A are sent again, A's copy
 ///    being the authoritative one); if B is gone, A's MIGRATING is cleared (rolled
 ///    back); if A is gone or no longer serves the slot, B's IMPORTING (and A's
 ///    MIGRATING, if A answers) is cleared.
 /// 2. **Unassigned slots** go to the master holding keys of them (the most keys), or
-///    else to the master with the fewest slots.
+///    else to the master with the fewest slots. (2b) A node whose table names
+///    another owner than the only master claiming a slot is told the owner.
 /// 3. **Keys in slots a node does not serve** (copies of a batch whose delete on the
 ///    source never happened, or of a rolled-back import) go to the slot's owner,
 ///    which keeps its own copy where it has one, and are then deleted from the node
@@ -54,65 +59,96 @@ pub async fn fix(
         actions.push(line);
     };
 
-    // 1. Open slots.
-    let view = ClusterView::load(admin, addr).await?;
-    let plan = plan_open_slots(&view);
-    if plan.is_empty() {
-        log(">>> No open slots.");
-    }
-    let name = |id: &NodeId| view.node(*id).map_or(short(id), |n| n.addr.clone());
+    // 1. Open slots. Planned from a fresh view every round until none is left (or
+    // the wait runs out): a plan made while a node answered slowly (a busy machine)
+    // or before a restarted node learnt of a failover would otherwise be acted on
+    // for the whole wait (resuming a move from a source that no longer serves the
+    // slot, say), and never revisited.
+    let start = tokio::time::Instant::now();
     let mut resumed: Vec<Move> = Vec::new();
-    for step in plan {
-        match step {
-            OpenSlotFix::Resume { from, to, slots } => {
-                let ranges = format_ranges(&to_ranges(slots.iter().copied()));
-                let (a, b) = (name(&from), name(&to));
-                log(&format!(
-                    ">>> Resuming the move of slots {ranges} from {a} to {b}"
-                ));
-                let src = view.node(from).expect("planned from the view").sock()?;
-                match resume_move(admin, src, to, &slots, opts).await {
-                    Ok((keys, n)) => {
-                        act(
-                            format!(
-                                "resumed the move of slots {ranges} from {a} to {b}: {n} slot(s) \
-                                 handed over, {keys} key(s) moved"
-                            ),
-                            log,
-                        );
-                        resumed.push(Move { from, to, slots });
+    let mut announced: Vec<String> = Vec::new();
+    let mut rounds = 0u32;
+    loop {
+        let view = ClusterView::load(admin, addr).await?;
+        let plan = plan_open_slots(&view);
+        if plan.is_empty() {
+            if rounds == 0 {
+                log(">>> No open slots.");
+            }
+            break;
+        }
+        rounds += 1;
+        let name = |id: &NodeId| view.node(*id).map_or(short(id), |n| n.addr.clone());
+        let mut failures: Vec<String> = Vec::new();
+        for step in plan {
+            match step {
+                OpenSlotFix::Resume { from, to, slots } => {
+                    let ranges = format_ranges(&to_ranges(slots.iter().copied()));
+                    let (a, b) = (name(&from), name(&to));
+                    let line = format!(">>> Resuming the move of slots {ranges} from {a} to {b}");
+                    if !announced.contains(&line) {
+                        log(&line);
+                        announced.push(line);
                     }
-                    Err(e) => act(
-                        format!("[WARN] resuming the move of slots {ranges} from {a} to {b} failed: {e}"),
-                        log,
-                    ),
+                    let src = view.node(from).expect("planned from the view").sock()?;
+                    match resume_move(admin, src, to, &slots, opts).await {
+                        Ok((keys, n)) => {
+                            act(
+                                format!(
+                                    "resumed the move of slots {ranges} from {a} to {b}: {n} \
+                                     slot(s) handed over, {keys} key(s) moved"
+                                ),
+                                log,
+                            );
+                            resumed.push(Move { from, to, slots });
+                        }
+                        Err(e) => failures.push(format!(
+                            "resuming the move of slots {ranges} from {a} to {b} failed: {e}"
+                        )),
+                    }
+                }
+                OpenSlotFix::Stable { node, slots, why } => {
+                    let ranges = format_ranges(&to_ranges(slots.iter().copied()));
+                    let sock = view.node(node).expect("planned from the view").sock()?;
+                    let mut failed = None;
+                    for &s in &slots {
+                        if let Err(e) = admin
+                            .ok(sock, &AdminRequest::SetSlot(s, SlotState::Stable))
+                            .await
+                        {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    let n = name(&node);
+                    match failed {
+                        None => act(format!("set slots {ranges} stable on {n} ({why})"), log),
+                        Some(e) => failures
+                            .push(format!("setting slots {ranges} stable on {n} failed: {e}")),
+                    }
                 }
             }
-            OpenSlotFix::Stable { node, slots, why } => {
-                let ranges = format_ranges(&to_ranges(slots.iter().copied()));
-                let sock = view.node(node).expect("planned from the view").sock()?;
-                let mut failed = None;
-                for &s in &slots {
-                    if let Err(e) = admin
-                        .ok(sock, &AdminRequest::SetSlot(s, SlotState::Stable))
-                        .await
-                    {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                let n = name(&node);
-                match failed {
-                    None => act(format!("set slots {ranges} stable on {n} ({why})"), log),
-                    Some(e) => act(
-                        format!("[WARN] setting slots {ranges} stable on {n} failed: {e}"),
-                        log,
-                    ),
-                }
+        }
+        if start.elapsed() >= opts.limits.wait {
+            for f in failures {
+                act(format!("[WARN] {f}"), log);
+            }
+            break;
+        }
+        // Whether or not everything succeeded, the next round's view says what is
+        // still open (a node that did not answer this time may answer next time).
+        tokio::time::sleep(opts.limits.poll).await;
+        if !failures.is_empty() {
+            // A target whose table names a stale owner of a slot (it was importing
+            // the slot from a master that failed over meanwhile) counts the slot as
+            // uncovered and refuses the move (CLUSTERDOWN) until it is told.
+            for line in correct_stale_owners(admin, addr).await? {
+                act(line, log);
             }
         }
     }
     if !resumed.is_empty() {
+        let view = ClusterView::load(admin, addr).await?;
         wait_owners(admin, &view, &resumed, opts).await?;
     }
 
@@ -208,55 +244,9 @@ pub async fn fix(
         log(">>> All 16384 slots are assigned.");
     }
 
-    // 2b. Stale owners: a node that heard a later configEpoch bump of a slot's
-    // previous owner before the new owner's claim keeps the previous owner for good
-    // (the new owner's claim carries an older epoch). The masters' own claims are
-    // the truth where exactly one master claims a slot: tell the others (SETSLOT NODE,
-    // as redis-cli's fix does).
-    {
-        let view = ClusterView::load(admin, addr).await?;
-        let mut claimers: Vec<Vec<NodeId>> = vec![Vec::new(); usize::from(SLOTS)];
-        for m in view.nodes.iter().filter(|n| n.reachable() && n.is_master()) {
-            for slot in super::expand(m.slots()) {
-                claimers[usize::from(slot)].push(m.id);
-            }
-        }
-        for n in view.nodes.iter().filter(|n| n.reachable()) {
-            let Ok(v) = &n.view else { continue };
-            let owners = super::view::owner_map(v);
-            let mut wrong: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
-            for slot in 0..SLOTS {
-                let i = usize::from(slot);
-                if let [only] = claimers[i].as_slice() {
-                    if owners[i] != Some(only.0) {
-                        wrong.entry(*only).or_default().push(slot);
-                    }
-                }
-            }
-            for (owner, slots) in wrong {
-                let ranges = to_ranges(slots.iter().copied());
-                let line = match admin
-                    .ok(
-                        n.sock()?,
-                        &AdminRequest::SetSlots(ranges.clone(), SlotState::Node(owner.0)),
-                    )
-                    .await
-                {
-                    Ok(()) => format!(
-                        "told {} that {} serves slots {} (its table named another owner)",
-                        n.addr,
-                        short(&owner),
-                        format_ranges(&ranges)
-                    ),
-                    Err(e) => format!(
-                        "[WARN] correcting {}'s owner of slots {} failed: {e}",
-                        n.addr,
-                        format_ranges(&ranges)
-                    ),
-                };
-                act(line, log);
-            }
-        }
+    // 2b. Stale owners (see `correct_stale_owners`).
+    for line in correct_stale_owners(admin, addr).await? {
+        act(line, log);
     }
 
     // 3. Keys where they do not belong. A node hands its strays to the owner its own
@@ -476,9 +466,65 @@ pub fn plan_open_slots(view: &ClusterView) -> Vec<OpenSlotFix> {
     out
 }
 
-/// Resumes moving `slots` from the node at `src` to `to`; retried while the source
-/// refuses because it still sees the target failing (a restarted node is cleared
-/// after a while) or cannot reach it, up to `opts.limits.wait`.
+/// Stale owners: a node that heard a later configEpoch bump of a slot's previous
+/// owner before the new owner's claim keeps the previous owner for good (the new
+/// owner's claim carries an older epoch); so does a node that was importing the slot
+/// while its owner changed (it ignores news of the owner until the import is closed).
+/// The masters' own claims are the truth where exactly one master claims a slot:
+/// tell the others (SETSLOT NODE, as redis-cli's fix does). Returns one line per
+/// correction (failed ones prefixed `[WARN]`).
+async fn correct_stale_owners(admin: &Admin, addr: SocketAddr) -> Result<Vec<String>, OpsError> {
+    let mut lines = Vec::new();
+    let view = ClusterView::load(admin, addr).await?;
+    let mut claimers: Vec<Vec<NodeId>> = vec![Vec::new(); usize::from(SLOTS)];
+    for m in view.nodes.iter().filter(|n| n.reachable() && n.is_master()) {
+        for slot in super::expand(m.slots()) {
+            claimers[usize::from(slot)].push(m.id);
+        }
+    }
+    for n in view.nodes.iter().filter(|n| n.reachable()) {
+        let Ok(v) = &n.view else { continue };
+        let owners = super::view::owner_map(v);
+        let mut wrong: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+        for slot in 0..SLOTS {
+            let i = usize::from(slot);
+            if let [only] = claimers[i].as_slice() {
+                if owners[i] != Some(only.0) {
+                    wrong.entry(*only).or_default().push(slot);
+                }
+            }
+        }
+        for (owner, slots) in wrong {
+            let ranges = to_ranges(slots.iter().copied());
+            let line = match admin
+                .ok(
+                    n.sock()?,
+                    &AdminRequest::SetSlots(ranges.clone(), SlotState::Node(owner.0)),
+                )
+                .await
+            {
+                Ok(()) => format!(
+                    "told {} that {} serves slots {} (its table named another owner)",
+                    n.addr,
+                    short(&owner),
+                    format_ranges(&ranges)
+                ),
+                Err(e) => format!(
+                    "[WARN] correcting {}'s owner of slots {} failed: {e}",
+                    n.addr,
+                    format_ranges(&ranges)
+                ),
+            };
+            lines.push(line);
+        }
+    }
+    Ok(lines)
+}
+
+/// Resumes moving `slots` from the node at `src` to `to`, once (each request bounded
+/// by `opts.call_timeout`). A refusal (the source still sees the target failing, a
+/// restarted node being cleared after a while; or cannot reach it) is retried by
+/// [`fix`]'s next round, planned from a fresh view.
 async fn resume_move(
     admin: &Admin,
     src: SocketAddr,
@@ -490,19 +536,21 @@ async fn resume_move(
     let mut moved = 0u32;
     for chunk in slots.chunks(opts.slots_per_call.max(1)) {
         let ranges = to_ranges(chunk.iter().copied());
-        let m = wait_until(&opts.limits, "the source to resume the move", || async {
-            match tokio::time::timeout(
-                opts.call_timeout,
-                admin.migrate_slots(src, to, ranges.clone(), opts.batch),
-            )
-            .await
-            {
-                Ok(Ok(m)) => Ok(m),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", opts.call_timeout)),
+        let m = match tokio::time::timeout(
+            opts.call_timeout,
+            admin.migrate_slots(src, to, ranges, opts.batch),
+        )
+        .await
+        {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return Err(OpsError::during("the source", src, e)),
+            Err(_) => {
+                return Err(OpsError::Failed(format!(
+                    "the source ({src}) did not answer within {:?}",
+                    opts.call_timeout
+                )))
             }
-        })
-        .await?;
+        };
         keys += m.keys;
         moved += m.slots;
     }

@@ -13,8 +13,16 @@ use std::time::{Duration, Instant};
 use larder_cli::certs;
 use larder_cli::ops::{self, Admin, NodeId};
 
-/// How long a node may take to print that it listens.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node may take to print that it listens (a second on a quiet machine;
+/// the bound is for a loaded one).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The admin client's limit on one request: a live node on a loaded machine must
+/// answer within it (a dead one costs it).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a write is retried while refused (a node starved past its write lease).
+const WRITE_RETRY: Duration = Duration::from_secs(120);
 
 /// Process scenarios running at once: each starts 3 to 5 debug-build nodes, and more
 /// than two clusters on a 2-core machine starve nodes past their failure detection.
@@ -82,7 +90,7 @@ impl Env {
     pub fn admin(&self) -> Arc<Admin> {
         let identity = certs::load_identity(&self.cli_cert, &self.cli_key).unwrap();
         let ca = certs::load_ca(&self.ca).unwrap();
-        Arc::new(Admin::new(&identity, &ca, Duration::from_secs(5)).unwrap())
+        Arc::new(Admin::new(&identity, &ca, REQUEST_TIMEOUT).unwrap())
     }
 
     /// Runs `larder-cli` with the tests' certificates (on a blocking thread).
@@ -388,14 +396,13 @@ pub async fn write_keys(admin: &Arc<Admin>, via: &[SocketAddr], keys: &[String])
         set.spawn(async move {
             for (i, k) in chunk {
                 let to = via[i % via.len()];
-                let mut tries = 0;
+                let start = Instant::now();
                 loop {
                     match ops::set(&admin, to, &k, &value_of(&k)).await {
                         Ok(()) => break,
                         // A busy machine can starve a node past its write lease for a
-                        // few seconds: retry for up to 15 s.
-                        Err(e) if tries < 150 => {
-                            tries += 1;
+                        // while: retry (bounded).
+                        Err(e) if start.elapsed() < WRITE_RETRY => {
                             eprintln!("write {k} via {to}: {e} (retrying)");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }

@@ -317,6 +317,22 @@ pub(super) fn pem_block(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// Checks that `cert` can be a cluster CA: it must be a CA certificate (its basic
+/// constraints say `cA`). A node or tool certificate given as the CA would be
+/// accepted by rustls as a trust anchor, and the node could then verify no peer.
+pub fn check_ca_cert(cert: &CertificateDer<'_>) -> Result<(), NetError> {
+    if ca_der::is_ca(cert)? {
+        return Ok(());
+    }
+    let named = node_id_from_cert(cert)
+        .map(|id| format!(" (it is the certificate of node {id})"))
+        .unwrap_or_default();
+    Err(NetError::Certificate(format!(
+        "the cluster CA certificate is not a CA certificate{named}: its basic \
+         constraints do not say cA (give the CA's ca.pem, not a node's certificate)"
+    )))
+}
+
 /// Just enough DER reading to reload a CA: the subject, public key and subject key
 /// identifier of a certificate, and a subject as rcgen's `DistinguishedName`.
 mod ca_der {
@@ -520,11 +536,79 @@ mod ca_der {
         }
         Ok(dn)
     }
+
+    /// 2.5.29.19, basicConstraints.
+    const BASIC_CONSTRAINTS_OID: &[u8] = &[0x55, 0x1d, 0x13];
+
+    /// Whether the certificate's basicConstraints extension says `cA` (absent: no).
+    pub(super) fn is_ca(der: &[u8]) -> Result<bool, NetError> {
+        let cert = expect(der, SEQUENCE, "certificate")?.contents;
+        let mut rest = expect(cert, SEQUENCE, "tbsCertificate")?.contents;
+        // version, serial, signature algorithm, issuer, validity, subject, key; then
+        // the optional unique ids and extensions.
+        while let Some(e) = next(rest) {
+            rest = e.rest;
+            if e.tag != 0xa3 {
+                continue;
+            }
+            let mut exts = expect(e.contents, SEQUENCE, "extensions")?.contents;
+            while !exts.is_empty() {
+                let ext = expect(exts, SEQUENCE, "extension")?;
+                exts = ext.rest;
+                let oid = expect(ext.contents, OID, "extension id")?;
+                if oid.contents != BASIC_CONSTRAINTS_OID {
+                    continue;
+                }
+                let mut after = oid.rest;
+                if after.first() == Some(&BOOLEAN) {
+                    after = expect(after, BOOLEAN, "extension criticality")?.rest;
+                }
+                let value = expect(after, OCTET_STRING, "extension value")?.contents;
+                let constraints = expect(value, SEQUENCE, "basic constraints")?.contents;
+                // cA BOOLEAN DEFAULT FALSE, then pathLenConstraint.
+                return Ok(match next(constraints) {
+                    Some(b) if b.tag == BOOLEAN => b.contents.first().is_some_and(|&v| v != 0),
+                    _ => false,
+                });
+            }
+        }
+        if !rest.is_empty() {
+            return Err(bad("tbsCertificate"));
+        }
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_ca_certificate_passes_the_ca_check() {
+        let ca = ClusterCa::generate("check").unwrap();
+        check_ca_cert(&ca.cert_der()).unwrap();
+        // A node certificate (no basic constraints) names its node in the refusal.
+        let id = NodeId([7; 20]);
+        let node = ca.issue(id).unwrap();
+        let err = check_ca_cert(&node.cert_chain()[0])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a CA certificate"), "{err}");
+        assert!(err.contains(&id.to_string()), "{err}");
+        // Basic constraints present and saying cA = FALSE.
+        let mut params = CertificateParams::new(vec!["x.example".into()]).unwrap();
+        params.is_ca = IsCa::ExplicitNoCa;
+        let key = KeyPair::generate().unwrap();
+        let explicit = params.self_signed(&key).unwrap();
+        assert!(check_ca_cert(explicit.der()).is_err());
+        // A CA reloaded from PEM is still one.
+        let reloaded = ClusterCa::from_pem(&ca.cert_pem(), &ca.key_pem()).unwrap();
+        check_ca_cert(&reloaded.cert_der()).unwrap();
+        // Garbage is an error, not a panic.
+        for bad in [&[][..], &[0x30][..], &[0x30, 0x03, 0x30, 0x01, 0xff][..]] {
+            assert!(check_ca_cert(&CertificateDer::from(bad.to_vec())).is_err());
+        }
+    }
 
     #[test]
     fn node_names_round_trip() {

@@ -360,6 +360,17 @@ impl TlsParts {
     }
 }
 
+/// Says in words what rustls means by a key that does not match the certificate
+/// (its own text is "keys may not be consistent: KeyMismatch").
+fn identity_error(e: NetError, me: NodeId) -> NetError {
+    match e {
+        NetError::Rustls(rustls::Error::InconsistentKeys(k)) => NetError::Certificate(format!(
+            "the private key does not belong to the certificate of node {me} ({k:?})"
+        )),
+        e => e,
+    }
+}
+
 impl ClusterNode {
     /// Binds the endpoint, restores the node from `config.store` if it holds a saved
     /// state (it must be this node's), and starts the driver. Must be called inside a
@@ -372,6 +383,7 @@ impl ClusterNode {
                 config.identity.roles()
             )));
         }
+        super::certs::check_ca_cert(&config.ca)?;
         let revoked = match &config.revocation_list {
             Some(path) => Some(load_revocation_list(path, &config.ca, &config.identity)?),
             None => None,
@@ -383,15 +395,23 @@ impl ClusterNode {
             list,
             config.idle_timeout,
             &config.limits,
-        )?;
+        )
+        .map_err(|e| identity_error(e, me))?;
         let client = client_config_with(
             &config.identity,
             &config.ca,
             list,
             config.idle_timeout,
             &config.limits,
-        )?;
-        let mut endpoint = quinn::Endpoint::server(server, config.bind)?;
+        )
+        .map_err(|e| identity_error(e, me))?;
+        let mut endpoint = quinn::Endpoint::server(server, config.bind).map_err(|e| {
+            // The error kind stays (`AddrInUse`, ...); the text gains the address.
+            NetError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot bind UDP {}: {e}", config.bind),
+            ))
+        })?;
         endpoint.set_default_client_config(client.clone());
         let local_addr = endpoint.local_addr()?;
         let addr = config
