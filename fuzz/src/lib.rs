@@ -135,7 +135,11 @@ pub fn manifest(data: &[u8]) {
     // line checks without having to forge a CRC.
     if let Ok(body) = std::str::from_utf8(data) {
         let body = format!("larder-manifest 1\n{body}");
-        let body = if body.ends_with('\n') { body } else { format!("{body}\n") };
+        let body = if body.ends_with('\n') {
+            body
+        } else {
+            format!("{body}\n")
+        };
         let sealed = format!("{body}crc32 {:08x}\n", crc32(body.as_bytes()));
         if let Ok(m) = Manifest::parse(sealed.as_bytes()) {
             check_manifest(&m);
@@ -153,7 +157,10 @@ fn check_manifest(m: &Manifest) {
         assert!((1..=MAX_SEQ).contains(&f.seq), "seq {} accepted", f.seq);
         assert!(file_id(&f.name).is_none_or(|id| id <= MAX_FILE_ID));
     }
-    let first = m.incrs.first().expect("a parsed manifest names an incr file");
+    let first = m
+        .incrs
+        .first()
+        .expect("a parsed manifest names an incr file");
     assert_eq!(first.seq, m.base.as_ref().map_or(1, |b| b.seq));
     assert!(m.incrs.windows(2).all(|w| w[0].seq <= w[1].seq));
     assert!(m.schema.as_deref().is_none_or(schema_ok));

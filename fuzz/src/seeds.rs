@@ -104,6 +104,7 @@ fn manifest() -> Vec<Vec<u8>> {
         Manifest {
             base: None,
             incrs: vec![file("appendonly.1.incr.aof", 1)],
+            schema: None,
         }
         .encode(),
         Manifest {
@@ -112,6 +113,7 @@ fn manifest() -> Vec<Vec<u8>> {
                 file("appendonly.4.incr.aof", 40),
                 file("appendonly.5.incr.aof", 97),
             ],
+            schema: Some("key=String value=u64 version=2".to_string()),
         }
         .encode(),
     ]
