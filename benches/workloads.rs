@@ -7,7 +7,7 @@
 //! | Zipf 0.6 / 0.9 / 1.2 | stationary skew over 1M keys |
 //! | Zipf 0.99 + scans | Zipf interrupted by bursts of keys that never recur |
 //! | loop | a cyclic walk over more keys than the cache holds |
-//! | shifting hot set | Zipf 0.9 over 200k keys whose popular keys are replaced every 100k requests |
+//! | shifting hot set | Zipf 0.9 over 200k keys whose popular keys are replaced four times per run |
 //! | recency | most requests re-use a key seen a short while ago (buffer-pool-like) |
 //! | one-hit wonders | half the requests are keys seen once (CDN-like) |
 //! | two tenants | a small skewed keyspace and a large flat one, interleaved |
@@ -143,7 +143,7 @@ pub fn suite(len: usize) -> Vec<Workload> {
         },
         Workload {
             name: "shifting hot set",
-            stream: shifting_stream(200_000, 0.9, 100_000, len, 15),
+            stream: shifting_stream(200_000, 0.9, len / 4, len, 15),
             sizes: [10_000, 50_000],
         },
         Workload {

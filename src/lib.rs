@@ -74,6 +74,7 @@ mod read;
 mod rewrite;
 mod shard;
 mod shim;
+mod sketch;
 mod table;
 mod txn;
 mod weigh;
@@ -82,7 +83,7 @@ mod write;
 #[cfg(feature = "jemalloc")]
 pub use alloc::Jemalloc;
 pub use batch::{Batch, BatchResult};
-pub use builder::CacheBuilder;
+pub use builder::{CacheBuilder, DEFAULT_ADMISSION, DEFAULT_POLICY};
 pub use cache::{Background, Cache};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "persistence")]
@@ -101,7 +102,7 @@ pub use latency::{Histogram, Op, SlowlogEntry, BUCKETS};
 pub use lazyfree::LazyFree;
 pub use meta::LFU_INIT_VAL;
 pub use pattern::glob_match;
-pub use policy::{ParsePolicyError, Policy};
+pub use policy::{Admission, LfuDecay, ParsePolicyError, Policy};
 pub use read::ScanPage;
 pub use shard::Ttl;
 pub use txn::Transaction;

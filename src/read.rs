@@ -41,7 +41,12 @@ where
             let s = read(&inner.slots[inner.shard_of(hash)].shard);
             match s.lookup(hash, key, &*inner.clock) {
                 Lookup::Live(idx) => {
-                    s.touch_shared(idx, inner.coarse_ms.load(Ordering::Relaxed), thread_rand);
+                    s.touch_shared(
+                        idx,
+                        hash,
+                        inner.coarse_ms.load(Ordering::Relaxed),
+                        thread_rand,
+                    );
                     let v = s.value_at(idx).clone();
                     drop(s);
                     inner.read_hits.incr();

@@ -98,6 +98,23 @@ impl<K: Hash + Eq, V> Table<K, V> {
         None
     }
 
+    /// The entry on `hash`'s chain whose key hashes to `hash` and that `pred` accepts.
+    pub(crate) fn find_hashed(
+        &self,
+        hash: u64,
+        pred: impl Fn(&Entry<K, V>) -> bool,
+    ) -> Option<u32> {
+        let mut i = self.buckets[self.bucket_of(hash)];
+        while i != NIL {
+            let e = &self.entries[i as usize];
+            if pred(e) && self.hash_key(&e.key) == hash {
+                return Some(i);
+            }
+            i = e.next;
+        }
+        None
+    }
+
     /// Makes room for `additional` more entries without further resizes.
     pub(crate) fn reserve(&mut self, additional: usize) {
         let want = self.entries.len().saturating_add(additional);

@@ -11,7 +11,7 @@
 //! workloads whose name contains NAME; `--variants` adds larder configurations beside
 //! the default (admission modes, LFU decay settings) to compare designs.
 
-use larder::Policy;
+use larder::{Admission, LfuDecay, Policy};
 use larder_benches::contenders::{Larder, WithSubject};
 use larder_benches::workloads::suite;
 use larder_benches::{belady_hits, svg, Contender, Subject, Value};
@@ -49,10 +49,62 @@ fn base(capacity: u64) -> larder::CacheBuilder<u64, Value> {
 }
 
 fn variants() -> Vec<Variant> {
-    vec![Variant {
-        name: "lru samples 10",
-        build: |c| base(c).eviction(Policy::AllKeysLru).maxmemory_samples(10).build(),
-    }]
+    vec![
+        Variant {
+            name: "lfu turnovers 1",
+            build: |c| {
+                base(c)
+                    .eviction(Policy::AllKeysLfu)
+                    .lfu_decay(LfuDecay::Turnovers(1))
+                    .build()
+            },
+        },
+        Variant {
+            name: "lfu turnovers 16",
+            build: |c| {
+                base(c)
+                    .eviction(Policy::AllKeysLfu)
+                    .lfu_decay(LfuDecay::Turnovers(16))
+                    .build()
+            },
+        },
+        Variant {
+            name: "lru+tinylfu",
+            build: |c| {
+                base(c)
+                    .eviction(Policy::AllKeysLru)
+                    .admission(Admission::TinyLfu)
+                    .build()
+            },
+        },
+        Variant {
+            name: "lfu+tinylfu",
+            build: |c| {
+                base(c)
+                    .eviction(Policy::AllKeysLfu)
+                    .admission(Admission::TinyLfu)
+                    .build()
+            },
+        },
+        Variant {
+            name: "lru+w-tinylfu",
+            build: |c| {
+                base(c)
+                    .eviction(Policy::AllKeysLru)
+                    .admission(Admission::WindowTinyLfu)
+                    .build()
+            },
+        },
+        Variant {
+            name: "lfu+w-tinylfu",
+            build: |c| {
+                base(c)
+                    .eviction(Policy::AllKeysLfu)
+                    .admission(Admission::WindowTinyLfu)
+                    .build()
+            },
+        },
+    ]
 }
 
 fn main() {
