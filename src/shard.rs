@@ -21,8 +21,8 @@ use std::collections::VecDeque;
 use std::hash::Hash;
 
 /// W-TinyLFU's window, in percent of the bound. Measured on the workload suite
-/// (BENCHMARKS.md): 1 % loses 15-20 points on recency-heavy streams, 20 % loses 12 on a
-/// loop just larger than the cache; 10 % is within a point or two of the best on both.
+/// (docs/design.md): 1 % is 5-6 points below 10 % on the recency-heavy stream, 20 %
+/// loses 13 on a loop slightly larger than the cache; 10 % is close to the better on both.
 const WINDOW_PERCENT: usize = 10;
 
 /// Maps a random `r` onto `0..n` with a multiply and a shift instead of a division.
@@ -128,8 +128,16 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             rng: seed | 1,
             lfu_epoch: 0,
             lfu_epoch_writes: 0,
-            sketch: (cfg.admission != Admission::None)
-                .then(|| Sketch::new((cfg.max_entries as usize).min(4096))),
+            // Sized for the bound at once (growing by doubling leaves the smaller tables
+            // resident in the allocator); a shard bounded by memory, or by more entries
+            // than this, starts small and grows with its entry count.
+            sketch: (cfg.admission != Admission::None).then(|| {
+                Sketch::new(if cfg.max_entries <= 1 << 24 {
+                    cfg.max_entries as usize
+                } else {
+                    4096
+                })
+            }),
             window: VecDeque::new(),
             window_len: 0,
             stats: ShardStats::default(),
