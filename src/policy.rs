@@ -140,7 +140,7 @@ impl Default for LfuDecay {
 /// Applies to the `allkeys-*` policies; the `volatile-*` ones and `noeviction` always
 /// behave as Redis documents. With admission on, each shard keeps a count-min sketch of
 /// 4-bit counters (16 counters, 8 bytes, per entry of the shard's bound), halved every
-/// ten bounds' worth of accesses so that it forgets old popularity.
+/// twenty bounds' worth of accesses so that it forgets old popularity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Admission {
     /// Every new key enters and the policy's victim leaves (Redis's behaviour).

@@ -105,9 +105,10 @@ pub(crate) struct Shard<K, V> {
     lfu_epoch_writes: u64,
     /// The admission sketch (admission on only).
     sketch: Option<Sketch>,
-    /// W-TinyLFU's window, oldest first: hashes of keys that were written new. A hash
-    /// whose entry is gone or already left the window is skipped when it comes up.
-    window: VecDeque<u64>,
+    /// W-TinyLFU's window, oldest first: hash and index of each key written new. The
+    /// index is a hint (the table moves entries); the hash finds the key again. A key
+    /// gone or already out of the window is skipped when it comes up.
+    window: VecDeque<(u64, u32)>,
     /// Entries whose metadata says they are in the window.
     window_len: usize,
     pub(crate) stats: ShardStats,
@@ -512,12 +513,13 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             }
             None => {
                 let mut meta = self.new_meta(env.coarse_ms);
-                if self.cfg.admission == Admission::WindowTinyLfu {
-                    meta.set_window(true);
-                    self.window.push_back(hash);
+                let windowed = self.cfg.admission == Admission::WindowTinyLfu;
+                meta.set_window(windowed);
+                let idx = self.table.push(hash, key, value, meta);
+                if windowed {
+                    self.window.push_back((hash, idx));
                     self.window_len += 1;
                 }
-                let idx = self.table.push(hash, key, value, meta);
                 // While the cache fills, keys leave the window without a contest.
                 while self.window_len > self.window_cap() {
                     if self.leave_window().is_none() {
@@ -564,8 +566,17 @@ impl<K: Hash + Eq, V> Shard<K, V> {
 
     /// Moves the oldest key of the window to the main part; returns its index.
     fn leave_window(&mut self) -> Option<u32> {
-        while let Some(h) = self.window.pop_front() {
-            if let Some(idx) = self.table.find_hashed(h, |e| e.meta.get().in_window()) {
+        while let Some((h, hint)) = self.window.pop_front() {
+            let at_hint = (hint as usize) < self.table.len() && {
+                let e = self.table.entry(hint);
+                e.meta.get().in_window() && self.table.hash_key(&e.key) == h
+            };
+            let found = if at_hint {
+                Some(hint)
+            } else {
+                self.table.find_hashed(h, |e| e.meta.get().in_window())
+            };
+            if let Some(idx) = found {
                 self.table
                     .entry_mut(idx)
                     .meta
@@ -584,7 +595,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             // Hashes of keys deleted while in the window pile up; drop them.
             let table = &self.table;
             self.window
-                .retain(|&h| table.find_hashed(h, |e| e.meta.get().in_window()).is_some());
+                .retain(|&(h, _)| table.find_hashed(h, |e| e.meta.get().in_window()).is_some());
         }
         let candidate = if self.window_len >= self.window_cap() {
             self.leave_window()

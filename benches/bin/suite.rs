@@ -51,6 +51,14 @@ fn base(capacity: u64) -> larder::CacheBuilder<u64, Value> {
 fn variants() -> Vec<Variant> {
     vec![
         Variant {
+            name: "default 1 shard",
+            build: |c| base(c).shards(1).build(),
+        },
+        Variant {
+            name: "default 2 shards",
+            build: |c| base(c).shards(2).build(),
+        },
+        Variant {
             name: "lfu turnovers 1",
             build: |c| {
                 base(c)
