@@ -105,10 +105,11 @@ pub(crate) struct Shard<K, V> {
     lfu_epoch_writes: u64,
     /// The admission sketch (admission on only).
     sketch: Option<Sketch>,
-    /// W-TinyLFU's window, oldest first: hash and index of each key written new. The
-    /// index is a hint (the table moves entries); the hash finds the key again. A key
-    /// gone or already out of the window is skipped when it comes up.
-    window: VecDeque<(u64, u32)>,
+    /// W-TinyLFU's window, oldest first: the low 32 bits of the hash and the index of
+    /// each key written new (8 bytes). The index is a hint (the table moves entries);
+    /// the hash finds the key again (buckets are chosen by the low bits). A key gone or
+    /// already out of the window is skipped when it comes up.
+    window: VecDeque<(u32, u32)>,
     /// Entries whose metadata says they are in the window.
     window_len: usize,
     pub(crate) stats: ShardStats,
@@ -517,7 +518,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 meta.set_window(windowed);
                 let idx = self.table.push(hash, key, value, meta);
                 if windowed {
-                    self.window.push_back((hash, idx));
+                    self.window.push_back((hash as u32, idx));
                     self.window_len += 1;
                 }
                 // While the cache fills, keys leave the window without a contest.
@@ -569,7 +570,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         while let Some((h, hint)) = self.window.pop_front() {
             let at_hint = (hint as usize) < self.table.len() && {
                 let e = self.table.entry(hint);
-                e.meta.get().in_window() && self.table.hash_key(&e.key) == h
+                e.meta.get().in_window() && self.table.hash_key(&e.key) as u32 == h
             };
             let found = if at_hint {
                 Some(hint)
