@@ -5,7 +5,12 @@
 //!
 //! ```text
 //! cargo run --release -p larder-benches --bin suite -- [--ops N] [--quick] [--only NAME] [--variants] [--no-plot]
+//! cargo run --release -p larder-benches --bin suite -- --dump DIR [--ops N]
 //! ```
+//!
+//! `--dump DIR` writes each stream as little-endian `u64`s to `DIR/<n>.bin` with an
+//! index `DIR/index.tsv` (file, workload, sizes) and exits, for replayers of other caches
+//! (benches/caffeine/Replay.java).
 //!
 //! `--quick` replays 500k requests per workload instead of 2M; `--only` keeps the
 //! workloads whose name contains NAME; `--variants` adds larder configurations beside
@@ -130,6 +135,10 @@ fn main() {
         None => 2_000_000,
     };
     let only = value_of("--only");
+    if let Some(dir) = value_of("--dump") {
+        dump(std::path::Path::new(&dir), ops);
+        return;
+    }
     let variants = if has("--variants") {
         variants()
     } else {
@@ -231,4 +240,21 @@ fn main() {
     let path = dir.join("suite.svg");
     std::fs::write(&path, plot).expect("write plot");
     eprintln!("wrote {}", path.display());
+}
+
+/// Writes every workload's stream and sizes under `dir`.
+fn dump(dir: &std::path::Path, ops: usize) {
+    std::fs::create_dir_all(dir).expect("create dump directory");
+    let mut index = String::new();
+    for (i, w) in suite(ops).iter().enumerate() {
+        let file = format!("{i}.bin");
+        let bytes: Vec<u8> = w.stream.iter().flat_map(|k| k.to_le_bytes()).collect();
+        std::fs::write(dir.join(&file), bytes).expect("write stream");
+        index.push_str(&format!(
+            "{file}\t{}\t{}\t{}\n",
+            w.name, w.sizes[0], w.sizes[1]
+        ));
+    }
+    std::fs::write(dir.join("index.tsv"), index).expect("write index");
+    eprintln!("wrote {} streams to {}", suite(0).len(), dir.display());
 }
