@@ -150,8 +150,8 @@ pub enum Admission {
     /// frequent than the policy's victim; otherwise the write is dropped at once and
     /// reported as an eviction of the new key.
     TinyLfu,
-    /// W-TinyLFU: every new key enters a small window (10 % of the bound, first in first
-    /// out); the key leaving the window competes with the policy's victim among the rest
+    /// W-TinyLFU: every new key enters a window (first in first out; 10 % of the bound
+    /// at first, then sized by hill climbing on the shard's hit ratio, 1-80 %); the key leaving the window competes with the policy's victim among the rest
     /// and the one the sketch estimates less frequent is evicted. A key just written is
     /// always present.
     WindowTinyLfu,
