@@ -167,7 +167,8 @@ impl<K, V, W> fmt::Debug for Cache<K, V, W> {
 }
 
 impl<K, V> Cache<K, V, DefaultWeigher> {
-    /// A builder with Redis's defaults: unbounded, `allkeys-lru` once bounded,
+    /// A builder with Redis's defaults (unbounded; once bounded, `allkeys-lru`, with
+    /// W-TinyLFU admission unless a policy is chosen, see [`CacheBuilder::admission`]),
     /// `maxmemory-samples 5`, `lfu-log-factor 10`, `lfu-decay-time 1`.
     pub fn builder() -> CacheBuilder<K, V, DefaultWeigher> {
         CacheBuilder::default()
