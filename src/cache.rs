@@ -59,6 +59,8 @@ pub(crate) struct Settings {
     pub(crate) admission: Option<Admission>,
     /// Whether `eviction(..)` chose the policy (then admission is off unless asked for).
     pub(crate) policy_chosen: bool,
+    /// Whether the admission sketch has a doorkeeper.
+    pub(crate) doorkeeper: bool,
     pub(crate) lazy_free: LazyFree,
     pub(crate) cron_period: Duration,
     pub(crate) event_capacity: usize,
@@ -216,6 +218,7 @@ where
             budget: share(settings.max_memory),
             max_entries: share(settings.max_entries).max(1),
             admission: settings.admission_in_force(),
+            doorkeeper: settings.doorkeeper,
         };
         let slots = (0..shards)
             .map(|i| {

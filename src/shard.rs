@@ -109,6 +109,8 @@ pub(crate) struct ShardConfig {
     pub(crate) max_entries: u64,
     /// Admission in force: [`Admission::None`] unless the policy is an allkeys one.
     pub(crate) admission: Admission,
+    /// Whether the admission sketch has a doorkeeper.
+    pub(crate) doorkeeper: bool,
 }
 
 /// Counters kept under the shard lock (no atomics on the hot path).
@@ -195,11 +197,14 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             // resident in the allocator); a shard bounded by memory, or by more entries
             // than this, starts small and grows with its entry count.
             sketch: (cfg.admission != Admission::None).then(|| {
-                Sketch::new(if cfg.max_entries <= 1 << 24 {
-                    cfg.max_entries as usize
-                } else {
-                    4096
-                })
+                Sketch::new(
+                    if cfg.max_entries <= 1 << 24 {
+                        cfg.max_entries as usize
+                    } else {
+                        4096
+                    },
+                    cfg.doorkeeper,
+                )
             }),
             window: VecDeque::new(),
             window_len: 0,
@@ -636,7 +641,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         let bound = self.cfg.max_entries.min(usize::MAX as u64) as usize;
         if let Some(sk) = &mut self.sketch {
             if len > sk.capacity() && sk.capacity() < bound {
-                *sk = Sketch::new((sk.capacity() * 2).min(bound));
+                *sk = Sketch::new((sk.capacity() * 2).min(bound), self.cfg.doorkeeper);
             }
         }
     }

@@ -29,8 +29,14 @@ const ENTRIES_PER_BLOCK: usize = 8;
 /// recency-heavy and shifting ones; 5 loses on every stationary stream.
 const SAMPLE_PER_ENTRY: u64 = 20;
 
+/// Doorkeeper bits per entry of the bound (4 bytes), two bits set per key.
+const DOOR_BITS_PER_ENTRY: usize = 32;
+
 pub(crate) struct Sketch {
     table: Box<[AtomicU64]>,
+    /// TinyLFU's doorkeeper, if on: a Bloom filter a key's first access sets instead of
+    /// the counters, so keys seen once per period never reach them; cleared at halving.
+    door: Option<Box<[AtomicU64]>>,
     blocks: usize,
     /// The entry count the sketch is sized for.
     capacity: usize,
@@ -40,13 +46,13 @@ pub(crate) struct Sketch {
 }
 
 impl Sketch {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, doorkeeper: bool) -> Self {
         let capacity = capacity.max(16);
         let blocks = capacity.div_ceil(ENTRIES_PER_BLOCK);
+        let zeroed = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         Sketch {
-            table: (0..blocks * WORDS_PER_BLOCK)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            table: zeroed(blocks * WORDS_PER_BLOCK),
+            door: doorkeeper.then(|| zeroed(capacity * DOOR_BITS_PER_ENTRY / 64)),
             blocks,
             capacity,
             additions: AtomicU64::new(0),
@@ -80,19 +86,46 @@ impl Sketch {
         out
     }
 
-    /// How often `hash`'s key was counted recently (0..=15).
+    /// How often `hash`'s key was counted recently (0..=15, 16 with a doorkeeper).
     #[inline]
     pub(crate) fn estimate(&self, hash: u64) -> u8 {
-        self.slots(hash)
+        let counted = self
+            .slots(hash)
             .iter()
             .map(|&(w, s)| ((self.table[w].load(Relaxed) >> s) & 15) as u8)
             .min()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        match &self.door {
+            Some(door) => counted + u8::from(Self::door_bits(door, hash).is_none()),
+            None => counted,
+        }
+    }
+
+    /// The doorkeeper's two bits for `hash`: `None` when both are set, else where to set
+    /// them.
+    #[inline]
+    fn door_bits(door: &[AtomicU64], hash: u64) -> Option<[(usize, u64); 2]> {
+        let h = hash.rotate_left(21).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let bits = door.len() * 64;
+        let at = [below(h, bits), below(h.rotate_left(32), bits)];
+        let slots = at.map(|b| (b / 64, 1u64 << (b % 64)));
+        slots
+            .iter()
+            .any(|&(w, m)| door[w].load(Relaxed) & m == 0)
+            .then_some(slots)
     }
 
     /// Counts one access; returns whether a counter grew (not all saturated).
     #[inline]
     fn add(&self, hash: u64) -> bool {
+        if let Some(door) = &self.door {
+            if let Some(bits) = Self::door_bits(door, hash) {
+                for (w, m) in bits {
+                    door[w].fetch_or(m, Relaxed);
+                }
+                return true;
+            }
+        }
         let slots = self.slots(hash);
         let mut vals = [0u64; 4];
         for (v, &(w, s)) in vals.iter_mut().zip(&slots) {
@@ -141,6 +174,9 @@ impl Sketch {
             let v = w.get_mut();
             *v = (*v >> 1) & HALVE_MASK;
         }
+        for w in self.door.iter_mut().flat_map(|d| d.iter_mut()) {
+            *w.get_mut() = 0;
+        }
         *self.additions.get_mut() = n / 2;
     }
 }
@@ -155,7 +191,7 @@ mod tests {
 
     #[test]
     fn counts_saturate_at_fifteen_and_estimates_never_undercount() {
-        let s = Sketch::new(1024);
+        let s = Sketch::new(1024, false);
         for _ in 0..20 {
             s.count(h(1));
         }
@@ -175,7 +211,7 @@ mod tests {
 
     #[test]
     fn halving_after_the_sample_forgets_old_counts() {
-        let mut s = Sketch::new(16);
+        let mut s = Sketch::new(16, false);
         for _ in 0..8 {
             s.count(h(7));
         }
@@ -195,8 +231,31 @@ mod tests {
 
     #[test]
     fn eight_bytes_per_entry_of_the_bound() {
-        let s = Sketch::new(10_000);
+        let s = Sketch::new(10_000, false);
         assert_eq!(s.bytes(), 10_000 * 8);
         assert_eq!(s.capacity(), 10_000);
+    }
+
+    #[test]
+    fn the_doorkeeper_takes_first_accesses_and_clears_at_halving() {
+        let mut s = Sketch::new(1024, true);
+        assert_eq!(s.estimate(h(1)), 0);
+        s.count(h(1));
+        assert_eq!(s.estimate(h(1)), 1, "first access: the doorkeeper only");
+        let slots = s.slots(h(1));
+        assert!(slots
+            .iter()
+            .all(|&(w, sh)| (s.table[w].load(Relaxed) >> sh) & 15 == 0));
+        for _ in 0..3 {
+            s.count(h(1));
+        }
+        assert_eq!(s.estimate(h(1)), 4, "doorkeeper plus three counts");
+        let mut k = 1_000;
+        while *s.additions.get_mut() < s.sample {
+            s.count(h(k));
+            k += 1;
+        }
+        s.maybe_age();
+        assert_eq!(s.estimate(h(1)), 1, "counts halved, doorkeeper cleared");
     }
 }

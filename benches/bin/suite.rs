@@ -56,6 +56,10 @@ fn base(capacity: u64) -> larder::CacheBuilder<u64, Value> {
 fn variants() -> Vec<Variant> {
     vec![
         Variant {
+            name: "default + doorkeeper",
+            build: |c| base(c).admission_doorkeeper(true).build(),
+        },
+        Variant {
             name: "default 1 shard",
             build: |c| base(c).shards(1).build(),
         },
