@@ -50,6 +50,16 @@ pub struct Larder {
     with_ttl: bool,
 }
 
+impl Larder {
+    /// Wraps a cache built elsewhere (keys get no TTL).
+    pub fn new(cache: larder::Cache<u64, Value>) -> Self {
+        Larder {
+            cache,
+            with_ttl: false,
+        }
+    }
+}
+
 impl Subject for Larder {
     #[inline]
     fn get(&self, k: u64) -> Option<Value> {
@@ -114,6 +124,8 @@ pub trait WithSubject {
 pub enum Contender {
     /// larder with the given `maxmemory-policy`.
     Larder(Policy),
+    /// larder as the builder configures it when no policy is chosen.
+    LarderDefault,
     /// `quick_cache::sync::Cache::new(capacity)`.
     QuickCache,
     /// `moka::sync::Cache::new(capacity)`.
@@ -125,6 +137,7 @@ impl Contender {
     pub fn name(self) -> String {
         match self {
             Contender::Larder(p) => format!("larder {}", p.as_str()),
+            Contender::LarderDefault => "larder default".to_string(),
             Contender::QuickCache => "quick_cache".to_string(),
             Contender::Moka => "moka".to_string(),
         }
@@ -154,6 +167,17 @@ impl Contender {
                     .build();
                 let with_ttl = policy.as_str().starts_with("volatile");
                 job.visit(&Larder { cache, with_ttl })
+            }
+            Contender::LarderDefault => {
+                let cache = larder::Cache::builder()
+                    .max_entries(capacity)
+                    .maxmemory_samples(samples)
+                    .hasher_seed(42)
+                    .build();
+                job.visit(&Larder {
+                    cache,
+                    with_ttl: false,
+                })
             }
             Contender::QuickCache => job.visit(&quick_cache::sync::Cache::<u64, Value>::new(
                 capacity as usize,

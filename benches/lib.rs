@@ -12,6 +12,7 @@ pub mod rng;
 pub mod rss;
 pub mod run_env;
 pub mod svg;
+pub mod workloads;
 pub mod zipf;
 
 pub use belady::belady_hits;

@@ -4,7 +4,7 @@ use crate::cache::{Background, Cache, Settings};
 use crate::clock::{Clock, SystemClock};
 use crate::lazyfree::LazyFree;
 use crate::weigh::{DefaultWeigher, FnWeigher, MemoryWeigher, Weigher};
-use crate::Policy;
+use crate::{Admission, LfuDecay, Policy};
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -38,10 +38,14 @@ impl<K, V> Default for CacheBuilder<K, V, DefaultWeigher<K, V>> {
             settings: Settings {
                 max_memory: None,
                 max_entries: None,
-                policy: Policy::default(),
+                policy: DEFAULT_POLICY,
                 samples: 5,
                 lfu_log_factor: 10,
                 lfu_decay_time: 1,
+                lfu_decay: LfuDecay::default(),
+                admission: None,
+                policy_chosen: false,
+                doorkeeper: false,
                 lazy_free: LazyFree::default(),
                 cron_period: Duration::from_millis(100),
                 event_capacity: 1024,
@@ -84,9 +88,40 @@ impl<K, V, W> CacheBuilder<K, V, W> {
         self
     }
 
-    /// `maxmemory-policy`: what to evict when a bound is reached. Default `allkeys-lru`.
+    /// `maxmemory-policy`: what to evict when a bound is reached. Without this call the
+    /// cache uses [`DEFAULT_POLICY`] with [`DEFAULT_ADMISSION`]; with it, the policy
+    /// alone, as Redis documents it, unless [`admission`](Self::admission) is also set.
     pub fn eviction(mut self, policy: Policy) -> Self {
         self.settings.policy = policy;
+        self.settings.policy_chosen = true;
+        self
+    }
+
+    /// Whether a new key may push out a resident one (TinyLFU, W-TinyLFU) or always
+    /// enters (Redis's behaviour). Applies to the allkeys policies only. Default: none
+    /// when [`eviction`](Self::eviction) chose the policy, else [`DEFAULT_ADMISSION`].
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.settings.admission = Some(admission);
+        self
+    }
+
+    /// Gives the admission sketch TinyLFU's doorkeeper: a Bloom filter of 4 bytes per
+    /// entry of the bound that takes each key's first access in a period, so keys seen
+    /// once never reach the counters. Off by default (see BENCHMARKS.md for what it
+    /// changes); no effect without admission.
+    pub fn admission_doorkeeper(mut self, on: bool) -> Self {
+        self.settings.doorkeeper = on;
+        self
+    }
+
+    /// How LFU counters decay: in Redis's minutes ([`LfuDecay::Minutes`], the default,
+    /// also what [`lfu_decay_time`](Self::lfu_decay_time) sets) or in logical time
+    /// ([`LfuDecay::Turnovers`]: writes relative to the bound).
+    pub fn lfu_decay(mut self, decay: LfuDecay) -> Self {
+        self.settings.lfu_decay = decay;
+        if let LfuDecay::Minutes(m) = decay {
+            self.settings.lfu_decay_time = m;
+        }
         self
     }
 
@@ -102,10 +137,12 @@ impl<K, V, W> CacheBuilder<K, V, W> {
         self
     }
 
-    /// `lfu-decay-time`: minutes per step of LFU counter decay; 0 disables decay
-    /// (default 1).
+    /// `lfu-decay-time`: minutes per step of LFU counter decay; 0 disables decay.
+    /// Selects Redis's wall-clock decay ([`LfuDecay::Minutes`]); see
+    /// [`lfu_decay`](Self::lfu_decay) for decay in logical time.
     pub fn lfu_decay_time(mut self, minutes: u32) -> Self {
         self.settings.lfu_decay_time = minutes;
+        self.settings.lfu_decay = LfuDecay::Minutes(minutes);
         self
     }
 
@@ -276,6 +313,11 @@ impl<K, V, W> CacheBuilder<K, V, W> {
         n
     }
 }
+
+/// The policy of a cache whose builder was given none.
+pub const DEFAULT_POLICY: Policy = Policy::AllKeysLru;
+/// The admission of a cache whose builder was given neither a policy nor an admission.
+pub const DEFAULT_ADMISSION: Admission = Admission::WindowTinyLfu;
 
 fn default_shards() -> usize {
     if cfg!(loom) {

@@ -15,7 +15,7 @@ use crate::shim::{
     lock, read, thread, write, Arc, AtomicU64, Condvar, Mutex, Ordering, RwLock, RwLockWriteGuard,
 };
 use crate::weigh::{DefaultWeigher, Weigher};
-use crate::Policy;
+use crate::{Admission, LfuDecay, Policy};
 use crossbeam_utils::CachePadded;
 use std::borrow::Borrow;
 use std::fmt;
@@ -54,6 +54,14 @@ pub(crate) struct Settings {
     pub(crate) samples: usize,
     pub(crate) lfu_log_factor: u32,
     pub(crate) lfu_decay_time: u32,
+    /// How LFU counters decay; `lfu_decay_time` selects `LfuDecay::Minutes`.
+    pub(crate) lfu_decay: LfuDecay,
+    /// Admission as configured; `None`: the builder's default (see `admission_in_force`).
+    pub(crate) admission: Option<Admission>,
+    /// Whether `eviction(..)` chose the policy (then admission is off unless asked for).
+    pub(crate) policy_chosen: bool,
+    /// Whether the admission sketch has a doorkeeper.
+    pub(crate) doorkeeper: bool,
     pub(crate) lazy_free: LazyFree,
     pub(crate) cron_period: Duration,
     pub(crate) event_capacity: usize,
@@ -65,6 +73,22 @@ pub(crate) struct Settings {
     pub(crate) time_to_live: Option<Duration>,
     /// A key neither read nor written for this long expires (`time_to_idle`).
     pub(crate) time_to_idle: Option<Duration>,
+}
+
+impl Settings {
+    /// The admission the shards apply: as configured, else the default when the policy
+    /// was not chosen either, else none; and none for policies other than allkeys ones.
+    pub(crate) fn admission_in_force(&self) -> Admission {
+        let wanted = match self.admission {
+            Some(a) => a,
+            None if self.policy_chosen => Admission::None,
+            None => crate::builder::DEFAULT_ADMISSION,
+        };
+        match self.policy {
+            Policy::AllKeysLru | Policy::AllKeysLfu | Policy::AllKeysRandom => wanted,
+            _ => Admission::None,
+        }
+    }
 }
 
 /// One shard: its lock and the figures readable without it.
@@ -182,7 +206,8 @@ impl<K, V, W> fmt::Debug for Cache<K, V, W> {
 }
 
 impl<K, V> Cache<K, V> {
-    /// A builder with Redis's defaults: unbounded, `allkeys-lru` once bounded,
+    /// A builder with Redis's defaults (unbounded; once bounded, `allkeys-lru`, with
+    /// W-TinyLFU admission unless a policy is chosen, see [`CacheBuilder::admission`]),
     /// `maxmemory-samples 5`, `lfu-log-factor 10`, `lfu-decay-time 1`.
     pub fn builder() -> CacheBuilder<K, V> {
         CacheBuilder::default()
@@ -225,10 +250,12 @@ where
             samples: settings.samples,
             lfu: Lfu {
                 log_factor: settings.lfu_log_factor,
-                decay_minutes: settings.lfu_decay_time,
+                decay: settings.lfu_decay,
             },
             budget: share(settings.max_memory),
             max_entries: share(settings.max_entries).max(1),
+            admission: settings.admission_in_force(),
+            doorkeeper: settings.doorkeeper,
         };
         let slots = (0..shards)
             .map(|i| {

@@ -93,6 +93,7 @@ mod retain;
 mod rewrite;
 mod shard;
 mod shim;
+mod sketch;
 mod table;
 mod txn;
 mod weigh;
@@ -102,7 +103,7 @@ mod write;
 #[cfg_attr(docsrs, doc(cfg(feature = "jemalloc")))]
 pub use alloc::Jemalloc;
 pub use batch::{Batch, BatchResult};
-pub use builder::CacheBuilder;
+pub use builder::{CacheBuilder, DEFAULT_ADMISSION, DEFAULT_POLICY};
 pub use cache::{Background, Cache};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "persistence")]
@@ -126,7 +127,7 @@ pub use lazyfree::LazyFree;
 pub use loader::LoadError;
 pub use meta::LFU_INIT_VAL;
 pub use pattern::glob_match;
-pub use policy::{ParsePolicyError, Policy};
+pub use policy::{Admission, LfuDecay, ParsePolicyError, Policy};
 pub use read::ScanPage;
 pub use shard::Ttl;
 pub use txn::Transaction;

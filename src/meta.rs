@@ -3,11 +3,13 @@
 //! ```text
 //!  31      25 24 23                     8 7        0
 //! +----------+--+------------------------+----------+
-//! | reserved |T |  LRU: 24-bit access tick          |   LRU and non-LFU policies
+//! | reservedW|T |  LRU: 24-bit access tick          |   LRU and non-LFU policies
 //! +----------+--+------------------------+----------+
-//! | reserved |T |  LFU: minutes (16 bits)| counter  |   LFU policies
+//! | reservedW|T |  LFU: period (16 bits) | counter  |   LFU policies
 //! +----------+--+------------------------+----------+
 //!  T = the key has an expiry in the shard's side table
+//!  W (bit 25) = the key is in the admission window (W-TinyLFU)
+//!  period = Redis's minutes, or the shard's logical decay period (see `LfuDecay`)
 //! ```
 //!
 //! The LRU field is a per-shard *logical* tick (one per access) rather than Redis's
@@ -18,6 +20,8 @@
 pub(crate) const CLOCK_MASK: u32 = 0x00FF_FFFF;
 /// Set when the entry has a TTL in the side table.
 pub(crate) const HAS_TTL: u32 = 1 << 24;
+/// Set while the entry is in the admission window.
+pub(crate) const IN_WINDOW: u32 = 1 << 25;
 /// The LFU counter a new key starts with (Redis's `LFU_INIT_VAL`).
 pub const LFU_INIT_VAL: u8 = 5;
 
@@ -36,6 +40,19 @@ impl Meta {
             self.0 |= HAS_TTL;
         } else {
             self.0 &= !HAS_TTL;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn in_window(self) -> bool {
+        self.0 & IN_WINDOW != 0
+    }
+
+    pub(crate) fn set_window(&mut self, on: bool) {
+        if on {
+            self.0 |= IN_WINDOW;
+        } else {
+            self.0 &= !IN_WINDOW;
         }
     }
 
@@ -104,7 +121,7 @@ impl MetaCell {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Lfu {
     pub(crate) log_factor: u32,
-    pub(crate) decay_minutes: u32,
+    pub(crate) decay: LfuDecay,
 }
 
 impl Lfu {
@@ -118,14 +135,26 @@ impl Lfu {
         }
     }
 
-    /// The counter after decay: one step down per `decay_minutes` elapsed
-    /// (Redis's `LFUDecrAndReturn`).
+    /// Stamp periods per step of decay: Redis's `lfu-decay-time` in minutes, or one
+    /// logical period (0: no decay).
+    fn step(&self) -> u32 {
+        match self.decay {
+            LfuDecay::Minutes(m) => m,
+            LfuDecay::Turnovers(0) => 0,
+            LfuDecay::Turnovers(_) => 1,
+        }
+    }
+
+    /// The counter after decay: one step down per decay period elapsed
+    /// (Redis's `LFUDecrAndReturn`). `now_min` is the current stamp: minutes, or the
+    /// shard's logical period under [`LfuDecay::Turnovers`].
     pub(crate) fn decayed(&self, meta: Meta, now_min: u16) -> u8 {
         let counter = meta.lfu_counter();
-        if self.decay_minutes == 0 {
+        let step = self.step();
+        if step == 0 {
             return counter;
         }
-        let periods = Self::minutes_elapsed(now_min, meta.lfu_minutes()) / self.decay_minutes;
+        let periods = Self::minutes_elapsed(now_min, meta.lfu_minutes()) / step;
         counter.saturating_sub(periods.min(255) as u8)
     }
 
@@ -158,6 +187,8 @@ pub(crate) fn lfu_minutes(now_ms: u64) -> u16 {
     ((now_ms / 60_000) & 0xFFFF) as u16
 }
 
+use crate::LfuDecay;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +217,7 @@ mod tests {
     fn lfu_decay_one_step_per_period() {
         let lfu = Lfu {
             log_factor: 10,
-            decay_minutes: 2,
+            decay: LfuDecay::Minutes(2),
         };
         let mut m = Meta::default();
         m.set_lfu(100, 20);
@@ -199,7 +230,7 @@ mod tests {
         assert_eq!(lfu.decayed(m, 3), 16);
         let off = Lfu {
             log_factor: 10,
-            decay_minutes: 0,
+            decay: LfuDecay::Minutes(0),
         };
         assert_eq!(off.decayed(m, 3), 20);
     }
@@ -208,7 +239,7 @@ mod tests {
     fn lfu_increment_probability_follows_the_formula() {
         let lfu = Lfu {
             log_factor: 10,
-            decay_minutes: 1,
+            decay: LfuDecay::Minutes(1),
         };
         // At or below LFU_INIT_VAL every access increments.
         for c in 0..=LFU_INIT_VAL {

@@ -106,6 +106,57 @@ impl FromStr for Policy {
     }
 }
 
+/// How LFU counters decay: Redis's wall-clock minutes, or larder's logical time.
+///
+/// Redis lowers a key's counter by one for every `lfu-decay-time` minutes since its last
+/// access. At in-process rates a minute is millions of operations, so counters of keys
+/// that were hot in an earlier phase stay saturated and hold the cache until minutes
+/// pass. [`LfuDecay::Turnovers`] decays in writes instead, relative to the shard's bound,
+/// so a phase change is forgotten after a set number of turnovers of the cache however
+/// fast the operations come. It is not the default: on stationary workloads any decay
+/// that acts within a run lowers allkeys-lfu's hit ratio (by 1-4 points on the suite's
+/// Zipf streams at small sizes, see BENCHMARKS.md), and the default cache ages
+/// popularity through its admission sketch instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LfuDecay {
+    /// Redis's rule: one step down per this many minutes since the key's last access;
+    /// 0 disables decay. The default is `Minutes(1)`, as Redis; also what
+    /// [`CacheBuilder::lfu_decay_time`](crate::CacheBuilder::lfu_decay_time) selects.
+    Minutes(u32),
+    /// One step down per `n` turnovers of the shard (`n` times its bound in writes; its
+    /// entry count when bounded by memory only); 0 disables decay.
+    Turnovers(u32),
+}
+
+impl Default for LfuDecay {
+    fn default() -> Self {
+        LfuDecay::Minutes(1)
+    }
+}
+
+/// Whether a key that is not in the cache may push out one that is, decided from a
+/// compact record of how often keys (resident or not) were asked for.
+///
+/// Applies to the `allkeys-*` policies; the `volatile-*` ones and `noeviction` always
+/// behave as Redis documents. With admission on, each shard keeps a count-min sketch of
+/// 4-bit counters (16 counters, 8 bytes, per entry of the shard's bound), halved every
+/// twenty bounds' worth of accesses so that it forgets old popularity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Admission {
+    /// Every new key enters and the policy's victim leaves (Redis's behaviour).
+    #[default]
+    None,
+    /// TinyLFU: a new key that would evict enters only if the sketch estimates it more
+    /// frequent than the policy's victim; otherwise the write is dropped at once and
+    /// reported as an eviction of the new key.
+    TinyLfu,
+    /// W-TinyLFU: every new key enters a window (first in first out; 10 % of the bound
+    /// at first, then sized by hill climbing on the shard's hit ratio, 1-80 %); the key leaving the window competes with the policy's victim among the rest
+    /// and the one the sketch estimates less frequent is evicted. A key just written is
+    /// always present.
+    WindowTinyLfu,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,12 @@ where
                         .idle_ms()
                         .is_some_and(|d| s.idle_refresh_due(idx, inner.clock.now_ms(), d)) => {}
                 Lookup::Live(idx) => {
-                    s.touch_shared(idx, inner.coarse_ms.load(Ordering::Relaxed), thread_rand);
+                    s.touch_shared(
+                        idx,
+                        hash,
+                        inner.coarse_ms.load(Ordering::Relaxed),
+                        thread_rand,
+                    );
                     let v = s.value_at(idx).clone();
                     drop(s);
                     inner.read_hits.incr();

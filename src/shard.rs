@@ -12,11 +12,74 @@ use crate::expires::Expires;
 pub(crate) use crate::garbage::{Cause, Dead, Garbage};
 use crate::latency::OpHistograms;
 use crate::meta::{lfu_minutes, Lfu, Meta, LFU_INIT_VAL};
+use crate::sketch::Sketch;
 use crate::table::{Moved, Table};
 use crate::weigh::{Weigher, ENTRY_OVERHEAD};
-use crate::Policy;
+use crate::{Admission, LfuDecay, Policy};
 use std::borrow::Borrow;
+use std::collections::VecDeque;
 use std::hash::Hash;
+
+/// W-TinyLFU's window at the start, as a share of the bound (measured on the workload
+/// suite, docs/design.md: 1 % is 5-6 points below 10 % on the recency-heavy stream, 20 %
+/// loses 13 on a loop slightly larger than the cache). Hill climbing then moves it
+/// between [`WINDOW_MIN`] and [`WINDOW_MAX`].
+const WINDOW_START: f64 = 0.10;
+const WINDOW_MIN: f64 = 0.01;
+const WINDOW_MAX: f64 = 0.80;
+/// Hill climbing (Caffeine's): one step is this share of the bound, shrinking by
+/// `CLIMB_DECAY` per sample unless the hit ratio moved by `CLIMB_RESTART` or more, which
+/// restarts it at full size. A sample is `CLIMB_SAMPLE` bounds' worth of accesses.
+const CLIMB_STEP: f64 = 0.0625;
+const CLIMB_DECAY: f64 = 0.98;
+const CLIMB_RESTART: f64 = 0.05;
+const CLIMB_SAMPLE: u64 = 10;
+
+/// The hill climber of the window size: keeps moving the window the way that last
+/// raised the hit ratio, turns back when it fell.
+#[derive(Clone, Copy, Debug)]
+struct Climber {
+    misses: u64,
+    hits_at_start: u64,
+    shared_hits_at_start: u64,
+    /// The hit ratio of the last sample; negative before the first.
+    last_ratio: f64,
+    /// The next move, signed, as a share of the bound.
+    step: f64,
+}
+
+impl Default for Climber {
+    fn default() -> Self {
+        Climber {
+            misses: 0,
+            hits_at_start: 0,
+            shared_hits_at_start: 0,
+            last_ratio: -1.0,
+            // The first move tries a smaller window.
+            step: -CLIMB_STEP,
+        }
+    }
+}
+
+impl Climber {
+    /// Takes a sample's hit ratio and returns how far to move the window (a share of
+    /// the bound; 0 for the first sample, which only sets the reference).
+    fn adjust(&mut self, ratio: f64) -> f64 {
+        let first = self.last_ratio < 0.0;
+        let delta = if first { 0.0 } else { ratio - self.last_ratio };
+        self.last_ratio = ratio;
+        if first {
+            return 0.0;
+        }
+        let amount = if delta >= 0.0 { self.step } else { -self.step };
+        self.step = if delta.abs() >= CLIMB_RESTART {
+            CLIMB_STEP.copysign(amount)
+        } else {
+            amount * CLIMB_DECAY
+        };
+        amount
+    }
+}
 
 /// Maps a random `r` onto `0..n` with a multiply and a shift instead of a division.
 #[inline]
@@ -44,6 +107,10 @@ pub(crate) struct ShardConfig {
     pub(crate) budget: u64,
     /// This shard's share of `max_entries` (u64::MAX: unbounded).
     pub(crate) max_entries: u64,
+    /// Admission in force: [`Admission::None`] unless the policy is an allkeys one.
+    pub(crate) admission: Admission,
+    /// Whether the admission sketch has a doorkeeper.
+    pub(crate) doorkeeper: bool,
 }
 
 /// Counters kept under the shard lock (no atomics on the hot path).
@@ -93,6 +160,23 @@ pub(crate) struct Shard<K, V> {
     /// Logical LRU clock, unwrapped; entries store its low 24 bits.
     tick: u64,
     rng: u64,
+    /// LFU's logical decay period (`LfuDecay::Turnovers`) and the writes into it.
+    lfu_epoch: u64,
+    lfu_epoch_writes: u64,
+    /// The admission sketch (admission on only).
+    sketch: Option<Sketch>,
+    /// W-TinyLFU's window, oldest first: the low 32 bits of the hash and the index of
+    /// each key written new (8 bytes). The index is a hint (the table moves entries);
+    /// the hash finds the key again (buckets are chosen by the low bits). A key gone or
+    /// already out of the window is skipped when it comes up.
+    window: VecDeque<(u32, u32)>,
+    /// Entries whose metadata says they are in the window.
+    window_len: usize,
+    /// The window's size as a share of the bound, tuned by hill climbing.
+    window_share: f64,
+    climb: Climber,
+    /// Hits counted under the shared lock, in batches (see `Sketch::count_shared`).
+    shared_hits: std::sync::atomic::AtomicU64,
     pub(crate) stats: ShardStats,
     pub(crate) cfg: ShardConfig,
     /// Latency of this shard's single-key operations (recorded only when timing is on).
@@ -109,6 +193,26 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             used: 0,
             tick: 0,
             rng: seed | 1,
+            lfu_epoch: 0,
+            lfu_epoch_writes: 0,
+            // Sized for the bound at once (growing by doubling leaves the smaller tables
+            // resident in the allocator); a shard bounded by memory, or by more entries
+            // than this, starts small and grows with its entry count.
+            sketch: (cfg.admission != Admission::None).then(|| {
+                Sketch::new(
+                    if cfg.max_entries <= 1 << 24 {
+                        cfg.max_entries as usize
+                    } else {
+                        4096
+                    },
+                    cfg.doorkeeper,
+                )
+            }),
+            window: VecDeque::new(),
+            window_len: 0,
+            window_share: WINDOW_START,
+            climb: Climber::default(),
+            shared_hits: std::sync::atomic::AtomicU64::new(0),
             stats: ShardStats::default(),
             cfg,
             latency: Box::default(),
@@ -147,10 +251,39 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         (w.weight(key, value) + ENTRY_OVERHEAD) as u64
     }
 
+    /// The LFU stamp "now": minutes (Redis's decay) or the logical decay period.
+    #[inline]
+    fn lfu_now(&self, coarse_ms: u64) -> u16 {
+        match self.cfg.lfu.decay {
+            LfuDecay::Minutes(_) => lfu_minutes(coarse_ms),
+            LfuDecay::Turnovers(_) => self.lfu_epoch as u16,
+        }
+    }
+
+    /// Counts a write (under the exclusive lock) towards LFU's logical decay: the period
+    /// advances every `n` turnovers of the shard (`n` times its bound in writes).
+    fn lfu_write(&mut self) {
+        if let LfuDecay::Turnovers(n) = self.cfg.lfu.decay {
+            if n > 0 {
+                self.lfu_epoch_writes += 1;
+                let size = if self.cfg.max_entries == u64::MAX {
+                    self.table.len() as u64
+                } else {
+                    self.cfg.max_entries
+                };
+                if self.lfu_epoch_writes >= (size * n as u64).max(1) {
+                    self.lfu_epoch += 1;
+                    self.lfu_epoch_writes = 0;
+                }
+            }
+        }
+    }
+
     fn new_meta(&mut self, env_coarse_ms: u64) -> Meta {
         let mut m = Meta::default();
         if self.cfg.policy.is_lfu() {
-            m.set_lfu(lfu_minutes(env_coarse_ms), LFU_INIT_VAL);
+            self.lfu_write();
+            m.set_lfu(self.lfu_now(env_coarse_ms), LFU_INIT_VAL);
         } else {
             self.tick += 1;
             m.set_clock(self.tick as u32);
@@ -160,12 +293,14 @@ impl<K: Hash + Eq, V> Shard<K, V> {
 
     fn touch(&mut self, idx: u32, coarse_ms: u64) {
         if self.cfg.policy.is_lfu() {
+            self.lfu_write();
             let r = self.rand();
             let lfu = self.cfg.lfu;
+            let now = self.lfu_now(coarse_ms);
             self.table
                 .entry_mut(idx)
                 .meta
-                .update(|m| lfu.touch(m, lfu_minutes(coarse_ms), r));
+                .update(|m| lfu.touch(m, now, r));
         } else {
             self.tick += 1;
             let t = self.tick as u32;
@@ -199,11 +334,25 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     /// itself advances only under the exclusive lock), or makes one LFU access with a
     /// coin from `rand`.
     #[inline]
-    pub(crate) fn touch_shared(&self, idx: u32, coarse_ms: u64, rand: impl FnOnce() -> u64) {
+    pub(crate) fn touch_shared(
+        &self,
+        idx: u32,
+        hash: u64,
+        coarse_ms: u64,
+        mut rand: impl FnMut() -> u64,
+    ) {
+        if let Some(sk) = &self.sketch {
+            let coin = rand();
+            sk.count_shared(hash, coin);
+            if coin & 15 == 0 {
+                self.shared_hits
+                    .fetch_add(16, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let cell = &self.table.entry(idx).meta;
         let mut m = cell.get();
         if self.cfg.policy.is_lfu() {
-            self.cfg.lfu.touch(&mut m, lfu_minutes(coarse_ms), rand());
+            self.cfg.lfu.touch(&mut m, self.lfu_now(coarse_ms), rand());
         } else {
             m.set_clock(self.tick as u32);
         }
@@ -235,8 +384,12 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         cause: Cause,
         g: &mut Garbage<K, V>,
     ) -> Option<Moved> {
-        if self.table.entry(idx).meta.get().has_ttl() {
+        let meta = self.table.entry(idx).meta.get();
+        if meta.has_ttl() {
             self.expires.remove(idx);
+        }
+        if meta.in_window() {
+            self.window_len -= 1;
         }
         self.pool.forget(idx);
         let (e, moved) = self.table.remove_at(idx);
@@ -307,6 +460,9 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         match self.find_live(hash, key, env, g) {
             Some(idx) => {
                 self.stats.hits += 1;
+                if let Some(sk) = &self.sketch {
+                    sk.count(hash);
+                }
                 self.touch(idx, env.coarse_ms);
                 self.refresh_idle(idx, env);
                 Some(&self.table.entry(idx).value)
@@ -369,6 +525,17 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 budget: self.cfg.budget,
             });
         }
+        if self.sketch.is_some() {
+            if existing.is_none() {
+                self.grow_sketch();
+                if self.cfg.admission == Admission::WindowTinyLfu {
+                    self.climb();
+                }
+            }
+            let sk = self.sketch.as_mut().expect("checked");
+            sk.maybe_age();
+            sk.count(hash);
+        }
         loop {
             let after = self.used - old_w + new_w;
             let over_memory = after > self.cfg.budget;
@@ -376,7 +543,31 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             if !over_memory && !over_count {
                 break;
             }
-            let Some(victim) = self.pick_victim(existing, env.coarse_ms) else {
+            let admission = if existing.is_none() {
+                self.cfg.admission
+            } else {
+                Admission::None
+            };
+            let victim = match admission {
+                Admission::None => self.pick_victim(existing, env.coarse_ms, false),
+                Admission::TinyLfu => match self.pick_victim(None, env.coarse_ms, false) {
+                    Some(v) if self.estimate_at(v) >= self.estimate(hash) => {
+                        // The newcomer is not more frequent than the victim: it is
+                        // dropped at once, reported as evicted.
+                        self.stats.evicted += 1;
+                        g.push(Dead::Entry {
+                            key,
+                            value,
+                            cause: Cause::Evicted,
+                            weight: new_w,
+                        });
+                        return Ok(None);
+                    }
+                    other => other,
+                },
+                Admission::WindowTinyLfu => self.window_victim(env.coarse_ms),
+            };
+            let Some(victim) = victim else {
                 return Err(Error::OutOfMemory {
                     used: after,
                     budget: self.cfg.budget,
@@ -402,13 +593,133 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 idx
             }
             None => {
-                let meta = self.new_meta(env.coarse_ms);
-                self.table.push(hash, key, value, meta)
+                let mut meta = self.new_meta(env.coarse_ms);
+                let windowed = self.cfg.admission == Admission::WindowTinyLfu;
+                meta.set_window(windowed);
+                let idx = self.table.push(hash, key, value, meta);
+                if windowed {
+                    self.window.push_back((hash as u32, idx));
+                    self.window_len += 1;
+                }
+                // While the cache fills, keys leave the window without a contest.
+                while self.window_len > self.window_cap() {
+                    if self.leave_window().is_none() {
+                        break;
+                    }
+                }
+                idx
             }
         };
         self.set_ttl(idx, ttl);
         self.slide(idx, env);
         Ok(Some(idx))
+    }
+
+    /// Counts a miss (a new key written) and, once the shard is full and a sample of
+    /// accesses has gone by, moves the window by the climber's step. Hits under the
+    /// shared lock are counted in batches, like the sketch's total.
+    fn climb(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.climb.misses += 1;
+        let hits = (self.stats.hits - self.climb.hits_at_start)
+            + (self.shared_hits.load(Relaxed) - self.climb.shared_hits_at_start);
+        let total = hits + self.climb.misses;
+        let bound = if self.cfg.max_entries == u64::MAX {
+            self.table.len() as u64
+        } else {
+            self.cfg.max_entries
+        };
+        if total < (bound * CLIMB_SAMPLE).max(1024) || self.table.len() as u64 + 1 < bound {
+            return;
+        }
+        let amount = self.climb.adjust(hits as f64 / total as f64);
+        self.window_share = (self.window_share + amount).clamp(WINDOW_MIN, WINDOW_MAX);
+        self.climb.misses = 0;
+        self.climb.hits_at_start = self.stats.hits;
+        self.climb.shared_hits_at_start = self.shared_hits.load(Relaxed);
+    }
+
+    /// Grows the sketch with the shard while it is below its bound (its counts restart).
+    fn grow_sketch(&mut self) {
+        let len = self.table.len() + 1;
+        let bound = self.cfg.max_entries.min(usize::MAX as u64) as usize;
+        if let Some(sk) = &mut self.sketch {
+            if len > sk.capacity() && sk.capacity() < bound {
+                *sk = Sketch::new((sk.capacity() * 2).min(bound), self.cfg.doorkeeper);
+            }
+        }
+    }
+
+    fn estimate(&self, hash: u64) -> u8 {
+        self.sketch.as_ref().map_or(0, |sk| sk.estimate(hash))
+    }
+
+    fn estimate_at(&self, idx: u32) -> u8 {
+        let h = self.table.hash_key(&self.table.entry(idx).key);
+        self.estimate(h)
+    }
+
+    /// The window's size: its hill-climbed share of the shard's bound (of its entries when
+    /// bounded by memory), at least one.
+    fn window_cap(&self) -> usize {
+        let base = if self.cfg.max_entries == u64::MAX {
+            self.table.len()
+        } else {
+            self.cfg.max_entries as usize
+        };
+        ((base as f64 * self.window_share) as usize).max(1)
+    }
+
+    /// Moves the oldest key of the window to the main part; returns its index.
+    fn leave_window(&mut self) -> Option<u32> {
+        while let Some((h, hint)) = self.window.pop_front() {
+            let at_hint = (hint as usize) < self.table.len() && {
+                let e = self.table.entry(hint);
+                e.meta.get().in_window() && self.table.hash_key(&e.key) as u32 == h
+            };
+            let found = if at_hint {
+                Some(hint)
+            } else {
+                self.table.find_hashed(h, |e| e.meta.get().in_window())
+            };
+            if let Some(idx) = found {
+                self.table
+                    .entry_mut(idx)
+                    .meta
+                    .update(|m| m.set_window(false));
+                self.window_len -= 1;
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// W-TinyLFU's choice: the key leaving the window against the policy's victim among
+    /// the others; the one estimated less frequent goes (the victim wins ties).
+    fn window_victim(&mut self, coarse_ms: u64) -> Option<u32> {
+        if self.window.len() > 4 * self.window_len + 64 {
+            // Hashes of keys deleted while in the window pile up; drop them.
+            let table = &self.table;
+            self.window
+                .retain(|&(h, _)| table.find_hashed(h, |e| e.meta.get().in_window()).is_some());
+        }
+        let candidate = if self.window_len >= self.window_cap() {
+            self.leave_window()
+        } else {
+            None
+        };
+        let victim = self.pick_victim(candidate, coarse_ms, true);
+        match (candidate, victim) {
+            (Some(c), Some(v)) => Some(if self.estimate_at(c) > self.estimate_at(v) {
+                v
+            } else {
+                c
+            }),
+            (Some(c), None) => Some(c),
+            (None, Some(v)) => Some(v),
+            // Everything is in the window: its oldest key goes.
+            (None, None) => self.leave_window(),
+        }
     }
 
     /// The stored key and value at `idx`.
@@ -554,6 +865,8 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         }
         self.expires.clear();
         self.pool.clear();
+        self.window.clear();
+        self.window_len = 0;
         self.used = 0;
     }
 
@@ -562,7 +875,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         let meta = self.table.entry(idx).meta.get();
         match self.cfg.policy {
             Policy::AllKeysLfu | Policy::VolatileLfu => {
-                255 - self.cfg.lfu.decayed(meta, lfu_minutes(coarse_ms)) as u64
+                255 - self.cfg.lfu.decayed(meta, self.lfu_now(coarse_ms)) as u64
             }
             Policy::VolatileTtl => u64::MAX - self.expires.get(idx).unwrap_or(u64::MAX),
             // The unwrapped access stamp, older scoring higher: unlike the idle time it
@@ -576,8 +889,14 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         }
     }
 
-    /// Chooses an entry to evict, never `exclude` (the key being written).
-    fn pick_victim(&mut self, exclude: Option<u32>, coarse_ms: u64) -> Option<u32> {
+    /// Chooses an entry to evict, never `exclude` (the key being written), and with
+    /// `main_only` never a key in the admission window.
+    fn pick_victim(
+        &mut self,
+        exclude: Option<u32>,
+        coarse_ms: u64,
+        main_only: bool,
+    ) -> Option<u32> {
         let policy = self.cfg.policy;
         let volatile = policy.is_volatile();
         let candidates = if volatile {
@@ -592,17 +911,22 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         }
         match policy {
             Policy::NoEviction => None,
-            Policy::AllKeysRandom | Policy::VolatileRandom => loop {
-                let r = self.rand();
-                let idx = if volatile {
-                    self.expires.random(r)?.0
-                } else {
-                    below(r, self.table.len()) as u32
-                };
-                if Some(idx) != exclude {
-                    return Some(idx);
+            Policy::AllKeysRandom | Policy::VolatileRandom => {
+                for _ in 0..if main_only { 64 } else { usize::MAX } {
+                    let r = self.rand();
+                    let idx = if volatile {
+                        self.expires.random(r)?.0
+                    } else {
+                        below(r, self.table.len()) as u32
+                    };
+                    if Some(idx) != exclude
+                        && !(main_only && self.table.entry(idx).meta.get().in_window())
+                    {
+                        return Some(idx);
+                    }
                 }
-            },
+                None
+            }
             _ => {
                 for _ in 0..self.cfg.samples.max(1) {
                     let r = self.rand();
@@ -611,7 +935,9 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                     } else {
                         below(r, self.table.len()) as u32
                     };
-                    if Some(idx) != exclude {
+                    if Some(idx) != exclude
+                        && !(main_only && self.table.entry(idx).meta.get().in_window())
+                    {
                         let s = self.score(idx, coarse_ms);
                         self.pool.offer(idx, s);
                     }
@@ -620,8 +946,10 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 // sampled): rescore the best and put it back while a better one remains.
                 loop {
                     let (idx, _) = self.pool.take_best()?;
+                    let meta = self.table.entry(idx).meta.get();
                     if Some(idx) == exclude
-                        || (volatile && !self.table.entry(idx).meta.get().has_ttl())
+                        || (volatile && !meta.has_ttl())
+                        || (main_only && meta.in_window())
                     {
                         continue;
                     }
@@ -754,7 +1082,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
 
     /// The LFU counter (after decay) of a live key, for `hot_keys`.
     pub(crate) fn lfu_of(&self, meta: Meta, coarse_ms: u64) -> u8 {
-        self.cfg.lfu.decayed(meta, lfu_minutes(coarse_ms))
+        self.cfg.lfu.decayed(meta, self.lfu_now(coarse_ms))
     }
 
     // ---- time_to_idle --------------------------------------------------------------
@@ -802,5 +1130,35 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_climber_keeps_a_winning_direction_and_turns_back_on_a_loss() {
+        let mut c = Climber::default();
+        assert_eq!(
+            c.adjust(0.50),
+            0.0,
+            "the first sample only sets the reference"
+        );
+        // The first move tries a smaller window.
+        assert_eq!(c.adjust(0.50), -CLIMB_STEP);
+        // Better: keep going, with a slightly smaller step.
+        let m = c.adjust(0.51);
+        assert!(m < 0.0 && m.abs() < CLIMB_STEP, "{m}");
+        // Worse: turn back.
+        let back = c.adjust(0.50);
+        assert!(back > 0.0, "{back}");
+        // A jump of five points or more restarts the step at full size.
+        let big = c.adjust(0.60);
+        assert!(
+            (big - back * CLIMB_DECAY).abs() < 1e-12,
+            "{big} after {back}"
+        );
+        assert_eq!(c.step, CLIMB_STEP);
     }
 }

@@ -98,6 +98,24 @@ impl<K: Hash + Eq, V> Table<K, V> {
         None
     }
 
+    /// The entry whose key's hash has the low 32 bits `hash` and that `pred` accepts
+    /// (buckets are chosen by the low bits; a table never has 2^32 buckets).
+    pub(crate) fn find_hashed(
+        &self,
+        hash: u32,
+        pred: impl Fn(&Entry<K, V>) -> bool,
+    ) -> Option<u32> {
+        let mut i = self.buckets[self.bucket_of(hash as u64)];
+        while i != NIL {
+            let e = &self.entries[i as usize];
+            if pred(e) && self.hash_key(&e.key) as u32 == hash {
+                return Some(i);
+            }
+            i = e.next;
+        }
+        None
+    }
+
     /// Makes room for `additional` more entries without further resizes.
     pub(crate) fn reserve(&mut self, additional: usize) {
         let want = self.entries.len().saturating_add(additional);

@@ -235,10 +235,12 @@ fn lfu_counter_follows_the_documented_curve() {
             "{hits} hits: mean counter {mean:.1}, Redis's table says {redis}"
         );
     }
-    // Decay: one step per minute with lfu-decay-time 1.
+    // Decay: one step per minute with lfu-decay-time 1 (Redis's wall-clock decay, which
+    // the directive selects; larder's default decays in logical time).
     let clock = Arc::new(ManualClock::new(T0));
     let c: Cache<u64, u64> = Cache::builder()
         .eviction(Policy::AllKeysLfu)
+        .lfu_decay_time(1)
         .shards(1)
         .clock(Arc::clone(&clock))
         .background(Background::Manual)

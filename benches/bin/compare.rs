@@ -111,7 +111,7 @@ impl WithSubject for ParallelReplay<'_> {
 }
 
 /// `only`: run just the contenders whose name contains it (for profiling one cache);
-/// ratios are printed only when all four ran.
+/// ratios are printed only when all five ran.
 /// `samples`: larder's `maxmemory-samples`.
 fn throughput(ops_per_thread: usize, reps: usize, samples: usize, only: Option<&str>) {
     const THREADS: usize = 2;
@@ -120,6 +120,7 @@ fn throughput(ops_per_thread: usize, reps: usize, samples: usize, only: Option<&
         .map(|t| zipf_stream(KEYS, 0.99, ops_per_thread, 1_000 + t as u64))
         .collect();
     let contenders = [
+        Contender::LarderDefault,
         Contender::Larder(Policy::AllKeysLru),
         Contender::Larder(Policy::AllKeysLfu),
         Contender::QuickCache,
@@ -177,13 +178,13 @@ fn throughput(ops_per_thread: usize, reps: usize, samples: usize, only: Option<&
             hit_ratios[c] * 100.0
         );
     }
-    if contenders.len() < 4 {
+    if contenders.len() < 5 {
         return;
     }
     println!("\n| ratio | wall, median | wall, best | per CPU-second |");
     println!("|---|---:|---:|---:|");
-    for (l, name) in [(0, "allkeys-lru"), (1, "allkeys-lfu")] {
-        for (p, peer) in [(2, "quick_cache"), (3, "moka")] {
+    for (l, name) in [(0, "default"), (1, "allkeys-lru"), (2, "allkeys-lfu")] {
+        for (p, peer) in [(3, "quick_cache"), (4, "moka")] {
             println!(
                 "| larder {name} / {peer} | {:.2} | {:.2} | {:.2} |",
                 wall_med[l] / wall_med[p],
