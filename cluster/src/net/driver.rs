@@ -195,6 +195,9 @@ pub struct Stats {
     pub request_bytes_buffered: u64,
     /// The most request payload bytes ever held at once.
     pub request_bytes_peak: u64,
+    /// Requests waiting right now for one of their peer's service slots
+    /// ([`super::Limits::requests_per_peer`]), all peers together.
+    pub requests_waiting: u64,
     /// Revocation lists loaded (at start and on change).
     pub revocation_loads: u64,
     /// Connections closed because a loaded revocation list revokes their peer.
@@ -217,6 +220,7 @@ pub(super) struct Counters {
     pub(super) requests_timed_out: AtomicU64,
     pub(super) request_bytes_buffered: AtomicU64,
     pub(super) request_bytes_peak: AtomicU64,
+    pub(super) requests_waiting: AtomicU64,
     revocation_loads: AtomicU64,
     revoked_closed: AtomicU64,
 }
@@ -243,6 +247,7 @@ impl Counters {
             requests_timed_out: g(&self.requests_timed_out),
             request_bytes_buffered: g(&self.request_bytes_buffered),
             request_bytes_peak: g(&self.request_bytes_peak),
+            requests_waiting: g(&self.requests_waiting),
             revocation_loads: g(&self.revocation_loads),
             revoked_closed: g(&self.revoked_closed),
         }
@@ -1618,6 +1623,8 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
             },
         }
     }
+    // The registry keeps the budget while requests still hold it (see `leave`).
+    drop(budget);
     ctx.peers.leave(peer.id, &conn);
 }
 

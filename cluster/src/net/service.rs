@@ -148,7 +148,14 @@ pub(super) async fn serve_request(
         debug!(node = %me, peer = %id, "{what} not done within {deadline:?}");
         let _ = send.reset(CLOSE_TIMED_OUT.into());
     };
-    let Ok(_slot) = budget.serving.clone().acquire_owned().await else {
+    let slot = {
+        use std::sync::atomic::Ordering::Relaxed;
+        counters.requests_waiting.fetch_add(1, Relaxed);
+        let slot = budget.serving.clone().acquire_owned().await;
+        counters.requests_waiting.fetch_sub(1, Relaxed);
+        slot
+    };
+    let Ok(_slot) = slot else {
         return;
     };
     // The header: preamble and length prefix.
