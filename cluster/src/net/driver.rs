@@ -1338,12 +1338,20 @@ async fn dial(ctx: &Ctx, addr: &str, id: Option<NodeId>) -> Result<quinn::Connec
         return Err("the node's certificate names no role (allow_roleless is off)".into());
     }
     if let Ok(leaf) = peer_leaf(&conn) {
-        ctx.peers.track(&conn, leaf);
+        ctx.peers.track(&conn, leaf.clone());
         let (peers, c) = (ctx.peers.clone(), conn.clone());
         tokio::spawn(async move {
             c.closed().await;
             peers.untrack(&c);
         });
+        // The handshake ran under the list in force when the dial began; a list
+        // loaded meanwhile swept only the connections tracked then. Checked after
+        // tracking, so a reload either sees this connection or is seen here.
+        if ctx.tls.revokes(&leaf) {
+            bump(&ctx.counters.revoked_closed);
+            conn.close(close::REVOKED.into(), b"certificate revoked");
+            return Err("the node's certificate is revoked".into());
+        }
     }
     Ok(conn)
 }
@@ -1577,13 +1585,22 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
         }
         warn!(node = %ctx.me, peer = %peer.id, %remote, "certificate names no role: taken as node+admin; re-issue it with a role");
     }
-    // A handshake that began under the previous revocation list.
+    // A handshake that began under the previous revocation list: refused before it
+    // can push out the peer's other connections, and checked again once registered,
+    // so a reload running in between either sweeps it or is seen here.
     if ctx.tls.revokes(&leaf) {
         bump(&ctx.counters.revoked_closed);
         conn.close(close::REVOKED.into(), b"certificate revoked");
         return;
     }
-    let (budget, evicted) = ctx.peers.admit(peer.id, &conn, leaf);
+    let (budget, evicted) = ctx.peers.admit(peer.id, &conn, leaf.clone());
+    if ctx.tls.revokes(&leaf) {
+        bump(&ctx.counters.revoked_closed);
+        conn.close(close::REVOKED.into(), b"certificate revoked");
+        drop(budget);
+        ctx.peers.leave(peer.id, &conn);
+        return;
+    }
     for old in evicted {
         bump(&ctx.counters.connections_evicted);
         warn!(node = %ctx.me, peer = %peer.id, "too many connections: closing its oldest");
