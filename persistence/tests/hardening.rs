@@ -529,3 +529,31 @@ fn reopening_while_another_thread_spawns_processes_is_never_busy() {
         }
     });
 }
+
+#[test]
+fn removing_the_lock_file_does_not_let_a_second_open_in_this_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = || -> Arc<dyn Backend> { Arc::new(FsBackend::new(tmp.path()).unwrap()) };
+    let first = open(disk(), opts()).unwrap();
+    first.dir.append(&set(1)).unwrap();
+    // An operator takes the lock file for a stale one and removes it.
+    std::fs::remove_file(tmp.path().join("lock")).unwrap();
+    match open(disk(), opts()) {
+        Err(OpenError::Locked(LockError::Held { pid, .. })) => {
+            assert_eq!(pid, Some(std::process::id()));
+        }
+        Err(e) => panic!("second open: {e}"),
+        Ok(_) => panic!("a second open succeeded once the lock file was removed"),
+    }
+    // The same directory by another path (a symlink) is the same directory.
+    let link = tempfile::tempdir().unwrap();
+    let alias = link.path().join("alias");
+    std::os::unix::fs::symlink(tmp.path(), &alias).unwrap();
+    assert!(matches!(
+        open(Arc::new(FsBackend::new(&alias).unwrap()), opts()),
+        Err(OpenError::Locked(_))
+    ));
+    drop(first);
+    let again = open(disk(), opts()).unwrap();
+    assert_eq!(again.records.len(), 1);
+}

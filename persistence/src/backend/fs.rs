@@ -107,13 +107,22 @@ impl FileHandle for FsFile {
     }
 }
 
-/// The lock files this process holds, by device and inode. A POSIX record lock
-/// (`fcntl`) does not conflict with its own process, and closing *any* descriptor of
-/// the file releases it, so an in-process second opener is caught here before it opens
-/// the file at all.
-static HELD: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+/// The lock files this process holds, by device and inode, each with its directory's
+/// device and inode. A POSIX record lock (`fcntl`) does not conflict with its own
+/// process, and closing *any* descriptor of the file releases it, so an in-process
+/// second opener is caught here before it opens the file at all. The directory is
+/// recorded too: a lock file removed while held (by hand, by a cleanup job) would
+/// otherwise let a second opener in this process create a new one and lock it.
+static HELD: std::sync::Mutex<Vec<Held>> = std::sync::Mutex::new(Vec::new());
 
-fn held() -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+/// One entry of [`HELD`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Held {
+    file: (u64, u64),
+    dir: (u64, u64),
+}
+
+fn held() -> std::sync::MutexGuard<'static, Vec<Held>> {
     HELD.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -127,7 +136,7 @@ fn file_key(meta: &std::fs::Metadata) -> (u64, u64) {
 /// Holds the lock: the record lock lives as long as `file` is open in this process.
 struct FsLock {
     file: Option<File>,
-    key: (u64, u64),
+    key: Held,
 }
 
 impl Drop for FsLock {
@@ -160,15 +169,16 @@ impl Backend for FsBackend {
             source,
         };
         let mut held = held();
+        let dir_key = file_key(&std::fs::metadata(&self.dir).map_err(|e| io("stat directory", e))?);
         // stat, not open: closing a descriptor of a lock file this process holds would
         // release its lock.
-        if let Ok(meta) = std::fs::metadata(&path) {
-            if held.contains(&file_key(&meta)) {
-                return Err(LockError::Held {
-                    dir,
-                    pid: Some(std::process::id()),
-                });
-            }
+        let file_held = std::fs::metadata(&path)
+            .is_ok_and(|meta| held.iter().any(|h| h.file == file_key(&meta)));
+        if file_held || held.iter().any(|h| h.dir == dir_key) {
+            return Err(LockError::Held {
+                dir,
+                pid: Some(std::process::id()),
+            });
         }
         let file = OpenOptions::new()
             .read(true)
@@ -177,8 +187,11 @@ impl Backend for FsBackend {
             .truncate(false)
             .open(&path)
             .map_err(|e| io("open", e))?;
-        let key = file_key(&file.metadata().map_err(|e| io("stat", e))?);
-        if held.contains(&key) {
+        let key = Held {
+            file: file_key(&file.metadata().map_err(|e| io("stat", e))?),
+            dir: dir_key,
+        };
+        if held.iter().any(|h| h.file == key.file) {
             // A lock file this process holds, renamed into place between the stat and
             // the open by someone else. Closing this descriptor would release our own
             // lock on it, so it is kept open for the life of the process.
