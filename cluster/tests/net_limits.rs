@@ -303,3 +303,63 @@ async fn closing_every_connection_does_not_renew_a_peers_service_slots() {
     second.close(0u32.into(), b"done");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_a_slot_end_with_their_connection() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ca = ClusterCa::generate("cluster").unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let begun = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut config = NetConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ca.issue(id(1)).unwrap(),
+        ca.cert_der(),
+        StateStore::Memory(MemoryStore::new()),
+    );
+    config.idle_timeout = Duration::from_secs(5);
+    config.service = Some(Arc::new(Gated {
+        gate: gate.clone(),
+        begun: begun.clone(),
+    }));
+    config.limits = Limits {
+        requests_per_peer: 1,
+        ..Limits::default()
+    };
+    let node = ClusterNode::start(config).await.unwrap();
+    let to = node.local_addr();
+    let rogue_ident = ca.issue_as(id(2), &[Role::Client]).unwrap();
+    let mut rogue = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    rogue.set_default_client_config(
+        client_config(&rogue_ident, &ca.cert_der(), Duration::from_secs(5)).unwrap(),
+    );
+    // Its one slot held by a request that does not finish, then streams that queue
+    // behind it, then the connection is dropped; repeated, this would pile up tasks
+    // waiting for a slot that never frees.
+    for round in 0..3u64 {
+        let conn = rogue.connect(to, MEET_SERVER_NAME).unwrap().await.unwrap();
+        if round == 0 {
+            tokio::spawn(raw_request(conn.clone(), b"block"));
+            eventually("the slot to be taken", Duration::from_secs(30), || {
+                begun.load(SeqCst) == 1
+            })
+            .await;
+        }
+        for _ in 0..8 {
+            tokio::spawn(raw_request(conn.clone(), b"queued"));
+        }
+        eventually("eight requests to queue", Duration::from_secs(30), || {
+            node.stats().requests_waiting == 8
+        })
+        .await;
+        conn.close(0u32.into(), b"bye");
+        eventually(
+            "the queued requests to end with their connection",
+            Duration::from_secs(30),
+            || node.stats().requests_waiting == 0,
+        )
+        .await;
+    }
+    assert_eq!(begun.load(SeqCst), 1, "a queued request was served");
+    gate.add_permits(1);
+    node.shutdown().await;
+}
