@@ -239,7 +239,8 @@ pub const REVOKED: &str = "revoked.crl";
 
 /// Revokes the certificates in the PEM files `certs` (the first certificate of each)
 /// with the CA of directory `dir`: writes `dir/revoked.crl` anew (PEM, signed by the
-/// CA) with every certificate it revoked before and these. With no file it writes the
+/// CA) with every certificate it revoked before and these; a certificate the CA did
+/// not sign refuses the whole call. With no file it writes the
 /// list as it was (an empty one if there was none). The file is replaced atomically (written beside it,
 /// fsynced, renamed), so a node that reads it meanwhile sees the old list or the new
 /// one. Copy it to every node's `revocation_list` path; nodes load it when it

@@ -195,3 +195,171 @@ async fn a_peer_holds_at_most_its_connection_limit() {
     good.close().await;
     node.shutdown().await;
 }
+
+/// Answers `block` once the gate lets it through (counting the calls begun), and
+/// echoes anything else at once.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    begun: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Service for Gated {
+    fn call(
+        &self,
+        _from: PeerCert,
+        request: Vec<u8>,
+    ) -> Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'static>> {
+        let (gate, begun) = (self.gate.clone(), self.begun.clone());
+        Box::pin(async move {
+            begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if request == b"block" {
+                let _pass = gate.acquire().await;
+            }
+            request
+        })
+    }
+}
+
+/// Sends one request on a stream of its own and returns the response payload.
+async fn raw_request(conn: quinn::Connection, payload: &'static [u8]) -> Option<Vec<u8>> {
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    let mut bytes = REQUEST_PREAMBLE.to_vec();
+    larder_cluster::net::frame::encode_frame(payload, &mut bytes);
+    send.write_all(&bytes).await.ok()?;
+    send.finish().ok()?;
+    let response = recv.read_to_end(1 << 20).await.ok()?;
+    Some(response.get(4..)?.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_every_connection_does_not_renew_a_peers_service_slots() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ca = ClusterCa::generate("cluster").unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let begun = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut config = NetConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ca.issue(id(1)).unwrap(),
+        ca.cert_der(),
+        StateStore::Memory(MemoryStore::new()),
+    );
+    config.idle_timeout = Duration::from_secs(5);
+    config.service = Some(Arc::new(Gated {
+        gate: gate.clone(),
+        begun: begun.clone(),
+    }));
+    config.limits = Limits {
+        requests_per_peer: 2,
+        ..Limits::default()
+    };
+    let node = ClusterNode::start(config).await.unwrap();
+    let to = node.local_addr();
+
+    // The rogue fills its two service slots with requests that do not finish (a
+    // `WAIT` for replicas that never come, say), then drops the connection.
+    let rogue_ident = ca.issue_as(id(2), &[Role::Client]).unwrap();
+    let mut rogue = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    rogue.set_default_client_config(
+        client_config(&rogue_ident, &ca.cert_der(), Duration::from_secs(5)).unwrap(),
+    );
+    let first = rogue.connect(to, MEET_SERVER_NAME).unwrap().await.unwrap();
+    for _ in 0..2 {
+        tokio::spawn(raw_request(first.clone(), b"block"));
+    }
+    eventually("two requests in service", Duration::from_secs(30), || {
+        begun.load(SeqCst) == 2
+    })
+    .await;
+    first.close(0u32.into(), b"bye");
+    eventually(
+        "the node to see the connection close",
+        Duration::from_secs(30),
+        || node.connections_from(rogue_ident.id()) == 0,
+    )
+    .await;
+
+    // A new connection of the same certificate: its request waits for a slot its
+    // first two still hold; a fresh budget would serve it at once.
+    let second = rogue.connect(to, MEET_SERVER_NAME).unwrap().await.unwrap();
+    let third = tokio::spawn(raw_request(second.clone(), b"third"));
+    eventually(
+        "the third request to wait or be served",
+        Duration::from_secs(30),
+        || node.stats().requests_waiting == 1 || begun.load(SeqCst) == 3,
+    )
+    .await;
+    assert_eq!(
+        begun.load(SeqCst),
+        2,
+        "a request was served beyond the peer's service slots"
+    );
+    // Once the first two finish, the third gets its turn.
+    gate.add_permits(2);
+    let r = tokio::time::timeout(Duration::from_secs(30), third)
+        .await
+        .expect("the third request was never served")
+        .unwrap();
+    assert_eq!(r.as_deref(), Some(&b"third"[..]));
+    second.close(0u32.into(), b"done");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_a_slot_end_with_their_connection() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ca = ClusterCa::generate("cluster").unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let begun = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut config = NetConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ca.issue(id(1)).unwrap(),
+        ca.cert_der(),
+        StateStore::Memory(MemoryStore::new()),
+    );
+    config.idle_timeout = Duration::from_secs(5);
+    config.service = Some(Arc::new(Gated {
+        gate: gate.clone(),
+        begun: begun.clone(),
+    }));
+    config.limits = Limits {
+        requests_per_peer: 1,
+        ..Limits::default()
+    };
+    let node = ClusterNode::start(config).await.unwrap();
+    let to = node.local_addr();
+    let rogue_ident = ca.issue_as(id(2), &[Role::Client]).unwrap();
+    let mut rogue = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    rogue.set_default_client_config(
+        client_config(&rogue_ident, &ca.cert_der(), Duration::from_secs(5)).unwrap(),
+    );
+    // Its one slot held by a request that does not finish, then streams that queue
+    // behind it, then the connection is dropped; repeated, this would pile up tasks
+    // waiting for a slot that never frees.
+    for round in 0..3u64 {
+        let conn = rogue.connect(to, MEET_SERVER_NAME).unwrap().await.unwrap();
+        if round == 0 {
+            tokio::spawn(raw_request(conn.clone(), b"block"));
+            eventually("the slot to be taken", Duration::from_secs(30), || {
+                begun.load(SeqCst) == 1
+            })
+            .await;
+        }
+        for _ in 0..8 {
+            tokio::spawn(raw_request(conn.clone(), b"queued"));
+        }
+        eventually("eight requests to queue", Duration::from_secs(30), || {
+            node.stats().requests_waiting == 8
+        })
+        .await;
+        conn.close(0u32.into(), b"bye");
+        eventually(
+            "the queued requests to end with their connection",
+            Duration::from_secs(30),
+            || node.stats().requests_waiting == 0,
+        )
+        .await;
+    }
+    assert_eq!(begun.load(SeqCst), 1, "a queued request was served");
+    gate.add_permits(1);
+    node.shutdown().await;
+}

@@ -343,3 +343,65 @@ async fn a_node_does_not_dial_a_revoked_node() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_whose_handshake_spans_a_reload_is_checked_against_the_new_list() {
+    let ca = ClusterCa::generate("cluster").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let list_path = dir.path().join("revoked.crl");
+    let empty = ca.revocation_list(None, &[]).unwrap();
+    std::fs::write(&list_path, empty.pem()).unwrap();
+    let mut cfg = config(ca.issue(id(1)).unwrap(), &ca);
+    cfg.revocation_list = Some(list_path.clone());
+    // Reloaded by hand below, at the moment that matters.
+    cfg.revocation_poll = Duration::from_secs(3600);
+    let a = Arc::new(ClusterNode::start(cfg).await.unwrap());
+
+    // A node-role server the test holds mid-handshake.
+    let b_ident = ca.issue(id(31)).unwrap();
+    let b = quinn::Endpoint::server(
+        server_config(&b_ident, &ca.cert_der(), Duration::from_secs(2)).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let b_addr = b.local_addr().unwrap().to_string();
+    let asked = {
+        let (a, addr, b_id) = (a.clone(), b_addr.clone(), b_ident.id());
+        tokio::spawn(async move { a.request(b_id, &addr, b"hello").await })
+    };
+    // The node's Initial arrived; its handshake waits for this side to accept.
+    let incoming = tokio::time::timeout(Duration::from_secs(10), b.accept())
+        .await
+        .expect("the node never dialled")
+        .unwrap();
+
+    // Meanwhile B's certificate is revoked and the node loads the list.
+    let list = ca
+        .revocation_list(Some(&empty), std::slice::from_ref(&b_ident.cert_chain()[0]))
+        .unwrap();
+    std::fs::write(&list_path, list.pem()).unwrap();
+    assert_eq!(a.reload_revocation_list().unwrap(), 1);
+
+    // The handshake completes under the list the dial began with; B would answer.
+    let conn = incoming.await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let _ = recv.read_to_end(1 << 20).await;
+            let mut out = Vec::new();
+            encode_frame(b"served by a revoked node", &mut out);
+            let _ = send.write_all(&out).await;
+            let _ = send.finish();
+        }
+    });
+    let r = tokio::time::timeout(Duration::from_secs(20), asked)
+        .await
+        .expect("the request never ended")
+        .unwrap();
+    assert!(
+        r.is_err(),
+        "a revoked node was dialled and answered: {:?}",
+        r.map(|v| String::from_utf8_lossy(&v).into_owned())
+    );
+    assert!(a.stats().revoked_closed >= 1, "{:?}", a.stats());
+    b.close(0u32.into(), b"done");
+}

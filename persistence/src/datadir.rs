@@ -232,9 +232,17 @@ fn next_free_id(names: &[String], m: Option<&Manifest>) -> u64 {
     present.max(named).saturating_add(1)
 }
 
+/// Marks a directory being started over: it holds the name of the new, first incr
+/// file. Written (durably) before the manifest naming only that file, removed once
+/// the old data files are. While it stands and the manifest names that file first,
+/// without a base, older data files are discarded data and go as leftovers; without
+/// it, an unnamed incr file holding records refuses the open (a stale manifest).
+pub const DISCARD_MARKER: &str = "discarding";
+
 /// Starts the directory over, empty: a new incr file with an id above every file
-/// present, then a manifest naming only it (the switch point: a crash before it keeps
-/// the old data in force), then the old data files are removed.
+/// present, the [`DISCARD_MARKER`], then a manifest naming only the new file (the
+/// switch point: a crash before it keeps the old data in force), then the old data
+/// files are removed, then the marker.
 fn start_fresh(
     backend: &dyn Backend,
     names: &[String],
@@ -254,16 +262,37 @@ fn start_fresh(
         op,
         source,
     })?;
+    // Durable before the switch: a crash after it, with old files left, then opens.
+    let io = |file: &str, op| {
+        let file = file.to_owned();
+        move |source| OpenError::Io { file, op, source }
+    };
+    let marker = backend
+        .open(DISCARD_MARKER, OpenMode::CreateTruncate)
+        .map_err(io(DISCARD_MARKER, "create"))?;
+    marker
+        .write_at(format!("{first}\n").as_bytes(), 0)
+        .map_err(io(DISCARD_MARKER, "write"))?;
+    marker.sync_data().map_err(io(DISCARD_MARKER, "fsync"))?;
+    drop(marker);
+    backend.sync_dir().map_err(io(".", "fsync directory"))?;
     write_manifest(backend, &m).map_err(|e| e.error)?;
     for n in names {
         if (file_id(n).is_some() || n.ends_with(".tmp")) && n != first {
-            backend.remove(n).map_err(|source| OpenError::Io {
-                file: n.clone(),
-                op: "remove discarded file",
-                source,
-            })?;
+            match backend.remove(n) {
+                // `manifest.tmp` left by a crash was just reused and renamed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(|source| OpenError::Io {
+                    file: n.clone(),
+                    op: "remove discarded file",
+                    source,
+                })?,
+            }
         }
     }
+    backend
+        .remove(DISCARD_MARKER)
+        .map_err(io(DISCARD_MARKER, "remove"))?;
     backend.sync_dir().map_err(|source| OpenError::Io {
         file: ".".into(),
         op: "fsync directory",
@@ -275,8 +304,10 @@ fn start_fresh(
 /// The files present that `m` does not name and that may be removed: temp files,
 /// bases of unfinished or superseded rewrites (a rewrite's base takes the id of the
 /// incr file it switched to, which the manifest names first), incr files holding no
-/// record, and incr files older than the base. An unnamed incr file holding records
-/// the base does not cover, or a base newer than every file named, means the manifest
+/// record, incr files older than the base, and the files of data discarded by
+/// starting over whose removal was cut short (see [`DISCARD_MARKER`]). An unnamed incr
+/// file holding records the base does not cover, or a base newer than every file
+/// named, means the manifest
 /// lost track of written data (a stale or hand-edited manifest): that refuses the
 /// open and nothing is removed.
 pub(crate) fn leftovers(
@@ -300,7 +331,28 @@ pub(crate) fn leftovers(
                 source,
             })
     };
+    // A directory started over names, without a base, the incr file the marker
+    // names: every older data file is discarded data (see DISCARD_MARKER).
     let mut out = Vec::new();
+    let mut started_over = None;
+    if names.iter().any(|n| n == DISCARD_MARKER) {
+        let marker = backend
+            .read_all(DISCARD_MARKER)
+            .map_err(|source| OpenError::Io {
+                file: DISCARD_MARKER.into(),
+                op: "read",
+                source,
+            })?;
+        let first = std::str::from_utf8(&marker)
+            .ok()
+            .and_then(|t| t.strip_suffix('\n'));
+        if m.base.is_none() && first.is_some() && first == m.incrs.first().map(|f| f.name.as_str())
+        {
+            started_over = first.and_then(file_id);
+        }
+        out.push(DISCARD_MARKER.to_owned());
+    }
+    let start_id = base_id.or(started_over);
     for n in names {
         if m.files().any(|f| &f.name == n) {
             continue;
@@ -323,7 +375,7 @@ pub(crate) fn leftovers(
             continue;
         };
         let bytes = size(n)?;
-        if bytes <= crate::frame::FILE_HEADER_LEN as u64 || base_id.is_some_and(|b| id < b) {
+        if bytes <= crate::frame::FILE_HEADER_LEN as u64 || start_id.is_some_and(|b| id < b) {
             out.push(n.clone());
         } else {
             return Err(OpenError::Unnamed {

@@ -62,7 +62,7 @@ pub mod snapshot;
 
 pub use backend::{Backend, DirLock, FileHandle, LockError, OpenMode};
 pub use datadir::{
-    discard, DataDir, LoadStats, OpStatus, Options, Rewrite, SchemaMismatch, Status,
+    discard, DataDir, LoadStats, OpStatus, Options, Rewrite, SchemaMismatch, Status, DISCARD_MARKER,
 };
 pub use error::{AppendError, Error, OpenError, RewriteError};
 pub use log::FsyncPolicy;

@@ -178,3 +178,28 @@ fn files_the_manifest_does_not_name_are_reported_as_open_refuses_them() {
         "{out}"
     );
 }
+
+#[test]
+fn a_read_only_check_looks_at_the_lock_without_taking_it() {
+    let tmp = make_dir(3);
+    // A copy made without its lock file (a backup, say): a read-only check writes
+    // nothing into it. Taking the lock, even for a moment, would create the file,
+    // write the checker's pid, and make an open starting then fail as busy.
+    std::fs::remove_file(tmp.path().join("lock")).unwrap();
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !tmp.path().join("lock").exists(),
+        "a read-only check created the lock file"
+    );
+    // With a lock file no one holds, it is left as it was.
+    std::fs::write(tmp.path().join("lock"), "12345\n").unwrap();
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("note:"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("lock")).unwrap(),
+        "12345\n",
+        "a read-only check wrote into the lock file"
+    );
+}

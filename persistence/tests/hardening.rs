@@ -529,3 +529,77 @@ fn reopening_while_another_thread_spawns_processes_is_never_busy() {
         }
     });
 }
+
+#[test]
+fn removing_the_lock_file_does_not_let_a_second_open_in_this_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = || -> Arc<dyn Backend> { Arc::new(FsBackend::new(tmp.path()).unwrap()) };
+    let first = open(disk(), opts()).unwrap();
+    first.dir.append(&set(1)).unwrap();
+    // An operator takes the lock file for a stale one and removes it.
+    std::fs::remove_file(tmp.path().join("lock")).unwrap();
+    match open(disk(), opts()) {
+        Err(OpenError::Locked(LockError::Held { pid, .. })) => {
+            assert_eq!(pid, Some(std::process::id()));
+        }
+        Err(e) => panic!("second open: {e}"),
+        Ok(_) => panic!("a second open succeeded once the lock file was removed"),
+    }
+    // The same directory by another path (a symlink) is the same directory.
+    let link = tempfile::tempdir().unwrap();
+    let alias = link.path().join("alias");
+    std::os::unix::fs::symlink(tmp.path(), &alias).unwrap();
+    assert!(matches!(
+        open(Arc::new(FsBackend::new(&alias).unwrap()), opts()),
+        Err(OpenError::Locked(_))
+    ));
+    drop(first);
+    let again = open(disk(), opts()).unwrap();
+    assert_eq!(again.records.len(), 1);
+}
+
+#[test]
+fn a_discard_cut_short_at_any_step_still_opens() {
+    use larder_persistence::backend::{FaultBackend, FaultPlan};
+    let tagged = |tag: &str| Options {
+        schema: Some(tag.into()),
+        on_schema_mismatch: SchemaMismatch::Discard,
+        ..opts()
+    };
+    // The data is discarded (a schema change) and the process dies after each step in
+    // turn: before the switch the old data stands, after it the directory is empty;
+    // either way it opens, and the old files go.
+    let mut n = 1;
+    loop {
+        let b = MemoryBackend::new();
+        let r = open(Arc::new(b.clone()), tagged("v1")).unwrap();
+        for k in 1..=3 {
+            r.dir.append(&set(k)).unwrap();
+        }
+        let mut rw = r.dir.begin_rewrite().unwrap();
+        rw.push(b"key0", b"value0", None).unwrap();
+        r.dir.finish_rewrite(rw).unwrap();
+        r.dir.append(&set(4)).unwrap();
+        drop(r);
+        let faulty = FaultBackend::new(
+            b.clone(),
+            FaultPlan {
+                fail_after_ops: Some(n),
+                ..FaultPlan::default()
+            },
+        );
+        let done = larder_persistence::discard(&faulty, Some("v2".into())).is_ok();
+        let r = open(Arc::new(b.clone()), tagged("v2"))
+            .unwrap_or_else(|e| panic!("cut after {n} operations: {e}"));
+        assert!(r.model.is_empty(), "cut after {n} operations");
+        drop(r);
+        let names = b.list().unwrap();
+        // The manifest and one empty incr file: no old data, no marker.
+        assert_eq!(names.len(), 2, "cut after {n} operations: {names:?}");
+        if done {
+            break;
+        }
+        n += 1;
+    }
+    assert!(n > 5, "the discard took {n} operations");
+}

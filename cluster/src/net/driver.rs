@@ -195,6 +195,9 @@ pub struct Stats {
     pub request_bytes_buffered: u64,
     /// The most request payload bytes ever held at once.
     pub request_bytes_peak: u64,
+    /// Requests waiting right now for one of their peer's service slots
+    /// ([`super::Limits::requests_per_peer`]), all peers together.
+    pub requests_waiting: u64,
     /// Revocation lists loaded (at start and on change).
     pub revocation_loads: u64,
     /// Connections closed because a loaded revocation list revokes their peer.
@@ -217,6 +220,7 @@ pub(super) struct Counters {
     pub(super) requests_timed_out: AtomicU64,
     pub(super) request_bytes_buffered: AtomicU64,
     pub(super) request_bytes_peak: AtomicU64,
+    pub(super) requests_waiting: AtomicU64,
     revocation_loads: AtomicU64,
     revoked_closed: AtomicU64,
 }
@@ -243,6 +247,7 @@ impl Counters {
             requests_timed_out: g(&self.requests_timed_out),
             request_bytes_buffered: g(&self.request_bytes_buffered),
             request_bytes_peak: g(&self.request_bytes_peak),
+            requests_waiting: g(&self.requests_waiting),
             revocation_loads: g(&self.revocation_loads),
             revoked_closed: g(&self.revoked_closed),
         }
@@ -1353,12 +1358,20 @@ async fn dial(ctx: &Ctx, addr: &str, id: Option<NodeId>) -> Result<quinn::Connec
         return Err("the node's certificate names no role (allow_roleless is off)".into());
     }
     if let Ok(leaf) = peer_leaf(&conn) {
-        ctx.peers.track(&conn, leaf);
+        ctx.peers.track(&conn, leaf.clone());
         let (peers, c) = (ctx.peers.clone(), conn.clone());
         tokio::spawn(async move {
             c.closed().await;
             peers.untrack(&c);
         });
+        // The handshake ran under the list in force when the dial began; a list
+        // loaded meanwhile swept only the connections tracked then. Checked after
+        // tracking, so a reload either sees this connection or is seen here.
+        if ctx.tls.revokes(&leaf) {
+            bump(&ctx.counters.revoked_closed);
+            conn.close(close::REVOKED.into(), b"certificate revoked");
+            return Err("the node's certificate is revoked".into());
+        }
     }
     Ok(conn)
 }
@@ -1592,13 +1605,22 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
         }
         warn!(node = %ctx.me, peer = %peer.id, %remote, "certificate names no role: taken as node+admin; re-issue it with a role");
     }
-    // A handshake that began under the previous revocation list.
+    // A handshake that began under the previous revocation list: refused before it
+    // can push out the peer's other connections, and checked again once registered,
+    // so a reload running in between either sweeps it or is seen here.
     if ctx.tls.revokes(&leaf) {
         bump(&ctx.counters.revoked_closed);
         conn.close(close::REVOKED.into(), b"certificate revoked");
         return;
     }
-    let (budget, evicted) = ctx.peers.admit(peer.id, &conn, leaf);
+    let (budget, evicted) = ctx.peers.admit(peer.id, &conn, leaf.clone());
+    if ctx.tls.revokes(&leaf) {
+        bump(&ctx.counters.revoked_closed);
+        conn.close(close::REVOKED.into(), b"certificate revoked");
+        drop(budget);
+        ctx.peers.leave(peer.id, &conn);
+        return;
+    }
     for old in evicted {
         bump(&ctx.counters.connections_evicted);
         warn!(node = %ctx.me, peer = %peer.id, "too many connections: closing its oldest");
@@ -1638,6 +1660,8 @@ async fn serve_connection(ctx: Ctx, incoming: quinn::Incoming) {
             },
         }
     }
+    // The registry keeps the budget while requests still hold it (see `leave`).
+    drop(budget);
     ctx.peers.leave(peer.id, &conn);
 }
 

@@ -17,7 +17,9 @@
 //!   (at least one whole request, [`super::service::MAX_REQUEST_LEN`]); requests past
 //!   it wait, unread, in the receive window above.
 //! - **Requests in service** per peer: [`Limits::requests_per_peer`] run at once;
-//!   the others wait, unread.
+//!   the others wait, unread. A request in service outlives its connection, so the
+//!   budget and slots stay with the peer id until its last request lets go of them
+//!   (closing every connection does not renew them).
 //! - **Time**: a request must arrive whole, and its response be taken, within
 //!   [`Limits::request_deadline`] each, or its stream is reset; a connection silent for
 //!   the idle timeout ([`super::NetConfig::idle_timeout`]) is closed.

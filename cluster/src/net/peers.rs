@@ -21,6 +21,15 @@ pub(crate) struct PeerBudget {
     pub serving: Arc<Semaphore>,
 }
 
+impl PeerBudget {
+    /// Whether only the registry holds the budget: every request of the peer (each
+    /// holds a clone, and its reservations hold the semaphores) and every
+    /// connection's loop have let go of it.
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.bytes) == 1 && Arc::strong_count(&self.serving) == 1
+    }
+}
+
 struct PeerEntry {
     /// Incoming connections, oldest first.
     conns: VecDeque<quinn::Connection>,
@@ -88,15 +97,23 @@ impl Peers {
     }
 
     /// Forgets an incoming connection of `peer` (it closed).
+    ///
+    /// A request outlives its connection while the service answers it (a `WAIT`, a
+    /// write waiting for replicas), so a peer's budget is kept while any request still
+    /// holds some of it, even with none of its connections left: otherwise closing
+    /// every connection and dialling again would hand the peer a fresh budget while
+    /// the old one is still in use, and repeating that, any number of requests in
+    /// service. Budgets of peers with no connection are dropped once idle (checked
+    /// here, on every connection's close).
     pub(crate) fn leave(&self, peer: NodeId, conn: &quinn::Connection) {
         let mut inner = self.lock();
         inner.all.remove(&conn.stable_id());
         if let Some(entry) = inner.by_peer.get_mut(&peer) {
             entry.conns.retain(|c| c.stable_id() != conn.stable_id());
-            if entry.conns.is_empty() {
-                inner.by_peer.remove(&peer);
-            }
         }
+        inner
+            .by_peer
+            .retain(|_, e| !e.conns.is_empty() || !e.budget.idle());
     }
 
     /// Registers a connection this node dialled (for revocation sweeps).

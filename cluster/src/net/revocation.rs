@@ -128,8 +128,43 @@ impl RevocationList {
 }
 
 impl ClusterCa {
+    /// Checks `cert` is an end-entity certificate this CA signed. A list revokes by
+    /// serial number alone, so revoking a certificate of another CA (the wrong file,
+    /// another cluster's) would seem to succeed and revoke nothing that matters, or a
+    /// certificate of this CA that happens to share its serial. One that has expired
+    /// (or is not valid yet) is taken: the signature is what matters here.
+    fn check_issued(&self, cert: &CertificateDer<'_>) -> Result<(), NetError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.cert_der())
+            .map_err(|e| NetError::Certificate(format!("cluster CA: {e}")))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+        let serial = cert_serial(cert)
+            .map(|s| s.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            .unwrap_or_else(|_| "?".into());
+        match verifier.verify_client_cert(&cert.clone().into_owned(), &[], UnixTime::now()) {
+            Ok(_)
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired
+                | rustls::CertificateError::ExpiredContext { .. }
+                | rustls::CertificateError::NotValidYet
+                | rustls::CertificateError::NotValidYetContext { .. },
+            )) => Ok(()),
+            Err(e) => Err(NetError::Certificate(format!(
+                "certificate with serial {serial} is not one this CA issued ({e}); not revoked"
+            ))),
+        }
+    }
+
     /// A revocation list signed by this CA: what `previous` (a list this CA made)
     /// revoked, and `revoke` besides. Certificates already on it are not added twice.
+    /// Every certificate in `revoke` must be one this CA issued (expired or not);
+    /// another's refuses the whole list.
     pub fn revocation_list(
         &self,
         previous: Option<&RevocationList>,
@@ -163,6 +198,7 @@ impl ClusterCa {
             }
         }
         for cert in revoke {
+            self.check_issued(cert)?;
             let serial = normalize(&cert_serial(cert)?);
             if seen.insert(serial.clone()) {
                 revoked.push(RevokedCertParams {
@@ -230,6 +266,25 @@ mod tests {
             b"-----BEGIN X509 CRL-----\n!!\n-----END X509 CRL-----\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn only_certificates_of_this_ca_are_revoked() {
+        let ca = ClusterCa::generate("cluster").unwrap();
+        // Another cluster's CA, even under the same name.
+        let other = ClusterCa::generate("cluster").unwrap();
+        let ours = ca.issue(NodeId([1; 20])).unwrap();
+        let theirs = other.issue(NodeId([1; 20])).unwrap();
+        let leaf = |i: &NodeIdentity| i.cert_chain()[0].clone();
+        let err = ca
+            .revocation_list(None, &[leaf(&ours), leaf(&theirs)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not one this CA issued"), "{err}");
+        // The CA's own certificate is not an end entity to revoke.
+        assert!(ca.revocation_list(None, &[ca.cert_der()]).is_err());
+        let list = ca.revocation_list(None, &[leaf(&ours)]).unwrap();
+        assert!(list.revokes(&leaf(&ours)));
     }
 
     #[test]

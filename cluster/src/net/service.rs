@@ -148,7 +148,20 @@ pub(super) async fn serve_request(
         debug!(node = %me, peer = %id, "{what} not done within {deadline:?}");
         let _ = send.reset(CLOSE_TIMED_OUT.into());
     };
-    let Ok(_slot) = budget.serving.clone().acquire_owned().await else {
+    // Waiting for a slot ends when the peer gives up the stream or its connection
+    // closes: slots may be held for long (a `WAIT`), and a waiter that outlived its
+    // connection would be one more task per stream for every reconnect.
+    let slot = {
+        use std::sync::atomic::Ordering::Relaxed;
+        counters.requests_waiting.fetch_add(1, Relaxed);
+        let slot = tokio::select! {
+            slot = budget.serving.clone().acquire_owned() => slot.ok(),
+            _ = send.stopped() => None,
+        };
+        counters.requests_waiting.fetch_sub(1, Relaxed);
+        slot
+    };
+    let Some(_slot) = slot else {
         return;
     };
     // The header: preamble and length prefix.
@@ -190,7 +203,12 @@ pub(super) async fn serve_request(
         }
     };
     // MAX_REQUEST_LEN fits a u32 and the budget holds at least one whole request.
-    let Ok(reserved) = budget.bytes.clone().acquire_many_owned(len as u32).await else {
+    // As for the slot: the wait ends with the stream or the connection.
+    let reserved = tokio::select! {
+        r = budget.bytes.clone().acquire_many_owned(len as u32) => r.ok(),
+        _ = send.stopped() => None,
+    };
+    let Some(reserved) = reserved else {
         return;
     };
     let held = Held::new(&counters, len as u64);

@@ -107,13 +107,22 @@ impl FileHandle for FsFile {
     }
 }
 
-/// The lock files this process holds, by device and inode. A POSIX record lock
-/// (`fcntl`) does not conflict with its own process, and closing *any* descriptor of
-/// the file releases it, so an in-process second opener is caught here before it opens
-/// the file at all.
-static HELD: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+/// The lock files this process holds, by device and inode, each with its directory's
+/// device and inode. A POSIX record lock (`fcntl`) does not conflict with its own
+/// process, and closing *any* descriptor of the file releases it, so an in-process
+/// second opener is caught here before it opens the file at all. The directory is
+/// recorded too: a lock file removed while held (by hand, by a cleanup job) would
+/// otherwise let a second opener in this process create a new one and lock it.
+static HELD: std::sync::Mutex<Vec<Held>> = std::sync::Mutex::new(Vec::new());
 
-fn held() -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+/// One entry of [`HELD`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Held {
+    file: (u64, u64),
+    dir: (u64, u64),
+}
+
+fn held() -> std::sync::MutexGuard<'static, Vec<Held>> {
     HELD.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -127,7 +136,7 @@ fn file_key(meta: &std::fs::Metadata) -> (u64, u64) {
 /// Holds the lock: the record lock lives as long as `file` is open in this process.
 struct FsLock {
     file: Option<File>,
-    key: (u64, u64),
+    key: Held,
 }
 
 impl Drop for FsLock {
@@ -160,15 +169,16 @@ impl Backend for FsBackend {
             source,
         };
         let mut held = held();
+        let dir_key = file_key(&std::fs::metadata(&self.dir).map_err(|e| io("stat directory", e))?);
         // stat, not open: closing a descriptor of a lock file this process holds would
         // release its lock.
-        if let Ok(meta) = std::fs::metadata(&path) {
-            if held.contains(&file_key(&meta)) {
-                return Err(LockError::Held {
-                    dir,
-                    pid: Some(std::process::id()),
-                });
-            }
+        let file_held = std::fs::metadata(&path)
+            .is_ok_and(|meta| held.iter().any(|h| h.file == file_key(&meta)));
+        if file_held || held.iter().any(|h| h.dir == dir_key) {
+            return Err(LockError::Held {
+                dir,
+                pid: Some(std::process::id()),
+            });
         }
         let file = OpenOptions::new()
             .read(true)
@@ -177,8 +187,11 @@ impl Backend for FsBackend {
             .truncate(false)
             .open(&path)
             .map_err(|e| io("open", e))?;
-        let key = file_key(&file.metadata().map_err(|e| io("stat", e))?);
-        if held.contains(&key) {
+        let key = Held {
+            file: file_key(&file.metadata().map_err(|e| io("stat", e))?),
+            dir: dir_key,
+        };
+        if held.iter().any(|h| h.file == key.file) {
             // A lock file this process holds, renamed into place between the stat and
             // the open by someone else. Closing this descriptor would release our own
             // lock on it, so it is kept open for the life of the process.
@@ -257,6 +270,66 @@ impl Backend for FsBackend {
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(FileBytes::Mapped(map))
     }
+}
+
+impl FsBackend {
+    /// Who holds the directory's lock, without taking it: `Some(LockError::Held)`
+    /// naming the holder if a process (this one included) holds it, `None` if no one
+    /// does or there is no lock file. Unlike [`Backend::lock`], it creates and writes
+    /// nothing and never holds the lock, so a read-only look (`larder-check` without
+    /// `--fix`) cannot make an open starting at that moment fail as busy.
+    pub fn lock_holder(&self) -> Option<LockError> {
+        let path = self.dir.join(LOCK_NAME);
+        let dir = self.dir.display().to_string();
+        // Held across the probe: a descriptor of a lock file this process holds must
+        // not be opened and closed (that releases the lock), and the table says which.
+        let held = held();
+        let ours = |meta: &std::fs::Metadata| held.iter().any(|h| h.file == file_key(meta));
+        let dir_ours =
+            std::fs::metadata(&self.dir).is_ok_and(|m| held.iter().any(|h| h.dir == file_key(&m)));
+        if dir_ours || std::fs::metadata(&path).is_ok_and(|m| ours(&m)) {
+            return Some(LockError::Held {
+                dir,
+                pid: Some(std::process::id()),
+            });
+        }
+        let file = File::open(&path).ok()?;
+        if file.metadata().is_ok_and(|m| ours(&m)) {
+            // Renamed into place meanwhile: ours after all; keep the descriptor open.
+            std::mem::forget(file);
+            return Some(LockError::Held {
+                dir,
+                pid: Some(std::process::id()),
+            });
+        }
+        probe_lock(&file).map(|pid| LockError::Held {
+            dir,
+            pid: pid.or_else(|| holder_pid_from_file(&path)),
+        })
+    }
+}
+
+/// `fcntl(F_GETLK)` for a write lock on the whole file: `Some(pid)` if another process
+/// holds a conflicting lock (its pid when the kernel says), `None` if none does.
+#[cfg(unix)]
+fn probe_lock(file: &File) -> Option<Option<u32>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `libc::flock` is a plain C struct; all-zero is a valid value of it.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = 0;
+    fl.l_len = 0;
+    // SAFETY: fcntl on a descriptor this `File` owns, with a valid `flock`.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    let unlocked = libc::F_UNLCK as libc::c_short;
+    (rc == 0 && fl.l_type != unlocked).then_some((fl.l_pid > 0).then_some(fl.l_pid as u32))
+}
+
+/// Without POSIX record locks only the in-process table says who holds a directory.
+#[cfg(not(unix))]
+fn probe_lock(_file: &File) -> Option<Option<u32>> {
+    None
 }
 
 enum LockAttempt {
@@ -350,5 +423,23 @@ mod tests {
         }
         drop(held);
         b.lock().unwrap();
+    }
+
+    #[test]
+    fn looking_at_the_lock_neither_takes_nor_releases_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = FsBackend::new(tmp.path()).unwrap();
+        assert!(a.lock_holder().is_none());
+        let held = a.lock().unwrap();
+        match a.lock_holder() {
+            Some(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("holder: {other:?}"),
+        }
+        // Still held: the look opened no descriptor of the file whose close would
+        // release the record lock.
+        assert!(matches!(a.lock(), Err(LockError::Held { .. })));
+        drop(held);
+        assert!(a.lock_holder().is_none());
+        a.lock().unwrap();
     }
 }

@@ -29,7 +29,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use larder_persistence::backend::FsBackend;
 use larder_persistence::recovery::{check, truncate_tail};
-use larder_persistence::{Backend, FileKind, LockError, OpenError, TailKind};
+use larder_persistence::{Backend, FileKind, OpenError, TailKind};
 
 /// Verify a larder data directory: manifest, base snapshot and incr files.
 ///
@@ -99,7 +99,9 @@ fn run(args: &Args) -> u8 {
             }
         }
     } else {
-        if let Err(e @ LockError::Held { .. }) = backend.lock() {
+        // Looked at, not taken: taking it, even for a moment, could make a cache
+        // opening the directory just then fail as busy.
+        if let Some(e) = backend.lock_holder() {
             println!("note: {e}; its last file may grow while this reads");
         }
         None
