@@ -744,11 +744,13 @@ thread_local! {
     static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Buffers kept per thread; a write rarely carries more (its own record plus the keys
-/// it evicted).
-const POOLED_BUFFERS: usize = 16;
-/// Larger buffers are freed rather than kept.
-const POOLED_BUFFER_BYTES: usize = 4096;
+/// Buffers kept per thread; a write rarely carries more (its own key and value plus
+/// the keys it evicted). With [`POOLED_BUFFER_BYTES`] this bounds what a thread keeps
+/// to 8 KiB, however many threads write.
+const POOLED_BUFFERS: usize = 8;
+/// Larger buffers are freed rather than kept: encoding a big value costs more than
+/// its allocation.
+const POOLED_BUFFER_BYTES: usize = 1024;
 
 fn encode<T: Codec>(t: &T) -> Result<Vec<u8>, Error> {
     let mut buf = BUFFERS
@@ -975,6 +977,49 @@ mod tests {
         buf.extend_from_slice(&vec![0u8; shift]);
         buf.extend_from_slice(bytes);
         (buf, shift)
+    }
+
+    #[test]
+    fn record_buffers_are_reused_after_a_write() {
+        use super::{encode, record_of, recycle, Record};
+        use crate::journal::LogOp;
+        let set = |k: u64, v: [u8; 16]| {
+            record_of(LogOp::Set {
+                key: &k,
+                value: &v,
+                expire_at: None,
+            })
+            .unwrap()
+        };
+        let first = set(1, [7; 16]);
+        let Record::Set { key, value, .. } = &first else {
+            unreachable!()
+        };
+        let used = [key.as_ptr(), value.as_ptr()];
+        recycle(vec![first]);
+        // The next records are encoded into the returned buffers, with exactly the
+        // bytes a fresh encoding gives.
+        let second = set(2, [9; 16]);
+        let Record::Set { key, value, .. } = &second else {
+            unreachable!()
+        };
+        assert!(used.contains(&key.as_ptr()) && used.contains(&value.as_ptr()));
+        assert_eq!(*key, 2u64.encode().unwrap());
+        assert_eq!(*value, [9u8; 16].encode().unwrap());
+        // A big buffer is freed, not kept; the pool never holds more than its bound.
+        let pooled = || super::BUFFERS.with(|b| b.borrow().len());
+        let before = pooled();
+        recycle(vec![Record::Del {
+            key: vec![0u8; 5000].encode().unwrap(),
+        }]);
+        assert_eq!(pooled(), before);
+        let many: Vec<Record> = (0..40)
+            .map(|k| Record::Del {
+                key: encode(&(k as u64)).unwrap(),
+            })
+            .collect();
+        recycle(many);
+        assert_eq!(pooled(), super::POOLED_BUFFERS);
     }
 
     #[test]
