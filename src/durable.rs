@@ -738,12 +738,66 @@ fn persistence_error(e: impl std::fmt::Display) -> Error {
     Error::Persistence(e.to_string())
 }
 
+thread_local! {
+    /// Byte buffers of records this thread logged, for the next records' keys and
+    /// values: encoding a write then allocates nothing once the pool is warm.
+    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread; a write rarely carries more (its own key and value plus
+/// the keys it evicted). With [`POOLED_BUFFER_BYTES`] this bounds what a thread keeps
+/// to 8 KiB, however many threads write.
+const POOLED_BUFFERS: usize = 8;
+/// Larger buffers are freed rather than kept: encoding a big value costs more than
+/// its allocation.
+const POOLED_BUFFER_BYTES: usize = 1024;
+
 fn encode<T: Codec>(t: &T) -> Result<Vec<u8>, Error> {
-    t.encode().map_err(|e| Error::Persistence(e.to_string()))
+    let mut buf = BUFFERS
+        .with(|b| b.try_borrow_mut().ok().and_then(|mut b| b.pop()))
+        .unwrap_or_default();
+    t.encode_into(&mut buf)
+        .map_err(|e| Error::Persistence(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Returns the byte buffers of written records to this thread's pool, and the emptied
+/// vector to the write path's.
+fn recycle(mut records: Vec<Record>) {
+    fn keep(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+        if pool.len() < POOLED_BUFFERS && buf.capacity() <= POOLED_BUFFER_BYTES {
+            pool.push(buf);
+        }
+    }
+    fn walk(pool: &mut Vec<Vec<u8>>, records: &mut Vec<Record>) {
+        for r in records.drain(..) {
+            match r {
+                Record::Set { key, value, .. } => {
+                    keep(pool, key);
+                    keep(pool, value);
+                }
+                Record::Del { key } | Record::Expire { key, .. } | Record::Persist { key } => {
+                    keep(pool, key)
+                }
+                Record::Multi(mut rs) => walk(pool, &mut rs),
+                Record::Flush | Record::Meta(_) => {}
+            }
+        }
+    }
+    BUFFERS.with(|b| {
+        if let Ok(mut pool) = b.try_borrow_mut() {
+            walk(&mut pool, &mut records);
+        }
+    });
+    crate::journal::give_back(records);
 }
 
 impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
     fn check(&self) -> Result<(), Error> {
+        // Every write asks: an atomic load, and the full status only once poisoned.
+        if !self.dir.is_poisoned() {
+            return Ok(());
+        }
         let st = self.dir.status();
         if st.poisoned {
             let why = match st.last_write {
@@ -767,7 +821,9 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
             records = vec![Record::Multi(records)];
         }
         let n = records.len() as u64;
-        let seqs = self.dir.write(&records).map_err(persistence_error)?;
+        let written = self.dir.write(&records);
+        recycle(records);
+        let seqs = written.map_err(persistence_error)?;
         self.changes.fetch_add(n, Ordering::Relaxed);
         Ok(*seqs.end())
     }
@@ -921,6 +977,49 @@ mod tests {
         buf.extend_from_slice(&vec![0u8; shift]);
         buf.extend_from_slice(bytes);
         (buf, shift)
+    }
+
+    #[test]
+    fn record_buffers_are_reused_after_a_write() {
+        use super::{encode, record_of, recycle, Record};
+        use crate::journal::LogOp;
+        let set = |k: u64, v: [u8; 16]| {
+            record_of(LogOp::Set {
+                key: &k,
+                value: &v,
+                expire_at: None,
+            })
+            .unwrap()
+        };
+        let first = set(1, [7; 16]);
+        let Record::Set { key, value, .. } = &first else {
+            unreachable!()
+        };
+        let used = [key.as_ptr(), value.as_ptr()];
+        recycle(vec![first]);
+        // The next records are encoded into the returned buffers, with exactly the
+        // bytes a fresh encoding gives.
+        let second = set(2, [9; 16]);
+        let Record::Set { key, value, .. } = &second else {
+            unreachable!()
+        };
+        assert!(used.contains(&key.as_ptr()) && used.contains(&value.as_ptr()));
+        assert_eq!(*key, 2u64.encode().unwrap());
+        assert_eq!(*value, [9u8; 16].encode().unwrap());
+        // A big buffer is freed, not kept; the pool never holds more than its bound.
+        let pooled = || super::BUFFERS.with(|b| b.borrow().len());
+        let before = pooled();
+        recycle(vec![Record::Del {
+            key: vec![0u8; 5000].encode().unwrap(),
+        }]);
+        assert_eq!(pooled(), before);
+        let many: Vec<Record> = (0..40)
+            .map(|k| Record::Del {
+                key: encode(&(k as u64)).unwrap(),
+            })
+            .collect();
+        recycle(many);
+        assert_eq!(pooled(), super::POOLED_BUFFERS);
     }
 
     #[test]

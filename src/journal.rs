@@ -59,3 +59,30 @@ pub(crate) trait RewriteSink<K, V>: Send {
     fn push(&mut self, key: &K, value: &V, expire_at: Option<u64>) -> Result<(), Error>;
     fn finish(self: Box<Self>) -> Result<(), Error>;
 }
+
+#[cfg(feature = "persistence")]
+thread_local! {
+    /// An emptied record vector kept for this thread's next write.
+    static SPARE: std::cell::Cell<Vec<LogRecord>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A record vector for one write: this thread's spare if it has one (no allocation).
+#[cfg(feature = "persistence")]
+pub(crate) fn take_records() -> Vec<LogRecord> {
+    SPARE.with(std::cell::Cell::take)
+}
+
+/// Keeps `records` (cleared) as this thread's spare, unless it grew large.
+#[cfg(feature = "persistence")]
+pub(crate) fn give_back(mut records: Vec<LogRecord>) {
+    records.clear();
+    if records.capacity() <= 64 {
+        SPARE.with(|s| s.set(records));
+    }
+}
+
+/// A record vector for one write (without the feature no records exist).
+#[cfg(not(feature = "persistence"))]
+pub(crate) fn take_records() -> Vec<LogRecord> {
+    Vec::new()
+}

@@ -298,7 +298,11 @@ pub(crate) fn removals<K: 'static, V: 'static>(
     j: &dyn Journal<K, V>,
     g: &mut Garbage<K, V>,
 ) -> Result<Vec<LogRecord>, Error> {
-    g.unlogged_keys().map(|k| j.record(LogOp::Del(k))).collect()
+    let mut records = crate::journal::take_records();
+    for k in g.unlogged_keys() {
+        records.push(j.record(LogOp::Del(k))?);
+    }
+    Ok(records)
 }
 
 impl<K, V, W> Cache<K, V, W>

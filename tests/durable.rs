@@ -114,6 +114,42 @@ fn every_kind_of_write_survives_a_restart() {
     assert!(contents(&open_dir(dir.path(), Fsync::Always)).is_empty());
 }
 
+/// An fsync that fails on the everysec thread, not on any writer's path, still makes
+/// every later write refused before it changes the cache.
+#[test]
+fn failed_background_fsync_refuses_later_writes_before_applying_them() {
+    let mem = MemoryBackend::new();
+    let faulty = FaultBackend::new(mem, FaultPlan::default());
+    let c = open_backend(Arc::new(faulty.clone()), Fsync::EverySec).unwrap();
+    c.insert("k0".into(), vec![1]).unwrap();
+    faulty.set_plan(FaultPlan {
+        fail_sync: Some(1),
+        ..FaultPlan::default()
+    });
+    c.insert("k1".into(), vec![2]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !c
+        .info()
+        .persistence
+        .unwrap()
+        .aof_last_write_status
+        .starts_with("err")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the everysec fsync never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let len = c.len();
+    assert!(matches!(
+        c.insert("after".into(), vec![3]),
+        Err(Error::Persistence(ref why)) if why.contains("fsync")
+    ));
+    assert_eq!(c.len(), len);
+    assert!(!c.contains("after"));
+}
+
 #[test]
 fn rewrite_under_concurrent_writes_keeps_the_exact_state() {
     let dir = tempfile::tempdir().unwrap();

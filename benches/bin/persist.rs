@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p larder-benches --bin persist -- unlink [--items N] [--reps N]
 //! cargo run --release -p larder-benches --bin persist -- snapshot [--keys N] [--cold] [--no-redis] [--disk-mib N]
-//! cargo run --release -p larder-benches --bin persist -- fsync [--secs N] [--reps N]
+//! cargo run --release -p larder-benches --bin persist -- fsync [--secs N] [--reps N] [--only none,no,everysec,always]
 //! cargo run --release -p larder-benches --bin persist -- all
 //! ```
 //!
@@ -50,9 +50,16 @@ fn main() {
             !has("--no-redis"),
             flag("--disk-mib", 2048),
         ),
-        Some("fsync") => fsync(flag("--secs", 3), flag("--reps", 3)),
+        Some("fsync") => fsync(
+            flag("--secs", 3),
+            flag("--reps", 3),
+            args.iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .map(String::as_str),
+        ),
         Some("all") => unlink(1_000_000, 7)
-            .and_then(|()| fsync(3, 3))
+            .and_then(|()| fsync(3, 3, None))
             .and_then(|()| snapshot(10_000_000, false, true, 2048)),
         _ => {
             eprintln!("usage: persist unlink|snapshot|fsync|all [flags, see the source]");
@@ -555,11 +562,16 @@ struct Config {
     threads: usize,
 }
 
-const CONFIGS: [Config; 6] = [
+const CONFIGS: [Config; 9] = [
     Config {
         name: "no persistence",
         fsync: None,
         threads: 1,
+    },
+    Config {
+        name: "no persistence",
+        fsync: None,
+        threads: 2,
     },
     Config {
         name: "`No`",
@@ -567,9 +579,19 @@ const CONFIGS: [Config; 6] = [
         threads: 1,
     },
     Config {
+        name: "`No`",
+        fsync: Some(Fsync::No),
+        threads: 2,
+    },
+    Config {
         name: "`EverySec`",
         fsync: Some(Fsync::EverySec),
         threads: 1,
+    },
+    Config {
+        name: "`EverySec`",
+        fsync: Some(Fsync::EverySec),
+        threads: 2,
     },
     Config {
         name: "`Always`",
@@ -588,9 +610,22 @@ const CONFIGS: [Config; 6] = [
     },
 ];
 
-/// Inserts per second of `cfg` over `secs`: each writer overwrites its own 2^20 keys
-/// (`u64 -> [u8; 16]`) in a loop until told to stop.
-fn run_config(cfg: Config, secs: u64) -> Res<f64> {
+/// CPU time this thread has used, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Inserts per second of `cfg` over `secs`, and the writers' CPU time per insert in
+/// nanoseconds (what a write costs, whatever else the machine runs): each writer
+/// overwrites its own 2^20 keys (`u64 -> [u8; 16]`) in a loop until told to stop.
+fn run_config(cfg: Config, secs: u64) -> Res<(f64, f64)> {
     let tmp = tempdir("larder-fsync-")?;
     let cache: Cache<u64, [u8; 16]> = match cfg.fsync {
         None => Cache::builder().build(),
@@ -600,19 +635,20 @@ fn run_config(cfg: Config, secs: u64) -> Res<f64> {
     };
     let stop = AtomicBool::new(false);
     let start = Barrier::new(cfg.threads + 1);
-    let (total, elapsed) = std::thread::scope(|s| -> Res<(u64, f64)> {
+    let (total, cpu, elapsed) = std::thread::scope(|s| -> Res<(u64, u64, f64)> {
         let workers: Vec<_> = (0..cfg.threads as u64)
             .map(|w| {
                 let (cache, stop, start) = (&cache, &stop, &start);
-                s.spawn(move || -> Result<u64, larder::Error> {
+                s.spawn(move || -> Result<(u64, u64), larder::Error> {
                     start.wait();
+                    let cpu = thread_cpu_ns();
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let k = (w << 32) | (n & 0xF_FFFF);
                         cache.insert(k, value_of(k))?;
                         n += 1;
                     }
-                    Ok(n)
+                    Ok((n, thread_cpu_ns() - cpu))
                 })
             })
             .collect();
@@ -620,14 +656,16 @@ fn run_config(cfg: Config, secs: u64) -> Res<f64> {
         let t = Instant::now();
         std::thread::sleep(Duration::from_secs(secs));
         stop.store(true, Ordering::Relaxed);
-        let mut total = 0;
+        let (mut total, mut cpu) = (0, 0);
         for w in workers {
-            total += w.join().expect("writer thread")?;
+            let (n, ns) = w.join().expect("writer thread")?;
+            total += n;
+            cpu += ns;
         }
-        Ok((total, t.elapsed().as_secs_f64()))
+        Ok((total, cpu, t.elapsed().as_secs_f64()))
     })?;
     drop(cache);
-    Ok(total as f64 / elapsed)
+    Ok((total as f64 / elapsed, cpu as f64 / total as f64))
 }
 
 /// fdatasyncs per second of a loop appending 64 bytes and syncing, in `dir`: the rate a
@@ -647,67 +685,121 @@ fn raw_fsync_rate(dir: &Path, secs: f64) -> Res<f64> {
     Ok(rate)
 }
 
-fn fsync(secs: usize, reps: usize) -> Res<()> {
+/// Appends of one `len`-byte frame per `pwrite` per second, single-threaded, in `dir`:
+/// the ceiling of a log that makes one syscall per acknowledged write.
+fn raw_pwrite_rate(dir: &Path, len: usize, secs: f64) -> Res<f64> {
+    use std::os::unix::fs::FileExt;
+    let path: PathBuf = dir.join("pwrite-probe");
+    let f = std::fs::File::create(&path)?;
+    let frame = vec![0x5au8; len];
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        for _ in 0..1024 {
+            f.write_all_at(&frame, n * len as u64)?;
+            n += 1;
+        }
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(rate)
+}
+
+fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
     println!("## Write throughput by fsync policy ({secs} s per run, {reps} reps)\n");
     println!("load average at start: {}\n", loadavg());
     let probe = tempdir("larder-fsync-probe-")?;
-    // Per configuration: (inserts/s, raw fdatasyncs/s probed just before the run).
-    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); CONFIGS.len()];
+    let configs: Vec<Config> = CONFIGS
+        .iter()
+        .copied()
+        .filter(|c| {
+            let name = match c.fsync {
+                None => "none",
+                Some(Fsync::No) => "no",
+                Some(Fsync::EverySec) => "everysec",
+                Some(Fsync::Always) => "always",
+            };
+            only.is_none_or(|o| o.split(',').any(|p| p == name))
+        })
+        .collect();
+    // Per configuration: (inserts/s, raw fdatasyncs/s probed just before the run, CPU
+    // ns per insert).
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); configs.len()];
+    let mut pwrites = Vec::new();
     for rep in 0..reps {
-        for step in 0..CONFIGS.len() {
-            let i = (rep + step) % CONFIGS.len();
+        // A `u64 -> [u8; 16]` insert is one 50-byte frame.
+        let p = raw_pwrite_rate(probe.path(), 50, 1.0)?;
+        eprintln!("rep {rep}: raw pwrite(50 B) probe {p:.0}/s");
+        pwrites.push(p);
+        for step in 0..configs.len() {
+            let i = (rep + step) % configs.len();
             // The disk's fsync latency swings widely on a shared virtual disk, so each
             // `Always` run is paired with a raw probe taken right before it.
-            let raw = if CONFIGS[i].fsync == Some(Fsync::Always) {
+            let raw = if configs[i].fsync == Some(Fsync::Always) {
                 raw_fsync_rate(probe.path(), 1.0)?
             } else {
                 f64::NAN
             };
-            let r = run_config(CONFIGS[i], secs as u64)?;
+            let (r, cpu) = run_config(configs[i], secs as u64)?;
             eprintln!(
-                "rep {rep}: {} x{}: {:.0} inserts/s (raw fdatasync probe {:.0}/s)",
-                CONFIGS[i].name, CONFIGS[i].threads, r, raw
+                "rep {rep}: {} x{}: {:.0} inserts/s, {cpu:.0} CPU ns/insert (raw fdatasync probe {:.0}/s)",
+                configs[i].name, configs[i].threads, r, raw
             );
-            results[i].push((r, raw));
+            results[i].push((r, raw, cpu));
         }
     }
     println!("load average at end: {}\n", loadavg());
-    let med = |i: usize, f: &dyn Fn(&(f64, f64)) -> f64| -> f64 {
+    println!(
+        "raw `pwrite` of a 50-byte frame, one thread, median: {:.0}/s\n",
+        median(&mut pwrites)
+    );
+    let med = |i: usize, f: &dyn Fn(&(f64, f64, f64)) -> f64| -> f64 {
         let mut xs: Vec<f64> = results[i].iter().map(f).collect();
         median(&mut xs)
     };
-    let thr: Vec<f64> = (0..CONFIGS.len()).map(|i| med(i, &|r| r.0)).collect();
-    let per: Vec<f64> = (0..CONFIGS.len()).map(|i| med(i, &|r| r.0 / r.1)).collect();
+    let find = |fsync: Option<Fsync>, threads: usize| {
+        configs
+            .iter()
+            .position(|c| c.fsync == fsync && c.threads == threads)
+    };
+    let thr: Vec<f64> = (0..configs.len()).map(|i| med(i, &|r| r.0)).collect();
+    let per: Vec<f64> = (0..configs.len()).map(|i| med(i, &|r| r.0 / r.1)).collect();
+    let always1 = find(Some(Fsync::Always), 1);
     println!(
-        "| policy | writers | inserts/s, median | min–max | vs no persistence | vs `No` | raw fdatasync/s before the run, median | inserts per raw fsync, median | vs `Always` ×1 (normalised) | of linear |"
+        "| policy | writers | inserts/s, median | min–max | vs no persistence, same writers | vs `No`, same writers | writers' CPU ns per insert, median | raw fdatasync/s before the run, median | inserts per raw fsync, median | vs `Always` ×1 (normalised) | of linear |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (i, cfg) in CONFIGS.iter().enumerate() {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, cfg) in configs.iter().enumerate() {
         let lo = results[i].iter().map(|r| r.0).fold(f64::MAX, f64::min);
         let hi = results[i].iter().map(|r| r.0).fold(0.0, f64::max);
-        let (raw, pr, vs1, lin) = if cfg.fsync == Some(Fsync::Always) {
-            (
+        let (raw, pr, vs1, lin) = match (cfg.fsync, always1) {
+            (Some(Fsync::Always), Some(a1)) => (
                 format!("{:.0}", med(i, &|r| r.1)),
                 format!("{:.2}", per[i]),
-                format!("{:.1}×", per[i] / per[3]),
-                format!("{:.2}", per[i] / per[3] / cfg.threads as f64),
-            )
-        } else {
-            Default::default()
+                format!("{:.1}×", per[i] / per[a1]),
+                format!("{:.2}", per[i] / per[a1] / cfg.threads as f64),
+            ),
+            _ => Default::default(),
         };
-        let vs_no = if cfg.fsync.is_some() {
-            format!("{:.2}", thr[i] / thr[1])
-        } else {
-            String::new()
+        let ratio = |base: Option<usize>| match base {
+            Some(b) if b != i => format!("{:.2}", thr[i] / thr[b]),
+            _ => String::new(),
+        };
+        let (vs_mem, vs_no) = match cfg.fsync {
+            None => Default::default(),
+            Some(_) => (
+                ratio(find(None, cfg.threads)),
+                ratio(find(Some(Fsync::No), cfg.threads)),
+            ),
         };
         println!(
-            "| {} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {vs_no} | {raw} | {pr} | {vs1} | {lin} |",
+            "| {} | {} | {:.0} | {:.0}–{:.0} | {vs_mem} | {vs_no} | {:.0} | {raw} | {pr} | {vs1} | {lin} |",
             cfg.name,
             cfg.threads,
             thr[i],
             lo,
             hi,
-            thr[i] / thr[0]
+            med(i, &|r| r.2),
         );
     }
     println!();

@@ -621,6 +621,13 @@ impl DataDir {
         self.shared.log.sync_all()
     }
 
+    /// Whether the log refuses appends until the directory is reopened (after a failed
+    /// write or fsync): [`Status::poisoned`] without the locks and copies of
+    /// [`DataDir::status`], for a check on every write.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.log.is_poisoned()
+    }
+
     /// Current figures.
     pub fn status(&self) -> Status {
         let dir = self.shared.dir();
@@ -753,8 +760,7 @@ impl DataDir {
         // follows it: recovery treats damage in a non-last file as corruption.
         if let Err(e) = st.file.sync_data() {
             let msg = format!("fsync of {} failed: {e}", st.file_name);
-            st.poisoned.get_or_insert(msg.clone());
-            st.last_write_error = Some(msg);
+            sh.log.poison(&mut st, msg);
             let old = st.file_name.clone();
             drop(st);
             sh.log.notify();
@@ -784,9 +790,7 @@ impl DataDir {
             }) => {
                 // The new manifest is in place but maybe not durable: follow it (the
                 // live directory names the new file) and poison, as for an fsync error.
-                let msg = error.to_string();
-                st.poisoned.get_or_insert(msg.clone());
-                st.last_write_error = Some(msg);
+                sh.log.poison(&mut st, error.to_string());
                 Self::install(dir, &mut st, file, name, m);
                 drop(st);
                 sh.log.notify();

@@ -12,9 +12,12 @@
 //! every wait for a sequence not already durable, until the data directory is opened
 //! again (recovery then truncates whatever the failed write left). Linux may drop dirty
 //! pages after a failed fsync and report success on a retry, so retrying would turn a
-//! reported loss into a silent one.
+//! reported loss into a silent one. The poisoned state is mirrored in an atomic flag so
+//! the write path can ask "may I write?" without taking the log's lock; the cause is
+//! read under the lock only once the flag is set.
 
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::backend::FileHandle;
@@ -74,6 +77,9 @@ pub(crate) struct Log {
     state: Mutex<LogState>,
     synced: Condvar,
     pub(crate) policy: FsyncPolicy,
+    /// Set (Release) right after `LogState::poisoned` is first set, under the lock; never
+    /// cleared. Lets the write path check for poisoning without the lock.
+    poisoned: AtomicBool,
 }
 
 impl Log {
@@ -99,7 +105,21 @@ impl Log {
             }),
             synced: Condvar::new(),
             policy,
+            poisoned: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the log refuses appends (lock-free; the cause is in the state).
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Poisons the log (keeping the first cause) and records `msg` as the last write
+    /// error. Called with the state locked.
+    pub(crate) fn poison(&self, st: &mut LogState, msg: String) {
+        st.poisoned.get_or_insert_with(|| msg.clone());
+        st.last_write_error = Some(msg);
+        self.poisoned.store(true, Ordering::Release);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, LogState> {
@@ -148,8 +168,7 @@ impl Log {
                     "write to {} at byte {offset} failed: {source}",
                     st.file_name
                 );
-                st.poisoned = Some(msg.clone());
-                st.last_write_error = Some(msg);
+                self.poison(&mut st, msg);
                 Err(AppendError::Write {
                     file: st.file_name.clone(),
                     offset,
@@ -162,6 +181,10 @@ impl Log {
     /// Waits until `seq` is durable, leading an fsync if none is running. Under
     /// `EverySec` and `No` returns at once (unless poisoned).
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), AppendError> {
+        if self.policy != FsyncPolicy::Always && !self.is_poisoned() {
+            // Nothing to wait for and nothing to report: no lock.
+            return Ok(());
+        }
         let mut st = self.lock();
         if self.policy != FsyncPolicy::Always {
             return match &st.poisoned {
@@ -202,11 +225,7 @@ impl Log {
         st.fsyncs += 1;
         match result {
             Ok(()) => st.durable_seq = st.durable_seq.max(target),
-            Err(e) => {
-                let msg = format!("fsync of {name} failed: {e}");
-                st.poisoned.get_or_insert(msg.clone());
-                st.last_write_error = Some(msg);
-            }
+            Err(e) => self.poison(&mut st, format!("fsync of {name} failed: {e}")),
         }
         self.synced.notify_all();
         st

@@ -23,6 +23,7 @@ fn full_disk_is_reported_and_poisons() {
     let disk = MemoryBackend::new();
     let faulty = FaultBackend::new(disk.clone(), FaultPlan::default());
     let r = open(Arc::new(faulty.clone()), opts(FsyncPolicy::Always)).unwrap();
+    assert!(!r.dir.is_poisoned());
     faulty.set_plan(FaultPlan {
         capacity: Some(500),
         ..FaultPlan::default()
@@ -43,6 +44,10 @@ fn full_disk_is_reported_and_poisons() {
     }
     let st = r.dir.status();
     assert!(st.poisoned);
+    assert!(
+        r.dir.is_poisoned(),
+        "the lock-free check agrees with the status"
+    );
     assert!(matches!(st.last_write, OpStatus::Err(_)));
     assert!(matches!(
         r.dir.append(&set(999)),
@@ -78,6 +83,7 @@ fn failed_fsync_under_always_is_reported_and_nothing_acked_is_lost() {
         matches!(err, AppendError::Poisoned { ref cause } if cause.contains("fsync")),
         "{err}"
     );
+    assert!(r.dir.is_poisoned());
     // Later appends are refused, not silently buffered.
     faulty.set_plan(FaultPlan::default());
     assert!(matches!(
@@ -107,6 +113,7 @@ fn failed_fsync_under_everysec_poisons_later_appends() {
         assert!(std::time::Instant::now() < deadline, "tick never failed");
         std::thread::sleep(Duration::from_millis(5));
     }
+    assert!(r.dir.is_poisoned());
     assert!(matches!(
         r.dir.append(&set(2)),
         Err(AppendError::Poisoned { .. })
@@ -156,6 +163,7 @@ fn failed_rewrite_keeps_the_old_files_and_can_retry() {
     assert!(!st.rewrite_in_progress);
     assert!(matches!(st.last_rewrite, OpStatus::Err(_)));
     assert!(!st.poisoned, "a failed base write does not touch the log");
+    assert!(!r.dir.is_poisoned());
     faulty.set_plan(FaultPlan::default());
     r.dir.append(&set(6)).unwrap();
     // The files in force still load.
@@ -185,4 +193,26 @@ fn failed_rewrite_keeps_the_old_files_and_can_retry() {
     drop(r);
     let r = open(Arc::new(disk), opts(FsyncPolicy::No)).unwrap();
     assert_eq!(r.model.len(), 6);
+}
+
+#[test]
+fn failed_fsync_of_the_old_file_at_a_switch_poisons() {
+    let disk = MemoryBackend::new();
+    let faulty = FaultBackend::new(disk, FaultPlan::default());
+    let r = open(Arc::new(faulty.clone()), opts(FsyncPolicy::No)).unwrap();
+    r.dir.append(&set(1)).unwrap();
+    // Under `No` nothing fsyncs until the rewrite's switch: it syncs the new incr
+    // file's header (1), then the old file (2).
+    faulty.set_plan(FaultPlan {
+        fail_sync: Some(2),
+        ..FaultPlan::default()
+    });
+    assert!(r.dir.begin_rewrite().is_err());
+    assert!(r.dir.is_poisoned());
+    assert!(r.dir.status().poisoned);
+    faulty.set_plan(FaultPlan::default());
+    assert!(matches!(
+        r.dir.append(&set(2)),
+        Err(AppendError::Poisoned { ref cause }) if cause.contains("fsync")
+    ));
 }

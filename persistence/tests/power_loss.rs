@@ -55,6 +55,16 @@ fn acknowledged_appends_survive_power_loss() {
                     }
                 });
             }
+            // At least one append acknowledged however slowly a busy machine schedules
+            // the writers; then the cut lands at a different point each round.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while acked.lock().unwrap().is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: no append acknowledged in 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
             std::thread::sleep(Duration::from_millis(5 + round * 7));
             // Everything acknowledged before the cut must be in the image.
             let before = acked.lock().unwrap().clone();
