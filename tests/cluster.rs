@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use larder::cluster::larder_cluster::net::store::MemoryStore;
-use larder::cluster::larder_cluster::proto::{Rng, SLOTS};
+use larder::cluster::larder_cluster::proto::{NodeFlags, Rng, SLOTS};
 use larder::cluster::{
     ClusterCa, ClusterCache, ClusterConfig, ClusterError, ClusterOp, ClusterReply, Faults, KeySlot,
     NodeId, ReadFrom, SlotSet, StateStore, WriteOptions,
@@ -1292,6 +1292,42 @@ async fn a_replica_cut_from_its_master_refuses_stale_reads_when_told() {
                 .get_from(&k, ReadFrom::Replica)
                 .await
                 .is_ok_and(|v| v.as_deref() == Some("v"))
+        },
+    )
+    .await;
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_and_migration_settings_reach_the_protocol() {
+    let m = mesh(1, 1, 7300, |mut c| {
+        c.replica_validity_factor = 3;
+        c.replica_no_failover = true;
+        c.migration_barrier = 4;
+        c.allow_replica_migration = false;
+        c
+    })
+    .await;
+    let replica = m.nodes[1].id();
+    let config = m.nodes[1]
+        .node()
+        .with_node(|n, _| n.config().clone())
+        .await
+        .unwrap();
+    assert_eq!(config.replica_validity_factor, 3);
+    assert!(config.replica_no_failover);
+    assert_eq!(config.migration_barrier, 4);
+    assert!(!config.allow_replica_migration);
+    assert_eq!(config.node_timeout, NODE_TIMEOUT.as_millis() as u64);
+    // The master learns that this replica never fails over.
+    eventually(
+        "the master to see the replica's nofailover flag",
+        Duration::from_secs(10),
+        || async {
+            m.nodes[0]
+                .routing()
+                .node(replica)
+                .is_some_and(|v| v.flags.contains(NodeFlags::NOFAILOVER))
         },
     )
     .await;
