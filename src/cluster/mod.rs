@@ -108,7 +108,7 @@ pub struct ClusterConfig {
     /// an automatic failover (its data is too old). 0: always try. Default: 10.
     pub replica_validity_factor: u64,
     /// `cluster-replica-no-failover`: this node, as a replica, never starts an
-    /// automatic failover (a manual [`NodeHandle::failover`] still works); siblings
+    /// automatic failover (a manual [`ClusterNode::failover`] still works); siblings
     /// leave it out of their election ranks. Default: false.
     pub replica_no_failover: bool,
     /// `cluster-migration-barrier`: a replica moves to an orphaned master only if its
