@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use larder::cluster::larder_cluster::net::store::MemoryStore;
-use larder::cluster::larder_cluster::proto::{Rng, SLOTS};
+use larder::cluster::larder_cluster::proto::{NodeFlags, Rng, SLOTS};
 use larder::cluster::{
     ClusterCa, ClusterCache, ClusterConfig, ClusterError, ClusterOp, ClusterReply, Faults, KeySlot,
     NodeId, ReadFrom, SlotSet, StateStore, WriteOptions,
@@ -1176,5 +1176,160 @@ async fn certificate_roles_are_checked_by_the_receiver() {
     for a in [client, peer, legacy, admin] {
         a.close().await;
     }
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_full_coverage_covered_slots_stay_served() {
+    let m = mesh(3, 0, 7000, |mut c| {
+        c.require_full_coverage = false;
+        c
+    })
+    .await;
+    let (k0, k2) = (key_of(0, 3, 1), key_of(2, 3, 1));
+    m.nodes[1].insert(k0.clone(), "zero".into()).await.unwrap();
+    // Master 2's slots are deleted everywhere (CLUSTER DELSLOTS on every node): a gap
+    // nobody serves.
+    for n in &m.nodes {
+        n.node().del_slots(range(2, 3)).await.unwrap();
+    }
+    eventually(
+        "every node to see master 2's slots unassigned",
+        Duration::from_secs(15),
+        || async {
+            m.nodes
+                .iter()
+                .all(|n| n.routing().slots.owner(k2.slot()).is_none())
+        },
+    )
+    .await;
+    for n in &m.nodes {
+        assert!(n.routing().cluster_ok, "the covered part stays OK");
+        // Borrowed keys, like `Cache::get`.
+        assert_eq!(n.get(k0.as_str()).await.unwrap().as_deref(), Some("zero"));
+        n.insert(k0.clone(), "zero".into()).await.unwrap();
+        assert!(n.contains(k0.as_str()).await.unwrap());
+        let e = n.get(k2.as_str()).await.unwrap_err();
+        assert!(matches!(e, ClusterError::ClusterDown(_)), "{e}");
+    }
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_served_while_down_when_allowed() {
+    let m = mesh(3, 0, 7100, |mut c| {
+        c.allow_reads_when_down = true;
+        c
+    })
+    .await;
+    let k = key_of(0, 3, 2);
+    m.nodes[0].insert(k.clone(), "kept".into()).await.unwrap();
+    let ids: Vec<NodeId> = m.nodes.iter().map(|n| n.id()).collect();
+    // Master 0 alone in a minority: its cluster state turns FAIL.
+    m.faults.partition(&ids[..1], &ids[1..]);
+    eventually(
+        "the minority master's state to turn FAIL",
+        Duration::from_secs(15),
+        || async { !m.nodes[0].routing().cluster_ok },
+    )
+    .await;
+    assert_eq!(m.nodes[0].get(&k).await.unwrap().as_deref(), Some("kept"));
+    assert!(m.nodes[0].contains(&k).await.unwrap());
+    let e = m.nodes[0]
+        .insert(k.clone(), "refused".into())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::ClusterDown(_)), "{e}");
+    m.faults.heal_all();
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_from_its_master_refuses_stale_reads_when_told() {
+    let m = mesh(1, 1, 7200, |mut c| {
+        c.replica_serve_stale_data = false;
+        c.replication.repl_timeout = 1000;
+        c
+    })
+    .await;
+    let k = key_of(0, 1, 3);
+    m.nodes[0]
+        .insert_with(
+            k.clone(),
+            "v".into(),
+            None,
+            WriteOptions::acked_by(1, Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    let replica = &m.nodes[1];
+    assert_eq!(
+        replica
+            .get_from(&k, ReadFrom::Replica)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("v")
+    );
+    m.faults.cut(m.nodes[0].id(), replica.id());
+    eventually(
+        "the replica to refuse reads with MASTERDOWN",
+        Duration::from_secs(15),
+        || async {
+            match replica.get_from(&k, ReadFrom::Replica).await {
+                Err(ClusterError::Refused(why)) => why.starts_with("MASTERDOWN"),
+                _ => false,
+            }
+        },
+    )
+    .await;
+    m.faults.heal_all();
+    eventually(
+        "the replica to serve reads again once its link is up",
+        Duration::from_secs(20),
+        || async {
+            replica
+                .get_from(&k, ReadFrom::Replica)
+                .await
+                .is_ok_and(|v| v.as_deref() == Some("v"))
+        },
+    )
+    .await;
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_and_migration_settings_reach_the_protocol() {
+    let m = mesh(1, 1, 7300, |mut c| {
+        c.replica_validity_factor = 3;
+        c.replica_no_failover = true;
+        c.migration_barrier = 4;
+        c.allow_replica_migration = false;
+        c
+    })
+    .await;
+    let replica = m.nodes[1].id();
+    let config = m.nodes[1]
+        .node()
+        .with_node(|n, _| n.config().clone())
+        .await
+        .unwrap();
+    assert_eq!(config.replica_validity_factor, 3);
+    assert!(config.replica_no_failover);
+    assert_eq!(config.migration_barrier, 4);
+    assert!(!config.allow_replica_migration);
+    assert_eq!(config.node_timeout, NODE_TIMEOUT.as_millis() as u64);
+    // The master learns that this replica never fails over.
+    eventually(
+        "the master to see the replica's nofailover flag",
+        Duration::from_secs(10),
+        || async {
+            m.nodes[0]
+                .routing()
+                .node(replica)
+                .is_some_and(|v| v.flags.contains(NodeFlags::NOFAILOVER))
+        },
+    )
+    .await;
     m.shutdown().await;
 }

@@ -58,6 +58,13 @@ struct RawConfig {
     replica_of: Option<String>,
     revocation_list: Option<PathBuf>,
     allow_roleless: Option<bool>,
+    require_full_coverage: Option<bool>,
+    allow_reads_when_down: Option<bool>,
+    replica_validity_factor: Option<u64>,
+    replica_no_failover: Option<bool>,
+    migration_barrier: Option<usize>,
+    allow_replica_migration: Option<bool>,
+    replica_serve_stale_data: Option<bool>,
 }
 
 /// A byte count: an integer, or a string with Redis's units (`"256mb"`, `"1gb"`,
@@ -176,6 +183,21 @@ pub struct NodeConfig {
     /// `allow_roleless`: whether certificates that name no role (made before roles
     /// existed) are accepted as node and administrator (default true).
     pub allow_roleless: bool,
+    /// `require_full_coverage` (`cluster-require-full-coverage`, default true).
+    pub require_full_coverage: bool,
+    /// `allow_reads_when_down` (`cluster-allow-reads-when-down`, default false).
+    pub allow_reads_when_down: bool,
+    /// `replica_validity_factor` (`cluster-replica-validity-factor`, default 10; 0:
+    /// a replica always tries to fail over).
+    pub replica_validity_factor: u64,
+    /// `replica_no_failover` (`cluster-replica-no-failover`, default false).
+    pub replica_no_failover: bool,
+    /// `migration_barrier` (`cluster-migration-barrier`, default 1).
+    pub migration_barrier: usize,
+    /// `allow_replica_migration` (`cluster-allow-replica-migration`, default true).
+    pub allow_replica_migration: bool,
+    /// `replica_serve_stale_data` (`replica-serve-stale-data`, default true).
+    pub replica_serve_stale_data: bool,
 }
 
 /// A configuration error. Its text names the file, and the field where there is one.
@@ -374,6 +396,13 @@ impl NodeConfig {
             replica_of,
             revocation_list,
             allow_roleless: raw.allow_roleless.unwrap_or(true),
+            require_full_coverage: raw.require_full_coverage.unwrap_or(true),
+            allow_reads_when_down: raw.allow_reads_when_down.unwrap_or(false),
+            replica_validity_factor: raw.replica_validity_factor.unwrap_or(10),
+            replica_no_failover: raw.replica_no_failover.unwrap_or(false),
+            migration_barrier: raw.migration_barrier.unwrap_or(1),
+            allow_replica_migration: raw.allow_replica_migration.unwrap_or(true),
+            replica_serve_stale_data: raw.replica_serve_stale_data.unwrap_or(true),
         })
     }
 
@@ -410,6 +439,13 @@ impl NodeConfig {
         config.request_timeout = self.request_timeout;
         config.revocation_list = self.revocation_list.clone();
         config.allow_roleless = self.allow_roleless;
+        config.require_full_coverage = self.require_full_coverage;
+        config.allow_reads_when_down = self.allow_reads_when_down;
+        config.replica_validity_factor = self.replica_validity_factor;
+        config.replica_no_failover = self.replica_no_failover;
+        config.migration_barrier = self.migration_barrier;
+        config.allow_replica_migration = self.allow_replica_migration;
+        config.replica_serve_stale_data = self.replica_serve_stale_data;
         config
     }
 
@@ -518,6 +554,11 @@ ca = "/etc/larder/ca.pem"
         assert_eq!(c.repl_backlog_size, 16 << 20);
         assert_eq!(c.min_replicas_to_write, 0);
         assert_eq!(c.replica_of, None);
+        assert!(c.require_full_coverage && !c.allow_reads_when_down);
+        assert_eq!(c.replica_validity_factor, 10);
+        assert!(!c.replica_no_failover);
+        assert_eq!(c.migration_barrier, 1);
+        assert!(c.allow_replica_migration && c.replica_serve_stale_data);
         assert_eq!(c.own_addresses(), vec!["127.0.0.1:7101".to_string()]);
     }
 
@@ -678,10 +719,17 @@ replica_of = "127.0.0.1:7102"
         let text = format!(
             "{MINIMAL}data_dir = \"d\"\nadvertise = \"10.0.0.1:7101\"\nnode_timeout_ms = 2000\n\
              min_replicas_to_write = 2\nmin_replicas_max_lag_ms = 3000\nrepl_backlog_size = \"1mb\"\n\
-             request_timeout_ms = 700\n"
+             request_timeout_ms = 700\nrequire_full_coverage = false\nallow_reads_when_down = true\n\
+             replica_validity_factor = 0\nreplica_no_failover = true\nmigration_barrier = 3\n\
+             allow_replica_migration = false\nreplica_serve_stale_data = false\n"
         );
         let c = parse(&text).unwrap();
         let cc = c.cluster_config(identity, ca.cert_der());
+        assert!(!cc.require_full_coverage && cc.allow_reads_when_down);
+        assert_eq!(cc.replica_validity_factor, 0);
+        assert!(cc.replica_no_failover);
+        assert_eq!(cc.migration_barrier, 3);
+        assert!(!cc.allow_replica_migration && !cc.replica_serve_stale_data);
         assert_eq!(cc.bind, c.listen);
         assert_eq!(cc.advertise.as_deref(), Some("10.0.0.1:7101"));
         assert_eq!(cc.node_timeout, Duration::from_secs(2));

@@ -27,6 +27,7 @@ mod keyslot;
 mod load;
 pub mod wire;
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -94,6 +95,33 @@ pub struct ClusterConfig {
     /// Whether certificates naming no role (made before roles existed) are accepted
     /// as node and administrator, with a warning. Default: true.
     pub allow_roleless: bool,
+    /// `cluster-require-full-coverage`: while any slot is unserved the whole cluster
+    /// is down (`CLUSTERDOWN`). With false, the covered slots stay served and only
+    /// operations on unserved slots fail. Default: true.
+    pub require_full_coverage: bool,
+    /// `cluster-allow-reads-when-down`: while this node's cluster state is down, reads
+    /// are still routed and served as if it were up (writes still fail with
+    /// `CLUSTERDOWN`); a read of an unassigned slot still fails. Default: false.
+    pub allow_reads_when_down: bool,
+    /// `cluster-replica-validity-factor`: a replica whose master has been silent for
+    /// more than `node_timeout * factor` + `repl-ping-replica-period` does not start
+    /// an automatic failover (its data is too old). 0: always try. Default: 10.
+    pub replica_validity_factor: u64,
+    /// `cluster-replica-no-failover`: this node, as a replica, never starts an
+    /// automatic failover (a manual [`ClusterNode::failover`] still works); siblings
+    /// leave it out of their election ranks. Default: false.
+    pub replica_no_failover: bool,
+    /// `cluster-migration-barrier`: a replica moves to an orphaned master only if its
+    /// own master keeps at least this many working replicas without it. Default: 1.
+    pub migration_barrier: usize,
+    /// `cluster-allow-replica-migration`: replicas may move to orphaned masters, and a
+    /// master that hands over its last slot becomes a replica of the taker.
+    /// Default: true.
+    pub allow_replica_migration: bool,
+    /// `replica-serve-stale-data`: with false, a replica whose link to its master is
+    /// down (or not yet synchronised) refuses reads it would serve from its own copy
+    /// (`ReadFrom::Replica`) with `MASTERDOWN`. Default: true.
+    pub replica_serve_stale_data: bool,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -136,6 +164,13 @@ impl ClusterConfig {
             limits: Limits::default(),
             revocation_list: None,
             allow_roleless: true,
+            require_full_coverage: true,
+            allow_reads_when_down: false,
+            replica_validity_factor: 10,
+            replica_no_failover: false,
+            migration_barrier: 1,
+            allow_replica_migration: true,
+            replica_serve_stale_data: true,
         }
     }
 
@@ -351,6 +386,10 @@ struct Core<K, V, W> {
     node: ClusterNode,
     repl: Arc<Replication>,
     request_timeout: Duration,
+    /// [`ClusterConfig::allow_reads_when_down`].
+    allow_reads_when_down: bool,
+    /// [`ClusterConfig::replica_serve_stale_data`].
+    replica_serve_stale_data: bool,
     /// Owners learned from MOVED answers, until the routing table changes.
     hints: Mutex<Hints>,
     /// The journal's shared state (its slot fence).
@@ -433,13 +472,12 @@ impl<K, V, W> Core<K, V, W> {
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use larder::cluster::larder_cluster::net::store::MemoryStore;
-/// use larder::cluster::larder_cluster::proto::Rng;
 /// use larder::cluster::{ClusterCa, ClusterCache, ClusterConfig, NodeId, SlotSet, StateStore};
 /// use larder::Cache;
 ///
 /// // One CA for the cluster; each node's certificate names its node id.
 /// let ca = ClusterCa::generate("my cluster")?;
-/// let id = NodeId::random(&mut Rng::new(7));
+/// let id = NodeId::generate();
 /// let config = ClusterConfig::new(
 ///     "0.0.0.0:7000".parse()?,
 ///     ca.issue(id)?,
@@ -453,7 +491,7 @@ impl<K, V, W> Core<K, V, W> {
 ///
 /// // Any node serves any key: this one answers for its slots and forwards the rest.
 /// node.insert("user:{42}:name".into(), "alice".into()).await?;
-/// assert_eq!(node.get(&"user:{42}:name".into()).await?.as_deref(), Some("alice"));
+/// assert_eq!(node.get("user:{42}:name").await?.as_deref(), Some("alice"));
 /// # Ok(())
 /// # }
 /// ```
@@ -538,7 +576,14 @@ where
         });
         let mut net = NetConfig::new(c.bind, c.identity, c.ca, c.state);
         net.advertise = c.advertise;
-        net.cluster = ProtoConfig::with_node_timeout(c.node_timeout.as_millis() as u64);
+        net.cluster = ProtoConfig {
+            require_full_coverage: c.require_full_coverage,
+            replica_validity_factor: c.replica_validity_factor,
+            replica_no_failover: c.replica_no_failover,
+            migration_barrier: c.migration_barrier,
+            allow_replica_migration: c.allow_replica_migration,
+            ..ProtoConfig::with_node_timeout(c.node_timeout.as_millis() as u64)
+        };
         net.faults = c.faults;
         net.limits = c.limits;
         net.revocation_list = c.revocation_list;
@@ -603,6 +648,8 @@ where
             node,
             repl,
             request_timeout: c.request_timeout,
+            allow_reads_when_down: c.allow_reads_when_down,
+            replica_serve_stale_data: c.replica_serve_stale_data,
             hints: Mutex::new((0, HashMap::new())),
             shared,
             moves: Mutex::new(HashMap::new()),
@@ -667,6 +714,9 @@ enum Dest {
     },
     TryAgain,
     Down(String),
+    /// This node refuses the operation (a replica read while its master link is down
+    /// and `replica_serve_stale_data` is off).
+    Refused(String),
 }
 
 /// A typed operation.
@@ -837,18 +887,28 @@ where
 {
     // ---- reads ----
 
-    /// The value of `key`, from the slot's master.
-    pub async fn get(&self, key: &K) -> Result<Option<V>, ClusterError> {
+    /// The value of `key`, from the slot's master. Like [`Cache::get`] it takes any
+    /// borrowed form of the key (`&str` for `String` keys); one that must travel to
+    /// another node is made owned first.
+    pub async fn get<Q>(&self, key: &Q) -> Result<Option<V>, ClusterError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + KeySlot + ToOwned<Owned = K> + ?Sized,
+    {
         self.get_from(key, ReadFrom::Master).await
     }
 
     /// The value of `key`, read where `from` allows.
-    pub async fn get_from(&self, key: &K, from: ReadFrom) -> Result<Option<V>, ClusterError> {
+    pub async fn get_from<Q>(&self, key: &Q, from: ReadFrom) -> Result<Option<V>, ClusterError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + KeySlot + ToOwned<Owned = K> + ?Sized,
+    {
         if self.is_local(key.slot(), from, false) {
             return Ok(self.core.cache.get(key));
         }
         match self
-            .call(Op::Get(key.clone()), from, WriteOptions::default())
+            .call(Op::Get(key.to_owned()), from, WriteOptions::default())
             .await?
         {
             Reply::Value(v) => Ok(v),
@@ -856,12 +916,16 @@ where
         }
     }
 
-    /// Whether `key` exists.
-    pub async fn contains(&self, key: &K) -> Result<bool, ClusterError> {
+    /// Whether `key` exists (any borrowed form, as for [`ClusterCache::get`]).
+    pub async fn contains<Q>(&self, key: &Q) -> Result<bool, ClusterError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + KeySlot + ToOwned<Owned = K> + ?Sized,
+    {
         if self.is_local(key.slot(), ReadFrom::Master, false) {
             return Ok(self.core.cache.contains(key));
         }
-        self.bool(Op::Contains(key.clone()), WriteOptions::default())
+        self.bool(Op::Contains(key.to_owned()), WriteOptions::default())
             .await
     }
 
@@ -1312,6 +1376,7 @@ where
                 Dest::TryAgain => {
                     tokio::time::sleep(Duration::from_millis(5 << attempt.min(5))).await;
                 }
+                Dest::Refused(why) => return Err(ClusterError::Refused(why)),
                 Dest::Down(why) => {
                     // A gap in this node's view may last only a moment (a hand-over
                     // spreading: the old owner's demotion heard before the new owner's
@@ -1425,16 +1490,47 @@ where
             if rt.slots.migrating_to(slot).is_some() || rt.slots.importing_from(slot).is_some() {
                 return false;
             }
-            match rt.route(slot, KeyPresence::All, false) {
+            match self.route_in(rt, slot, KeyPresence::All, false, write) {
                 Route::Serve => true,
                 Route::Moved { node: owner, .. } => {
                     !write
                         && from == ReadFrom::Replica
                         && rt.node(rt.me).is_some_and(|m| m.master == Some(owner))
+                        && self.stale_read_refusal().is_none()
                 }
                 _ => false,
             }
         })
+    }
+
+    /// Redis's `getNodeByQuery` for `slot`: with `allow_reads_when_down`, a read is
+    /// routed as if the cluster state were OK.
+    fn route_in(
+        &self,
+        rt: &Routing,
+        slot: Slot,
+        keys: KeyPresence,
+        asking: bool,
+        write: bool,
+    ) -> Route {
+        let ok = rt.cluster_ok || (!write && self.core.allow_reads_when_down);
+        rt.slots.route(rt.me, slot, keys, asking, ok)
+    }
+
+    /// Why this replica refuses to serve a read from its own copy: its master link is
+    /// down and `replica_serve_stale_data` is off (Redis's `MASTERDOWN`).
+    fn stale_read_refusal(&self) -> Option<String> {
+        if self.core.replica_serve_stale_data {
+            return None;
+        }
+        match self.core.repl.info() {
+            Some(ReplInfo::Replica { info, .. }) if info.link_up => None,
+            Some(ReplInfo::Master(_)) => None,
+            _ => Some(
+                "MASTERDOWN Link with MASTER is down and replica_serve_stale_data is off"
+                    .to_string(),
+            ),
+        }
     }
 
     /// Where an operation on `slot` goes, as this node sees it.
@@ -1493,13 +1589,16 @@ where
             } else {
                 KeyPresence::All
             };
-        match rt.route(slot, presence, asking) {
+        match self.route_in(&rt, slot, presence, asking, write) {
             Route::Serve => Dest::Local,
             Route::Moved { node: owner, .. } => {
                 if !write && from == ReadFrom::Replica {
                     let me = rt.node(rt.me);
                     if me.is_some_and(|m| m.master == Some(owner)) {
-                        return Dest::Local;
+                        return match self.stale_read_refusal() {
+                            Some(why) => Dest::Refused(why),
+                            None => Dest::Local,
+                        };
                     }
                     if let Some(r) = rt.replicas_of(owner).next().filter(|_| origin) {
                         return Dest::Remote {
@@ -1774,6 +1873,7 @@ where
             }
             Dest::TryAgain => return WireResponse::TryAgain,
             Dest::Down(why) => return WireResponse::Error(ErrorKind::ClusterDown, why),
+            Dest::Refused(why) => return WireResponse::Error(ErrorKind::Refused, why),
         }
         let reply = match self.exec_routed(slot, guard.is_some(), op) {
             Ok(r) => r,
@@ -1882,17 +1982,29 @@ where
     }
 
     /// [`ClusterCache::get`].
-    pub fn get(&self, key: &K) -> Result<Option<V>, ClusterError> {
+    pub fn get<Q>(&self, key: &Q) -> Result<Option<V>, ClusterError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + KeySlot + ToOwned<Owned = K> + ?Sized,
+    {
         self.run(self.cache.get(key))
     }
 
     /// [`ClusterCache::get_from`].
-    pub fn get_from(&self, key: &K, from: ReadFrom) -> Result<Option<V>, ClusterError> {
+    pub fn get_from<Q>(&self, key: &Q, from: ReadFrom) -> Result<Option<V>, ClusterError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + KeySlot + ToOwned<Owned = K> + ?Sized,
+    {
         self.run(self.cache.get_from(key, from))
     }
 
     /// [`ClusterCache::contains`].
-    pub fn contains(&self, key: &K) -> Result<bool, ClusterError> {
+    pub fn contains<Q>(&self, key: &Q) -> Result<bool, ClusterError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + KeySlot + ToOwned<Owned = K> + ?Sized,
+    {
         self.run(self.cache.contains(key))
     }
 

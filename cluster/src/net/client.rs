@@ -155,9 +155,5 @@ impl Drop for Client {
 
 /// The node id a client's certificate would have to name: tools use a random one.
 pub fn tool_identity_id() -> NodeId {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id());
-    NodeId::random(&mut crate::proto::Rng::new(seed))
+    NodeId::generate()
 }

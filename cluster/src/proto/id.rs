@@ -25,6 +25,21 @@ impl NodeId {
         NodeId(b)
     }
 
+    /// A fresh id from the operating system's randomness (through std's randomly keyed
+    /// hasher), the time and the process id: what a new node or a tool uses. For
+    /// reproducible ids (tests, simulations) use [`NodeId::random`] with a seeded
+    /// [`Rng`].
+    pub fn generate() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        NodeId::random(&mut Rng::new(h.finish()))
+    }
+
     /// Parses 40 hex characters.
     pub fn from_hex(s: &str) -> Option<Self> {
         let s = s.as_bytes();
@@ -161,6 +176,12 @@ mod tests {
         let id = NodeId::random(&mut Rng::new(1));
         assert_eq!(NodeId::from_hex(&id.to_string()), Some(id));
         assert_eq!(NodeId::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn generated_ids_differ() {
+        let ids: std::collections::HashSet<NodeId> = (0..64).map(|_| NodeId::generate()).collect();
+        assert_eq!(ids.len(), 64);
     }
 
     #[test]

@@ -20,14 +20,20 @@ impl Node {
         if !me.is_master() && !self.election_window_open(self.last_now) {
             mf |= mflags::NO_ELECTION;
         }
+        let mut flags = NodeFlags::from_bits(
+            me.flags.bits()
+                & (NodeFlags::MASTER | NodeFlags::REPLICA | NodeFlags::NOFAILOVER).bits(),
+        )
+        .unwrap_or(NodeFlags::MASTER);
+        if self.config.replica_no_failover {
+            // Redis's `myself->flags |= NOFAILOVER`: siblings leave this node out of
+            // their ranks, and tools show it.
+            flags.insert(NodeFlags::NOFAILOVER);
+        }
         Header {
             sender: self.me,
             addr: self.addr.clone(),
-            flags: NodeFlags::from_bits(
-                me.flags.bits()
-                    & (NodeFlags::MASTER | NodeFlags::REPLICA | NodeFlags::NOFAILOVER).bits(),
-            )
-            .unwrap_or(NodeFlags::MASTER),
+            flags,
             current_epoch: self.current_epoch,
             config_epoch,
             repl_offset: self.repl_offset,

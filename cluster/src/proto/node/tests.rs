@@ -546,6 +546,31 @@ fn replica_validity_factor_blocks_old_replicas() {
 }
 
 #[test]
+fn replica_no_failover_never_starts_an_automatic_election() {
+    let mut sim = cluster(3, 1);
+    let m0 = id(&sim, 0);
+    let now = sim.now();
+    let r = sim.node_mut(3).unwrap();
+    r.config.replica_no_failover = true;
+    assert!(r.header(0).flags.contains(NodeFlags::NOFAILOVER));
+    r.nodes.get_mut(&m0).unwrap().flags.insert(NodeFlags::FAIL);
+    r.handle_replica_failover(now);
+    assert!(r.election.auth_time.is_none());
+    assert!(!r.election.sent);
+    // A manual failover still works (Redis: only automatic failovers are disabled).
+    r.start_manual_failover(now, FailoverMode::Force, m0);
+    r.handle_replica_failover(now);
+    assert!(r.election.sent);
+    // The same replica without the knob schedules an election.
+    r.config.replica_no_failover = false;
+    r.end_manual_failover();
+    r.election = Election::default();
+    assert!(!r.header(0).flags.contains(NodeFlags::NOFAILOVER));
+    r.handle_replica_failover(now);
+    assert!(r.election.auth_time.is_some());
+}
+
+#[test]
 fn epoch_collision_bumps_the_smaller_id() {
     let mut sim = cluster(3, 0);
     let (a, b) = (id(&sim, 0), id(&sim, 1));
