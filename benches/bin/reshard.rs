@@ -1088,7 +1088,7 @@ fn larder_run(
             let readable = keys
                 .iter()
                 .enumerate()
-                .filter(|(i, k)| matches!(cb.get(k), Ok(Some(v)) if v == value(*i, size)))
+                .filter(|(i, k)| matches!(cb.get(k.as_str()), Ok(Some(v)) if v == value(*i, size)))
                 .count();
             let state = format!(
                 "after the failure: B owns {owned} of the {MOVED_SLOTS} slots, A holds {} keys, \
