@@ -4,26 +4,22 @@
 //! revoked certificate can no longer connect, its open connections closed on reload.
 #![cfg(feature = "net")]
 
+mod common;
+use common::{eventually, id, knows, meet_bytes, node_config, raw_client};
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
 use larder_cluster::net::certs::{ClusterCa, NodeIdentity};
 use larder_cluster::net::client::Client;
 use larder_cluster::net::frame::{encode_frame, PREAMBLE};
-use larder_cluster::net::store::{MemoryStore, StateStore};
-use larder_cluster::net::tls::{client_config, server_config, MEET_SERVER_NAME};
+use larder_cluster::net::tls::{server_config, MEET_SERVER_NAME};
 use larder_cluster::net::{ClusterNode, NetConfig, NetError, PeerCert, Role, Service};
-use larder_cluster::proto::{Config, Instant, Node, NodeId, Rng};
 
-const NODE_TIMEOUT: u64 = 1000;
 const FORBIDDEN: u64 = 6;
 const REVOKED: u64 = 9;
-
-fn id(seed: u64) -> NodeId {
-    NodeId::random(&mut Rng::new(seed))
-}
 
 /// Answers every request with the roles of its sender.
 struct Echo;
@@ -39,68 +35,11 @@ impl Service for Echo {
 }
 
 fn config(identity: NodeIdentity, ca: &ClusterCa) -> NetConfig {
-    let mut config = NetConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        identity,
-        ca.cert_der(),
-        StateStore::Memory(MemoryStore::new()),
-    );
-    config.cluster = Config::with_node_timeout(NODE_TIMEOUT);
-    config.backoff_min = Duration::from_millis(20);
-    config.backoff_max = Duration::from_millis(300);
-    config.idle_timeout = Duration::from_secs(2);
+    let mut config = node_config(identity, ca);
     config.service = Some(Arc::new(Echo));
     config
 }
 
-fn raw_client(identity: &NodeIdentity, trust: &ClusterCa) -> quinn::Endpoint {
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(
-        client_config(identity, &trust.cert_der(), Duration::from_secs(2)).unwrap(),
-    );
-    ep
-}
-
-fn meet_bytes(sender: NodeId, to: SocketAddr) -> Vec<u8> {
-    let mut n = Node::new(
-        Config::with_node_timeout(NODE_TIMEOUT),
-        sender,
-        "127.0.0.1:9",
-        Instant::ZERO,
-        1,
-    );
-    n.meet(Instant::ZERO, to.to_string());
-    while let Some(t) = n.poll_transmit() {
-        if t.to.is_none() {
-            return t.message.to_bytes().unwrap();
-        }
-    }
-    panic!("meet produced no MEET");
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = StdInstant::now();
-    while !f().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn knows(node: &ClusterNode, other: NodeId) -> bool {
-    node.view()
-        .await
-        .unwrap()
-        .nodes
-        .iter()
-        .any(|n| n.id == other)
-}
-
-/// Connects with `identity`, sends its MEET on a bus stream, and returns the close
-/// code the node answered with (None if it kept the connection open).
 async fn meet_as(identity: &NodeIdentity, ca: &ClusterCa, to: SocketAddr) -> Option<u64> {
     let client = raw_client(identity, ca);
     let conn = client.connect(to, MEET_SERVER_NAME).unwrap().await.unwrap();

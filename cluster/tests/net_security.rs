@@ -3,86 +3,24 @@
 //! messages dropped, and malformed frames close only the connection that sent them.
 #![cfg(feature = "net")]
 
+mod common;
+use common::{eventually, id, knows, meet_bytes, node_config, raw_client};
+
 use std::net::SocketAddr;
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
 use larder_cluster::net::certs::{node_dns_name, ClusterCa, NodeIdentity};
 use larder_cluster::net::frame::{encode_frame, PREAMBLE};
-use larder_cluster::net::store::{MemoryStore, StateStore};
-use larder_cluster::net::tls::{client_config, MEET_SERVER_NAME};
-use larder_cluster::net::{ClusterNode, NetConfig};
-use larder_cluster::proto::{Config, Instant, Node, NodeId, Rng, SlotSet};
-
-const NODE_TIMEOUT: u64 = 1000;
-
-fn id(seed: u64) -> NodeId {
-    NodeId::random(&mut Rng::new(seed))
-}
+use larder_cluster::net::tls::MEET_SERVER_NAME;
+use larder_cluster::net::ClusterNode;
+use larder_cluster::proto::{Rng, SlotSet};
 
 async fn start(ca: &ClusterCa, seed: u64) -> ClusterNode {
     start_with(ca.issue(id(seed)).unwrap(), ca).await
 }
 
 async fn start_with(identity: NodeIdentity, ca: &ClusterCa) -> ClusterNode {
-    let mut config = NetConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        identity,
-        ca.cert_der(),
-        StateStore::Memory(MemoryStore::new()),
-    );
-    config.cluster = Config::with_node_timeout(NODE_TIMEOUT);
-    config.backoff_min = Duration::from_millis(20);
-    config.backoff_max = Duration::from_millis(300);
-    config.idle_timeout = Duration::from_secs(2);
-    ClusterNode::start(config).await.unwrap()
-}
-
-/// A bare quinn client presenting `identity` and trusting `trust`.
-fn raw_client(identity: &NodeIdentity, trust: &ClusterCa) -> quinn::Endpoint {
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(
-        client_config(identity, &trust.cert_der(), Duration::from_secs(2)).unwrap(),
-    );
-    ep
-}
-
-/// The encoded MEET a node with id `sender` sends to `to`.
-fn meet_bytes(sender: NodeId, to: SocketAddr) -> Vec<u8> {
-    let mut n = Node::new(
-        Config::with_node_timeout(NODE_TIMEOUT),
-        sender,
-        "127.0.0.1:9",
-        Instant::ZERO,
-        1,
-    );
-    n.meet(Instant::ZERO, to.to_string());
-    while let Some(t) = n.poll_transmit() {
-        if t.to.is_none() {
-            return t.message.to_bytes().unwrap();
-        }
-    }
-    panic!("meet produced no MEET");
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = StdInstant::now();
-    while !f().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn knows(node: &ClusterNode, other: NodeId) -> bool {
-    node.view()
-        .await
-        .unwrap()
-        .nodes
-        .iter()
-        .any(|n| n.id == other)
+    ClusterNode::start(node_config(identity, ca)).await.unwrap()
 }
 
 /// Sends `stream_bytes` on a uni stream and returns the close code the node answered
