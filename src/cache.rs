@@ -473,6 +473,7 @@ where
             clock: &*self.clock,
             coarse_ms: self.coarse_ms.load(Ordering::Relaxed),
             idle_ms: self.idle_ms(),
+            admit_all: false,
         }
     }
 

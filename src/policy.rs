@@ -148,7 +148,8 @@ pub enum Admission {
     None,
     /// TinyLFU: a new key that would evict enters only if the sketch estimates it more
     /// frequent than the policy's victim; otherwise the write is dropped at once and
-    /// reported as an eviction of the new key.
+    /// reported as an eviction of the new key. A transaction's writes (and the restores
+    /// of a failed one) are not contested: they enter, evicting the policy's victim.
     TinyLfu,
     /// W-TinyLFU: every new key enters a window (first in first out; 10 % of the bound
     /// at first, then sized by hill climbing on the shard's hit ratio, 1-80 %); the key leaving the window competes with the policy's victim among the rest

@@ -130,6 +130,9 @@ pub(crate) struct Env<'a, W> {
     pub(crate) coarse_ms: u64,
     /// `time_to_idle` in ms: writes and reads move a key's deadline to now plus this.
     pub(crate) idle_ms: Option<u64>,
+    /// Writes skip TinyLFU's contest (a transaction's writes and its rollback, which
+    /// are all-or-nothing): a newcomer always enters, evicting as any write does.
+    pub(crate) admit_all: bool,
 }
 
 /// How long a key has to live.
@@ -543,10 +546,10 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             if !over_memory && !over_count {
                 break;
             }
-            let admission = if existing.is_none() {
-                self.cfg.admission
-            } else {
-                Admission::None
+            let admission = match self.cfg.admission {
+                _ if existing.is_some() => Admission::None,
+                Admission::TinyLfu if env.admit_all => Admission::None,
+                a => a,
             };
             let victim = match admission {
                 Admission::None => self.pick_victim(existing, env.coarse_ms, false),

@@ -4,7 +4,7 @@ use crate::cache::{Cache, Locked};
 use crate::error::{Error, TxError};
 use crate::events::EventKind;
 use crate::journal::LogOp;
-use crate::shard::{Garbage, Ttl, TtlChange};
+use crate::shard::{Env, Garbage, Ttl, TtlChange};
 use crate::weigh::Weigher;
 use crate::write::removals;
 use std::hash::Hash;
@@ -195,7 +195,12 @@ where
         if let Some(j) = inner.journal() {
             j.check()?;
         }
-        let env = inner.env();
+        // All-or-nothing: admission does not refuse a transaction's writes, nor the
+        // rollback's restores.
+        let env = Env {
+            admit_all: true,
+            ..inner.env()
+        };
         self.touched = self
             .staged
             .iter()

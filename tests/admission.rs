@@ -151,3 +151,55 @@ fn logical_lfu_decay_counts_turnovers_of_the_shard() {
     let (hot, after) = counter_after_turnovers(LfuDecay::Turnovers(0), 6);
     assert_eq!(after, hot, "0 disables decay");
 }
+
+/// Transactions stay all-or-nothing under TinyLFU: a committed transaction's new key is
+/// present, and a failed one restores a key it deleted even where admission would
+/// refuse that key as a newcomer.
+#[test]
+fn tinylfu_admits_a_transactions_writes_and_its_rollback() {
+    let c: Cache<u64, Vec<u8>> = Cache::builder()
+        .max_memory(1 << 20)
+        .max_entries(100)
+        .shards(1)
+        .hasher_seed(5)
+        .background(Background::Manual)
+        .eviction(Policy::AllKeysLru)
+        .admission(Admission::TinyLfu)
+        .build();
+    for k in 0..100 {
+        c.insert(k, vec![0; 8]).unwrap();
+    }
+    for _ in 0..5 {
+        for k in 0..100 {
+            assert!(c.get(&k).is_some());
+        }
+    }
+    // A plain insert of a one-shot newcomer is refused...
+    c.insert(1_000, vec![1]).unwrap();
+    assert!(!c.contains(&1_000));
+    // ...but a transaction's is applied.
+    let r: Result<(), larder::TxError<()>> = c.transaction(&[1_000], |tx| {
+        tx.insert(1_000, vec![1]);
+        Ok(())
+    });
+    r.unwrap();
+    assert!(c.contains(&1_000));
+    assert_eq!(c.len(), 100);
+
+    // A transaction deletes the rarely used 1_000, writes a new key, then a value too
+    // large for the cache: the rollback puts 1_000 back while the new key still holds
+    // its place, which under admission would be a contest 1_000 loses.
+    let r: Result<(), larder::TxError<()>> = c.transaction(&[1_000, 2_000, 3_000], |tx| {
+        tx.remove(&1_000);
+        tx.insert(2_000, vec![2]);
+        tx.insert(3_000, vec![0; 2 << 20]);
+        Ok(())
+    });
+    assert!(matches!(
+        r,
+        Err(larder::TxError::Write(larder::Error::EntryTooLarge { .. }))
+    ));
+    assert_eq!(c.get(&1_000), Some(vec![1]));
+    assert!(!c.contains(&2_000));
+    assert!(!c.contains(&3_000));
+}
