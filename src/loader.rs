@@ -338,8 +338,11 @@ where
     ///
     /// Single flight: when many threads miss the same key at once, one of them runs its
     /// `init` and the others wait for that value (they park on the key, not on a shard
-    /// lock, so other keys are not held up). If `init` panics, the panic propagates to
-    /// its caller and the waiting threads start over: one of them runs its own `init`.
+    /// lock, so other keys are not held up). If a value is written for `key` while
+    /// `init` runs (an `insert`), it is newer than what `init` read: it is kept, and
+    /// returned to the caller and the waiters instead of `init`'s. If `init` panics, the
+    /// panic propagates to its caller and the waiting threads start over: one of them
+    /// runs its own `init`.
     /// If the cache refuses the value (for example [`Error::OutOfMemory`] under
     /// `noeviction`), that error goes to the caller and every waiter. `init` must not
     /// load the same key through this cache: it would wait for itself.
@@ -485,10 +488,16 @@ where
         self.inner.flights.waiting()
     }
 
-    /// The leader's part once its loader returned: store the value.
+    /// The leader's part once its loader returned: store the value, unless a value was
+    /// written meanwhile (it is newer than what the loader read): that one is returned.
     fn store_loaded<E>(&self, key: K, loaded: Result<V, E>) -> Result<V, LoadError<E>> {
         let v = loaded.map_err(|e| LoadError::Loader(Arc::new(e)))?;
-        self.insert(key, v.clone())?;
-        Ok(v)
+        match self
+            .inner
+            .insert_absent(key, v.clone(), self.default_ttl())?
+        {
+            Some(newer) => Ok(newer),
+            None => Ok(v),
+        }
     }
 }

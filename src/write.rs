@@ -30,7 +30,12 @@ where
     /// Evicts by policy if the bounds require it; fails with [`Error::OutOfMemory`] when
     /// the policy may not free enough.
     pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
-        let ttl = match self.inner.settings.time_to_live {
+        self.inner.insert(key, value, self.default_ttl())
+    }
+
+    /// The TTL a plain insert gives: the builder's `time_to_live` from now, or none.
+    pub(crate) fn default_ttl(&self) -> TtlChange {
+        match self.inner.settings.time_to_live {
             None => TtlChange::Clear,
             Some(ttl) => TtlChange::At(
                 self.inner
@@ -38,8 +43,7 @@ where
                     .now_ms()
                     .saturating_add(ttl.as_millis() as u64),
             ),
-        };
-        self.inner.insert(key, value, ttl)
+        }
     }
 
     /// Inserts `key` with exactly the hard expiry `expire_at` (none: persistent),
@@ -237,7 +241,25 @@ where
     }
 
     pub(crate) fn insert(&self, key: K, value: V, ttl: TtlChange) -> Result<(), Error> {
+        self.put(key, value, ttl, false).map(|_| ())
+    }
+
+    /// Inserts `key` only if it has no live value; returns the live value it has
+    /// instead (what a loader's result must not overwrite: a value written while the
+    /// loader ran is newer than what the loader read).
+    pub(crate) fn insert_absent(
+        &self,
+        key: K,
+        value: V,
+        ttl: TtlChange,
+    ) -> Result<Option<V>, Error> {
+        self.put(key, value, ttl, true)
+    }
+
+    /// An insert; with `absent_only`, none if `key` has a live value, which is returned.
+    fn put(&self, key: K, value: V, ttl: TtlChange, absent_only: bool) -> Result<Option<V>, Error> {
         let hash = self.hash(&key);
+        let mut present = None;
         let event_key = self.events.active().then(|| key.clone());
         let log_key = self.slowlog.threshold.is_some().then(|| key.clone());
         let expire_at = match ttl {
@@ -249,6 +271,12 @@ where
             self.shard_of(hash),
             false,
             |s, env, g| {
+                if absent_only {
+                    if let Some(v) = s.peek(hash, &key, env, g) {
+                        present = Some(v.clone());
+                        return Ok(None);
+                    }
+                }
                 let idx = s.insert(hash, key, value, ttl, env, g)?;
                 if let (Some(_), Some(k)) = (idx, &event_key) {
                     // Evictions the write caused come first.
@@ -271,8 +299,8 @@ where
                 None => Ok(None),
             },
             |_| log_key,
-        )
-        .map(|_| ())
+        )?;
+        Ok(present)
     }
 
     fn remove<Q>(&self, op: Op, key: &Q, unlink: bool) -> Result<bool, Error>

@@ -298,3 +298,31 @@ fn a_loaded_value_is_logged_and_survives_a_reopen() {
     let c = open();
     assert_eq!(c.get(&11).as_deref(), Some("from the loader"));
 }
+
+#[test]
+fn a_value_inserted_while_loading_is_not_overwritten_by_the_loaded_one() {
+    let c = cache();
+    let v = c
+        .get_with(1, || {
+            // A writer stores a newer value while the loader still runs.
+            c.insert(1, "written meanwhile".into()).unwrap();
+            "loaded from a stale read".to_string()
+        })
+        .unwrap();
+    assert_eq!(c.get(&1).as_deref(), Some("written meanwhile"));
+    assert_eq!(v, "written meanwhile");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_load_does_not_overwrite_a_value_inserted_meanwhile() {
+    let c = cache();
+    let v = c
+        .get_with_async(2, async {
+            c.insert(2, "written meanwhile".into()).unwrap();
+            "loaded from a stale read".to_string()
+        })
+        .await
+        .unwrap();
+    assert_eq!(c.get(&2).as_deref(), Some("written meanwhile"));
+    assert_eq!(v, "written meanwhile");
+}
