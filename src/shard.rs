@@ -517,11 +517,18 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             }
         }
         let mut existing = self.find_live(hash, &key, env, g);
-        let new_w = Self::weight(env.weigher, &key, &value);
-        let old_w = existing.map_or(0, |i| {
-            let e = self.table.entry(i);
-            Self::weight(env.weigher, &e.key, &e.value)
-        });
+        // An overwrite keeps the stored key, which removal will weigh: an equal key
+        // may weigh differently (a `String`'s capacity), so weigh the stored one.
+        let (new_w, old_w) = match existing {
+            Some(i) => {
+                let e = self.table.entry(i);
+                (
+                    Self::weight(env.weigher, &e.key, &value),
+                    Self::weight(env.weigher, &e.key, &e.value),
+                )
+            }
+            None => (Self::weight(env.weigher, &key, &value), 0),
+        };
         if new_w > self.cfg.budget {
             return Err(Error::EntryTooLarge {
                 weight: new_w,

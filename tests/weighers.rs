@@ -109,3 +109,22 @@ fn a_custom_weigher_type_can_bound_memory() {
     assert!(c.used_memory() <= 5_000);
     assert!(c.len() <= 5);
 }
+
+#[test]
+fn overwriting_with_an_equal_key_of_another_weight_keeps_used_memory_exact() {
+    // Equal keys can weigh differently (a `String`'s capacity): the stored key is the
+    // one removal weighs, so the overwrite must be weighed with it too.
+    let c: Cache<String, u64> = Cache::builder()
+        .shards(1)
+        .max_memory(1 << 20)
+        .background(Background::Manual)
+        .build();
+    let mut roomy = String::with_capacity(1000);
+    roomy.push('k');
+    c.insert(roomy, 1).unwrap();
+    let before = c.used_memory();
+    c.insert("k".to_string(), 2).unwrap();
+    assert_eq!(c.used_memory(), before, "an overwrite of an 8-byte value");
+    assert!(c.remove("k").unwrap());
+    assert_eq!(c.used_memory(), 0);
+}
