@@ -131,7 +131,8 @@ pub(crate) struct Env<'a, W> {
     /// `time_to_idle` in ms: writes and reads move a key's deadline to now plus this.
     pub(crate) idle_ms: Option<u64>,
     /// Writes skip TinyLFU's contest (a transaction's writes and its rollback, which
-    /// are all-or-nothing): a newcomer always enters, evicting as any write does.
+    /// are all-or-nothing; a replayed or replicated write, admitted where it was made):
+    /// a newcomer always enters, evicting as any write does.
     pub(crate) admit_all: bool,
 }
 

@@ -39,12 +39,15 @@ where
                     .saturating_add(ttl.as_millis() as u64),
             ),
         };
-        self.inner.insert(key, value, ttl)
+        self.inner.insert(key, value, ttl, false)
     }
 
     /// Inserts `key` with exactly the hard expiry `expire_at` (none: persistent),
     /// ignoring the default TTL: what replaying a log, a replica or a slot move does
-    /// with a key whose expiry was decided where it was first written.
+    /// with a key whose expiry was decided where it was first written. Admission does
+    /// not contest it: the write was admitted where it was first made (a refused one is
+    /// never logged), and a replica or a replay that dropped it would silently lose a key
+    /// its source holds.
     #[cfg_attr(not(feature = "persistence"), allow(dead_code))]
     pub(crate) fn insert_exact(
         &self,
@@ -53,7 +56,7 @@ where
         expire_at: Option<u64>,
     ) -> Result<(), Error> {
         let ttl = expire_at.map_or(TtlChange::Clear, TtlChange::At);
-        self.inner.insert(key, value, ttl)
+        self.inner.insert(key, value, ttl, true)
     }
 
     /// Inserts or overwrites `key` with a time to live (as `SET key value PX ttl`).
@@ -63,13 +66,13 @@ where
             .clock
             .now_ms()
             .saturating_add(ttl.as_millis() as u64);
-        self.inner.insert(key, value, TtlChange::At(at))
+        self.inner.insert(key, value, TtlChange::At(at), false)
     }
 
     /// Inserts or overwrites `key` to expire at `at_ms` Unix milliseconds (as `SET key
     /// value PXAT at_ms`); a time not in the future deletes the key.
     pub fn insert_expiring_at(&self, key: K, value: V, at_ms: u64) -> Result<(), Error> {
-        self.inner.insert(key, value, TtlChange::At(at_ms))
+        self.inner.insert(key, value, TtlChange::At(at_ms), false)
     }
 
     /// Removes `key` (Redis's `DEL`); its value is dropped before this returns, after
@@ -236,7 +239,14 @@ where
         }
     }
 
-    pub(crate) fn insert(&self, key: K, value: V, ttl: TtlChange) -> Result<(), Error> {
+    /// Inserts or overwrites; with `admit_all`, admission does not contest a new key.
+    pub(crate) fn insert(
+        &self,
+        key: K,
+        value: V,
+        ttl: TtlChange,
+        admit_all: bool,
+    ) -> Result<(), Error> {
         let hash = self.hash(&key);
         let event_key = self.events.active().then(|| key.clone());
         let log_key = self.slowlog.threshold.is_some().then(|| key.clone());
@@ -249,6 +259,7 @@ where
             self.shard_of(hash),
             false,
             |s, env, g| {
+                let env = &Env { admit_all, ..*env };
                 let idx = s.insert(hash, key, value, ttl, env, g)?;
                 if let (Some(_), Some(k)) = (idx, &event_key) {
                     // Evictions the write caused come first.
