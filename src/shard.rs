@@ -604,6 +604,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 if windowed {
                     self.window.push_back((hash as u32, idx));
                     self.window_len += 1;
+                    self.compact_window();
                 }
                 // While the cache fills, keys leave the window without a contest.
                 while self.window_len > self.window_cap() {
@@ -698,15 +699,20 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         None
     }
 
-    /// W-TinyLFU's choice: the key leaving the window against the policy's victim among
-    /// the others; the one estimated less frequent goes (the victim wins ties).
-    fn window_victim(&mut self, coarse_ms: u64) -> Option<u32> {
+    /// Drops the hashes of keys deleted while in the window once they outnumber the
+    /// window's keys (amortised: the queue must grow by as much again before the next
+    /// pass). Run on every push, since a cache below its bound never evicts.
+    fn compact_window(&mut self) {
         if self.window.len() > 4 * self.window_len + 64 {
-            // Hashes of keys deleted while in the window pile up; drop them.
             let table = &self.table;
             self.window
                 .retain(|&(h, _)| table.find_hashed(h, |e| e.meta.get().in_window()).is_some());
         }
+    }
+
+    /// W-TinyLFU's choice: the key leaving the window against the policy's victim among
+    /// the others; the one estimated less frequent goes (the victim wins ties).
+    fn window_victim(&mut self, coarse_ms: u64) -> Option<u32> {
         let candidate = if self.window_len >= self.window_cap() {
             self.leave_window()
         } else {
@@ -1164,5 +1170,33 @@ mod tests {
             "{big} after {back}"
         );
         assert_eq!(c.step, CLIMB_STEP);
+    }
+
+    /// Keys written and deleted while in the window leave their hashes in the window's
+    /// queue; a cache that never needs to evict (below its bound) must still drop them,
+    /// or a write-then-delete churn grows the queue by 8 bytes a key forever.
+    #[test]
+    fn the_window_queue_stays_bounded_under_churn_below_the_bound() {
+        let c: crate::Cache<u64, u64> = crate::Cache::builder()
+            .max_entries(100_000)
+            .shards(1)
+            .hasher_seed(5)
+            .background(crate::Background::Manual)
+            .build();
+        for k in 0..1_000 {
+            c.insert(k, k).unwrap();
+        }
+        for k in 1_000..101_000 {
+            c.insert(k, k).unwrap();
+            assert!(c.remove(&k).unwrap());
+        }
+        let shard = crate::shim::read(&c.inner.slot(0).shard);
+        assert_eq!(shard.cfg.admission, Admission::WindowTinyLfu);
+        assert!(
+            shard.window.len() <= 4 * shard.window_len + 64,
+            "{} queued for {} keys in the window",
+            shard.window.len(),
+            shard.window_len
+        );
     }
 }
