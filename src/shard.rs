@@ -1172,6 +1172,57 @@ mod tests {
         assert_eq!(c.step, CLIMB_STEP);
     }
 
+    /// Under a random mix of writes, overwrites, deletes, expiries and reads on a full
+    /// W-TinyLFU shard (so swap-removals keep moving window keys away from their index
+    /// hints), the window's count matches the entries flagged in it, every flagged entry
+    /// still has a hash in the queue, and the shard stays within its bound.
+    #[test]
+    fn the_window_stays_consistent_as_removals_move_entries() {
+        let clock = std::sync::Arc::new(crate::clock::ManualClock::new(1_000));
+        let c: crate::Cache<u64, u64> = crate::Cache::builder()
+            .max_entries(200)
+            .shards(1)
+            .hasher_seed(5)
+            .clock(clock.clone())
+            .background(crate::Background::Manual)
+            .build();
+        let mut r: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..60_000u64 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            let k = r % 600;
+            match (r >> 32) % 10 {
+                0..=3 => c.insert(k, i).unwrap(),
+                4 => c
+                    .insert_with_ttl(k, i, std::time::Duration::from_millis(1 + (r >> 40) % 50))
+                    .unwrap(),
+                5 | 6 => {
+                    c.remove(&k).unwrap();
+                }
+                _ => {
+                    c.get(&k);
+                }
+            }
+            if i % 97 == 0 {
+                clock.advance(7);
+            }
+            if i % 1_000 == 0 {
+                let shard = crate::shim::read(&c.inner.slot(0).shard);
+                let flagged: Vec<u64> = shard
+                    .entries()
+                    .filter(|(_, _, m, _)| m.in_window())
+                    .map(|(k, _, _, _)| shard.table.hash_key(k))
+                    .collect();
+                assert_eq!(flagged.len(), shard.window_len, "at op {i}");
+                assert!(flagged
+                    .iter()
+                    .all(|&h| shard.window.iter().any(|&(f, _)| f == h as u32)));
+                assert!(shard.len() <= 200);
+            }
+        }
+    }
+
     /// Keys written and deleted while in the window leave their hashes in the window's
     /// queue; a cache that never needs to evict (below its bound) must still drop them,
     /// or a write-then-delete churn grows the queue by 8 bytes a key forever.
