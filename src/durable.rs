@@ -1097,3 +1097,44 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod admission_tests {
+    use super::{apply, Codec, Record};
+    use crate::{Admission, Background, Cache, Policy};
+
+    /// A replayed or replicated `Set` records a write the writing cache already admitted:
+    /// applying it is not a new contest, so TinyLFU does not refuse a key it has never
+    /// counted (which would leave a replica without its master's key, silently).
+    #[test]
+    fn applying_a_logged_set_is_not_refused_by_tinylfu() {
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_entries(100)
+            .shards(1)
+            .hasher_seed(5)
+            .background(Background::Manual)
+            .eviction(Policy::AllKeysLru)
+            .admission(Admission::TinyLfu)
+            .build();
+        for k in 0..100 {
+            c.insert(k, k).unwrap();
+        }
+        for _ in 0..5 {
+            for k in 0..100u64 {
+                assert_eq!(c.get(&k), Some(k));
+            }
+        }
+        // A plain write of a key never asked for is refused...
+        c.insert(1_000, 1).unwrap();
+        assert!(!c.contains(&1_000));
+        // ...but the same write applied from a log or a master's stream is not.
+        let set = Record::Set {
+            key: 1_000u64.encode().unwrap(),
+            value: 1u64.encode().unwrap(),
+            expire_at_ms: None,
+        };
+        apply(&c, set).unwrap();
+        assert_eq!(c.get(&1_000), Some(1));
+        assert_eq!(c.len(), 100);
+    }
+}

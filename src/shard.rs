@@ -131,7 +131,8 @@ pub(crate) struct Env<'a, W> {
     /// `time_to_idle` in ms: writes and reads move a key's deadline to now plus this.
     pub(crate) idle_ms: Option<u64>,
     /// Writes skip TinyLFU's contest (a transaction's writes and its rollback, which
-    /// are all-or-nothing): a newcomer always enters, evicting as any write does.
+    /// are all-or-nothing; a replayed or replicated write, admitted where it was made):
+    /// a newcomer always enters, evicting as any write does.
     pub(crate) admit_all: bool,
 }
 
@@ -610,6 +611,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 if windowed {
                     self.window.push_back((hash as u32, idx));
                     self.window_len += 1;
+                    self.compact_window();
                 }
                 // While the cache fills, keys leave the window without a contest.
                 while self.window_len > self.window_cap() {
@@ -704,15 +706,20 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         None
     }
 
-    /// W-TinyLFU's choice: the key leaving the window against the policy's victim among
-    /// the others; the one estimated less frequent goes (the victim wins ties).
-    fn window_victim(&mut self, coarse_ms: u64) -> Option<u32> {
+    /// Drops the hashes of keys deleted while in the window once they outnumber the
+    /// window's keys (amortised: the queue must grow by as much again before the next
+    /// pass). Run on every push, since a cache below its bound never evicts.
+    fn compact_window(&mut self) {
         if self.window.len() > 4 * self.window_len + 64 {
-            // Hashes of keys deleted while in the window pile up; drop them.
             let table = &self.table;
             self.window
                 .retain(|&(h, _)| table.find_hashed(h, |e| e.meta.get().in_window()).is_some());
         }
+    }
+
+    /// W-TinyLFU's choice: the key leaving the window against the policy's victim among
+    /// the others; the one estimated less frequent goes (the victim wins ties).
+    fn window_victim(&mut self, coarse_ms: u64) -> Option<u32> {
         let candidate = if self.window_len >= self.window_cap() {
             self.leave_window()
         } else {
@@ -1170,5 +1177,84 @@ mod tests {
             "{big} after {back}"
         );
         assert_eq!(c.step, CLIMB_STEP);
+    }
+
+    /// Under a random mix of writes, overwrites, deletes, expiries and reads on a full
+    /// W-TinyLFU shard (so swap-removals keep moving window keys away from their index
+    /// hints), the window's count matches the entries flagged in it, every flagged entry
+    /// still has a hash in the queue, and the shard stays within its bound.
+    #[test]
+    fn the_window_stays_consistent_as_removals_move_entries() {
+        let clock = std::sync::Arc::new(crate::clock::ManualClock::new(1_000));
+        let c: crate::Cache<u64, u64> = crate::Cache::builder()
+            .max_entries(200)
+            .shards(1)
+            .hasher_seed(5)
+            .clock(clock.clone())
+            .background(crate::Background::Manual)
+            .build();
+        let mut r: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..60_000u64 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            let k = r % 600;
+            match (r >> 32) % 10 {
+                0..=3 => c.insert(k, i).unwrap(),
+                4 => c
+                    .insert_with_ttl(k, i, std::time::Duration::from_millis(1 + (r >> 40) % 50))
+                    .unwrap(),
+                5 | 6 => {
+                    c.remove(&k).unwrap();
+                }
+                _ => {
+                    c.get(&k);
+                }
+            }
+            if i % 97 == 0 {
+                clock.advance(7);
+            }
+            if i % 1_000 == 0 {
+                let shard = crate::shim::read(&c.inner.slot(0).shard);
+                let flagged: Vec<u64> = shard
+                    .entries()
+                    .filter(|(_, _, m, _)| m.in_window())
+                    .map(|(k, _, _, _)| shard.table.hash_key(k))
+                    .collect();
+                assert_eq!(flagged.len(), shard.window_len, "at op {i}");
+                assert!(flagged
+                    .iter()
+                    .all(|&h| shard.window.iter().any(|&(f, _)| f == h as u32)));
+                assert!(shard.len() <= 200);
+            }
+        }
+    }
+
+    /// Keys written and deleted while in the window leave their hashes in the window's
+    /// queue; a cache that never needs to evict (below its bound) must still drop them,
+    /// or a write-then-delete churn grows the queue by 8 bytes a key forever.
+    #[test]
+    fn the_window_queue_stays_bounded_under_churn_below_the_bound() {
+        let c: crate::Cache<u64, u64> = crate::Cache::builder()
+            .max_entries(100_000)
+            .shards(1)
+            .hasher_seed(5)
+            .background(crate::Background::Manual)
+            .build();
+        for k in 0..1_000 {
+            c.insert(k, k).unwrap();
+        }
+        for k in 1_000..101_000 {
+            c.insert(k, k).unwrap();
+            assert!(c.remove(&k).unwrap());
+        }
+        let shard = crate::shim::read(&c.inner.slot(0).shard);
+        assert_eq!(shard.cfg.admission, Admission::WindowTinyLfu);
+        assert!(
+            shard.window.len() <= 4 * shard.window_len + 64,
+            "{} queued for {} keys in the window",
+            shard.window.len(),
+            shard.window_len
+        );
     }
 }

@@ -177,7 +177,9 @@ impl Sketch {
         for w in self.door.iter_mut().flat_map(|d| d.iter_mut()) {
             *w.get_mut() = 0;
         }
-        *self.additions.get_mut() = n / 2;
+        // Half a sample at most: reads count without aging, so `n` may hold many
+        // samples' worth, which must not turn the next writes into a run of halvings.
+        *self.additions.get_mut() = (n / 2).min(self.sample / 2);
     }
 }
 
@@ -227,6 +229,32 @@ mod tests {
         s.maybe_age();
         assert_eq!(s.estimate(h(7)), before / 2);
         assert!(*s.additions.get_mut() < s.sample);
+    }
+
+    /// Reads count without aging (aging needs the exclusive lock, taken by writes): a
+    /// long read-only phase may count many samples' worth before the next write. That
+    /// write halves once; the writes after it must not halve again and again until the
+    /// counts are gone, which would leave every newcomer level with the hottest key.
+    #[test]
+    fn one_halving_per_sample_even_after_a_long_phase_without_aging() {
+        let mut s = Sketch::new(16, false);
+        for _ in 0..15 {
+            s.count(h(7));
+        }
+        let mut k = 100;
+        while *s.additions.get_mut() < 8 * s.sample {
+            s.count_shared(h(k), 0);
+            k += 1;
+        }
+        for _ in 0..15 {
+            s.count(h(7));
+        }
+        assert_eq!(s.estimate(h(7)), 15);
+        s.maybe_age();
+        assert_eq!(s.estimate(h(7)), 7);
+        s.maybe_age();
+        s.maybe_age();
+        assert_eq!(s.estimate(h(7)), 7, "no new sample: no further halving");
     }
 
     #[test]

@@ -30,7 +30,7 @@ where
     /// Evicts by policy if the bounds require it; fails with [`Error::OutOfMemory`] when
     /// the policy may not free enough.
     pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
-        self.inner.insert(key, value, self.default_ttl())
+        self.inner.insert(key, value, self.default_ttl(), false)
     }
 
     /// The TTL a plain insert gives: the builder's `time_to_live` from now, or none.
@@ -48,7 +48,10 @@ where
 
     /// Inserts `key` with exactly the hard expiry `expire_at` (none: persistent),
     /// ignoring the default TTL: what replaying a log, a replica or a slot move does
-    /// with a key whose expiry was decided where it was first written.
+    /// with a key whose expiry was decided where it was first written. Admission does
+    /// not contest it: the write was admitted where it was first made (a refused one is
+    /// never logged), and a replica or a replay that dropped it would silently lose a key
+    /// its source holds.
     #[cfg_attr(not(feature = "persistence"), allow(dead_code))]
     pub(crate) fn insert_exact(
         &self,
@@ -57,7 +60,7 @@ where
         expire_at: Option<u64>,
     ) -> Result<(), Error> {
         let ttl = expire_at.map_or(TtlChange::Clear, TtlChange::At);
-        self.inner.insert(key, value, ttl)
+        self.inner.insert(key, value, ttl, true)
     }
 
     /// Inserts or overwrites `key` with a time to live (as `SET key value PX ttl`).
@@ -67,13 +70,13 @@ where
             .clock
             .now_ms()
             .saturating_add(ttl.as_millis() as u64);
-        self.inner.insert(key, value, TtlChange::At(at))
+        self.inner.insert(key, value, TtlChange::At(at), false)
     }
 
     /// Inserts or overwrites `key` to expire at `at_ms` Unix milliseconds (as `SET key
     /// value PXAT at_ms`); a time not in the future deletes the key.
     pub fn insert_expiring_at(&self, key: K, value: V, at_ms: u64) -> Result<(), Error> {
-        self.inner.insert(key, value, TtlChange::At(at_ms))
+        self.inner.insert(key, value, TtlChange::At(at_ms), false)
     }
 
     /// Removes `key` (Redis's `DEL`); its value is dropped before this returns, after
@@ -240,8 +243,15 @@ where
         }
     }
 
-    pub(crate) fn insert(&self, key: K, value: V, ttl: TtlChange) -> Result<(), Error> {
-        self.put(key, value, ttl, false).map(|_| ())
+    /// Inserts or overwrites; with `admit_all`, admission does not contest a new key.
+    pub(crate) fn insert(
+        &self,
+        key: K,
+        value: V,
+        ttl: TtlChange,
+        admit_all: bool,
+    ) -> Result<(), Error> {
+        self.put(key, value, ttl, false, admit_all).map(|_| ())
     }
 
     /// Inserts `key` only if it has no live value; returns the live value it has
@@ -253,11 +263,19 @@ where
         value: V,
         ttl: TtlChange,
     ) -> Result<Option<V>, Error> {
-        self.put(key, value, ttl, true)
+        self.put(key, value, ttl, true, false)
     }
 
-    /// An insert; with `absent_only`, none if `key` has a live value, which is returned.
-    fn put(&self, key: K, value: V, ttl: TtlChange, absent_only: bool) -> Result<Option<V>, Error> {
+    /// An insert; with `absent_only`, none if `key` has a live value, which is returned;
+    /// with `admit_all`, admission does not contest a new key.
+    fn put(
+        &self,
+        key: K,
+        value: V,
+        ttl: TtlChange,
+        absent_only: bool,
+        admit_all: bool,
+    ) -> Result<Option<V>, Error> {
         let hash = self.hash(&key);
         let mut present = None;
         let event_key = self.events.active().then(|| key.clone());
@@ -271,6 +289,7 @@ where
             self.shard_of(hash),
             false,
             |s, env, g| {
+                let env = &Env { admit_all, ..*env };
                 if absent_only {
                     if let Some(v) = s.peek(hash, &key, env, g) {
                         present = Some(v.clone());
