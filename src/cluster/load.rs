@@ -22,6 +22,10 @@ where
     /// share one run of `init` (see [`Cache::get_with_async`](crate::Cache::get_with_async));
     /// callers on other nodes load on their own. A cancelled or panicking load releases
     /// the waiting tasks, one of which then loads.
+    ///
+    /// Unlike [`Cache::get_with`](crate::Cache::get_with), the store is a plain routed
+    /// insert: a value another client writes to the key while `init` runs can be
+    /// overwritten by the loaded one (the mesh has no insert-if-absent request yet).
     pub async fn get_with(&self, key: K, init: impl Future<Output = V>) -> Result<V, ClusterError> {
         self.try_get_with::<Infallible>(key, async { Ok(init.await) })
             .await
