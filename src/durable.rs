@@ -958,12 +958,17 @@ impl<K: Codec, V: Codec> RewriteSink<K, V> for AofRewrite<K, V> {
 
     fn finish(self: Box<Self>) -> Result<(), Error> {
         let (changes, covered) = (Arc::clone(&self.changes), self.changes_at_begin);
+        // The count drops before the new base becomes visible, so no reader of `info()`
+        // sees the finished snapshot next to the changes it already covers; a failed
+        // finish puts them back.
+        changes.fetch_sub(covered, Ordering::Relaxed);
         self.dir
             .finish_rewrite(self.rewrite)
-            .map(|_| {
-                changes.fetch_sub(covered, Ordering::Relaxed);
+            .map(|_| ())
+            .map_err(|e| {
+                changes.fetch_add(covered, Ordering::Relaxed);
+                Error::Rewrite(e.to_string())
             })
-            .map_err(|e| Error::Rewrite(e.to_string()))
     }
 }
 
