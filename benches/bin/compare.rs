@@ -15,7 +15,7 @@
 static GLOBAL: larder::Jemalloc = larder::Jemalloc;
 
 use larder::Policy;
-use larder_benches::contenders::{value_for, WithSubject};
+use larder_benches::contenders::{value_for, Replay, WithSubject};
 use larder_benches::{
     belady_hits, resident_bytes, scan_polluted_stream, svg, thread_cpu_time, zipf_stream,
     Contender, Subject,
@@ -310,25 +310,6 @@ fn report(before: u64, held: u64, note: &str) {
 
 // ---------------------------------------------------------------------------------------
 // Hit ratio: single-threaded replay vs Belady's optimum.
-
-/// Replays a stream on one thread and returns the hit count.
-struct Replay<'a> {
-    stream: &'a [u64],
-}
-
-impl WithSubject for Replay<'_> {
-    type Output = u64;
-    fn visit<S: Subject>(self, cache: &S) -> u64 {
-        let mut hits = 0u64;
-        for (i, &k) in self.stream.iter().enumerate() {
-            hits += u64::from(cache.access(k));
-            if i % 10_000 == 0 {
-                cache.settle();
-            }
-        }
-        hits
-    }
-}
 
 fn hit_ratio(ops: usize) {
     const CAPACITY: u64 = 50_000;

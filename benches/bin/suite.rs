@@ -17,29 +17,10 @@
 //! the default (admission modes, LFU decay settings) to compare designs.
 
 use larder::{Admission, LfuDecay, Policy};
-use larder_benches::contenders::{Larder, WithSubject};
+use larder_benches::contenders::{Larder, Replay, WithSubject};
 use larder_benches::workloads::suite;
-use larder_benches::{belady_hits, svg, Contender, Subject, Value};
+use larder_benches::{belady_hits, svg, Contender, Value};
 use std::time::Instant;
-
-/// Replays a stream on one thread and returns the hit count.
-struct Replay<'a> {
-    stream: &'a [u64],
-}
-
-impl WithSubject for Replay<'_> {
-    type Output = u64;
-    fn visit<S: Subject>(self, cache: &S) -> u64 {
-        let mut hits = 0u64;
-        for (i, &k) in self.stream.iter().enumerate() {
-            hits += u64::from(cache.access(k));
-            if i % 10_000 == 0 {
-                cache.settle();
-            }
-        }
-        hits
-    }
-}
 
 /// A larder configuration compared beside the default with `--variants`.
 struct Variant {
