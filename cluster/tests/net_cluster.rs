@@ -11,7 +11,8 @@ use larder_cluster::net::store::{MemoryStore, StateStore};
 use larder_cluster::net::{ClusterNode, Faults, NetConfig};
 use larder_cluster::proto::{ClusterState, Config, FailoverMode, NodeId, Rng, SlotSet, SLOTS};
 
-const NODE_TIMEOUT: u64 = 1000;
+mod common;
+use common::{eventually, NODE_TIMEOUT};
 
 struct Cluster {
     nodes: Vec<ClusterNode>,
@@ -41,18 +42,6 @@ async fn start(
     c.idle_timeout = Duration::from_secs(2);
     c.seed = seed;
     ClusterNode::start(c).await.unwrap()
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = StdInstant::now();
-    while !f().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn range(i: usize, masters: usize) -> SlotSet {
