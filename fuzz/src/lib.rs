@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use larder_persistence::backend::MemoryBackend;
 use larder_persistence::frame::{check_file_header, frames, valid_frame_follows};
-use larder_persistence::snapshot::{load_slice, reseal, SnapshotWriter};
+use larder_persistence::snapshot::{encode_v1, load_slice, reseal, Entry, SnapshotWriter};
 use larder_persistence::{Backend, Manifest, Record};
 
 #[allow(dead_code, missing_docs)]
@@ -81,13 +81,15 @@ fn walk_snapshot(data: &[u8]) {
     });
 }
 
-/// The snapshot reader: header, footer index, section checksums and rkyv
-/// validation, then every entry handed to the sink. None may panic.
+/// The snapshot reader: header, footer index, section checksums, then each section's
+/// entries (packed in version 2, rkyv archives in version 1) validated and handed to the
+/// sink. None may panic.
 ///
 /// Raw bytes rarely get past the checksums, so inputs with an odd first byte instead
 /// build a valid snapshot from the rest (first half: entries split at `0xff`; second
 /// half: `(offset, xor)` damage), damage it and recompute the checksums
-/// (`snapshot::reseal`): that puts hostile bytes in front of rkyv's validation.
+/// (`snapshot::reseal`): that puts hostile bytes in front of the section decoders. Bit
+/// 1 of the first byte picks the version-1 layout for the built snapshot.
 pub fn snapshot(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -97,22 +99,40 @@ pub fn snapshot(data: &[u8]) {
         return;
     }
     let (entries, damage) = rest.split_at(rest.len() / 2);
-    let backend = MemoryBackend::new();
-    let mut w = match SnapshotWriter::create(Arc::new(backend.clone()), "s", 1) {
-        Ok(w) => w.section_bytes(64),
-        Err(_) => return,
+    let entries: Vec<Entry> = entries
+        .split(|&b| b == 0xff)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let (k, v) = chunk.split_at(chunk.len().min(4));
+            Entry {
+                key: k.to_vec(),
+                value: v.to_vec(),
+                expire_at_ms: (i % 2 == 0).then_some(i as u64),
+            }
+        })
+        .collect();
+    let mut bytes = if mode & 2 != 0 {
+        encode_v1(&entries, 1, 3)
+    } else {
+        let backend = MemoryBackend::new();
+        let mut w = match SnapshotWriter::create(Arc::new(backend.clone()), "s", 1) {
+            Ok(w) => w.section_bytes(64),
+            Err(_) => return,
+        };
+        if mode & 4 != 0 {
+            w.distinct_keys();
+        }
+        for e in &entries {
+            let _ = w.push(&e.key, &e.value, e.expire_at_ms);
+        }
+        if w.finish().is_err() {
+            return;
+        }
+        let Ok(bytes) = backend.read_all("s") else {
+            return;
+        };
+        bytes.to_vec()
     };
-    for (i, chunk) in entries.split(|&b| b == 0xff).enumerate() {
-        let (k, v) = chunk.split_at(chunk.len().min(4));
-        let _ = w.push(k, v, (i % 2 == 0).then_some(i as u64));
-    }
-    if w.finish().is_err() {
-        return;
-    }
-    let Ok(bytes) = backend.read_all("s") else {
-        return;
-    };
-    let mut bytes = bytes.to_vec();
     for pair in damage.chunks_exact(3) {
         let at = u16::from_le_bytes([pair[0], pair[1]]) as usize;
         if let Some(b) = bytes.get_mut(at) {
@@ -389,7 +409,7 @@ mod tests {
             while d.next_frame().unwrap().is_some() {}
             d.finish().unwrap();
         }
-        let raw = &seeds::build("snapshot")[1];
+        let raw = &seeds::build("snapshot")[2];
         assert!(raw.len() > 1, "the snapshot seed was not written");
         load_slice("seed", &raw[1..], 1, &|_| {}).unwrap();
     }

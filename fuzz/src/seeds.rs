@@ -92,7 +92,10 @@ fn snapshot() -> Vec<Vec<u8>> {
             }
         }
     }
-    vec![built, raw]
+    // The same entries built in the version-1 (rkyv) layout, then damaged.
+    let mut built_v1 = built.clone();
+    built_v1[0] = 3;
+    vec![built, built_v1, raw]
 }
 
 fn manifest() -> Vec<Vec<u8>> {

@@ -17,7 +17,9 @@ use crate::manifest::{
 };
 use crate::record::Record;
 use crate::recovery::{self, Mode, RecordAt, Tail};
-use crate::snapshot::{Section, SnapshotInfo, SnapshotWriter, DEFAULT_SECTION_BYTES};
+use crate::snapshot::{
+    Section, SectionWriter, SnapshotInfo, SnapshotWriter, DEFAULT_SECTION_BYTES,
+};
 
 /// How to open a data directory.
 #[derive(Debug, Clone)]
@@ -936,7 +938,25 @@ impl Rewrite {
         }
     }
 
-    /// Entries pushed so far.
+    /// A writer for one thread's share of the new base; several threads may each fill
+    /// one at once (one shard each, say). Finish or drop them all before
+    /// [`DataDir::finish_rewrite`].
+    pub fn section_writer(&self) -> Result<SectionWriter<'_>, RewriteError> {
+        match &self.writer {
+            Some(w) => Ok(w.section_writer()),
+            None => Err(RewriteError::InProgress),
+        }
+    }
+
+    /// Declares that no key is pushed twice, so the new base tells its loader to insert
+    /// without looking for an earlier copy. The caller keeps the promise.
+    pub fn distinct_keys(&mut self) {
+        if let Some(w) = &mut self.writer {
+            w.distinct_keys();
+        }
+    }
+
+    /// Entries pushed so far (those of section writers once their sections are written).
     pub fn entries(&self) -> u64 {
         self.writer.as_ref().map_or(0, |w| w.entries())
     }

@@ -69,4 +69,4 @@ pub use log::FsyncPolicy;
 pub use manifest::{Manifest, ManifestError};
 pub use record::{Record, RecordError};
 pub use recovery::{FileKind, FileReport, RecordAt, Replay, Tail, TailKind};
-pub use snapshot::{EntryRef, Section, SnapshotError, SnapshotInfo, SnapshotWriter};
+pub use snapshot::{EntryRef, Section, SectionWriter, SnapshotError, SnapshotInfo, SnapshotWriter};

@@ -1,21 +1,24 @@
-//! Snapshots: a base image of the keyspace, written from an iterator, read through a
-//! memory map with sections checked and decoded in parallel.
+//! Snapshots: a base image of the keyspace, written from many threads at once and read
+//! through a memory map with sections checked and decoded in parallel.
 //!
 //! ```text
 //! header (32 bytes)
 //!  0        8        12       16               24       28       32
 //!  +--------+--------+--------+----------------+--------+--------+
-//!  | magic  | version| flags=0| start_seq      | schema | crc32  |
+//!  | magic  | version| flags  | start_seq      | schema | crc32  |
 //!  +--------+--------+--------+----------------+--------+--------+
-//!  magic "LARDSNP\0"; version u32 LE = 1; start_seq u64 LE; crc32 u32 LE of [0..28)
+//!  magic "LARDSNP\0"; version u32 LE = 2 (1 is still read); start_seq u64 LE;
+//!  flags u32 LE: bit 0 = every key appears at most once (a loader need not look for
+//!  an earlier copy); other bits zero. crc32 u32 LE of [0..28)
 //!  schema u32 LE: CRC-32 of the manifest's schema tag when the base was written
 //!  (0: no tag; bases written before tags existed have 0 here)
 //!
-//! sections, each starting at a 16-byte aligned offset (zero padding between):
-//!  rkyv 0.8 archive of Vec<Entry{key: Vec<u8>, value: Vec<u8>, expire_at_ms: Option<u64>}>
-//!  (rkyv's own little-endian, 16-aligned layout; root object at the end)
+//! sections, back to back from byte 32 in version 2 (see `packed` for an entry):
+//!  version 2: packed entries, varint lengths, no padding
+//!  version 1: 16-byte aligned rkyv 0.8 archives of
+//!             Vec<Entry{key: Vec<u8>, value: Vec<u8>, expire_at_ms: Option<u64>}>
 //!
-//! index (32 bytes per section), at index_offset:
+//! index (32 bytes per section, sorted by offset), at index_offset:
 //!  0                8                16               24       28       32
 //!  +----------------+----------------+----------------+--------+--------+
 //!  | offset u64     | len u64        | entries u64    | crc32  | zero   |
@@ -31,22 +34,31 @@
 //! ```
 //! All integers little-endian.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod packed;
+mod writer;
 
-use crate::backend::{Backend, FileHandle, OpenMode};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::backend::Backend;
+
+pub use writer::{SectionWriter, SnapshotWriter};
 
 /// Magic bytes at the start of a snapshot.
 pub const SNAP_MAGIC: [u8; 8] = *b"LARDSNP\0";
 /// Magic bytes at the very end of a snapshot.
 pub const SNAP_END_MAGIC: [u8; 8] = *b"LARDEND\0";
-/// Snapshot format version.
-pub const SNAP_VERSION: u32 = 1;
+/// The snapshot format version written: packed sections.
+pub const SNAP_VERSION: u32 = 2;
+/// The earlier version, still read: rkyv-archived sections.
+pub const SNAP_VERSION_RKYV: u32 = 1;
+/// Header flag: every key appears at most once.
+pub const FLAG_DISTINCT_KEYS: u32 = 1;
 /// Header length; the first section starts here.
 pub const HEADER_LEN: usize = 32;
 /// Offset of the version (u32 LE) in the header.
 pub const VERSION_OFFSET: usize = 8;
-/// Offset of the flags (u32 LE, zero) in the header.
+/// Offset of the flags (u32 LE) in the header.
 pub const FLAGS_OFFSET: usize = 12;
 /// Offset of the start sequence (u64 LE) in the header.
 pub const START_SEQ_OFFSET: usize = 16;
@@ -58,7 +70,7 @@ pub const HEADER_CRC_OFFSET: usize = 28;
 pub const INDEX_ENTRY_LEN: usize = 32;
 /// Length of the trailer at the end of the file.
 pub const TRAILER_LEN: usize = 40;
-/// Sections start at multiples of this (rkyv's alignment).
+/// Version-1 sections start at multiples of this (rkyv's alignment).
 pub const SECTION_ALIGN: usize = 16;
 /// Default target size of one section before it is closed.
 pub const DEFAULT_SECTION_BYTES: usize = 4 << 20;
@@ -90,7 +102,15 @@ pub struct Section<'a> {
     file: &'a str,
     offset: u64,
     index: usize,
-    entries: &'a rkyv::Archived<Vec<Entry>>,
+    body: Body<'a>,
+    distinct_keys: bool,
+}
+
+/// A section's entries in the layout of its file's version.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Packed { bytes: &'a [u8], entries: usize },
+    Archived(&'a rkyv::Archived<Vec<Entry>>),
 }
 
 impl<'a> Section<'a> {
@@ -108,19 +128,34 @@ impl<'a> Section<'a> {
     }
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        match self.body {
+            Body::Packed { entries, .. } => entries,
+            Body::Archived(a) => a.len(),
+        }
     }
     /// Whether the section has no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+    /// Whether the snapshot promises that no key appears twice in it (in this section
+    /// or any other), so a loader need not look for an earlier copy.
+    pub fn distinct_keys(&self) -> bool {
+        self.distinct_keys
     }
     /// The entries, zero-copy.
     pub fn iter(&self) -> impl Iterator<Item = EntryRef<'a>> + 'a {
-        self.entries.iter().map(|e| EntryRef {
-            key: e.key.as_slice(),
-            value: e.value.as_slice(),
-            expire_at_ms: e.expire_at_ms.as_ref().map(|v| v.to_native()),
-        })
+        let (packed, archived) = match self.body {
+            Body::Packed { bytes, .. } => (Some(packed::Entries { bytes, at: 0 }), None),
+            Body::Archived(a) => (None, Some(a)),
+        };
+        let archived = archived.into_iter().flat_map(|a| {
+            a.iter().map(|e| EntryRef {
+                key: e.key.as_slice(),
+                value: e.value.as_slice(),
+                expire_at_ms: e.expire_at_ms.as_ref().map(|v| v.to_native()),
+            })
+        });
+        packed.into_iter().flatten().chain(archived)
     }
 }
 
@@ -153,6 +188,14 @@ pub enum SnapshotError {
         file: String,
         /// Where the magic was expected.
         offset: usize,
+    },
+    /// Header flags this build does not know.
+    #[error("snapshot {file}: unknown header flags {flags:#x} at byte {FLAGS_OFFSET}")]
+    Flags {
+        /// The file.
+        file: String,
+        /// The flags found.
+        flags: u32,
     },
     /// A version this build cannot read.
     #[error("snapshot {file}: unsupported format version {version}")]
@@ -248,213 +291,54 @@ struct IndexEntry {
     crc: u32,
 }
 
-/// Writes a snapshot from entries fed one by one (so a caller can feed a fuzzy
-/// snapshot shard by shard while writers go on). Bytes go to `<name>.tmp`; `finish`
-/// syncs it, renames it to `name` and syncs the directory. Dropping the writer without
-/// `finish` removes the temp file (best effort).
-pub struct SnapshotWriter {
-    backend: Arc<dyn Backend>,
-    name: String,
-    tmp: String,
-    file: Arc<dyn FileHandle>,
-    start_seq: u64,
-    pos: u64,
-    index: Vec<IndexEntry>,
-    pending: Vec<Entry>,
-    pending_bytes: usize,
-    section_bytes: usize,
-    entries: u64,
-    finished: bool,
+/// The index and trailer for sections `index` (sorted by offset) placed at
+/// `index_offset`.
+fn footer(index: &[IndexEntry], index_offset: u64, entries: u64) -> Vec<u8> {
+    let mut footer = Vec::with_capacity(index.len() * INDEX_ENTRY_LEN + TRAILER_LEN);
+    for e in index {
+        footer.extend_from_slice(&e.offset.to_le_bytes());
+        footer.extend_from_slice(&e.len.to_le_bytes());
+        footer.extend_from_slice(&e.entries.to_le_bytes());
+        footer.extend_from_slice(&e.crc.to_le_bytes());
+        footer.extend_from_slice(&0u32.to_le_bytes());
+    }
+    footer.extend_from_slice(&index_offset.to_le_bytes());
+    footer.extend_from_slice(&(index.len() as u64).to_le_bytes());
+    footer.extend_from_slice(&entries.to_le_bytes());
+    let c = crc(&footer);
+    footer.extend_from_slice(&c.to_le_bytes());
+    footer.extend_from_slice(&0u32.to_le_bytes());
+    footer.extend_from_slice(&SNAP_END_MAGIC);
+    footer
 }
 
-impl SnapshotWriter {
-    /// Starts `name` (written as `name.tmp` until [`SnapshotWriter::finish`]) for a log
-    /// that replays from `start_seq`.
-    pub fn create(
-        backend: Arc<dyn Backend>,
-        name: &str,
-        start_seq: u64,
-    ) -> Result<Self, SnapshotError> {
-        Self::create_tagged(backend, name, start_seq, None)
-    }
-
-    /// [`SnapshotWriter::create`], recording the schema tag the data is written under
-    /// (its [`schema_crc`] goes in the header).
-    pub fn create_tagged(
-        backend: Arc<dyn Backend>,
-        name: &str,
-        start_seq: u64,
-        schema: Option<&str>,
-    ) -> Result<Self, SnapshotError> {
-        let tmp = format!("{name}.tmp");
-        let io = |op, source| SnapshotError::Io {
-            file: tmp.clone(),
-            op,
-            source,
-        };
-        let file = backend
-            .open(&tmp, OpenMode::CreateTruncate)
-            .map_err(|e| io("create", e))?;
-        let mut h = [0u8; HEADER_LEN];
-        h[..8].copy_from_slice(&SNAP_MAGIC);
-        h[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&SNAP_VERSION.to_le_bytes());
-        h[FLAGS_OFFSET..FLAGS_OFFSET + 4].copy_from_slice(&0u32.to_le_bytes());
-        h[START_SEQ_OFFSET..START_SEQ_OFFSET + 8].copy_from_slice(&start_seq.to_le_bytes());
-        h[SCHEMA_OFFSET..SCHEMA_OFFSET + 4].copy_from_slice(&schema_crc(schema).to_le_bytes());
-        let c = crc(&h[..HEADER_CRC_OFFSET]);
-        h[HEADER_CRC_OFFSET..].copy_from_slice(&c.to_le_bytes());
-        file.write_at(&h, 0).map_err(|e| io("write header", e))?;
-        Ok(SnapshotWriter {
-            backend,
-            name: name.to_owned(),
-            tmp,
-            file,
-            start_seq,
-            pos: HEADER_LEN as u64,
-            index: Vec::new(),
-            pending: Vec::new(),
-            pending_bytes: 0,
-            section_bytes: DEFAULT_SECTION_BYTES,
-            entries: 0,
-            finished: false,
-        })
-    }
-
-    /// Sets the target section size (bytes of keys and values per section, at least 1).
-    /// Smaller sections load with more parallelism; each costs 32 index bytes.
-    pub fn section_bytes(mut self, bytes: usize) -> Self {
-        self.section_bytes = bytes.max(1);
-        self
-    }
-
-    /// Adds one entry.
-    pub fn push(
-        &mut self,
-        key: &[u8],
-        value: &[u8],
-        expire_at_ms: Option<u64>,
-    ) -> Result<(), SnapshotError> {
-        self.pending_bytes += key.len() + value.len() + 24;
-        self.pending.push(Entry {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            expire_at_ms,
-        });
-        if self.pending_bytes >= self.section_bytes {
-            self.flush_section()?;
-        }
-        Ok(())
-    }
-
-    /// Adds every entry of `entries`.
-    pub fn extend<'a>(
-        &mut self,
-        entries: impl IntoIterator<Item = EntryRef<'a>>,
-    ) -> Result<(), SnapshotError> {
-        for e in entries {
-            self.push(e.key, e.value, e.expire_at_ms)?;
-        }
-        Ok(())
-    }
-
-    /// Entries pushed so far.
-    pub fn entries(&self) -> u64 {
-        self.entries + self.pending.len() as u64
-    }
-
-    fn io(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
-        move |source| SnapshotError::Io {
-            file: self.tmp.clone(),
-            op,
-            source,
-        }
-    }
-
-    fn flush_section(&mut self) -> Result<(), SnapshotError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.pending).map_err(|e| {
-            SnapshotError::Encode {
-                file: self.tmp.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        let offset = self.pos;
-        self.file
-            .write_at(&bytes, offset)
-            .map_err(self.io("write section"))?;
-        self.index.push(IndexEntry {
-            offset,
+/// A whole version-1 snapshot (rkyv sections) of `entries` in sections of `per_section`
+/// entries: what earlier releases wrote, kept so tests and fuzzers can check that such
+/// files still load.
+#[doc(hidden)]
+pub fn encode_v1(entries: &[Entry], start_seq: u64, per_section: usize) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    out[..8].copy_from_slice(&SNAP_MAGIC);
+    out[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&SNAP_VERSION_RKYV.to_le_bytes());
+    out[START_SEQ_OFFSET..START_SEQ_OFFSET + 8].copy_from_slice(&start_seq.to_le_bytes());
+    let c = crc(&out[..HEADER_CRC_OFFSET]);
+    out[HEADER_CRC_OFFSET..].copy_from_slice(&c.to_le_bytes());
+    let mut index = Vec::new();
+    for chunk in entries.chunks(per_section.max(1)) {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&chunk.to_vec())
+            .expect("serializing plain vectors into memory cannot fail");
+        index.push(IndexEntry {
+            offset: out.len() as u64,
             len: bytes.len() as u64,
-            entries: self.pending.len() as u64,
+            entries: chunk.len() as u64,
             crc: crc(&bytes),
         });
-        self.entries += self.pending.len() as u64;
-        self.pos = align_up(offset + bytes.len() as u64);
-        self.pending.clear();
-        self.pending_bytes = 0;
-        Ok(())
+        out.extend_from_slice(&bytes);
+        out.resize(out.len().next_multiple_of(SECTION_ALIGN), 0);
     }
-
-    /// Writes the last section and the footer, syncs, renames into place and syncs the
-    /// directory. The snapshot is durable when this returns `Ok`.
-    pub fn finish(mut self) -> Result<SnapshotInfo, SnapshotError> {
-        self.flush_section()?;
-        let index_offset = self.pos;
-        let mut footer = Vec::with_capacity(self.index.len() * INDEX_ENTRY_LEN + TRAILER_LEN);
-        for e in &self.index {
-            footer.extend_from_slice(&e.offset.to_le_bytes());
-            footer.extend_from_slice(&e.len.to_le_bytes());
-            footer.extend_from_slice(&e.entries.to_le_bytes());
-            footer.extend_from_slice(&e.crc.to_le_bytes());
-            footer.extend_from_slice(&0u32.to_le_bytes());
-        }
-        footer.extend_from_slice(&index_offset.to_le_bytes());
-        footer.extend_from_slice(&(self.index.len() as u64).to_le_bytes());
-        footer.extend_from_slice(&self.entries.to_le_bytes());
-        let c = crc(&footer);
-        footer.extend_from_slice(&c.to_le_bytes());
-        footer.extend_from_slice(&0u32.to_le_bytes());
-        footer.extend_from_slice(&SNAP_END_MAGIC);
-        self.file
-            .write_at(&footer, index_offset)
-            .map_err(self.io("write footer"))?;
-        let bytes = index_offset + footer.len() as u64;
-        // Padding may have been written past the footer by nothing; pin the length.
-        self.file.set_len(bytes).map_err(self.io("set_len"))?;
-        self.file.sync_data().map_err(self.io("fsync"))?;
-        self.backend
-            .rename(&self.tmp, &self.name)
-            .map_err(self.io("rename"))?;
-        self.finished = true;
-        self.backend
-            .sync_dir()
-            .map_err(|source| SnapshotError::Io {
-                file: self.name.clone(),
-                op: "fsync directory",
-                source,
-            })?;
-        Ok(SnapshotInfo {
-            start_seq: self.start_seq,
-            entries: self.entries,
-            sections: self.index.len() as u64,
-            bytes,
-        })
-    }
-}
-
-impl Drop for SnapshotWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            let _ = self.backend.remove(&self.tmp);
-        }
-    }
-}
-
-fn align_up(x: u64) -> u64 {
-    let a = SECTION_ALIGN as u64;
-    x.div_ceil(a) * a
+    let index_offset = out.len() as u64;
+    out.extend_from_slice(&footer(&index, index_offset, entries.len() as u64));
+    out
 }
 
 /// The checked header and footer of a snapshot in memory.
@@ -466,6 +350,10 @@ pub struct SnapshotLayout {
     pub entries: u64,
     /// The header's [`schema_crc`] of the tag the base was written under (0: none).
     pub schema_crc: u32,
+    /// The format version (1: rkyv sections; 2: packed).
+    pub version: u32,
+    /// Whether the header promises that no key appears twice.
+    pub distinct_keys: bool,
     sections: Vec<IndexEntry>,
 }
 
@@ -501,8 +389,17 @@ impl SnapshotLayout {
             return Err(SnapshotError::HeaderChecksum { file: f() });
         }
         let version = u32_at(bytes, VERSION_OFFSET);
-        if version != SNAP_VERSION {
+        if version != SNAP_VERSION && version != SNAP_VERSION_RKYV {
             return Err(SnapshotError::Version { file: f(), version });
+        }
+        let flags = u32_at(bytes, FLAGS_OFFSET);
+        let known = if version == SNAP_VERSION {
+            FLAG_DISTINCT_KEYS
+        } else {
+            0
+        };
+        if flags & !known != 0 {
+            return Err(SnapshotError::Flags { file: f(), flags });
         }
         let start_seq = u64_at(bytes, START_SEQ_OFFSET);
         let t = bytes.len() - TRAILER_LEN;
@@ -551,7 +448,7 @@ impl SnapshotLayout {
             };
             let end = e.offset.checked_add(e.len);
             if e.offset < next_min
-                || e.offset % SECTION_ALIGN as u64 != 0
+                || (version == SNAP_VERSION_RKYV && e.offset % SECTION_ALIGN as u64 != 0)
                 || !matches!(end, Some(end) if end <= index_offset)
             {
                 return Err(footer_err(
@@ -573,6 +470,8 @@ impl SnapshotLayout {
             start_seq,
             entries,
             schema_crc: u32_at(bytes, SCHEMA_OFFSET),
+            version,
+            distinct_keys: flags & FLAG_DISTINCT_KEYS != 0,
             sections,
         })
     }
@@ -630,22 +529,42 @@ pub fn load_bytes(
                 offset,
                 reason,
             };
-            match rkyv::access::<rkyv::Archived<Vec<Entry>>, rkyv::rancor::Error>(data) {
-                Ok(entries) if entries.len() as u64 == e.entries => {
-                    sink(Section {
-                        file,
-                        offset: e.offset,
-                        index: i,
-                        entries,
-                    });
+            let body = if layout.version == SNAP_VERSION_RKYV {
+                match rkyv::access::<rkyv::Archived<Vec<Entry>>, rkyv::rancor::Error>(data) {
+                    Ok(entries) if entries.len() as u64 == e.entries => Body::Archived(entries),
+                    Ok(entries) => {
+                        fail(invalid(format!(
+                            "{} entries, index says {}",
+                            entries.len(),
+                            e.entries
+                        )));
+                        continue;
+                    }
+                    Err(err) => {
+                        fail(invalid(err.to_string()));
+                        continue;
+                    }
                 }
-                Ok(entries) => fail(invalid(format!(
-                    "{} entries, index says {}",
-                    entries.len(),
-                    e.entries
-                ))),
-                Err(err) => fail(invalid(err.to_string())),
-            }
+            } else {
+                match packed::validate(data, e.entries) {
+                    // Validated: the entry count fits in memory.
+                    Ok(()) => Body::Packed {
+                        bytes: data,
+                        entries: e.entries as usize,
+                    },
+                    Err(reason) => {
+                        fail(invalid(reason));
+                        continue;
+                    }
+                }
+            };
+            sink(Section {
+                file,
+                offset: e.offset,
+                index: i,
+                body,
+                distinct_keys: layout.distinct_keys,
+            });
         };
         // One thread: work inline rather than spawn (no thread for a small load).
         if threads == 1 {
@@ -734,8 +653,9 @@ pub fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::MemoryBackend;
+    use crate::backend::{MemoryBackend, OpenMode};
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     fn collect(backend: &dyn Backend, name: &str) -> Result<Vec<Entry>, SnapshotError> {
         let got = Mutex::new(Vec::new());
@@ -869,5 +789,124 @@ mod tests {
         w.push(b"k", b"v", None).unwrap();
         drop(w);
         assert!(b.list().unwrap().is_empty());
+    }
+
+    fn numbered(n: u32) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry {
+                key: format!("key:{i}").into_bytes(),
+                value: vec![i as u8; (i % 40) as usize],
+                expire_at_ms: (i % 3 == 0).then_some(1_700_000_000_000 + u64::from(i)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn version_1_files_still_load() {
+        let entries = numbered(100);
+        let b = MemoryBackend::new();
+        let f = b.open("s", OpenMode::CreateTruncate).unwrap();
+        f.write_at(&encode_v1(&entries, 9, 7), 0).unwrap();
+        let layout = SnapshotLayout::parse("s", &b.read_all("s").unwrap()).unwrap();
+        assert_eq!((layout.version, layout.distinct_keys), (1, false));
+        assert_eq!(layout.sections(), 15);
+        assert_eq!(collect(&b, "s").unwrap(), entries);
+    }
+
+    #[test]
+    fn packed_sections_cost_little_more_than_the_bytes() {
+        let b = MemoryBackend::new();
+        let entries: Vec<Entry> = (0..1000)
+            .map(|i| Entry {
+                key: format!("key:{i}").into_bytes(),
+                value: vec![7; 16],
+                expire_at_ms: None,
+            })
+            .collect();
+        let payload: usize = entries.iter().map(|e| e.key.len() + e.value.len()).sum();
+        let info = write(&b, &entries, 1 << 20);
+        let overhead = info.bytes as usize - payload - HEADER_LEN - TRAILER_LEN;
+        // Two length bytes an entry and one index entry.
+        assert_eq!(overhead, 2 * 1000 + INDEX_ENTRY_LEN);
+    }
+
+    #[test]
+    fn section_writers_on_many_threads_make_one_snapshot() {
+        let b = MemoryBackend::new();
+        let entries = numbered(4000);
+        let mut w = SnapshotWriter::create(Arc::new(b.clone()), "s", 3)
+            .unwrap()
+            .section_bytes(500);
+        w.distinct_keys();
+        w.push(b"first", b"own", None).unwrap();
+        std::thread::scope(|s| {
+            for part in entries.chunks(1000) {
+                let mut sw = w.section_writer();
+                s.spawn(move || {
+                    for e in part {
+                        sw.push(&e.key, &e.value, e.expire_at_ms).unwrap();
+                    }
+                    // The last of them is written when the writer is dropped.
+                    if part[0].key != b"key:0" {
+                        sw.finish().unwrap();
+                    }
+                });
+            }
+        });
+        let info = w.finish().unwrap();
+        assert_eq!(info.entries, 4001);
+        let layout = SnapshotLayout::parse("s", &b.read_all("s").unwrap()).unwrap();
+        assert!(layout.distinct_keys);
+        let mut got = collect(&b, "s").unwrap();
+        let mut want = entries;
+        want.push(Entry {
+            key: b"first".to_vec(),
+            value: b"own".to_vec(),
+            expire_at_ms: None,
+        });
+        got.sort_by(|x, y| x.key.cmp(&y.key));
+        want.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn unknown_flags_and_versions_are_refused() {
+        let b = MemoryBackend::new();
+        write(&b, &numbered(3), 100);
+        let good = b.read_all("s").unwrap().to_vec();
+        let mut bad = good.clone();
+        bad[FLAGS_OFFSET] = 2;
+        reseal(&mut bad);
+        let err = SnapshotLayout::parse("s", &bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown header flags 0x2 at byte 12"),
+            "{err}"
+        );
+        let mut bad = good;
+        bad[VERSION_OFFSET] = 3;
+        reseal(&mut bad);
+        let err = SnapshotLayout::parse("s", &bad).unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported format version 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_packed_section_names_the_entry() {
+        let b = MemoryBackend::new();
+        write(&b, &numbered(5), 1 << 20);
+        let mut bad = b.read_all("s").unwrap().to_vec();
+        // The second entry's key length claims more than the section holds.
+        // Lengths (2 bytes), expiry (8), key "key:0" (5), empty value.
+        let first = 2 + 8 + 5;
+        bad[HEADER_LEN + first] = 0x7e;
+        reseal(&mut bad);
+        let err = load_slice("s", &bad, 1, &|_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains("section 0 at byte 32 is invalid: entry 1: key of 63 bytes"),
+            "{err}"
+        );
     }
 }
