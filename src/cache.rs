@@ -474,6 +474,8 @@ where
             coarse_ms: self.coarse_ms.load(Ordering::Relaxed),
             idle_ms: self.idle_ms(),
             admit_all: false,
+            known_absent: false,
+            uncounted: false,
         }
     }
 

@@ -12,7 +12,7 @@ use crate::builder::CacheBuilder;
 use crate::cache::Cache;
 use crate::error::Error;
 use crate::info::PersistenceInfo;
-use crate::journal::{Journal, LogOp, LogRecord, RewriteSink};
+use crate::journal::{Journal, LogOp, LogRecord, RewritePart, RewriteSink};
 use crate::weigh::Weigher;
 use larder_persistence::{
     backend::FsBackend, Backend, DataDir, FsyncPolicy, OpStatus, Options, Record, RecordAt,
@@ -373,8 +373,6 @@ where
                 .get_or_insert(e);
         };
         let sink = |section: larder_persistence::Section<'_>| {
-            // Grow the tables once for the whole section instead of doubling as it loads.
-            cache.inner.reserve(section.len());
             let at = || {
                 format!(
                     "{} section {} at byte {}",
@@ -383,17 +381,17 @@ where
                     section.offset()
                 )
             };
+            let mut entries = Vec::with_capacity(section.len());
             for e in section.iter() {
-                let kv = K::decode(e.key).and_then(|k| Ok((k, V::decode(e.value)?)));
-                match kv {
-                    Ok((k, v)) => {
-                        let r = cache.insert_exact(k, v, e.expire_at_ms);
-                        if let Err(err) = r {
-                            fail(OpenError::Load(format!("{}: {err}", at())));
-                        }
-                    }
-                    Err(err) => fail(OpenError::Decode(format!("{}: {err}", at()))),
+                match K::decode(e.key).and_then(|k| Ok((k, V::decode(e.value)?))) {
+                    Ok((k, v)) => entries.push((k, v, e.expire_at_ms)),
+                    Err(err) => return fail(OpenError::Decode(format!("{}: {err}", at()))),
                 }
+            }
+            // Keys are distinct only if the base says so and the cache was empty: a
+            // base loads first, into a new cache.
+            if let Err(err) = cache.inner.restore(entries, section.distinct_keys()) {
+                fail(OpenError::Load(format!("{}: {err}", at())));
             }
         };
         let mut on_record = |at: RecordAt<'_>, r: Record| {
@@ -882,8 +880,6 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
             dir: Arc::clone(&self.dir),
             changes: Arc::clone(&self.changes),
             changes_at_begin: self.changes.load(Ordering::Relaxed),
-            key_buf: Vec::new(),
-            value_buf: Vec::new(),
             _types: std::marker::PhantomData,
         }))
     }
@@ -940,20 +936,34 @@ struct AofRewrite<K, V> {
     changes: Arc<AtomicU64>,
     /// Changes counted when the rewrite began: the snapshot covers those.
     changes_at_begin: u64,
-    /// Scratch for encoding, reused for every entry.
+    _types: std::marker::PhantomData<fn(&K, &V)>,
+}
+
+/// One thread's share of a rewrite: entries are encoded into scratch buffers reused for
+/// every entry and packed straight into the thread's own sections.
+struct AofRewritePart<'r, K, V> {
+    sections: larder_persistence::SectionWriter<'r>,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
     _types: std::marker::PhantomData<fn(&K, &V)>,
 }
 
 impl<K: Codec, V: Codec> RewriteSink<K, V> for AofRewrite<K, V> {
-    fn push(&mut self, key: &K, value: &V, expire_at: Option<u64>) -> Result<(), Error> {
-        let codec = |e: CodecError| Error::Rewrite(e.to_string());
-        key.encode_into(&mut self.key_buf).map_err(codec)?;
-        value.encode_into(&mut self.value_buf).map_err(codec)?;
-        self.rewrite
-            .push(&self.key_buf, &self.value_buf, expire_at)
-            .map_err(|e| Error::Rewrite(e.to_string()))
+    fn distinct_keys(&mut self) {
+        self.rewrite.distinct_keys();
+    }
+
+    fn part(&self) -> Result<Box<dyn RewritePart<K, V> + '_>, Error> {
+        let sections = self
+            .rewrite
+            .section_writer()
+            .map_err(|e| Error::Rewrite(e.to_string()))?;
+        Ok(Box::new(AofRewritePart {
+            sections,
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
+            _types: std::marker::PhantomData,
+        }))
     }
 
     fn finish(self: Box<Self>) -> Result<(), Error> {
@@ -969,6 +979,23 @@ impl<K: Codec, V: Codec> RewriteSink<K, V> for AofRewrite<K, V> {
                 changes.fetch_add(covered, Ordering::Relaxed);
                 Error::Rewrite(e.to_string())
             })
+    }
+}
+
+impl<K: Codec, V: Codec> RewritePart<K, V> for AofRewritePart<'_, K, V> {
+    fn push(&mut self, key: &K, value: &V, expire_at: Option<u64>) -> Result<(), Error> {
+        let codec = |e: CodecError| Error::Rewrite(e.to_string());
+        key.encode_into(&mut self.key_buf).map_err(codec)?;
+        value.encode_into(&mut self.value_buf).map_err(codec)?;
+        self.sections
+            .push(&self.key_buf, &self.value_buf, expire_at)
+            .map_err(|e| Error::Rewrite(e.to_string()))
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Error> {
+        self.sections
+            .finish()
+            .map_err(|e| Error::Rewrite(e.to_string()))
     }
 }
 

@@ -54,9 +54,20 @@ pub(crate) trait Journal<K, V>: Send + Sync {
     fn sync(&self) -> Result<(), Error>;
 }
 
-/// Receives the keyspace during a rewrite.
-pub(crate) trait RewriteSink<K, V>: Send {
+/// Receives the keyspace during a rewrite, from one or several threads at once.
+pub(crate) trait RewriteSink<K, V>: Send + Sync {
+    /// Declares that no key will be pushed twice (the loader may then skip lookups).
+    fn distinct_keys(&mut self);
+    /// A writer for one thread's share of the keyspace.
+    fn part(&self) -> Result<Box<dyn RewritePart<K, V> + '_>, Error>;
+    /// Makes the new base durable and puts it in force; every part is finished first.
+    fn finish(self: Box<Self>) -> Result<(), Error>;
+}
+
+/// One thread's share of a rewrite.
+pub(crate) trait RewritePart<K, V>: Send {
     fn push(&mut self, key: &K, value: &V, expire_at: Option<u64>) -> Result<(), Error>;
+    /// Writes what is buffered.
     fn finish(self: Box<Self>) -> Result<(), Error>;
 }
 

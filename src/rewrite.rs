@@ -4,17 +4,20 @@
 //! The journal first switches writes to a new incr file; the keyspace is then read shard
 //! by shard with the SCAN cursor, a chunk at a time under the shard's shared lock (so
 //! writers wait at most one chunk; readers not at all), encoded straight into the new
-//! base. The cursor's guarantee matters
-//! here: every key present for the whole rewrite is read at least once, even if tables
-//! resize, and a key written meanwhile is also in the new incr file, whose records
-//! replay idempotently on top of the base.
+//! base by one thread per core, each with sections of its own. The cursor's guarantee
+//! matters here: every key present for the whole rewrite is read at least once, even if
+//! tables resize, and a key written meanwhile is also in the new incr file, whose
+//! records replay idempotently on top of the base. A shard's table is held from
+//! shrinking while it is walked, the one way the cursor could meet a key twice, so the
+//! base's keys are distinct and a restart inserts them without lookups.
 
 use crate::cache::{Cache, Inner};
 use crate::error::Error;
-use crate::shim::{read, thread, Arc};
+use crate::journal::RewriteSink;
+use crate::shim::Ordering;
+use crate::shim::{read, thread, write, Arc, AtomicUsize};
 use crate::weigh::Weigher;
 use std::hash::Hash;
-use std::sync::atomic::Ordering;
 
 /// Entries copied per shard-lock acquisition during a rewrite.
 const CHUNK: usize = 512;
@@ -129,12 +132,96 @@ where
         let journal = self.journal().ok_or(Error::NotDurable)?;
         let result = (|| {
             let mut sink = journal.begin_rewrite()?;
-            // Encoded straight from the shard under its shared lock: no copies of keys
-            // or values; writers wait for at most one chunk.
-            self.for_each_entry(|k, v, at| sink.push(k, v, at))?;
+            sink.distinct_keys();
+            self.write_base(&*sink)?;
             sink.finish()
         })();
         journal.rewrite_done(self.clock.now_ms(), result.is_ok());
         result
     }
+
+    /// Feeds every live entry to `sink`, each shard walked by one of up to
+    /// [`base_threads`] threads, each with its own part of the sink. Entries are encoded
+    /// straight from the shard under its shared lock, a chunk at a time: no copies of
+    /// keys or values; writers wait for at most one chunk.
+    fn write_base(&self, sink: &dyn RewriteSink<K, V>) -> Result<(), Error> {
+        let now = self.clock.now_ms();
+        let next = AtomicUsize::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let work = || -> Result<(), Error> {
+            let mut part = sink.part()?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= self.slots.len() || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let walked = self.walk_shard_once(i, now, |k, v, at| part.push(k, v, at));
+                if let Err(e) = walked {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            part.finish()
+        };
+        let threads = base_threads(self.slots.len());
+        if threads <= 1 {
+            return work();
+        }
+        #[cfg(not(loom))]
+        {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+                let mut first = Ok(());
+                for h in handles {
+                    let r = h.join().unwrap_or_else(|_| {
+                        Err(Error::Rewrite("a snapshot thread panicked".into()))
+                    });
+                    if first.is_ok() {
+                        first = r;
+                    }
+                }
+                first
+            })
+        }
+        #[cfg(loom)]
+        work()
+    }
+
+    /// Walks shard `i` with the SCAN cursor, a chunk at a time under its shared lock,
+    /// with the shard's table held from shrinking: every live key present for the whole
+    /// walk is visited, and none twice (so the base's keys are distinct).
+    fn walk_shard_once(
+        &self,
+        i: usize,
+        now: u64,
+        mut f: impl FnMut(&K, &V, Option<u64>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let slot = &self.slots[i];
+        write(&slot.shard).hold_size();
+        let mut cursor = 0;
+        let walked = loop {
+            let mut failed = Ok(());
+            cursor = read(&slot.shard).scan(cursor, CHUNK, now, |k, v, at| {
+                if failed.is_ok() {
+                    failed = f(k, v, at);
+                }
+            });
+            if failed.is_err() || cursor == 0 {
+                break failed;
+            }
+        };
+        write(&slot.shard).release_size();
+        walked
+    }
+}
+
+/// Threads that write a base: one per core, no more than there are shards. Under loom,
+/// one: the walk then runs on the calling (modelled) thread.
+fn base_threads(shards: usize) -> usize {
+    if cfg!(loom) {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(shards)
 }

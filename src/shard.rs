@@ -134,6 +134,12 @@ pub(crate) struct Env<'a, W> {
     /// are all-or-nothing; a replayed or replicated write, admitted where it was made):
     /// a newcomer always enters, evicting as any write does.
     pub(crate) admit_all: bool,
+    /// The key of an insert is known not to be in the shard (a base snapshot whose keys
+    /// are distinct, loading into an empty cache): the insert skips the lookup.
+    pub(crate) known_absent: bool,
+    /// The write is not an access (restoring a base): the frequency sketch and the
+    /// window's climber do not count it.
+    pub(crate) uncounted: bool,
 }
 
 /// How long a key has to live.
@@ -228,6 +234,17 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     }
 
     /// Makes room for `additional` more entries, within the shard's entry bound.
+    /// Holds the table's bucket array from shrinking, so that a SCAN walk visits each
+    /// key at most once, until [`Shard::release_size`].
+    pub(crate) fn hold_size(&mut self) {
+        self.table.hold_size();
+    }
+
+    /// Ends a [`Shard::hold_size`].
+    pub(crate) fn release_size(&mut self) {
+        self.table.release_size();
+    }
+
     pub(crate) fn reserve(&mut self, additional: usize) {
         let room = (self.cfg.max_entries as usize).saturating_sub(self.table.len());
         self.table.reserve(additional.min(room));
@@ -511,13 +528,20 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         if let TtlChange::At(at) = ttl {
             if at <= env.clock.now_ms() {
                 // Redis: SET with an expiry in the past deletes the key.
-                if let Some(idx) = self.find_live(hash, &key, env, g) {
+                let found = (!env.known_absent)
+                    .then(|| self.find_live(hash, &key, env, g))
+                    .flatten();
+                if let Some(idx) = found {
                     self.remove_idx(env.weigher, idx, Cause::Expired, g);
                 }
                 return Ok(None);
             }
         }
-        let mut existing = self.find_live(hash, &key, env, g);
+        let mut existing = if env.known_absent {
+            None
+        } else {
+            self.find_live(hash, &key, env, g)
+        };
         // An overwrite keeps the stored key, which removal will weigh: an equal key
         // may weigh differently (a `String`'s capacity), so weigh the stored one.
         let (new_w, old_w) = match existing {
@@ -539,13 +563,15 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         if self.sketch.is_some() {
             if existing.is_none() {
                 self.grow_sketch();
-                if self.cfg.admission == Admission::WindowTinyLfu {
+                if self.cfg.admission == Admission::WindowTinyLfu && !env.uncounted {
                     self.climb();
                 }
             }
-            let sk = self.sketch.as_mut().expect("checked");
-            sk.maybe_age();
-            sk.count(hash);
+            if !env.uncounted {
+                let sk = self.sketch.as_mut().expect("checked");
+                sk.maybe_age();
+                sk.count(hash);
+            }
         }
         loop {
             let after = self.used - old_w + new_w;

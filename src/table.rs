@@ -37,6 +37,10 @@ pub(crate) struct Table<K, V> {
     entries: Vec<Entry<K, V>>,
     buckets: Box<[u32]>,
     hasher: ahash::RandomState,
+    /// Walks that need every key visited at most once (a snapshot's) hold this above
+    /// zero: the bucket array then never shrinks, which is the one way a reverse-binary
+    /// cursor meets a key twice.
+    no_shrink: u32,
 }
 
 impl<K: Hash + Eq, V> Table<K, V> {
@@ -45,6 +49,27 @@ impl<K: Hash + Eq, V> Table<K, V> {
             entries: Vec::new(),
             buckets: vec![NIL; MIN_BUCKETS].into_boxed_slice(),
             hasher,
+            no_shrink: 0,
+        }
+    }
+
+    /// Holds the bucket array at its size or larger until a matching
+    /// [`Table::release_size`]: a SCAN walk over it then visits every key at most once.
+    pub(crate) fn hold_size(&mut self) {
+        self.no_shrink += 1;
+    }
+
+    /// Ends a [`Table::hold_size`], shrinking now if removals meanwhile asked for it.
+    pub(crate) fn release_size(&mut self) {
+        self.no_shrink = self.no_shrink.saturating_sub(1);
+        if self.no_shrink == 0 {
+            let mut n = self.buckets.len();
+            while self.entries.len() * 8 < n && n > MIN_BUCKETS {
+                n /= 2;
+            }
+            if n != self.buckets.len() {
+                self.resize(n);
+            }
         }
     }
 
@@ -163,7 +188,10 @@ impl<K: Hash + Eq, V> Table<K, V> {
             None
         };
         let removed = self.entries.swap_remove(idx as usize);
-        if self.entries.len() * 8 < self.buckets.len() && self.buckets.len() > MIN_BUCKETS {
+        if self.entries.len() * 8 < self.buckets.len()
+            && self.buckets.len() > MIN_BUCKETS
+            && self.no_shrink == 0
+        {
             self.resize((self.buckets.len() / 2).max(MIN_BUCKETS));
         }
         (removed, moved)
@@ -215,7 +243,12 @@ impl<K: Hash + Eq, V> Table<K, V> {
 
     /// Empties the table, handing back the entries so they can be dropped elsewhere.
     pub(crate) fn take_all(&mut self) -> Vec<Entry<K, V>> {
-        self.buckets = vec![NIL; MIN_BUCKETS].into_boxed_slice();
+        let n = if self.no_shrink > 0 {
+            self.buckets.len()
+        } else {
+            MIN_BUCKETS
+        };
+        self.buckets = vec![NIL; n].into_boxed_slice();
         std::mem::take(&mut self.entries)
     }
 
@@ -373,6 +406,138 @@ mod tests {
         }
         for k in 0..500 {
             assert!(seen.contains(&k), "key {k} missed");
+        }
+    }
+
+    #[test]
+    fn a_held_size_makes_a_scan_visit_each_key_at_most_once() {
+        // Bursts of growth, removal of most keys, re-insertion of removed keys and a
+        // full clear between scan steps: with the size held nothing is seen twice, and
+        // the keys present throughout are all seen.
+        for seed in 0..20u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut t = table();
+            for k in 0..300 {
+                insert(&mut t, k);
+            }
+            t.hold_size();
+            let mut seen = Vec::new();
+            let mut c = 0;
+            let mut cleared = false;
+            loop {
+                c = t.scan_bucket(c, |_, e| seen.push(e.key));
+                match next() % 10 {
+                    0..=3 => {
+                        for _ in 0..100 {
+                            let k = 1000 + next() % 3000;
+                            if t.find(t.hash_key(&k), &k).is_none() {
+                                insert(&mut t, k);
+                            }
+                        }
+                    }
+                    4..=7 => {
+                        let extra: Vec<u64> = t
+                            .iter()
+                            .map(|(_, e)| e.key)
+                            .filter(|&k| k >= 1000)
+                            .collect();
+                        for k in extra {
+                            remove(&mut t, k);
+                        }
+                    }
+                    8 if seed % 4 == 0 && !cleared => {
+                        t.take_all();
+                        cleared = true;
+                    }
+                    _ => {}
+                }
+                if c == 0 {
+                    break;
+                }
+            }
+            let unique: HashSet<u64> = seen.iter().copied().collect();
+            assert_eq!(
+                unique.len(),
+                seen.len(),
+                "seed {seed}: a key was seen twice"
+            );
+            if !cleared {
+                assert!(
+                    (0..300).all(|k| unique.contains(&k)),
+                    "seed {seed}: a key was missed"
+                );
+            }
+            let buckets = t.bucket_count();
+            t.release_size();
+            assert!(t.bucket_count() <= buckets);
+            assert!(t.len() * 8 >= t.bucket_count() || t.bucket_count() == MIN_BUCKETS);
+        }
+    }
+
+    /// Walks a table of 4000 keys, removing all but the first 300 at step `at` (which
+    /// shrinks it, unless `hold`); returns the keys in the order the walk met them.
+    fn walk_through_a_shrink(trial: u64, at: u64, hold: bool) -> Vec<u64> {
+        let mut t = table();
+        let keys = (0..4000).map(|i| trial * 10_000 + i);
+        for k in keys.clone() {
+            insert(&mut t, k);
+        }
+        if hold {
+            t.hold_size();
+        }
+        let mut seen = Vec::new();
+        let mut c = 0;
+        let mut step = 0;
+        loop {
+            c = t.scan_bucket(c, |_, e| seen.push(e.key));
+            step += 1;
+            if step == at {
+                for k in keys.clone().skip(300) {
+                    remove(&mut t, k);
+                }
+            }
+            if c == 0 {
+                break;
+            }
+        }
+        if hold {
+            let buckets = t.bucket_count();
+            t.release_size();
+            assert!(
+                t.bucket_count() < buckets,
+                "the held shrink happens on release"
+            );
+        }
+        seen
+    }
+
+    fn repeats(seen: &[u64]) -> usize {
+        seen.len() - seen.iter().collect::<HashSet<_>>().len()
+    }
+
+    #[test]
+    fn without_a_held_size_a_shrink_can_repeat_keys() {
+        // What the hold prevents: a shrink in mid-walk folds a bucket the cursor has
+        // passed into one it has not, and the walk meets those keys again.
+        let total: usize = (0..64)
+            .map(|trial| repeats(&walk_through_a_shrink(trial, 1001 + trial, false)))
+            .sum();
+        assert!(total > 0);
+    }
+
+    #[test]
+    fn with_a_held_size_the_same_walks_meet_each_key_once() {
+        for trial in 0..64 {
+            let seen = walk_through_a_shrink(trial, 1001 + trial, true);
+            assert_eq!(repeats(&seen), 0, "trial {trial}");
+            let kept = (0..300).map(|i| trial * 10_000 + i);
+            assert!(kept.clone().all(|k| seen.contains(&k)), "trial {trial}");
         }
     }
 }

@@ -235,6 +235,53 @@ where
         Ok(r)
     }
 
+    /// Inserts entries loaded from a base snapshot, before the log is attached: grouped
+    /// by shard, one lock per shard touched. Admission does not contest them, and with
+    /// `distinct` (a base whose keys are distinct, loading into a cache that holds none
+    /// of them) no insert looks for an existing copy. Bounds and eviction apply as for
+    /// any insert. Stops at the first error.
+    #[cfg(feature = "persistence")]
+    pub(crate) fn restore(
+        &self,
+        entries: impl IntoIterator<Item = (K, V, Option<u64>)>,
+        distinct: bool,
+    ) -> Result<(), Error> {
+        // (hash, key, value, expiry) for each shard.
+        #[allow(clippy::type_complexity)]
+        let mut by_shard: Vec<Vec<(u64, K, V, Option<u64>)>> =
+            (0..self.slots.len()).map(|_| Vec::new()).collect();
+        for (k, v, at) in entries {
+            let h = self.hash(&k);
+            by_shard[self.shard_of(h)].push((h, k, v, at));
+        }
+        for (i, batch) in by_shard.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            self.with_slot(
+                i,
+                None,
+                false,
+                |s, env, g| {
+                    let env = &Env {
+                        admit_all: true,
+                        known_absent: distinct,
+                        uncounted: true,
+                        ..*env
+                    };
+                    s.reserve(batch.len());
+                    for (h, k, v, at) in batch {
+                        let ttl = at.map_or(TtlChange::Clear, TtlChange::At);
+                        s.insert(h, k, v, ttl, env, g)?;
+                    }
+                    Ok(())
+                },
+                |_| None,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Waits for `seq` to be durable (0: nothing to wait for).
     pub(crate) fn wait(&self, seq: u64) -> Result<(), Error> {
         match self.journal() {

@@ -189,6 +189,115 @@ fn rewrite_under_concurrent_writes_keeps_the_exact_state() {
     assert_eq!(contents(&open_dir(dir.path(), Fsync::No)), before);
 }
 
+/// The base snapshot in force in `dir`, read raw: (layout, every entry's key bytes).
+fn base_keys(dir: &Path) -> (larder::persistence::snapshot::SnapshotLayout, Vec<Vec<u8>>) {
+    use larder::persistence::snapshot;
+    let base = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with("base.") && n.ends_with(".snap"))
+        .expect("a base");
+    let bytes = std::fs::read(dir.join(&base)).unwrap();
+    let keys = std::sync::Mutex::new(Vec::new());
+    let layout = snapshot::load_slice(&base, &bytes, 2, &|s| {
+        let mut k = keys.lock().unwrap();
+        k.extend(s.iter().map(|e| e.key.to_vec()));
+    })
+    .unwrap();
+    (layout, keys.into_inner().unwrap())
+}
+
+#[test]
+fn bases_written_under_churn_say_their_keys_are_distinct_and_reopen_exactly() {
+    // A writer empties and refills the tables (so they would shrink and grow under the
+    // SCAN cursor) while bases are written: each base says its keys are distinct and
+    // they are, and the reopened cache holds exactly what was there. (That a held table
+    // size is what keeps a walk from meeting a key twice is shown deterministically in
+    // the table's own tests; here the timing decides whether a shrink falls mid-walk.)
+    let dir = tempfile::tempdir().unwrap();
+    let c = open_dir(dir.path(), Fsync::No);
+    let fill = |c: &Kv, from: u32| {
+        for i in from..from + 20_000 {
+            c.insert(format!("k{i}"), vec![1; 8]).unwrap();
+        }
+    };
+    fill(&c, 0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (c, stop) = (c.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut round = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                // Remove all but a few keys, then bring them back.
+                for i in 100..20_000 {
+                    c.remove(&format!("k{i}")).unwrap();
+                }
+                fill(&c, (round % 2) * 10_000);
+                round += 1;
+            }
+        })
+    };
+    for _ in 0..4 {
+        c.rewrite_aof().unwrap();
+        let (layout, keys) = base_keys(dir.path());
+        assert!(layout.distinct_keys);
+        assert_eq!(layout.version, 2);
+        let unique: HashSet<&Vec<u8>> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "a base repeats a key");
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    let before = contents(&c);
+    drop(c);
+    assert_eq!(contents(&open_dir(dir.path(), Fsync::No)), before);
+}
+
+#[test]
+fn a_base_in_the_earlier_rkyv_layout_still_opens() {
+    use larder::persistence::snapshot;
+    let dir = tempfile::tempdir().unwrap();
+    let c = open_dir(dir.path(), Fsync::No);
+    for i in 0..3000 {
+        if i % 3 == 0 {
+            c.insert_with_ttl(format!("k{i}"), vec![i as u8; 5], Duration::from_secs(900))
+                .unwrap();
+        } else {
+            c.insert(format!("k{i}"), vec![i as u8; 30]).unwrap();
+        }
+    }
+    c.save().unwrap();
+    c.insert("after".into(), b"the base".to_vec()).unwrap();
+    let before = contents(&c);
+    drop(c);
+    // Put the same entries back as version 1 wrote them.
+    let base = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with("base.") && n.ends_with(".snap"))
+        .unwrap();
+    let bytes = std::fs::read(dir.path().join(&base)).unwrap();
+    let entries = std::sync::Mutex::new(Vec::new());
+    let layout = snapshot::load_slice(&base, &bytes, 1, &|s| {
+        entries
+            .lock()
+            .unwrap()
+            .extend(s.iter().map(|e| snapshot::Entry {
+                key: e.key.to_vec(),
+                value: e.value.to_vec(),
+                expire_at_ms: e.expire_at_ms,
+            }));
+    })
+    .unwrap();
+    let v1 = snapshot::encode_v1(&entries.into_inner().unwrap(), layout.start_seq, 100);
+    std::fs::write(dir.path().join(&base), v1).unwrap();
+    let (layout, keys) = base_keys(dir.path());
+    assert_eq!(
+        (layout.version, layout.distinct_keys, keys.len()),
+        (1, false, 3000)
+    );
+    assert_eq!(contents(&open_dir(dir.path(), Fsync::No)), before);
+}
+
 #[test]
 fn bgsave_and_save_rules() {
     let dir = tempfile::tempdir().unwrap();
