@@ -30,6 +30,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+/// A result that can come back from a writer thread.
+type SendRes<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -197,6 +199,58 @@ struct Timings {
     save: f64,
     restart: f64,
     file_bytes: u64,
+    /// Write latencies with no save running, and while a background save runs.
+    idle: Latencies,
+    during_bgsave: Latencies,
+    /// How long the background save took.
+    bgsave: f64,
+}
+
+/// One writer's latencies, one operation at a time, in microseconds.
+#[derive(Default)]
+struct Latencies(Vec<f64>);
+
+impl Latencies {
+    fn quantile(&self, q: f64) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+    fn row(&self, name: &str) -> String {
+        format!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            self.0.len(),
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.quantile(0.999),
+            self.quantile(1.0)
+        )
+    }
+}
+
+/// Records one writer's latencies in two phases: `phase` 0 = idle, 1 = during a
+/// background save, 2 = stop. `write(i)` writes key `i`.
+fn record_phases(
+    keys: usize,
+    phase: &std::sync::atomic::AtomicU8,
+    mut write: impl FnMut(u64) -> SendRes<()>,
+) -> SendRes<(Latencies, Latencies)> {
+    let (mut idle, mut during) = (Latencies::default(), Latencies::default());
+    let mut n = 0u64;
+    loop {
+        let p = phase.load(Ordering::Acquire);
+        if p == 2 {
+            return Ok((idle, during));
+        }
+        let i = mix64(n) % keys as u64;
+        n += 1;
+        let t = Instant::now();
+        write(i)?;
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        if p == 0 { &mut idle } else { &mut during }.0.push(us);
+    }
 }
 
 fn drop_caches() -> bool {
@@ -254,6 +308,25 @@ fn snapshot(keys: usize, cold: bool, redis: bool, disk_mib: usize) -> Res<()> {
             r.file_bytes as f64 / 1e6
         ))
     );
+    println!();
+    println!("One writer, one write at a time (larder: `insert` in process; Redis: `SET` over");
+    println!("loopback), for a second idle and then while a background save runs:\n");
+    println!("| writer | writes | p50 µs | p99 µs | p99.9 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!("{}", l.idle.row("larder, idle"));
+    println!(
+        "{}",
+        l.during_bgsave
+            .row(&format!("larder, during `bgsave()` ({:.2} s)", l.bgsave))
+    );
+    if let Some(r) = &r {
+        println!("{}", r.idle.row("Redis, idle"));
+        println!(
+            "{}",
+            r.during_bgsave
+                .row(&format!("Redis, during `BGSAVE` ({:.2} s)", r.bgsave))
+        );
+    }
     println!();
     println!("| larder throughput | MB/s | of disk |");
     println!("|---|---:|---:|");
@@ -343,6 +416,7 @@ fn larder_snapshot(dir: &Path, keys: usize, cold: bool) -> Res<Timings> {
         "larder: save {save:.2} s, base {} B, current {} B",
         p.aof_base_size, p.aof_current_size
     );
+    let (idle, during_bgsave, bgsave) = larder_bgsave_latency(&cache, keys)?;
     let t = Instant::now();
     drop(cache);
     eprintln!("larder: drop {:.2} s", t.elapsed().as_secs_f64());
@@ -373,6 +447,49 @@ fn larder_snapshot(dir: &Path, keys: usize, cold: bool) -> Res<Timings> {
         save,
         restart,
         file_bytes: p.aof_base_size,
+        idle,
+        during_bgsave,
+        bgsave,
+    })
+}
+
+/// One writer overwriting random keys for a second, then while `bgsave` runs.
+fn larder_bgsave_latency(
+    cache: &Cache<String, [u8; 16]>,
+    keys: usize,
+) -> Res<(Latencies, Latencies, f64)> {
+    let phase = std::sync::atomic::AtomicU8::new(0);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut key = String::new();
+            record_phases(keys, &phase, |i| {
+                use std::fmt::Write as _;
+                key.clear();
+                write!(key, "key:{i}")?;
+                Ok(cache.insert(key.clone(), value_of(i))?)
+            })
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        phase.store(1, Ordering::Release);
+        let t = Instant::now();
+        let started = cache.bgsave();
+        while started.is_ok()
+            && cache
+                .info()
+                .persistence
+                .is_some_and(|p| p.aof_rewrite_in_progress)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let took = t.elapsed().as_secs_f64();
+        phase.store(2, Ordering::Release);
+        let (idle, during) = writer
+            .join()
+            .expect("writer thread")
+            .map_err(|e| e as Box<dyn std::error::Error>)?;
+        started?;
+        eprintln!("larder: bgsave {took:.2} s with a writer going");
+        Ok((idle, during, took))
     })
 }
 
@@ -526,6 +643,7 @@ fn redis_snapshot(dir: &Path, keys: usize, cold: bool) -> Res<Timings> {
     }
     let file_bytes = std::fs::metadata(dir.join("dump.rdb"))?.len();
     eprintln!("redis: SAVE {save:.2} s, dump.rdb {file_bytes} B");
+    let (idle, during_bgsave, bgsave) = redis_bgsave_latency(&mut c, keys)?;
     drop(c);
     server.shutdown()?;
     if cold {
@@ -549,6 +667,59 @@ fn redis_snapshot(dir: &Path, keys: usize, cold: bool) -> Res<Timings> {
         save,
         restart,
         file_bytes,
+        idle,
+        during_bgsave,
+        bgsave,
+    })
+}
+
+/// One client sending SETs of random keys one at a time for a second, then while
+/// `BGSAVE` runs (polled on `c`).
+fn redis_bgsave_latency(c: &mut Conn, keys: usize) -> Res<(Latencies, Latencies, f64)> {
+    let phase = std::sync::atomic::AtomicU8::new(0);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| -> SendRes<(Latencies, Latencies)> {
+            let mut w = Conn::connect()?;
+            let mut out = Vec::new();
+            let mut reply = [0u8; 5];
+            record_phases(keys, &phase, |i| {
+                out.clear();
+                resp::encode(
+                    &mut out,
+                    &[b"SET", format!("key:{i}").as_bytes(), &value_of(i)],
+                );
+                w.writer.write_all(&out)?;
+                w.reader.read_exact(&mut reply)?;
+                if &reply != b"+OK\r\n" {
+                    return Err("redis-server refused a SET".into());
+                }
+                Ok(())
+            })
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        phase.store(1, Ordering::Release);
+        let t = Instant::now();
+        let started = c.call(&[b"BGSAVE"]);
+        loop {
+            let info = c.call(&[b"INFO", b"persistence"])?;
+            let text = match info {
+                Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+                other => format!("{other:?}"),
+            };
+            if !text.contains("rdb_bgsave_in_progress:1") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let took = t.elapsed().as_secs_f64();
+        phase.store(2, Ordering::Release);
+        let (idle, during) = writer
+            .join()
+            .map_err(|_| "redis writer thread panicked")?
+            .map_err(|e| e as Box<dyn std::error::Error>)?;
+        started?;
+        eprintln!("redis: BGSAVE {took:.2} s with a writer going");
+        Ok((idle, during, took))
     })
 }
 
