@@ -68,7 +68,8 @@ where
         }
         let me = Arc::clone(inner);
         thread::spawn(move || {
-            let _ = me.rewrite_locked_out();
+            // In the background: the application keeps at least half the cores.
+            let _ = me.rewrite_locked_out(base_threads(me.slots.len()).div_ceil(2));
             me.rewriting.store(false, Ordering::Release);
         });
         Ok(())
@@ -85,7 +86,8 @@ where
         {
             return Err(Error::Rewrite("a rewrite is already in progress".into()));
         }
-        let r = inner.rewrite_locked_out();
+        // The caller waits for it: use every core.
+        let r = inner.rewrite_locked_out(base_threads(inner.slots.len()));
         inner.rewriting.store(false, Ordering::Release);
         r
     }
@@ -127,24 +129,25 @@ where
         }
     }
 
-    /// The rewrite itself; the caller holds the `rewriting` flag.
-    fn rewrite_locked_out(&self) -> Result<(), Error> {
+    /// The rewrite itself, on up to `threads` threads; the caller holds the
+    /// `rewriting` flag.
+    fn rewrite_locked_out(&self, threads: usize) -> Result<(), Error> {
         let journal = self.journal().ok_or(Error::NotDurable)?;
         let result = (|| {
             let mut sink = journal.begin_rewrite()?;
             sink.distinct_keys();
-            self.write_base(&*sink)?;
+            self.write_base(&*sink, threads)?;
             sink.finish()
         })();
         journal.rewrite_done(self.clock.now_ms(), result.is_ok());
         result
     }
 
-    /// Feeds every live entry to `sink`, each shard walked by one of up to
-    /// [`base_threads`] threads, each with its own part of the sink. Entries are encoded
+    /// Feeds every live entry to `sink`, each shard walked by one of up to `threads`
+    /// threads, each with its own part of the sink. Entries are encoded
     /// straight from the shard under its shared lock, a chunk at a time: no copies of
     /// keys or values; writers wait for at most one chunk.
-    fn write_base(&self, sink: &dyn RewriteSink<K, V>) -> Result<(), Error> {
+    fn write_base(&self, sink: &dyn RewriteSink<K, V>, threads: usize) -> Result<(), Error> {
         let now = self.clock.now_ms();
         let next = AtomicUsize::new(0);
         let stop = std::sync::atomic::AtomicBool::new(false);
@@ -163,7 +166,6 @@ where
             }
             part.finish()
         };
-        let threads = base_threads(self.slots.len());
         if threads <= 1 {
             return work();
         }
@@ -215,7 +217,8 @@ where
     }
 }
 
-/// Threads that write a base: one per core, no more than there are shards. Under loom,
+/// Threads that write a base in the foreground (`save`, `rewrite_aof`): one per core,
+/// no more than there are shards; a background save takes half as many. Under loom,
 /// one: the walk then runs on the calling (modelled) thread.
 fn base_threads(shards: usize) -> usize {
     if cfg!(loom) {

@@ -751,6 +751,11 @@ impl DataDir {
             source,
         };
         let file = create_incr(&*sh.backend, &name).map_err(|(op, e)| io(&name, op, e))?;
+        // Most of the old file reaches the disk before appends are held (under `no`
+        // it may hold everything written since the last switch): the fsync under the
+        // lock below then covers only what is written meanwhile. A failure poisons the
+        // log, which the locked step reports.
+        let _ = sh.log.sync_all();
         let mut st = sh.log.lock_idle();
         if let Some(cause) = &st.poisoned {
             let cause = cause.clone();
