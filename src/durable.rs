@@ -390,7 +390,11 @@ where
             }
             // Keys are distinct only if the base says so and the cache was empty: a
             // base loads first, into a new cache.
-            if let Err(err) = cache.inner.restore(entries, section.distinct_keys()) {
+            let rotate = section.index().wrapping_mul(0x9e37_79b9);
+            if let Err(err) = cache
+                .inner
+                .restore(entries, section.distinct_keys(), rotate)
+            {
                 fail(OpenError::Load(format!("{}: {err}", at())));
             }
         };

@@ -239,12 +239,14 @@ where
     /// by shard, one lock per shard touched. Admission does not contest them, and with
     /// `distinct` (a base whose keys are distinct, loading into a cache that holds none
     /// of them) no insert looks for an existing copy. Bounds and eviction apply as for
-    /// any insert. Stops at the first error.
+    /// any insert. Shards are visited from shard `rotate` on (modulo their number).
+    /// Stops at the first error.
     #[cfg(feature = "persistence")]
     pub(crate) fn restore(
         &self,
         entries: impl IntoIterator<Item = (K, V, Option<u64>)>,
         distinct: bool,
+        rotate: usize,
     ) -> Result<(), Error> {
         // (hash, key, value, expiry) for each shard.
         #[allow(clippy::type_complexity)]
@@ -254,7 +256,13 @@ where
             let h = self.hash(&k);
             by_shard[self.shard_of(h)].push((h, k, v, at));
         }
-        for (i, batch) in by_shard.into_iter().enumerate() {
+        // Loaders of different sections start at different shards, so that threads
+        // loading in parallel rarely wait for the same shard lock.
+        let n = by_shard.len();
+        let first = rotate % n;
+        let mut batches: Vec<_> = by_shard.into_iter().enumerate().collect();
+        batches.rotate_left(first);
+        for (i, batch) in batches {
             if batch.is_empty() {
                 continue;
             }
