@@ -2,6 +2,7 @@
 
 use crate::builder::CacheBuilder;
 use crate::clock::Clock;
+use crate::config::LiveConfig;
 use crate::counter::Striped;
 use crate::cron::CronSignal;
 use crate::events::{EventHub, EventKind, Subscriber};
@@ -9,8 +10,7 @@ use crate::journal::Journal;
 use crate::latency::{Histogram, Op, OpHistograms, Slowlog, SlowlogEntry};
 use crate::lazyfree::{LazyFree, LazyFreeQueue};
 use crate::loader::Flights;
-use crate::meta::Lfu;
-use crate::shard::{Cause, Dead, Env, Garbage, Shard, ShardConfig};
+use crate::shard::{Cause, Dead, Env, Garbage, Shard};
 use crate::shim::{
     lock, read, thread, write, Arc, AtomicU64, Condvar, Mutex, Ordering, RwLock, RwLockWriteGuard,
 };
@@ -75,22 +75,6 @@ pub(crate) struct Settings {
     pub(crate) time_to_idle: Option<Duration>,
 }
 
-impl Settings {
-    /// The admission the shards apply: as configured, else the default when the policy
-    /// was not chosen either, else none; and none for policies other than allkeys ones.
-    pub(crate) fn admission_in_force(&self) -> Admission {
-        let wanted = match self.admission {
-            Some(a) => a,
-            None if self.policy_chosen => Admission::None,
-            None => crate::builder::DEFAULT_ADMISSION,
-        };
-        match self.policy {
-            Policy::AllKeysLru | Policy::AllKeysLfu | Policy::AllKeysRandom => wanted,
-            _ => Admission::None,
-        }
-    }
-}
-
 /// One shard: its lock and the figures readable without it.
 pub(crate) struct Slot<K, V> {
     pub(crate) shard: RwLock<Shard<K, V>>,
@@ -124,6 +108,9 @@ pub(crate) struct Inner<K, V, W> {
     pub(crate) events: EventHub<K>,
     pub(crate) lazy: Arc<LazyFreeQueue>,
     pub(crate) settings: Settings,
+    /// The bounds and eviction settings in force (changed by `Cache::set_*`); each
+    /// shard holds its own copy.
+    pub(crate) live: Mutex<LiveConfig>,
     pub(crate) background: Background,
     pub(crate) cron: Arc<CronSignal>,
     pub(crate) threads: Mutex<Vec<thread::JoinHandle<()>>>,
@@ -198,9 +185,7 @@ impl<K, V, W> fmt::Debug for Cache<K, V, W> {
         f.debug_struct("Cache")
             .field("shards", &self.inner.slots.len())
             .field("name", &self.inner.settings.name)
-            .field("policy", &self.inner.settings.policy)
-            .field("max_memory", &self.inner.settings.max_memory)
-            .field("max_entries", &self.inner.settings.max_entries)
+            .field("config", &*lock(&self.inner.live))
             .finish_non_exhaustive()
     }
 }
@@ -244,19 +229,8 @@ where
         background: Background,
     ) -> Self {
         debug_assert!(shards.is_power_of_two());
-        let share = |total: Option<u64>| total.map_or(u64::MAX, |t| t / shards as u64);
-        let cfg = ShardConfig {
-            policy: settings.policy,
-            samples: settings.samples,
-            lfu: Lfu {
-                log_factor: settings.lfu_log_factor,
-                decay: settings.lfu_decay,
-            },
-            budget: share(settings.max_memory),
-            max_entries: share(settings.max_entries).max(1),
-            admission: settings.admission_in_force(),
-            doorkeeper: settings.doorkeeper,
-        };
+        let live = LiveConfig::of(&settings);
+        let cfg = live.shard_config(&settings, shards);
         let slots = (0..shards)
             .map(|i| {
                 CachePadded::new(Slot {
@@ -288,6 +262,7 @@ where
             slowlog: Slowlog::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),
             multi_latency: Mutex::new(OpHistograms::default()),
             settings,
+            live: Mutex::new(live),
             journal: OnceLock::new(),
             read_hits: Striped::default(),
             read_misses: Striped::default(),
@@ -399,7 +374,7 @@ where
 
     /// The eviction policy in force.
     pub fn policy(&self) -> Policy {
-        self.inner.settings.policy
+        lock(&self.inner.live).policy
     }
 
     /// Locks the shards of `hashes` in ascending order (the one order every multi-shard

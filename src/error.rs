@@ -36,6 +36,10 @@ pub enum Error {
     /// written.
     #[error("{0}")]
     Cluster(String),
+    /// A memory bound was set on a running cache whose weigher counts inline sizes
+    /// only (one built without `max_memory` or `lazy_free`).
+    #[error("ERR maxmemory needs memory weights: build the cache with max_memory(..) or lazy_free(..) to change the bound at runtime")]
+    NotMemoryWeighed,
     /// One entry weighs more than a shard's share of `max_memory`; it can never fit.
     #[error("entry of {weight} bytes exceeds the shard's share of maxmemory ({budget} bytes)")]
     EntryTooLarge {

@@ -457,7 +457,7 @@ where
     /// otherwise empty. Walks every entry: O(entries).
     pub fn hot_keys(&self, n: usize) -> Vec<(K, u8)> {
         let inner = &*self.inner;
-        if !inner.settings.policy.is_lfu() {
+        if !crate::shim::lock(&inner.live).policy.is_lfu() {
             return Vec::new();
         }
         let coarse = inner.env().coarse_ms;
@@ -500,13 +500,14 @@ where
         hits += inner.read_hits.sum();
         misses += inner.read_misses.sum();
         let used = inner.used_memory();
+        let live = *crate::shim::lock(&inner.live);
         Info {
             memory: MemoryInfo {
                 used_memory: used,
                 used_memory_peak: inner.update_peak(),
-                maxmemory: inner.settings.max_memory.unwrap_or(0),
-                maxmemory_policy: inner.settings.policy,
-                max_entries: inner.settings.max_entries.unwrap_or(0),
+                maxmemory: live.max_memory.unwrap_or(0),
+                maxmemory_policy: live.policy,
+                max_entries: live.max_entries.unwrap_or(0),
                 allocator: allocator(used),
             },
             stats: StatsInfo {

@@ -69,6 +69,7 @@ mod clock;
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster;
+mod config;
 mod counter;
 mod cron;
 #[cfg(feature = "persistence")]
@@ -106,6 +107,7 @@ pub use batch::{Batch, BatchResult};
 pub use builder::{CacheBuilder, DEFAULT_ADMISSION, DEFAULT_POLICY};
 pub use cache::{Background, Cache};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::LiveConfig;
 #[cfg(feature = "persistence")]
 #[cfg_attr(docsrs, doc(cfg(feature = "persistence")))]
 pub use durable::{

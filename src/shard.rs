@@ -743,6 +743,67 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         }
     }
 
+    /// Applies a running cache's new configuration (Redis's `CONFIG SET maxmemory`,
+    /// `maxmemory-policy`, ...), then evicts down to the bounds as a write would,
+    /// stopping where the policy finds no candidate (`noeviction`, a `volatile-*` policy
+    /// with no TTL left: writes then fail as over the bound). Between an LRU-like and an
+    /// LFU policy every key is stamped as just written under the new one (Redis reads
+    /// the old stamps in the new policy's units until keys are touched); a change of
+    /// admission adds or drops the sketch and the window. Returns the keys evicted.
+    pub(crate) fn reconfigure<W: Weigher<K, V>>(
+        &mut self,
+        cfg: ShardConfig,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> u64 {
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let leaves_window =
+            old.admission == Admission::WindowTinyLfu && cfg.admission != Admission::WindowTinyLfu;
+        let restamp = old.policy.is_lfu() != cfg.policy.is_lfu();
+        if restamp || leaves_window {
+            for i in 0..self.table.len() as u32 {
+                let fresh = restamp.then(|| self.new_meta(env.coarse_ms));
+                self.table.entry_mut(i).meta.update(|m| {
+                    let (ttl, window) = (m.has_ttl(), m.in_window() && !leaves_window);
+                    if let Some(f) = fresh {
+                        *m = f;
+                    }
+                    m.set_ttl_flag(ttl);
+                    m.set_window(window);
+                });
+            }
+        }
+        if leaves_window {
+            self.window.clear();
+            self.window_len = 0;
+        }
+        if old.policy != cfg.policy {
+            self.pool = Pool::default();
+        }
+        if cfg.admission == Admission::None {
+            self.sketch = None;
+        } else if self.sketch.is_none() {
+            let bound = cfg.max_entries.min(usize::MAX as u64) as usize;
+            self.sketch = Some(Sketch::new(
+                self.table.len().clamp(4096, bound.max(4096)),
+                cfg.doorkeeper,
+            ));
+        }
+        let mut evicted = 0;
+        while self.used > self.cfg.budget || self.table.len() as u64 > self.cfg.max_entries {
+            let victim = match self.cfg.admission {
+                Admission::WindowTinyLfu => self.window_victim(env.coarse_ms),
+                _ => self.pick_victim(None, env.coarse_ms, false),
+            };
+            let Some(v) = victim else {
+                break;
+            };
+            self.remove_idx(env.weigher, v, Cause::Evicted, g);
+            evicted += 1;
+        }
+        evicted
+    }
+
     /// W-TinyLFU's choice: the key leaving the window against the policy's victim among
     /// the others; the one estimated less frequent goes (the victim wins ties).
     fn window_victim(&mut self, coarse_ms: u64) -> Option<u32> {

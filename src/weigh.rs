@@ -225,6 +225,13 @@ pub trait MemoryWeigher<K, V>: Weigher<K, V> {
     {
         self
     }
+
+    /// Whether the weights count memory, so that a memory bound may be set on a running
+    /// cache ([`Cache::set_max_memory`](crate::Cache::set_max_memory)); true unless
+    /// overridden.
+    fn weighs_memory(&self) -> bool {
+        true
+    }
 }
 
 /// The weigher of a `Cache<K, V>`: inline sizes (`size_of::<K>() + size_of::<V>()`) while
@@ -278,6 +285,10 @@ impl<K: Weigh + 'static, V: Weigh + 'static> MemoryWeigher<K, V> for DefaultWeig
             weigh: |k, v| k.weigh() + v.weigh(),
             heap: true,
         }
+    }
+
+    fn weighs_memory(&self) -> bool {
+        self.heap
     }
 }
 
