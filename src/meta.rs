@@ -1,14 +1,15 @@
 //! The 32 bits of metadata every entry carries, like the `lru` field of a Redis object.
 //!
 //! ```text
-//!  31      25 24 23                     8 7        0
-//! +----------+--+------------------------+----------+
-//! | reservedW|T |  LRU: 24-bit access tick          |   LRU and non-LFU policies
-//! +----------+--+------------------------+----------+
-//! | reservedW|T |  LFU: period (16 bits) | counter  |   LFU policies
-//! +----------+--+------------------------+----------+
+//!  31     27 26 25 24 23            8 7        0
+//! +---------+--+--+--+---------------+----------+
+//! | reserved| P| W| T| LRU: 24-bit access tick  |   LRU and non-LFU policies
+//! +---------+--+--+--+---------------+----------+
+//! | reserved| P| W| T| LFU: period   | counter  |   LFU policies
+//! +---------+--+--+--+---------------+----------+
 //!  T = the key has an expiry in the shard's side table
 //!  W (bit 25) = the key is in the admission window (W-TinyLFU)
+//!  P (bit 26) = the key was hit after it left the window (W-TinyLFU's protected part)
 //!  period = Redis's minutes, or the shard's logical decay period (see `LfuDecay`)
 //! ```
 //!
@@ -22,6 +23,8 @@ pub(crate) const CLOCK_MASK: u32 = 0x00FF_FFFF;
 pub(crate) const HAS_TTL: u32 = 1 << 24;
 /// Set while the entry is in the admission window.
 pub(crate) const IN_WINDOW: u32 = 1 << 25;
+/// Set once the entry was hit after it left the admission window.
+pub(crate) const PROTECTED: u32 = 1 << 26;
 /// The LFU counter a new key starts with (Redis's `LFU_INIT_VAL`).
 pub const LFU_INIT_VAL: u8 = 5;
 
@@ -53,6 +56,19 @@ impl Meta {
             self.0 |= IN_WINDOW;
         } else {
             self.0 &= !IN_WINDOW;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn protected(self) -> bool {
+        self.0 & PROTECTED != 0
+    }
+
+    pub(crate) fn set_protected(&mut self, on: bool) {
+        if on {
+            self.0 |= PROTECTED;
+        } else {
+            self.0 &= !PROTECTED;
         }
     }
 

@@ -313,6 +313,13 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     }
 
     fn touch(&mut self, idx: u32, coarse_ms: u64) {
+        if self.cfg.admission == Admission::WindowTinyLfu {
+            self.table.entry_mut(idx).meta.update(|m| {
+                if !m.in_window() {
+                    m.set_protected(true)
+                }
+            });
+        }
         if self.cfg.policy.is_lfu() {
             self.lfu_write();
             let r = self.rand();
@@ -376,6 +383,9 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             self.cfg.lfu.touch(&mut m, self.lfu_now(coarse_ms), rand());
         } else {
             m.set_clock(self.tick as u32);
+        }
+        if self.cfg.admission == Admission::WindowTinyLfu && !m.in_window() {
+            m.set_protected(true);
         }
         cell.stamp(m);
     }
@@ -985,10 +995,21 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             // The unwrapped access stamp, older scoring higher: unlike the idle time it
             // does not grow stale in the pool as the clock moves on.
             _ => {
+                // W-TinyLFU's main part as a segmented LRU without a second queue: a
+                // key hit since it left the window (protected) scores as if accessed
+                // two shard-sizes of accesses later, so keys never hit since admission
+                // (probation) go first, and a protected key that stops being hit still
+                // ages out.
+                let bonus = if meta.protected() {
+                    2 * self.table.len() as u64
+                } else {
+                    0
+                };
                 u64::MAX
                     - self
                         .tick
                         .saturating_sub(meta.lru_idle(self.tick as u32) as u64)
+                        .saturating_add(bonus)
             }
         }
     }

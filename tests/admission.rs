@@ -96,6 +96,37 @@ fn default_window_keeps_the_last_write_and_the_frequent_keys() {
     }
 }
 
+/// Under W-TinyLFU, keys hit since they left the window (protected) outlast keys never
+/// hit since admission (probation), even when the hits are older than the probation
+/// keys' writes: newcomers that win admission push out probation keys first.
+#[test]
+fn default_main_part_evicts_keys_never_hit_before_keys_hit_since_admission() {
+    for seed in 0..8 {
+        let c = cache(|b| b.hasher_seed(seed));
+        for k in 0..50 {
+            c.insert(k, k).unwrap();
+        }
+        for k in 0..50 {
+            assert_eq!(c.get(&k), Some(k));
+        }
+        for k in 50..100 {
+            c.insert(k, k).unwrap();
+        }
+        // Newcomers written often enough to win admission against any resident.
+        for k in 1_000..1_030u64 {
+            for _ in 0..6 {
+                c.insert(k, k).unwrap();
+            }
+        }
+        let hit = (0..50).filter(|k| c.contains(k)).count();
+        let never_hit = (50..100).filter(|k| c.contains(k)).count();
+        assert!(
+            hit >= 40 && never_hit <= 30,
+            "seed {seed}: kept {hit} of 50 hit keys and {never_hit} of 50 never hit"
+        );
+    }
+}
+
 /// Admission does not apply to the volatile policies: they stay as Redis documents.
 #[test]
 fn volatile_policies_ignore_admission() {
