@@ -129,7 +129,8 @@ pub struct CodecError(pub String);
 
 impl<T> Codec for T
 where
-    T: rkyv::Archive
+    T: 'static
+        + rkyv::Archive
         + for<'a> rkyv::Serialize<
             rkyv::api::high::HighSerializer<
                 Vec<u8>,
@@ -141,13 +142,22 @@ where
         + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
 {
     fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let mut buf = Vec::new();
+        if crate::codec_fast::encode(self, &mut buf) {
+            return Ok(buf);
+        }
         // Straight into the `Vec` the record keeps: one allocation, no copy. Alignment
         // does not matter here; `decode` realigns.
-        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, Vec::new())
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, buf)
             .map_err(|e| CodecError(e.to_string()))
     }
 
     fn encode_into(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        // Strings, byte vectors and arrays, and integers: the same bytes, written
+        // directly (see `codec_fast`).
+        if crate::codec_fast::encode(self, buf) {
+            return Ok(());
+        }
         let mut out = std::mem::take(buf);
         out.clear();
         *buf = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, out)
@@ -156,6 +166,9 @@ where
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        if let Some(done) = crate::codec_fast::decode::<T>(bytes) {
+            return done;
+        }
         // rkyv reads in place and needs the archive aligned; bytes inside a log record or
         // a snapshot section may not be. Aligned bytes are read where they are; others
         // are copied into this thread's scratch buffer (no allocation once it has grown).

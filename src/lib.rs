@@ -69,6 +69,8 @@ mod clock;
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster;
+#[cfg(feature = "persistence")]
+mod codec_fast;
 mod config;
 mod counter;
 mod cron;

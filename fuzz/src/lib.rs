@@ -46,6 +46,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("repl_message", repl_message),
     ("cluster_request", cluster_request),
     ("cluster_admin", cluster_admin),
+    ("codec", codec),
 ];
 
 /// The AOF decoders: incr file header, frames, record payloads, and the torn-tail
@@ -141,6 +142,23 @@ pub fn snapshot(data: &[u8]) {
     }
     reseal(&mut bytes);
     walk_snapshot(&bytes);
+}
+
+/// The built-in codec's decoders (`larder::Codec`) for the types it reads without
+/// rkyv's validator: `String`, `Vec<u8>`, `[u8; 16]`, `u64`, `i32`. None may panic; a
+/// decoded value encodes to bytes that decode to the same value.
+pub fn codec(data: &[u8]) {
+    fn check<T: larder::Codec + PartialEq + std::fmt::Debug>(data: &[u8]) {
+        if let Ok(v) = T::decode(data) {
+            let again = v.encode().expect("a decoded value encodes");
+            assert_eq!(T::decode(&again).expect("its encoding decodes"), v);
+        }
+    }
+    check::<String>(data);
+    check::<Vec<u8>>(data);
+    check::<[u8; 16]>(data);
+    check::<u64>(data);
+    check::<i32>(data);
 }
 
 /// The manifest parser. None may panic; what parses re-encodes and re-parses to the

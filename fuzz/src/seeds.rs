@@ -24,6 +24,7 @@ pub fn build(target: &str) -> Vec<Vec<u8>> {
     match target {
         "aof_record" => aof_record(),
         "snapshot" => snapshot(),
+        "codec" => codec(),
         "manifest" => manifest(),
         "cluster_message" => cluster_message(),
         "net_frame" => net_frame(),
@@ -279,4 +280,16 @@ fn cluster_admin() -> Vec<Vec<u8>> {
         AdminResponse::Error("ERR no".into()).encode(),
         AdminResponse::Text("role:master".into()).encode(),
     ]
+}
+
+fn codec() -> Vec<Vec<u8>> {
+    use larder::Codec;
+    let mut out = Vec::new();
+    for s in ["", "key:1", "exactly8", "key:12345678901", &"é".repeat(40)] {
+        out.push(s.to_string().encode().unwrap_or_default());
+    }
+    out.push(vec![7u8; 30].encode().unwrap_or_default());
+    out.push([3u8; 16].encode().unwrap_or_default());
+    out.push(u64::MAX.encode().unwrap_or_default());
+    out
 }
