@@ -399,8 +399,8 @@ where
     W: Weigher<K, V>,
 {
     /// Makes room for about `additional` more entries spread over the shards, so a bulk
-    /// load does not rehash every table at each doubling.
-    #[cfg_attr(not(feature = "persistence"), allow(dead_code))]
+    /// load does not rehash every table at each doubling (a replica's full resync).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn reserve(&self, additional: usize) {
         let per_shard = additional / self.slots.len() + 1;
         for slot in self.slots.iter() {
