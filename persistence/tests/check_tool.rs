@@ -37,6 +37,7 @@ fn make_dir(records: u64) -> tempfile::TempDir {
     let b = Arc::new(FsBackend::new(tmp.path()).unwrap());
     let opts = Options {
         fsync: FsyncPolicy::No,
+        segment_bytes: 4096,
         ..Options::default()
     };
     let r = open(b, opts).unwrap();
@@ -48,6 +49,16 @@ fn make_dir(records: u64) -> tempfile::TempDir {
 
 fn incr(dir: &Path) -> std::path::PathBuf {
     dir.join("incr.1.aof")
+}
+
+/// End of the last frame of the (mapped, zero-tailed) incr file.
+fn data_end(dir: &Path) -> u64 {
+    use larder_persistence::frame::{frames, FILE_HEADER_LEN};
+    let bytes = std::fs::read(incr(dir)).unwrap();
+    frames(&bytes, FILE_HEADER_LEN)
+        .map_while(Result::ok)
+        .last()
+        .map_or(FILE_HEADER_LEN, |f| f.end()) as u64
 }
 
 #[test]
@@ -67,7 +78,7 @@ fn torn_tail_reported_then_fixed() {
         .write(true)
         .open(incr(tmp.path()))
         .unwrap();
-    let len = f.metadata().unwrap().len();
+    let len = data_end(tmp.path());
     f.set_len(len - 5).unwrap();
     let (code, out) = check(tmp.path(), &[], "");
     assert_eq!(code, 1, "{out}");
@@ -131,13 +142,15 @@ fn fix_refuses_while_the_directory_is_open() {
     )
     .unwrap();
     // A torn tail appears while the directory is open (as if mid-write).
-    let len = std::fs::metadata(incr(tmp.path())).unwrap().len();
+    use std::os::unix::fs::FileExt;
+    let end = data_end(tmp.path());
     std::fs::OpenOptions::new()
         .write(true)
         .open(incr(tmp.path()))
         .unwrap()
-        .set_len(len + 7)
+        .write_all_at(b"garbage", end)
         .unwrap();
+    let before = std::fs::read(incr(tmp.path())).unwrap();
     let (code, out) = check(tmp.path(), &[], "");
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -150,7 +163,11 @@ fn fix_refuses_while_the_directory_is_open() {
         out.contains("cannot fix") && out.contains("already open"),
         "{out}"
     );
-    assert_eq!(std::fs::metadata(incr(tmp.path())).unwrap().len(), len + 7);
+    assert_eq!(
+        std::fs::read(incr(tmp.path())).unwrap(),
+        before,
+        "nothing was cut"
+    );
     drop(holder);
     let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");
     assert_eq!(code, 4, "{out}");
