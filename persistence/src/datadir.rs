@@ -700,10 +700,12 @@ impl DataDir {
         Ok(seqs)
     }
 
-    /// The first half of an append: writes the records (in the OS, not necessarily
-    /// durable) and returns their sequences. A cache calls this under its shard lock,
-    /// so log order follows lock order, then releases the lock and calls
-    /// [`DataDir::wait_durable`], so the fsync is not waited for under the lock.
+    /// The first half of an append: reserves the records' sequences and copies their
+    /// frames into the mapped tail (in the page cache, not necessarily durable; no lock
+    /// shared with other appenders and no system call, except when the segment is full
+    /// and the log switches to a new one) and returns their sequences. A cache calls
+    /// this under its shard lock, so log order follows lock order, then releases the
+    /// lock and calls [`DataDir::wait_durable`], so the sync is not waited for under it.
     pub fn write(&self, records: &[Record]) -> Result<RangeInclusive<u64>, AppendError> {
         loop {
             match self.shared.log.write(records)? {

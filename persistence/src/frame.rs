@@ -347,7 +347,7 @@ pub fn next_in_segment(buf: &[u8], offset: usize, expected: u64) -> SegmentStep<
         Ok(f) => return SegmentStep::Frame(f),
         Err(e) => e,
     };
-    if buf[offset..].iter().all(|&b| b == 0) {
+    if all_zero(&buf[offset..]) {
         return SegmentStep::End;
     }
     let Some(next) = scan_for_frame(buf, offset, expected.checked_sub(1)).found else {
@@ -364,6 +364,16 @@ pub fn next_in_segment(buf: &[u8], offset: usize, expected: u64) -> SegmentStep<
     } else {
         SegmentStep::Corrupt(err)
     }
+}
+
+/// Whether `bytes` are all zero, eight at a time (a segment's tail is megabytes).
+fn all_zero(bytes: &[u8]) -> bool {
+    let chunks = bytes.chunks_exact(8);
+    let rest = chunks.remainder();
+    chunks
+        .into_iter()
+        .all(|c| u64::from_ne_bytes(c.try_into().unwrap_or([1; 8])) == 0)
+        && rest.iter().all(|&b| b == 0)
 }
 
 /// Whether any valid frame with a sequence above `after_seq` starts past `bad_offset`.
