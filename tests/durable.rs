@@ -351,7 +351,11 @@ fn corrupt_files_refuse_to_open_with_a_clear_error() {
         .unwrap();
     let mut bytes = std::fs::read(&incr).unwrap();
     // The log file is a preallocated segment: damage its frames, not its zero tail.
-    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let data_end = larder::persistence::frame::frames(&bytes, 16)
+        .map_while(Result::ok)
+        .last()
+        .unwrap()
+        .end();
     let mid = data_end / 3;
     bytes[mid] ^= 0x40;
     std::fs::write(&incr, &bytes).unwrap();

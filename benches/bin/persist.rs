@@ -763,6 +763,10 @@ fn raw_pwrite_rate(dir: &Path, len: usize, secs: f64) -> Res<f64> {
     Ok(rate)
 }
 
+/// One run of a configuration: inserts/s, raw fdatasyncs/s probed just before it, CPU
+/// ns per insert, inserts per log sync.
+type Sample = (f64, f64, f64, f64);
+
 fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
     println!("## Write throughput by fsync policy ({secs} s per run, {reps} reps)\n");
     println!("load average at start: {}\n", loadavg());
@@ -782,7 +786,7 @@ fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
         .collect();
     // Per configuration: (inserts/s, raw fdatasyncs/s probed just before the run, CPU
     // ns per insert, inserts per log sync).
-    let mut results: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); configs.len()];
+    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     let mut pwrites = Vec::new();
     for rep in 0..reps {
         // A `u64 -> [u8; 16]` insert is one 50-byte frame.
@@ -812,7 +816,7 @@ fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
         "raw `pwrite` of a 50-byte frame, one thread, median: {:.0}/s\n",
         median(&mut pwrites)
     );
-    let med = |i: usize, f: &dyn Fn(&(f64, f64, f64, f64)) -> f64| -> f64 {
+    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| -> f64 {
         let mut xs: Vec<f64> = results[i].iter().map(f).collect();
         median(&mut xs)
     };

@@ -103,7 +103,8 @@ pub struct Tail {
     pub file: String,
     /// Offset of the first bad byte (start of the first bad frame).
     pub offset: u64,
-    /// Bytes from `offset` to the end of the file.
+    /// Bytes from `offset` to the end of the file (of a mapped segment: to its last
+    /// nonzero byte, the preallocated zeros after it being no data).
     pub bytes: u64,
     /// Sequence of the last good record before it (0: none).
     pub last_good_seq: u64,
@@ -368,10 +369,18 @@ pub(crate) fn replay(
         bytes_read += len;
         progress(len);
         if let Some((offset, kind)) = bad {
+            // In a segment, the preallocated zeros after the damage are not data.
+            let end = if version == AOF_VERSION {
+                data.iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(0, |i| i as u64 + 1)
+            } else {
+                len
+            };
             let t = Tail {
                 file: name.clone(),
                 offset,
-                bytes: len - offset,
+                bytes: end.max(offset) - offset,
                 last_good_seq: expected - 1,
                 kind,
             };
