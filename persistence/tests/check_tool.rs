@@ -71,6 +71,27 @@ fn healthy_directory() {
     assert!(out.contains("schema: none recorded"), "{out}");
 }
 
+/// A hole (a frame reserved but never copied, before whole frames) is reported and is
+/// not damage: exit 0, as open accepts it.
+#[test]
+fn a_hole_is_reported_and_healthy() {
+    use larder_persistence::frame::{frames, FILE_HEADER_LEN};
+    let tmp = make_dir(10);
+    let mut bytes = std::fs::read(incr(tmp.path())).unwrap();
+    let third = frames(&bytes, FILE_HEADER_LEN).nth(2).unwrap().unwrap();
+    let (start, end) = (third.offset, third.end());
+    bytes[start..end].iter_mut().for_each(|b| *b = 0);
+    std::fs::write(incr(tmp.path()), &bytes).unwrap();
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("hole: incr.1.aof at byte {start}"))
+            && out.contains("sequences 3..=3"),
+        "{out}"
+    );
+    assert!(out.contains("last good sequence: 10"), "{out}");
+}
+
 #[test]
 fn torn_tail_reported_then_fixed() {
     let tmp = make_dir(10);
