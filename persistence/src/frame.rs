@@ -136,8 +136,9 @@ pub fn encode_record_frame(seq: u64, record: &Record, out: &mut Vec<u8>) {
 /// Appends one frame for `record` with its sequence and checksum fields zero: the
 /// bytes an appender encodes before it knows its sequence. [`seal_frame`] fills them.
 pub fn encode_unsealed(record: &Record, out: &mut Vec<u8>) {
+    // No `reserve(encoded_len)`: the log reuses one buffer per thread, and the length
+    // was already computed once to check the limit.
     let start = out.len();
-    out.reserve(FRAME_HEADER_LEN + record.encoded_len());
     out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
     record.encode_into(out);
     let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
