@@ -286,6 +286,15 @@ impl Durability {
         self
     }
 
+    /// Bytes preallocated and memory-mapped for each log file (default 64 MiB); a
+    /// write that does not fit switches to a new file. Each write is copied into the
+    /// mapping without a system call, so the size bounds the disk taken ahead of use,
+    /// not throughput. At most 4 GiB - 1.
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.options.segment_bytes = bytes;
+        self
+    }
+
     /// `aof-load-truncated`: whether a torn tail of the last log file is cut on open
     /// (default, reported in `info()`) or refuses to open.
     pub fn aof_load_truncated(mut self, on: bool) -> Self {

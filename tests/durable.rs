@@ -459,7 +459,13 @@ fn corrupt_files_refuse_to_open_with_a_clear_error() {
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("incr"))
         .unwrap();
     let mut bytes = std::fs::read(&incr).unwrap();
-    let mid = bytes.len() / 3;
+    // The log file is a preallocated segment: damage its frames, not its zero tail.
+    let data_end = larder::persistence::frame::frames(&bytes, 16)
+        .map_while(Result::ok)
+        .last()
+        .unwrap()
+        .end();
+    let mid = data_end / 3;
     bytes[mid] ^= 0x40;
     std::fs::write(&incr, &bytes).unwrap();
     let err = Cache::<String, Vec<u8>>::builder()

@@ -223,12 +223,15 @@ fn a_cut_tail_is_reported_with_file_offset_and_sequence() {
     }
     drop(c);
     let incr = tmp.path().join("incr.1.aof");
-    let good = std::fs::metadata(&incr).unwrap().len();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&incr)
-        .unwrap();
-    std::io::Write::write_all(&mut f, &[7u8; 11]).unwrap();
+    // The log file is a preallocated segment: the torn write goes after its last frame.
+    let bytes = std::fs::read(&incr).unwrap();
+    let good = larder::persistence::frame::frames(&bytes, 16)
+        .map_while(Result::ok)
+        .last()
+        .unwrap()
+        .end() as u64;
+    let f = std::fs::OpenOptions::new().write(true).open(&incr).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[7u8; 11], good).unwrap();
     drop(f);
     let c = open::<String, u64>(tmp.path(), |d| d).unwrap();
     let p = c.info().persistence.unwrap();

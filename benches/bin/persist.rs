@@ -7,6 +7,8 @@
 //! cargo run --release -p larder-benches --bin persist -- snapshot [--keys N] [--cold] [--no-redis] [--disk-mib N]
 //! cargo run --release -p larder-benches --bin persist -- fsync [--secs N] [--reps N] [--only none,no,everysec,always]
 //! cargo run --release -p larder-benches --bin persist -- all
+//! # a fixed number of single-writer inserts, for instruction counts under callgrind:
+//! cargo run --release -p larder-benches --bin persist -- insert-cost --policy none|no|everysec --n N
 //! ```
 //!
 //! Temporary directories live under `$TMPDIR` (default `/tmp`) and are removed at the
@@ -59,6 +61,13 @@ fn main() {
                 .position(|a| a == "--only")
                 .and_then(|i| args.get(i + 1))
                 .map(String::as_str),
+        ),
+        Some("insert-cost") => insert_cost(
+            args.iter()
+                .position(|a| a == "--policy")
+                .and_then(|i| args.get(i + 1))
+                .map_or("none", String::as_str),
+            flag("--n", 100_000) as u64,
         ),
         Some("all") => unlink(1_000_000, 7)
             .and_then(|()| fsync(3, 3, None))
@@ -733,7 +742,7 @@ struct Config {
     threads: usize,
 }
 
-const CONFIGS: [Config; 9] = [
+const CONFIGS: [Config; 13] = [
     Config {
         name: "no persistence",
         fsync: None,
@@ -743,6 +752,11 @@ const CONFIGS: [Config; 9] = [
         name: "no persistence",
         fsync: None,
         threads: 2,
+    },
+    Config {
+        name: "no persistence",
+        fsync: None,
+        threads: 8,
     },
     Config {
         name: "`No`",
@@ -755,6 +769,11 @@ const CONFIGS: [Config; 9] = [
         threads: 2,
     },
     Config {
+        name: "`No`",
+        fsync: Some(Fsync::No),
+        threads: 8,
+    },
+    Config {
         name: "`EverySec`",
         fsync: Some(Fsync::EverySec),
         threads: 1,
@@ -763,11 +782,21 @@ const CONFIGS: [Config; 9] = [
         name: "`EverySec`",
         fsync: Some(Fsync::EverySec),
         threads: 2,
+    },
+    Config {
+        name: "`EverySec`",
+        fsync: Some(Fsync::EverySec),
+        threads: 8,
     },
     Config {
         name: "`Always`",
         fsync: Some(Fsync::Always),
         threads: 1,
+    },
+    Config {
+        name: "`Always`",
+        fsync: Some(Fsync::Always),
+        threads: 2,
     },
     Config {
         name: "`Always`",
@@ -793,10 +822,11 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Inserts per second of `cfg` over `secs`, and the writers' CPU time per insert in
-/// nanoseconds (what a write costs, whatever else the machine runs): each writer
-/// overwrites its own 2^20 keys (`u64 -> [u8; 16]`) in a loop until told to stop.
-fn run_config(cfg: Config, secs: u64) -> Res<(f64, f64)> {
+/// Inserts per second of `cfg` over `secs`, the writers' CPU time per insert in
+/// nanoseconds (what a write costs, whatever else the machine runs), and the log's
+/// syncs in the run: each writer overwrites its own 2^20 keys (`u64 -> [u8; 16]`) in a
+/// loop until told to stop.
+fn run_config(cfg: Config, secs: u64) -> Res<(f64, f64, u64)> {
     let tmp = tempdir("larder-fsync-")?;
     let cache: Cache<u64, [u8; 16]> = match cfg.fsync {
         None => Cache::builder().build(),
@@ -835,8 +865,36 @@ fn run_config(cfg: Config, secs: u64) -> Res<(f64, f64)> {
         }
         Ok((total, cpu, t.elapsed().as_secs_f64()))
     })?;
+    let syncs = cache.info().persistence.map_or(0, |p| p.aof_fsyncs);
     drop(cache);
-    Ok((total as f64 / elapsed, cpu as f64 / total as f64))
+    Ok((total as f64 / elapsed, cpu as f64 / total as f64, syncs))
+}
+
+/// `n` inserts by one writer, as `run_config`'s writers do them, and nothing else: run
+/// under `valgrind --tool=callgrind` at two values of `n`, the difference of the
+/// instruction counts divided by the difference of `n` is the cost of one insert,
+/// free of setup and of the machine's load.
+fn insert_cost(policy: &str, n: u64) -> Res<()> {
+    let tmp = tempdir("larder-insert-cost-")?;
+    let fsync = match policy {
+        "none" => None,
+        "no" => Some(Fsync::No),
+        "everysec" => Some(Fsync::EverySec),
+        "always" => Some(Fsync::Always),
+        other => return Err(format!("unknown policy {other}").into()),
+    };
+    let cache: Cache<u64, [u8; 16]> = match fsync {
+        None => Cache::builder().build(),
+        Some(policy) => Cache::builder()
+            .durability(Durability::new(tmp.path()).fsync(policy).auto_rewrite(0, 0))
+            .open()?,
+    };
+    for i in 0..n {
+        let k = i & 0xF_FFFF;
+        cache.insert(k, value_of(k))?;
+    }
+    println!("{policy}: {n} inserts, {} entries", cache.len());
+    Ok(())
 }
 
 /// fdatasyncs per second of a loop appending 64 bytes and syncing, in `dir`: the rate a
@@ -876,6 +934,10 @@ fn raw_pwrite_rate(dir: &Path, len: usize, secs: f64) -> Res<f64> {
     Ok(rate)
 }
 
+/// One run of a configuration: inserts/s, raw fdatasyncs/s probed just before it, CPU
+/// ns per insert, inserts per log sync.
+type Sample = (f64, f64, f64, f64);
+
 fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
     println!("## Write throughput by fsync policy ({secs} s per run, {reps} reps)\n");
     println!("load average at start: {}\n", loadavg());
@@ -894,8 +956,8 @@ fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
         })
         .collect();
     // Per configuration: (inserts/s, raw fdatasyncs/s probed just before the run, CPU
-    // ns per insert).
-    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); configs.len()];
+    // ns per insert, inserts per log sync).
+    let mut results: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     let mut pwrites = Vec::new();
     for rep in 0..reps {
         // A `u64 -> [u8; 16]` insert is one 50-byte frame.
@@ -911,12 +973,13 @@ fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
             } else {
                 f64::NAN
             };
-            let (r, cpu) = run_config(configs[i], secs as u64)?;
+            let (r, cpu, syncs) = run_config(configs[i], secs as u64)?;
+            let per_sync = r * secs as f64 / syncs.max(1) as f64;
             eprintln!(
-                "rep {rep}: {} x{}: {:.0} inserts/s, {cpu:.0} CPU ns/insert (raw fdatasync probe {:.0}/s)",
+                "rep {rep}: {} x{}: {:.0} inserts/s, {cpu:.0} CPU ns/insert, {per_sync:.1} inserts per sync (raw fdatasync probe {:.0}/s)",
                 configs[i].name, configs[i].threads, r, raw
             );
-            results[i].push((r, raw, cpu));
+            results[i].push((r, raw, cpu, per_sync));
         }
     }
     println!("load average at end: {}\n", loadavg());
@@ -924,7 +987,7 @@ fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
         "raw `pwrite` of a 50-byte frame, one thread, median: {:.0}/s\n",
         median(&mut pwrites)
     );
-    let med = |i: usize, f: &dyn Fn(&(f64, f64, f64)) -> f64| -> f64 {
+    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| -> f64 {
         let mut xs: Vec<f64> = results[i].iter().map(f).collect();
         median(&mut xs)
     };
@@ -937,9 +1000,9 @@ fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
     let per: Vec<f64> = (0..configs.len()).map(|i| med(i, &|r| r.0 / r.1)).collect();
     let always1 = find(Some(Fsync::Always), 1);
     println!(
-        "| policy | writers | inserts/s, median | min–max | vs no persistence, same writers | vs `No`, same writers | writers' CPU ns per insert, median | raw fdatasync/s before the run, median | inserts per raw fsync, median | vs `Always` ×1 (normalised) | of linear |"
+        "| policy | writers | inserts/s, median | min–max | vs no persistence, same writers | vs `No`, same writers | writers' CPU ns per insert, median | raw fdatasync/s before the run, median | inserts per raw fsync, median | inserts per log sync, median | vs `Always` ×1 (normalised) | of linear |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, cfg) in configs.iter().enumerate() {
         let lo = results[i].iter().map(|r| r.0).fold(f64::MAX, f64::min);
         let hi = results[i].iter().map(|r| r.0).fold(0.0, f64::max);
@@ -951,6 +1014,10 @@ fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
                 format!("{:.2}", per[i] / per[a1] / cfg.threads as f64),
             ),
             _ => Default::default(),
+        };
+        let per_sync = match cfg.fsync {
+            Some(Fsync::Always) => format!("{:.1}", med(i, &|r| r.3)),
+            _ => String::new(),
         };
         let ratio = |base: Option<usize>| match base {
             Some(b) if b != i => format!("{:.2}", thr[i] / thr[b]),
@@ -964,7 +1031,7 @@ fn fsync(secs: usize, reps: usize, only: Option<&str>) -> Res<()> {
             ),
         };
         println!(
-            "| {} | {} | {:.0} | {:.0}–{:.0} | {vs_mem} | {vs_no} | {:.0} | {raw} | {pr} | {vs1} | {lin} |",
+            "| {} | {} | {:.0} | {:.0}–{:.0} | {vs_mem} | {vs_no} | {:.0} | {raw} | {pr} | {per_sync} | {vs1} | {lin} |",
             cfg.name,
             cfg.threads,
             thr[i],

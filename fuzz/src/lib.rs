@@ -14,7 +14,10 @@
 use std::sync::Arc;
 
 use larder_persistence::backend::MemoryBackend;
-use larder_persistence::frame::{check_file_header, frames, valid_frame_follows};
+use larder_persistence::frame::{
+    check_file_header, decode_frame, frames, next_in_segment, valid_frame_follows, SegmentStep,
+    FILE_HEADER_LEN,
+};
 use larder_persistence::snapshot::{encode_v1, load_slice, reseal, Entry, SnapshotWriter};
 use larder_persistence::{Backend, Manifest, Record};
 
@@ -39,6 +42,7 @@ pub type Body = fn(&[u8]);
 /// Every target: its name (the file `fuzz_targets/<name>.rs`) and its body.
 pub const TARGETS: &[(&str, Body)] = &[
     ("aof_record", aof_record),
+    ("aof_segment", aof_segment),
     ("snapshot", snapshot),
     ("manifest", manifest),
     ("cluster_message", cluster_message),
@@ -69,6 +73,44 @@ pub fn aof_record(data: &[u8]) {
     }
     if let Ok(rec) = Record::decode(data) {
         assert_eq!(rec.encode(), data);
+    }
+}
+
+/// The scan of a mapped incr segment, as recovery drives it from the file header on:
+/// frames, holes (reserved frames never copied), the zero tail, torn or corrupt ends.
+/// It never panics and always moves forward; a frame it hands out passes its checksum
+/// and lies inside the input, a hole is followed by a whole frame with a higher
+/// sequence, and the end is only zeros.
+pub fn aof_segment(data: &[u8]) {
+    let mut pos = FILE_HEADER_LEN.min(data.len());
+    let mut expected = 1u64;
+    loop {
+        match next_in_segment(data, pos, expected) {
+            SegmentStep::Frame(f) => {
+                assert_eq!(f.offset, pos);
+                assert!(f.end() > pos && f.end() <= data.len());
+                assert_eq!(decode_frame(data, f.offset), Ok(f));
+                expected = f.seq.saturating_add(1);
+                pos = f.end();
+            }
+            SegmentStep::Hole {
+                offset,
+                next,
+                missing,
+            } => {
+                assert_eq!(offset, pos);
+                assert!(next > pos && missing >= 1);
+                let f = decode_frame(data, next).expect("a whole frame follows a hole");
+                assert_eq!(f.seq, expected.saturating_add(missing));
+                expected = f.seq;
+                pos = next;
+            }
+            SegmentStep::End => {
+                assert!(data.get(pos..).unwrap_or(&[]).iter().all(|&b| b == 0));
+                break;
+            }
+            SegmentStep::Torn(_) | SegmentStep::Corrupt(_) => break,
+        }
     }
 }
 

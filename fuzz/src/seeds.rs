@@ -23,6 +23,7 @@ use crate::wire::{push_snapshot_record, WireOp, WireRequest, WireResponse};
 pub fn build(target: &str) -> Vec<Vec<u8>> {
     match target {
         "aof_record" => aof_record(),
+        "aof_segment" => aof_segment(),
         "snapshot" => snapshot(),
         "codec" => codec(),
         "manifest" => manifest(),
@@ -67,6 +68,25 @@ fn aof_record() -> Vec<Vec<u8>> {
     let mut out = vec![file];
     out.extend(records().iter().map(Record::encode));
     out
+}
+
+/// Mapped segments: whole frames then a zero tail; the same with a hole (a frame's
+/// bytes zeroed) and with a frame copied but for its checksum.
+fn aof_segment() -> Vec<Vec<u8>> {
+    let mut file = file_header().to_vec();
+    let mut starts = Vec::new();
+    for (seq, r) in records().iter().enumerate() {
+        starts.push(file.len());
+        encode_record_frame(seq as u64 + 1, r, &mut file);
+    }
+    file.resize(file.len() + 256, 0);
+    let mut hole = file.clone();
+    hole[starts[1]..starts[2]].iter_mut().for_each(|b| *b = 0);
+    let mut no_crc = file.clone();
+    no_crc[starts[3] + 4..starts[3] + 8]
+        .iter_mut()
+        .for_each(|b| *b = 0);
+    vec![file, hole, no_crc]
 }
 
 fn snapshot() -> Vec<Vec<u8>> {

@@ -10,8 +10,8 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::backend::{Backend, DirLock, OpenMode};
 use crate::error::{AppendError, OpenError, RewriteError};
-use crate::frame::file_header;
-use crate::log::{FsyncPolicy, Log};
+use crate::frame::{file_header, AOF_VERSION, FILE_HEADER_LEN, FRAME_HEADER_LEN};
+use crate::log::{FsyncPolicy, Log, Segment, Written, MAX_SEGMENT_BYTES};
 use crate::manifest::{
     base_name, file_id, incr_name, Manifest, ManifestError, ManifestFile, MANIFEST_NAME,
 };
@@ -43,7 +43,14 @@ pub struct Options {
     pub schema: Option<String>,
     /// What opening does when the manifest's schema tag differs from [`Options::schema`].
     pub on_schema_mismatch: SchemaMismatch,
+    /// Bytes preallocated (and mapped) for each incr file; when an append does not
+    /// fit, the log switches to a new file. An append larger than this gets a file of
+    /// its own size. At most 4 GiB - 1.
+    pub segment_bytes: u64,
 }
+
+/// The default [`Options::segment_bytes`]: 64 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// What [`DataDir::open`] does with data written under another schema tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,6 +72,7 @@ impl Default for Options {
             everysec_interval: Duration::from_secs(1),
             schema: None,
             on_schema_mismatch: SchemaMismatch::Refuse,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -94,6 +102,9 @@ pub struct LoadStats {
     pub duration: Duration,
     /// The torn tail cut from the last incr file, if any.
     pub truncated: Option<Tail>,
+    /// Holes skipped in the last incr file: frames reserved but never copied before a
+    /// crash (see [`crate::Hole`]).
+    pub holes: Vec<crate::Hole>,
     /// Data written under another schema tag that was discarded on open
     /// ([`SchemaMismatch::Discard`]): the tag found.
     pub discarded_schema: Option<String>,
@@ -135,8 +146,14 @@ struct DirState {
     rewrite_in_progress: bool,
     last_rewrite: OpStatus,
     base_size: u64,
-    /// Sizes of incr files other than the current one.
-    closed_incr_size: u64,
+    /// Incr files other than the current one, with the end of their last frame.
+    closed_incrs: Vec<(String, u64)>,
+}
+
+impl DirState {
+    fn closed_incr_size(&self) -> u64 {
+        self.closed_incrs.iter().map(|(_, end)| end).sum()
+    }
 }
 
 struct Shared {
@@ -192,31 +209,55 @@ fn write_manifest(backend: &dyn Backend, m: &Manifest) -> Result<(), ManifestWri
         .map_err(|e| fail(true, "fsync directory", e, MANIFEST_NAME))
 }
 
+/// Creates an incr file: its header, then zeros to `size` bytes (a segment to map),
+/// all synced.
 fn create_incr(
     backend: &dyn Backend,
     name: &str,
+    size: u64,
 ) -> Result<Arc<dyn crate::backend::FileHandle>, (&'static str, std::io::Error)> {
     let f = backend
         .open(name, OpenMode::CreateTruncate)
         .map_err(|e| ("create", e))?;
     f.write_at(&file_header(), 0)
         .map_err(|e| ("write header", e))?;
+    f.set_len(size).map_err(|e| ("preallocate", e))?;
     f.sync_data().map_err(|e| ("fsync", e))?;
     Ok(f)
+}
+
+/// Whether an incr file holds anything past its header: a first frame header that is
+/// not all zeros (a preallocated segment without records is zeros after its header).
+fn incr_holds_records(backend: &dyn Backend, name: &str) -> std::io::Result<(bool, u64)> {
+    let f = backend.open(name, OpenMode::Existing)?;
+    let len = f.len()?;
+    if len <= FILE_HEADER_LEN as u64 {
+        return Ok((false, len));
+    }
+    let n = (len - FILE_HEADER_LEN as u64).min(FRAME_HEADER_LEN as u64) as usize;
+    let mut first = [0u8; FRAME_HEADER_LEN];
+    f.read_at(&mut first[..n], FILE_HEADER_LEN as u64)?;
+    Ok((first[..n].iter().any(|&b| b != 0), len))
 }
 
 fn is_data_file(backend: &dyn Backend, name: &str) -> bool {
     if name.starts_with("base.") && file_id(name).is_some() {
         return true;
     }
-    // An incr file holding no more than its header carries no records: a fresh
+    // An incr file holding nothing past its header carries no records: a fresh
     // directory whose manifest was never written.
     name.starts_with("incr.")
         && file_id(name).is_some()
-        && backend
-            .open(name, OpenMode::Existing)
-            .and_then(|f| f.len())
-            .map_or(true, |l| l > crate::frame::FILE_HEADER_LEN as u64)
+        && incr_holds_records(backend, name).map_or(true, |(holds, _)| holds)
+}
+
+/// The segment size for an append of `need` bytes.
+fn segment_size(opts: &Options, need: u64) -> u64 {
+    let floor = (FILE_HEADER_LEN + FRAME_HEADER_LEN) as u64 * 2;
+    opts.segment_bytes
+        .max(FILE_HEADER_LEN as u64 + need)
+        .max(floor)
+        .min(MAX_SEGMENT_BYTES)
 }
 
 /// One more than the largest data file id in `names` (every file present, named by
@@ -249,6 +290,7 @@ fn start_fresh(
     backend: &dyn Backend,
     names: &[String],
     schema: Option<String>,
+    size: u64,
 ) -> Result<Manifest, OpenError> {
     let m = Manifest {
         base: None,
@@ -259,7 +301,7 @@ fn start_fresh(
         schema,
     };
     let first = &m.incrs[0].name;
-    create_incr(backend, first).map_err(|(op, source)| OpenError::Io {
+    create_incr(backend, first, size).map_err(|(op, source)| OpenError::Io {
         file: first.clone(),
         op,
         source,
@@ -323,15 +365,19 @@ pub(crate) fn leftovers(
         .filter_map(|f| file_id(&f.name))
         .max()
         .unwrap_or(0);
+    let io = |n: &String| {
+        let file = n.clone();
+        move |source| OpenError::Io {
+            file,
+            op: "stat",
+            source,
+        }
+    };
     let size = |n: &String| {
         backend
             .open(n, OpenMode::Existing)
             .and_then(|f| f.len())
-            .map_err(|source| OpenError::Io {
-                file: n.clone(),
-                op: "stat",
-                source,
-            })
+            .map_err(io(n))
     };
     // A directory started over names, without a base, the incr file the marker
     // names: every older data file is discarded data (see DISCARD_MARKER).
@@ -376,8 +422,8 @@ pub(crate) fn leftovers(
         let Some(id) = file_id(n).filter(|_| n.starts_with("incr.")) else {
             continue;
         };
-        let bytes = size(n)?;
-        if bytes <= crate::frame::FILE_HEADER_LEN as u64 || start_id.is_some_and(|b| id < b) {
+        let (holds, bytes) = incr_holds_records(backend, n).map_err(io(n))?;
+        if !holds || start_id.is_some_and(|b| id < b) {
             out.push(n.clone());
         } else {
             return Err(OpenError::Unnamed {
@@ -400,7 +446,7 @@ pub fn discard(backend: &dyn Backend, schema: Option<String>) -> Result<(), Open
         op: "list directory",
         source,
     })?;
-    start_fresh(backend, &names, schema).map(|_| ())
+    start_fresh(backend, &names, schema, DEFAULT_SEGMENT_BYTES).map(|_| ())
 }
 
 impl DataDir {
@@ -458,7 +504,12 @@ impl DataDir {
                     }
                     SchemaMismatch::Discard => {
                         discarded_schema = Some(found.clone());
-                        start_fresh(&*backend, &names, opts.schema.clone())?
+                        start_fresh(
+                            &*backend,
+                            &names,
+                            opts.schema.clone(),
+                            segment_size(&opts, 0),
+                        )?
                     }
                 },
                 _ => m,
@@ -475,7 +526,12 @@ impl DataDir {
                 }
                 .into());
             }
-            start_fresh(&*backend, &names, opts.schema.clone())?
+            start_fresh(
+                &*backend,
+                &names,
+                opts.schema.clone(),
+                segment_size(&opts, 0),
+            )?
         };
         // Listed again: a fresh start replaced the files.
         let names = backend.list().map_err(|source| OpenError::Io {
@@ -497,26 +553,22 @@ impl DataDir {
             on_record,
             &mut |_| {},
         )?;
-        let current = replay
-            .manifest
+        let mut manifest = replay.manifest;
+        let last = manifest
             .incrs
             .last()
-            .map(|f| f.name.clone())
-            .unwrap_or_default();
+            .cloned()
+            .expect("a manifest names at least one incr file");
+        let io = |file: &str, op| {
+            let file = file.to_owned();
+            move |source| OpenError::Io { file, op, source }
+        };
         let file = backend
-            .open(&current, OpenMode::Existing)
-            .map_err(|source| OpenError::Io {
-                file: current.clone(),
-                op: "open",
-                source,
-            })?;
+            .open(&last.name, OpenMode::Existing)
+            .map_err(io(&last.name, "open"))?;
         // What was replayed is now the cache's state: make it durable before anything
         // is acknowledged on top of it (a process crash may have left it in page cache).
-        file.sync_data().map_err(|source| OpenError::Io {
-            file: current.clone(),
-            op: "fsync",
-            source,
-        })?;
+        file.sync_data().map_err(io(&last.name, "fsync"))?;
         // Files no manifest names are leftovers of an interrupted rewrite or switch;
         // anything that could still hold acknowledged writes refuses the open instead.
         for n in &remove {
@@ -525,7 +577,7 @@ impl DataDir {
         if !remove.is_empty() {
             let _ = backend.sync_dir();
         }
-        let next_id = next_free_id(&names, Some(&replay.manifest));
+        let mut next_id = next_free_id(&names, Some(&manifest));
 
         let base_size = replay
             .files
@@ -533,24 +585,70 @@ impl DataDir {
             .filter(|f| f.kind == recovery::FileKind::Base)
             .map(|f| f.bytes)
             .sum();
-        let closed_incr_size = replay
+        let mut closed_incrs: Vec<(String, u64)> = replay
             .files
             .iter()
-            .filter(|f| f.kind == recovery::FileKind::Incr && f.name != current)
-            .map(|f| f.bytes)
-            .sum();
-        let log = Log::new(file, current, replay.last_len, replay.next_seq, opts.fsync);
+            .filter(|f| f.kind == recovery::FileKind::Incr && f.name != last.name)
+            .map(|f| (f.name.clone(), f.end))
+            .collect();
+        let size = segment_size(&opts, 0);
+        let segment = if replay.last_version == AOF_VERSION {
+            // Appends go on in the mapped segment, grown back to its size if it was
+            // cut (a torn tail) or made smaller.
+            let len = file.len().map_err(io(&last.name, "stat"))?;
+            let size = len.max(size).min(MAX_SEGMENT_BYTES);
+            if len < size {
+                file.set_len(size).map_err(io(&last.name, "preallocate"))?;
+                file.sync_data().map_err(io(&last.name, "fsync"))?;
+            }
+            Segment::open(
+                file,
+                last.name.clone(),
+                last.seq,
+                replay.next_seq - last.seq,
+                replay.last_len,
+                size,
+            )
+            .map_err(io(&last.name, "map"))?
+        } else {
+            // A file of the appended format (version 1) is closed as it is; appends go
+            // to a new mapped segment, named in the manifest before any is taken.
+            let name = incr_name(next_id);
+            next_id += 1;
+            let new =
+                create_incr(&*backend, &name, size).map_err(|(op, source)| OpenError::Io {
+                    file: name.clone(),
+                    op,
+                    source,
+                })?;
+            manifest.incrs.push(ManifestFile {
+                name: name.clone(),
+                seq: replay.next_seq,
+            });
+            write_manifest(&*backend, &manifest).map_err(|e| e.error)?;
+            closed_incrs.push((last.name.clone(), replay.last_len));
+            Segment::open(
+                new,
+                name.clone(),
+                replay.next_seq,
+                0,
+                FILE_HEADER_LEN as u64,
+                size,
+            )
+            .map_err(io(&name, "map"))?
+        };
+        let log = Log::new(segment, replay.next_seq - 1, opts.fsync);
         let shared = Arc::new(Shared {
             _lock: lock,
             backend,
             log,
             dir: Mutex::new(DirState {
                 next_id,
-                manifest: replay.manifest,
+                manifest,
                 rewrite_in_progress: false,
                 last_rewrite: OpStatus::None,
                 base_size,
-                closed_incr_size,
+                closed_incrs,
             }),
             loading: LoadStats {
                 base_entries: replay.base_entries,
@@ -558,6 +656,7 @@ impl DataDir {
                 bytes: replay.bytes,
                 duration: replay.duration,
                 truncated: replay.tail,
+                holes: replay.holes,
                 discarded_schema,
             },
             opts,
@@ -603,12 +702,40 @@ impl DataDir {
         Ok(seqs)
     }
 
-    /// The first half of an append: writes the records (in the OS, not necessarily
-    /// durable) and returns their sequences. A cache calls this under its shard lock,
-    /// so log order follows lock order, then releases the lock and calls
-    /// [`DataDir::wait_durable`], so the fsync is not waited for under the lock.
+    /// The first half of an append: reserves the records' sequences and copies their
+    /// frames into the mapped tail (in the page cache, not necessarily durable; no lock
+    /// shared with other appenders and no system call, except when the segment is full
+    /// and the log switches to a new one) and returns their sequences. A cache calls
+    /// this under its shard lock, so log order follows lock order, then releases the
+    /// lock and calls [`DataDir::wait_durable`], so the sync is not waited for under it.
     pub fn write(&self, records: &[Record]) -> Result<RangeInclusive<u64>, AppendError> {
-        self.shared.log.write(records)
+        loop {
+            match self.shared.log.write(records)? {
+                Written::Seqs(seqs) => return Ok(seqs),
+                Written::Full { bytes } => self.roll(records.len() as u64, bytes)?,
+            }
+        }
+    }
+
+    /// Switches to a new segment with room for `bytes` in `records` frames, unless
+    /// another appender already did.
+    fn roll(&self, records: u64, bytes: u64) -> Result<(), AppendError> {
+        if bytes > MAX_SEGMENT_BYTES - FILE_HEADER_LEN as u64 {
+            return Err(AppendError::TooLarge {
+                len: bytes as usize,
+            });
+        }
+        let mut dir = self.shared.dir();
+        if self.shared.log.segment().has_room(records, bytes) {
+            return Ok(());
+        }
+        match self.switch_incr(&mut dir, bytes) {
+            Ok(_) => Ok(()),
+            Err(RewriteError::Poisoned { cause }) => Err(AppendError::Poisoned { cause }),
+            Err(e) => Err(AppendError::Switch {
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// The second half of an append: under `Always`, waits until `seq` is durable,
@@ -633,13 +760,15 @@ impl DataDir {
     /// Current figures.
     pub fn status(&self) -> Status {
         let dir = self.shared.dir();
+        let seg = self.shared.log.segment();
+        let (len, next_seq) = (seg.end(), seg.next_seq());
         let st = self.shared.log.lock();
         Status {
             fsync: self.shared.opts.fsync,
-            aof_current_size: dir.base_size + dir.closed_incr_size + st.len,
+            aof_current_size: dir.base_size + dir.closed_incr_size() + len,
             aof_base_size: dir.base_size,
-            aof_incr_size: st.len,
-            next_seq: st.next_seq,
+            aof_incr_size: len,
+            next_seq,
             durable_seq: st.durable_seq,
             fsyncs: st.fsyncs,
             rewrite_in_progress: dir.rewrite_in_progress,
@@ -702,7 +831,7 @@ impl DataDir {
         if dir.rewrite_in_progress {
             return Err(RewriteError::InProgress);
         }
-        let result = self.switch_incr(&mut dir);
+        let result = self.switch_incr(&mut dir, 0);
         let (start_seq, id) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -734,8 +863,9 @@ impl DataDir {
         })
     }
 
-    /// Switches the log to a new incr file; returns (its start sequence, its id).
-    fn switch_incr(&self, dir: &mut DirState) -> Result<(u64, u64), RewriteError> {
+    /// Switches the log to a new incr file with room for `need` bytes; returns (its
+    /// start sequence, its id). Appends wait for the switch (a few syncs).
+    fn switch_incr(&self, dir: &mut DirState, need: u64) -> Result<(u64, u64), RewriteError> {
         let sh = &self.shared;
         if let Some(cause) = &sh.log.lock().poisoned {
             return Err(RewriteError::Poisoned {
@@ -750,78 +880,76 @@ impl DataDir {
             op,
             source,
         };
-        let file = create_incr(&*sh.backend, &name).map_err(|(op, e)| io(&name, op, e))?;
-        // Most of the old file reaches the disk before appends are held (under `no`
-        // it may hold everything written since the last switch): the fsync under the
+        let size = segment_size(&sh.opts, need);
+        let file = create_incr(&*sh.backend, &name, size).map_err(|(op, e)| io(&name, op, e))?;
+        // Most of the old segment reaches the disk before appends are held (under `no`
+        // it may hold everything written since the last switch): the sync under the
         // lock below then covers only what is written meanwhile. A failure poisons the
         // log, which the locked step reports.
         let _ = sh.log.sync_all();
-        let mut st = sh.log.lock_idle();
-        if let Some(cause) = &st.poisoned {
+        // No copy is in flight while this is held: the old segment is complete.
+        let mut current = sh.log.exclusive();
+        if let Some(cause) = &sh.log.lock().poisoned {
             let cause = cause.clone();
-            drop(st);
+            drop(current);
             let _ = sh.backend.remove(&name);
             return Err(RewriteError::Poisoned { cause });
         }
+        let old = current.clone();
+        let (old_end, start_seq) = (old.end(), old.next_seq());
         // The old file must be complete on disk before the manifest says a newer one
         // follows it: recovery treats damage in a non-last file as corruption.
-        if let Err(e) = st.file.sync_data() {
-            let msg = format!("fsync of {} failed: {e}", st.file_name);
-            sh.log.poison(&mut st, msg);
-            let old = st.file_name.clone();
-            drop(st);
-            sh.log.notify();
+        if let Err(e) = old.sync(old_end).and_then(|()| old.file.sync_data()) {
+            drop(current);
+            sh.log
+                .poison_and_wake(format!("fsync of {} failed: {e}", old.name));
             let _ = sh.backend.remove(&name);
-            return Err(io(&old, "fsync", e));
+            return Err(io(&old.name, "fsync", e));
         }
-        Log::mark_all_durable(&mut st);
-        let start_seq = st.next_seq;
         let mut m = dir.manifest.clone();
         m.incrs.push(ManifestFile {
             name: name.clone(),
             seq: start_seq,
         });
-        match write_manifest(&*sh.backend, &m) {
-            Ok(()) => {}
-            Err(ManifestWriteError {
-                renamed: false,
-                error,
-            }) => {
-                drop(st);
+        let segment = Segment::open(
+            file,
+            name.clone(),
+            start_seq,
+            0,
+            FILE_HEADER_LEN as u64,
+            size,
+        )
+        .map_err(|e| io(&name, "map", e));
+        let segment = match segment {
+            Ok(s) => s,
+            Err(e) => {
+                drop(current);
                 let _ = sh.backend.remove(&name);
-                return Err(error.into());
+                return Err(e);
             }
-            Err(ManifestWriteError {
-                renamed: true,
-                error,
-            }) => {
-                // The new manifest is in place but maybe not durable: follow it (the
-                // live directory names the new file) and poison, as for an fsync error.
-                sh.log.poison(&mut st, error.to_string());
-                Self::install(dir, &mut st, file, name, m);
-                drop(st);
-                sh.log.notify();
-                return Err(error.into());
-            }
+        };
+        let written = write_manifest(&*sh.backend, &m);
+        if let Err(ManifestWriteError {
+            renamed: false,
+            error,
+        }) = written
+        {
+            drop(current);
+            let _ = sh.backend.remove(&name);
+            return Err(error.into());
         }
-        Self::install(dir, &mut st, file, name, m);
-        drop(st);
-        sh.log.notify();
-        Ok((start_seq, id))
-    }
-
-    fn install(
-        dir: &mut DirState,
-        st: &mut crate::log::LogState,
-        file: Arc<dyn crate::backend::FileHandle>,
-        name: String,
-        m: Manifest,
-    ) {
-        dir.closed_incr_size += st.len;
-        st.file = file;
-        st.file_name = name;
-        st.len = crate::frame::FILE_HEADER_LEN as u64;
+        // In place (if maybe not durable when the directory sync failed): follow it.
+        *current = Arc::new(segment);
+        dir.closed_incrs.push((old.name.clone(), old_end));
         dir.manifest = m;
+        drop(current);
+        sh.log.mark_durable(start_seq);
+        if let Err(ManifestWriteError { error, .. }) = written {
+            // As for an fsync error: the new manifest may not be durable.
+            sh.log.poison_and_wake(error.to_string());
+            return Err(error.into());
+        }
+        Ok((start_seq, id))
     }
 
     /// Step 3 of a rewrite: finishes the new base (fsync, rename, directory fsync),
@@ -881,21 +1009,15 @@ impl DataDir {
             }
         }
         let keep: Vec<String> = m.files().map(|f| f.name.clone()).collect();
-        let mut removed = 0u64;
         for f in old.files() {
             if !keep.contains(&f.name) {
-                if let Ok(h) = sh.backend.open(&f.name, OpenMode::Existing) {
-                    if f.name.ends_with(".aof") {
-                        removed += h.len().unwrap_or(0);
-                    }
-                }
                 let _ = sh.backend.remove(&f.name);
             }
         }
         let _ = sh.backend.sync_dir();
         dir.manifest = m;
         dir.base_size = info.bytes;
-        dir.closed_incr_size = dir.closed_incr_size.saturating_sub(removed);
+        dir.closed_incrs.retain(|(name, _)| keep.contains(name));
         Ok(info)
     }
 }

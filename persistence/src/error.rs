@@ -168,6 +168,13 @@ pub enum AppendError {
     /// An empty batch.
     #[error("append of zero records")]
     Empty,
+    /// The current incr file is full and switching to a new one failed (creating or
+    /// syncing a file, or writing the manifest). Nothing of this append is written.
+    #[error("switching the log to a new incr file failed: {reason}")]
+    Switch {
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Why a rewrite step failed. The previous files stay in force; retry with a new

@@ -4,8 +4,15 @@
 //! file header (16 bytes)
 //!  0        8        12       16
 //!  +--------+--------+--------+
-//!  | magic  | version| zero   |   magic = "LARDAOF\0", version = 1 (u32 LE)
+//!  | magic  | version| zero   |   magic = "LARDAOF\0", version = 1 or 2 (u32 LE)
 //!  +--------+--------+--------+
+//!
+//! version 1: frames back to back; the file ends at the end of the last frame.
+//! version 2 (a mapped segment): the file is preallocated (zeros) and written through
+//!   a shared mapping; frames back to back from byte 16, then zeros to the end of the
+//!   file. Appenders reserve space and copy concurrently, storing each frame's crc32
+//!   last, so a crash can leave, before later whole frames, a hole: reserved frames
+//!   never (fully) copied, whose crc32 field still reads zero. See [`next_in_segment`].
 //!
 //! frame (16 + len bytes)
 //!  0        4        8                16
@@ -23,8 +30,12 @@ use crate::record::{Record, RecordError};
 
 /// Magic bytes at the start of every incr file.
 pub const AOF_MAGIC: [u8; 8] = *b"LARDAOF\0";
-/// Format version written at [`VERSION_OFFSET`].
-pub const AOF_VERSION: u32 = 1;
+/// Format version written at [`VERSION_OFFSET`] of new incr files: a mapped,
+/// preallocated segment.
+pub const AOF_VERSION: u32 = 2;
+/// The version written before the log's tail was mapped: frames appended with
+/// `pwrite`, no preallocation. Still read.
+pub const AOF_VERSION_APPENDED: u32 = 1;
 /// Offset of the magic in the file header.
 pub const MAGIC_OFFSET: usize = 0;
 /// Offset of the version (u32 LE) in the file header.
@@ -43,11 +54,16 @@ pub const FRAME_HEADER_LEN: usize = 16;
 /// Largest payload a frame may carry (256 MiB). Bigger lengths are corruption.
 pub const MAX_PAYLOAD: usize = 256 << 20;
 
-/// The 16-byte header of an incr file.
+/// The 16-byte header of a new incr file ([`AOF_VERSION`]).
 pub fn file_header() -> [u8; FILE_HEADER_LEN] {
+    file_header_version(AOF_VERSION)
+}
+
+/// The 16-byte header of an incr file of `version` (tests write older files with it).
+pub fn file_header_version(version: u32) -> [u8; FILE_HEADER_LEN] {
     let mut h = [0; FILE_HEADER_LEN];
     h[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&AOF_MAGIC);
-    h[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&AOF_VERSION.to_le_bytes());
+    h[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&version.to_le_bytes());
     h
 }
 
@@ -72,8 +88,9 @@ pub enum HeaderError {
     Reserved,
 }
 
-/// Checks the file header of an incr file.
-pub fn check_file_header(bytes: &[u8]) -> Result<(), HeaderError> {
+/// Checks the file header of an incr file; returns its version ([`AOF_VERSION`] or
+/// [`AOF_VERSION_APPENDED`]).
+pub fn check_file_header(bytes: &[u8]) -> Result<u32, HeaderError> {
     if bytes.len() < FILE_HEADER_LEN {
         return Err(HeaderError::Short { len: bytes.len() });
     }
@@ -81,13 +98,13 @@ pub fn check_file_header(bytes: &[u8]) -> Result<(), HeaderError> {
         return Err(HeaderError::BadMagic);
     }
     let v = u32_at(bytes, VERSION_OFFSET);
-    if v != AOF_VERSION {
+    if v != AOF_VERSION && v != AOF_VERSION_APPENDED {
         return Err(HeaderError::Version(v));
     }
     if u32_at(bytes, VERSION_OFFSET + 4) != 0 {
         return Err(HeaderError::Reserved);
     }
-    Ok(())
+    Ok(v)
 }
 
 /// Appends one frame carrying `payload` with sequence `seq` to `out`.
@@ -114,6 +131,26 @@ pub fn encode_record_frame(seq: u64, record: &Record, out: &mut Vec<u8>) {
     out[start + SEQ_OFFSET..start + SEQ_OFFSET + 8].copy_from_slice(&seq.to_le_bytes());
     let crc = frame_crc(&out[start..]);
     out[start + CRC_OFFSET..start + CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends one frame for `record` with its sequence and checksum fields zero: the
+/// bytes an appender encodes before it knows its sequence. [`seal_frame`] fills them.
+pub fn encode_unsealed(record: &Record, out: &mut Vec<u8>) {
+    // No `reserve(encoded_len)`: the log reuses one buffer per thread, and the length
+    // was already computed once to check the limit.
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    record.encode_into(out);
+    let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
+    out[start + LEN_OFFSET..start + LEN_OFFSET + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Writes `seq` into the frame that `frame` holds exactly (made by [`encode_unsealed`])
+/// and returns its checksum, leaving the checksum field as it is: a mapped appender
+/// stores the frame first and the checksum last.
+pub fn seal_frame(frame: &mut [u8], seq: u64) -> u32 {
+    frame[SEQ_OFFSET..SEQ_OFFSET + 8].copy_from_slice(&seq.to_le_bytes());
+    frame_crc(frame)
 }
 
 fn frame_crc(frame: &[u8]) -> u32 {
@@ -268,6 +305,76 @@ impl<'a> Iterator for Frames<'a> {
             }
         }
     }
+}
+
+/// What [`next_in_segment`] found at an offset of a mapped segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentStep<'a> {
+    /// A whole frame (its sequence is not checked here).
+    Frame(Frame<'a>),
+    /// Frames reserved but never (fully) copied: from `offset` to `next`, where a
+    /// whole frame follows whose sequence is `missing` above the expected one. The
+    /// first reserved frame's crc32 field is still zero (appenders store it last).
+    Hole {
+        /// Offset of the first missing frame.
+        offset: usize,
+        /// Offset of the whole frame after the hole.
+        next: usize,
+        /// Sequences the hole took (at least 1).
+        missing: u64,
+    },
+    /// Nothing or only zeros from here: the end of the data.
+    End,
+    /// Damage after which no frame of this log follows: a write cut short.
+    Torn(FrameError),
+    /// Damage followed by a whole frame, and not a hole: corruption.
+    Corrupt(FrameError),
+}
+
+/// Reads a mapped segment ([`AOF_VERSION`]) at `offset`, where the frame of sequence
+/// `expected` should start. Never panics; every step but `Frame` and `Hole` ends the
+/// data, and `Hole::next` is past `offset`.
+///
+/// A failing frame is the end when only zeros follow (the preallocated tail), a hole
+/// when a later whole frame carries a higher sequence within [`scan_for_frame`]'s
+/// window and the failing frame's crc32 field is zero (what an appender killed before
+/// its last store leaves; a bit flip in a whole frame leaves it nonzero), torn when no
+/// such frame follows, and corruption otherwise.
+pub fn next_in_segment(buf: &[u8], offset: usize, expected: u64) -> SegmentStep<'_> {
+    if offset >= buf.len() {
+        return SegmentStep::End;
+    }
+    let err = match decode_frame(buf, offset) {
+        Ok(f) => return SegmentStep::Frame(f),
+        Err(e) => e,
+    };
+    if all_zero(&buf[offset..]) {
+        return SegmentStep::End;
+    }
+    let Some(next) = scan_for_frame(buf, offset, expected.checked_sub(1)).found else {
+        return SegmentStep::Torn(err);
+    };
+    let next_seq = u64_at(buf, next + SEQ_OFFSET);
+    let crc_zero = buf.len() >= offset + CRC_OFFSET + 4 && u32_at(buf, offset + CRC_OFFSET) == 0;
+    if next_seq > expected && crc_zero {
+        SegmentStep::Hole {
+            offset,
+            next,
+            missing: next_seq - expected,
+        }
+    } else {
+        SegmentStep::Corrupt(err)
+    }
+}
+
+/// Whether `bytes` are all zero, eight at a time (a segment's tail is megabytes).
+fn all_zero(bytes: &[u8]) -> bool {
+    let chunks = bytes.chunks_exact(8);
+    let rest = chunks.remainder();
+    chunks
+        .into_iter()
+        .all(|c| u64::from_ne_bytes(c.try_into().unwrap_or([1; 8])) == 0)
+        && rest.iter().all(|&b| b == 0)
 }
 
 /// Whether any valid frame with a sequence above `after_seq` starts past `bad_offset`.

@@ -60,13 +60,14 @@ pub mod record;
 pub mod recovery;
 pub mod snapshot;
 
-pub use backend::{Backend, DirLock, FileHandle, LockError, OpenMode};
+pub use backend::{Backend, DirLock, FileHandle, LockError, MappedFile, OpenMode};
 pub use datadir::{
-    discard, DataDir, LoadStats, OpStatus, Options, Rewrite, SchemaMismatch, Status, DISCARD_MARKER,
+    discard, DataDir, LoadStats, OpStatus, Options, Rewrite, SchemaMismatch, Status,
+    DEFAULT_SEGMENT_BYTES, DISCARD_MARKER,
 };
 pub use error::{AppendError, Error, OpenError, RewriteError};
 pub use log::FsyncPolicy;
 pub use manifest::{Manifest, ManifestError};
 pub use record::{Record, RecordError};
-pub use recovery::{FileKind, FileReport, RecordAt, Replay, Tail, TailKind};
+pub use recovery::{FileKind, FileReport, Hole, RecordAt, Replay, Tail, TailKind};
 pub use snapshot::{EntryRef, Section, SectionWriter, SnapshotError, SnapshotInfo, SnapshotWriter};

@@ -1,28 +1,46 @@
-//! The append path: frames written to the current incr file, fsync by policy, and
-//! group commit for `Always`.
+//! The append path: frames copied into the mapped tail of the current incr file (a
+//! preallocated segment), syncs by policy, and group commit for `Always`.
 //!
-//! Group commit: an appender writes its frame under the state lock (so file order is
-//! sequence order), releases it, and then waits until `durable_seq` covers its
-//! sequence. The first waiter that finds no fsync running becomes the leader: it notes
-//! the last written sequence, runs `sync_data` without the lock, publishes the new
-//! `durable_seq` and wakes everyone. Records written while that fsync ran wait for the
-//! next leader, so N concurrent appenders share about two fsyncs, not N.
+//! Reservation: a segment's write position is one atomic word, `(records << 32) |
+//! offset`. An appender encodes its frames (sequence and checksum still zero) into a
+//! buffer of its own, reserves `n` sequences and their bytes with one compare-and-swap
+//! of that word, fills in the sequences and checksums, and copies the frames into the
+//! mapping, storing each frame's checksum last. No lock is taken and no system call
+//! made: appenders on different shards never queue behind each other. Because
+//! sequences and bytes come from the same word, file order is sequence order; the
+//! cache reserves under its shard lock, so the order of writes to one key is the
+//! order of their sequences and of their frames.
 //!
-//! Poisoning: after a failed write or fsync the log refuses every later append and
+//! Each appender holds the segment's read lock while it reserves and copies. Whatever
+//! needs "every reserved frame is copied" takes the write lock for an instant: a sync
+//! notes the write position under it (a sync point, behind which there is no hole),
+//! and a switch to a new segment holds it while it syncs the old one and names the
+//! new one in the manifest.
+//!
+//! Group commit: an appender under `Always` waits until `durable_seq` covers its
+//! sequence. The first waiter that finds no sync running becomes the leader: it takes
+//! a sync point, syncs the mapping up to it without any lock, publishes the point's
+//! sequence as durable and wakes everyone. Records copied while that sync ran wait for
+//! the next leader, so N concurrent appenders share about two syncs, not N.
+//!
+//! Poisoning: after a failed write or sync the log refuses every later append and
 //! every wait for a sequence not already durable, until the data directory is opened
-//! again (recovery then truncates whatever the failed write left). Linux may drop dirty
+//! again (recovery then drops whatever the failed write left). Linux may drop dirty
 //! pages after a failed fsync and report success on a retry, so retrying would turn a
 //! reported loss into a silent one. The poisoned state is mirrored in an atomic flag so
 //! the write path can ask "may I write?" without taking the log's lock; the cause is
 //! read under the lock only once the flag is set.
 
+use std::cell::RefCell;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
-use crate::backend::FileHandle;
+use crate::backend::{map_file, FileHandle, MappedFile};
 use crate::error::AppendError;
-use crate::frame::{encode_record_frame, MAX_PAYLOAD};
+use crate::frame::{encode_unsealed, seal_frame, CRC_OFFSET, FRAME_HEADER_LEN, MAX_PAYLOAD};
 use crate::record::Record;
 
 /// When appended records are fsynced, as Redis's `appendfsync`.
@@ -30,13 +48,14 @@ use crate::record::Record;
 pub enum FsyncPolicy {
     /// An append returns only after its record is durable (group commit).
     Always,
-    /// A background thread fsyncs once a second. Each append is written to the OS
-    /// before it returns, so a process crash loses nothing; a power cut loses at most
-    /// the records acknowledged in the last second plus the duration of one fsync.
+    /// A background thread syncs once a second. Each append is in the page cache (the
+    /// mapped tail) before it returns, so a process crash loses nothing; a power cut
+    /// loses at most the records acknowledged in the last second plus the duration of
+    /// one sync.
     #[default]
     EverySec,
-    /// Never fsync explicitly (the OS writes back when it likes; a rewrite and a file
-    /// switch still fsync). A process crash loses nothing; a power cut may lose
+    /// Never sync explicitly (the OS writes back when it likes; a rewrite and a file
+    /// switch still sync). A process crash loses nothing; a power cut may lose
     /// everything since the last switch.
     No,
 }
@@ -56,24 +75,117 @@ impl std::str::FromStr for FsyncPolicy {
     }
 }
 
-pub(crate) struct LogState {
+/// Bits of the write position word that hold the byte offset.
+const OFFSET_BITS: u32 = 32;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// Largest segment the position word can address.
+pub(crate) const MAX_SEGMENT_BYTES: u64 = OFFSET_MASK;
+
+fn unpack(word: u64) -> (u64, u64) {
+    (word >> OFFSET_BITS, word & OFFSET_MASK)
+}
+
+/// One incr file being appended to through its mapping.
+pub(crate) struct Segment {
     pub(crate) file: Arc<dyn FileHandle>,
-    pub(crate) file_name: String,
-    /// End of the last whole frame written.
-    pub(crate) len: u64,
-    /// The sequence the next record gets.
-    pub(crate) next_seq: u64,
+    map: Arc<dyn MappedFile>,
+    pub(crate) name: String,
+    /// Sequence of the segment's first record.
+    base_seq: u64,
+    /// `(records reserved << 32) | end offset of the reserved bytes`.
+    position: AtomicU64,
+}
+
+impl Segment {
+    /// Maps `file` (already at least `size` bytes long) whose records start at
+    /// `base_seq`, `records` of them ending at byte `end`.
+    pub(crate) fn open(
+        file: Arc<dyn FileHandle>,
+        name: String,
+        base_seq: u64,
+        records: u64,
+        end: u64,
+        size: u64,
+    ) -> std::io::Result<Segment> {
+        if size > MAX_SEGMENT_BYTES || end > size || records > OFFSET_MASK {
+            return Err(std::io::Error::other(format!(
+                "segment {name}: {size} bytes, {records} records: past the limit of {MAX_SEGMENT_BYTES}"
+            )));
+        }
+        let map = map_file(&file, size)?;
+        Ok(Segment {
+            file,
+            map,
+            name,
+            base_seq,
+            position: AtomicU64::new((records << OFFSET_BITS) | end),
+        })
+    }
+
+    /// (records reserved, end offset of the reserved bytes).
+    fn position(&self) -> (u64, u64) {
+        unpack(self.position.load(Ordering::Relaxed))
+    }
+
+    /// The sequence the next record reserved here gets.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.base_seq + self.position().0
+    }
+
+    /// End of the reserved bytes (of whole frames, at a sync point).
+    pub(crate) fn end(&self) -> u64 {
+        self.position().1
+    }
+
+    /// Whether `bytes` more fit.
+    pub(crate) fn has_room(&self, records: u64, bytes: u64) -> bool {
+        let (n, end) = self.position();
+        end + bytes <= self.map.len() && n + records <= OFFSET_MASK
+    }
+
+    /// Reserves `records` sequences and `bytes` bytes: (first sequence, offset), or
+    /// `None` when they do not fit.
+    fn reserve(&self, records: u64, bytes: u64) -> Option<(u64, u64)> {
+        let size = self.map.len();
+        let mut word = self.position.load(Ordering::Relaxed);
+        loop {
+            let (n, end) = unpack(word);
+            if end + bytes > size || n + records > OFFSET_MASK {
+                return None;
+            }
+            let next = ((n + records) << OFFSET_BITS) | (end + bytes);
+            // Relaxed: the copies are published to syncs and switches by the segment's
+            // lock, not by this word.
+            match self.position.compare_exchange_weak(
+                word,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((self.base_seq + n, end)),
+                Err(w) => word = w,
+            }
+        }
+    }
+
+    /// Syncs the mapped bytes before `end`.
+    pub(crate) fn sync(&self, end: u64) -> std::io::Result<()> {
+        self.map.sync(0, end)
+    }
+}
+
+pub(crate) struct LogState {
     /// Every sequence below or equal to this is durable (0: none yet).
     pub(crate) durable_seq: u64,
     syncing: bool,
     pub(crate) poisoned: Option<String>,
     pub(crate) last_write_error: Option<String>,
-    /// Fsyncs run by group-commit leaders and everysec ticks.
+    /// Syncs run by group-commit leaders and everysec ticks.
     pub(crate) fsyncs: u64,
-    buf: Vec<u8>,
 }
 
 pub(crate) struct Log {
+    current: RwLock<Arc<Segment>>,
     state: Mutex<LogState>,
     synced: Condvar,
     pub(crate) policy: FsyncPolicy,
@@ -82,26 +194,30 @@ pub(crate) struct Log {
     poisoned: AtomicBool,
 }
 
+/// What [`Log::write`] did.
+pub(crate) enum Written {
+    /// The records' sequences.
+    Seqs(RangeInclusive<u64>),
+    /// The current segment has no room for `bytes` more: switch, then try again.
+    Full { bytes: u64 },
+}
+
+thread_local! {
+    /// Each appender's frame buffer: the frames of one append, encoded once. The same
+    /// bytes are what lands in the segment (the seam for a replication stream).
+    static FRAMES: RefCell<(Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
 impl Log {
-    pub(crate) fn new(
-        file: Arc<dyn FileHandle>,
-        file_name: String,
-        len: u64,
-        next_seq: u64,
-        policy: FsyncPolicy,
-    ) -> Log {
+    pub(crate) fn new(segment: Segment, durable_seq: u64, policy: FsyncPolicy) -> Log {
         Log {
+            current: RwLock::new(Arc::new(segment)),
             state: Mutex::new(LogState {
-                file,
-                file_name,
-                len,
-                next_seq,
-                durable_seq: next_seq - 1,
+                durable_seq,
                 syncing: false,
                 poisoned: None,
                 last_write_error: None,
                 fsyncs: 0,
-                buf: Vec::new(),
             }),
             synced: Condvar::new(),
             policy,
@@ -126,9 +242,35 @@ impl Log {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes `records` as consecutive frames in one write; returns their sequences.
-    /// The bytes are in the OS when this returns, not necessarily durable.
-    pub(crate) fn write(&self, records: &[Record]) -> Result<RangeInclusive<u64>, AppendError> {
+    fn read_segment(&self) -> RwLockReadGuard<'_, Arc<Segment>> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current segment with every reservation in it copied, held until the guard is
+    /// dropped: for a switch, which replaces the segment through the guard.
+    pub(crate) fn exclusive(&self) -> RwLockWriteGuard<'_, Arc<Segment>> {
+        self.current.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current segment (a snapshot; it may be switched right after).
+    pub(crate) fn segment(&self) -> Arc<Segment> {
+        self.read_segment().clone()
+    }
+
+    fn poisoned_error(&self) -> AppendError {
+        AppendError::Poisoned {
+            cause: self
+                .lock()
+                .poisoned
+                .clone()
+                .unwrap_or_else(|| "an earlier write failed".into()),
+        }
+    }
+
+    /// Copies `records` as consecutive frames into the current segment; returns their
+    /// sequences, or [`Written::Full`] when the segment has no room. The bytes are in
+    /// the page cache when this returns, not necessarily durable.
+    pub(crate) fn write(&self, records: &[Record]) -> Result<Written, AppendError> {
         if records.is_empty() {
             return Err(AppendError::Empty);
         }
@@ -138,39 +280,73 @@ impl Log {
                 return Err(AppendError::TooLarge { len });
             }
         }
-        let mut st = self.lock();
-        if let Some(cause) = &st.poisoned {
-            return Err(AppendError::Poisoned {
-                cause: cause.clone(),
-            });
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
         }
-        let first = st.next_seq;
-        let mut buf = std::mem::take(&mut st.buf);
-        buf.clear();
-        for (i, r) in records.iter().enumerate() {
-            encode_record_frame(first + i as u64, r, &mut buf);
+        FRAMES.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut bufs) => {
+                let (frames, crcs) = &mut *bufs;
+                let r = self.write_with(records, frames, crcs);
+                // Keep a modest buffer around for the next append; drop huge ones.
+                if frames.capacity() > 1 << 20 {
+                    *frames = Vec::new();
+                }
+                r
+            }
+            Err(_) => self.write_with(records, &mut Vec::new(), &mut Vec::new()),
+        })
+    }
+
+    fn write_with(
+        &self,
+        records: &[Record],
+        frames: &mut Vec<u8>,
+        crcs: &mut Vec<u32>,
+    ) -> Result<Written, AppendError> {
+        frames.clear();
+        crcs.clear();
+        for r in records {
+            encode_unsealed(r, frames);
         }
-        let offset = st.len;
-        let written = buf.len() as u64;
-        let result = st.file.write_at(&buf, offset);
-        // Keep a modest buffer around for the next append; drop huge ones.
-        if buf.capacity() <= 1 << 20 {
-            st.buf = buf;
+        let bytes = frames.len() as u64;
+        let n = records.len() as u64;
+        let seg = self.read_segment();
+        let Some((first, offset)) = seg.reserve(n, bytes) else {
+            return Ok(Written::Full { bytes });
+        };
+        let mut at = 0;
+        for i in 0..n {
+            let mut len = [0; 4];
+            len.copy_from_slice(&frames[at..at + 4]);
+            let end = at + FRAME_HEADER_LEN + u32::from_le_bytes(len) as usize;
+            crcs.push(seal_frame(&mut frames[at..end], first + i));
+            at = end;
+        }
+        // The frames with their checksums still zero, then each checksum: a crash in
+        // between leaves frames that recovery reads as a hole, not as corruption.
+        let mut result = seg.map.write_at(frames, offset);
+        let mut at = 0usize;
+        for crc in crcs.iter() {
+            if result.is_err() {
+                break;
+            }
+            let mut len = [0; 4];
+            len.copy_from_slice(&frames[at..at + 4]);
+            result = seg
+                .map
+                .write_at(&crc.to_le_bytes(), offset + (at + CRC_OFFSET) as u64);
+            at += FRAME_HEADER_LEN + u32::from_le_bytes(len) as usize;
         }
         match result {
-            Ok(()) => {
-                st.len += written;
-                st.next_seq += records.len() as u64;
-                Ok(first..=first + records.len() as u64 - 1)
-            }
+            Ok(()) => Ok(Written::Seqs(first..=first + n - 1)),
             Err(source) => {
-                let msg = format!(
-                    "write to {} at byte {offset} failed: {source}",
-                    st.file_name
-                );
+                let file = seg.name.clone();
+                drop(seg);
+                let msg = format!("write to {file} at byte {offset} failed: {source}");
+                let mut st = self.lock();
                 self.poison(&mut st, msg);
                 Err(AppendError::Write {
-                    file: st.file_name.clone(),
+                    file,
                     offset,
                     source,
                 })
@@ -178,7 +354,7 @@ impl Log {
         }
     }
 
-    /// Waits until `seq` is durable, leading an fsync if none is running. Under
+    /// Waits until `seq` is durable, leading a sync if none is running. Under
     /// `EverySec` and `No` returns at once (unless poisoned).
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), AppendError> {
         if self.policy != FsyncPolicy::Always && !self.is_poisoned() {
@@ -211,40 +387,46 @@ impl Log {
         }
     }
 
-    /// Runs one fsync covering everything written so far, with the lock released
-    /// during the fsync. Requires `!st.syncing`.
+    /// Runs one sync covering every frame copied before its sync point, with no lock
+    /// held during the sync. Requires `!st.syncing`.
     fn lead_sync<'a>(&'a self, mut st: MutexGuard<'a, LogState>) -> MutexGuard<'a, LogState> {
         st.syncing = true;
-        let target = st.next_seq - 1;
-        let file = st.file.clone();
-        let name = st.file_name.clone();
         drop(st);
-        let result = file.sync_data();
+        // The sync point: an instant with no copy in flight, so every frame before
+        // `end` is whole. Older segments were synced when they were switched away.
+        let (seg, end, target) = {
+            let seg = self.exclusive();
+            (seg.clone(), seg.end(), seg.next_seq() - 1)
+        };
+        let result = seg.sync(end);
         let mut st = self.lock();
         st.syncing = false;
         st.fsyncs += 1;
         match result {
             Ok(()) => st.durable_seq = st.durable_seq.max(target),
-            Err(e) => self.poison(&mut st, format!("fsync of {name} failed: {e}")),
+            Err(e) => self.poison(&mut st, format!("fsync of {} failed: {e}", seg.name)),
         }
         self.synced.notify_all();
         st
     }
 
-    /// The `EverySec` tick: fsync what was written, unless an fsync is running (it
-    /// will be picked up by the next tick) or the log is poisoned.
+    /// The `EverySec` tick: sync what was written, unless a sync is running (it will
+    /// be picked up by the next tick) or the log is poisoned.
     pub(crate) fn sync_tick(&self) {
+        // Read before the state lock: a switch holds the segment's write lock while it
+        // takes the state lock.
+        let next = self.segment().next_seq();
         let st = self.lock();
-        if st.syncing || st.poisoned.is_some() || st.durable_seq + 1 >= st.next_seq {
+        if st.syncing || st.poisoned.is_some() || st.durable_seq + 1 >= next {
             return;
         }
         drop(self.lead_sync(st));
     }
 
-    /// Fsyncs now (any policy) and waits; an explicit flush for shutdown.
+    /// Syncs now (any policy) and waits; an explicit flush for shutdown.
     pub(crate) fn sync_all(&self) -> Result<(), AppendError> {
+        let target = self.segment().next_seq() - 1;
         let mut st = self.lock();
-        let target = st.next_seq - 1;
         loop {
             if let Some(cause) = &st.poisoned {
                 return Err(AppendError::Poisoned {
@@ -262,23 +444,20 @@ impl Log {
         }
     }
 
-    /// Waits for a running fsync to end, then hands the locked state to a file switch.
-    pub(crate) fn lock_idle(&self) -> MutexGuard<'_, LogState> {
+    /// Marks everything before `next_seq` durable after a switch synced the old
+    /// segment itself (holding [`Log::exclusive`]), and wakes waiters.
+    pub(crate) fn mark_durable(&self, next_seq: u64) {
         let mut st = self.lock();
-        while st.syncing {
-            st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
-        }
-        st
+        st.durable_seq = st.durable_seq.max(next_seq - 1);
+        drop(st);
+        self.synced.notify_all();
     }
 
-    /// Marks everything written durable after the caller fsynced the current file
-    /// itself with the lock held (file switch).
-    pub(crate) fn mark_all_durable(st: &mut LogState) {
-        st.durable_seq = st.next_seq - 1;
-    }
-
-    /// Wakes waiters after a state change made through [`Log::lock_idle`].
-    pub(crate) fn notify(&self) {
+    /// Poisons with `msg` and wakes waiters (a failed switch).
+    pub(crate) fn poison_and_wake(&self, msg: String) {
+        let mut st = self.lock();
+        self.poison(&mut st, msg);
+        drop(st);
         self.synced.notify_all();
     }
 }

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, OpenMode};
 use crate::error::OpenError;
-use crate::frame::{check_file_header, frames, valid_frame_follows, HeaderError, FILE_HEADER_LEN};
+use crate::frame::{
+    check_file_header, decode_frame, next_in_segment, valid_frame_follows, Frame, HeaderError,
+    SegmentStep, AOF_VERSION, AOF_VERSION_APPENDED, FILE_HEADER_LEN,
+};
 use crate::manifest::{Manifest, ManifestError, MANIFEST_NAME};
 use crate::record::Record;
 use crate::snapshot::{self, Section};
@@ -61,6 +64,26 @@ pub struct FileReport {
     pub first_seq: Option<u64>,
     /// Sequence of the last good record read (incr only).
     pub last_seq: Option<u64>,
+    /// End of the last whole frame (incr only; a mapped segment's zero tail follows).
+    pub end: u64,
+}
+
+/// Frames reserved in a mapped segment but never (fully) copied before a crash, found
+/// before later whole frames. Their appends were never acknowledged (an appender
+/// returns only after its copy, and under `Always` only after a sync point, which no
+/// hole precedes), so they are skipped; the whole frames after them are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hole {
+    /// The incr file.
+    pub file: String,
+    /// Offset of the first missing frame.
+    pub offset: u64,
+    /// Bytes up to the next whole frame.
+    pub bytes: u64,
+    /// The first missing sequence.
+    pub first_seq: u64,
+    /// How many sequences are missing.
+    pub records: u64,
 }
 
 /// What is wrong at the end of the last incr file.
@@ -80,7 +103,8 @@ pub struct Tail {
     pub file: String,
     /// Offset of the first bad byte (start of the first bad frame).
     pub offset: u64,
-    /// Bytes from `offset` to the end of the file.
+    /// Bytes from `offset` to the end of the file (of a mapped segment: to its last
+    /// nonzero byte, the preallocated zeros after it being no data).
     pub bytes: u64,
     /// Sequence of the last good record before it (0: none).
     pub last_good_seq: u64,
@@ -97,6 +121,10 @@ pub struct Replay {
     pub files: Vec<FileReport>,
     /// Damage at the end of the last incr file: truncated (open) or found (check).
     pub tail: Option<Tail>,
+    /// Holes skipped in the last incr file (see [`Hole`]).
+    pub holes: Vec<Hole>,
+    /// Format version of the last incr file.
+    pub last_version: u32,
     /// The sequence the next append gets.
     pub next_seq: u64,
     /// Length of the last incr file after recovery (end of its last whole frame).
@@ -186,6 +214,7 @@ pub(crate) fn replay(
             records: layout.entries,
             first_seq: None,
             last_seq: None,
+            end: len,
         });
     }
     let mut expected = manifest
@@ -193,6 +222,8 @@ pub(crate) fn replay(
         .as_ref()
         .map_or(manifest.incrs[0].seq, |b| b.seq);
     let mut tail = None;
+    let mut holes = Vec::new();
+    let mut last_version = AOF_VERSION;
     let mut records = 0;
     let mut last_len = 0;
     let n = manifest.incrs.len();
@@ -220,10 +251,12 @@ pub(crate) fn replay(
             records: 0,
             first_seq: None,
             last_seq: None,
+            end: 0,
         };
         let mut bad: Option<(u64, TailKind)> = None;
+        let mut version = AOF_VERSION_APPENDED;
         match check_file_header(&data) {
-            Ok(()) => {}
+            Ok(v) => version = v,
             // Not a torn write: a file's header is fsynced before any manifest names
             // it, so a named file shorter than its header was emptied or cut later,
             // taking whatever records it held with it.
@@ -245,56 +278,109 @@ pub(crate) fn replay(
             }
         }
         let mut good_end = FILE_HEADER_LEN as u64;
-        if bad.is_none() {
-            for frame in frames(&data, FILE_HEADER_LEN) {
-                let f = match frame {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let last_seq = expected.checked_sub(1);
-                        let kind = if last && !valid_frame_follows(&data, e.offset(), last_seq) {
-                            TailKind::Torn
-                        } else {
-                            TailKind::Corrupt(e.to_string())
-                        };
-                        bad = Some((e.offset() as u64, kind));
-                        break;
+        let mut pos = FILE_HEADER_LEN;
+        while bad.is_none() {
+            // One whole frame, or the reason the data ends here.
+            let step = if version == AOF_VERSION {
+                next_in_segment(&data, pos, expected)
+            } else if pos >= data.len() {
+                SegmentStep::End
+            } else {
+                match decode_frame(&data, pos) {
+                    Ok(f) => SegmentStep::Frame(f),
+                    Err(e)
+                        if last
+                            && !valid_frame_follows(&data, e.offset(), expected.checked_sub(1)) =>
+                    {
+                        SegmentStep::Torn(e)
                     }
-                };
-                if f.seq != expected {
-                    let why = format!("frame carries sequence {}", f.seq);
-                    bad = Some((f.offset as u64, TailKind::Corrupt(why)));
+                    Err(e) => SegmentStep::Corrupt(e),
+                }
+            };
+            let f: Frame<'_> = match step {
+                SegmentStep::Frame(f) => f,
+                SegmentStep::End => break,
+                SegmentStep::Hole {
+                    offset,
+                    next,
+                    missing,
+                } if last => {
+                    holes.push(Hole {
+                        file: name.clone(),
+                        offset: offset as u64,
+                        bytes: (next - offset) as u64,
+                        first_seq: expected,
+                        records: missing,
+                    });
+                    expected += missing;
+                    pos = next;
+                    continue;
+                }
+                SegmentStep::Hole { offset, .. } => {
+                    // A closed segment was synced whole before its successor was named.
+                    let why =
+                        "frames missing before later whole frames in a file that is not the last";
+                    bad = Some((offset as u64, TailKind::Corrupt(why.into())));
                     break;
                 }
-                let rec = match f.record() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        bad = Some((f.offset as u64, TailKind::Corrupt(e.to_string())));
-                        break;
-                    }
-                };
-                on_record(
-                    RecordAt {
-                        file: name,
-                        offset: f.offset as u64,
-                        seq: f.seq,
-                    },
-                    rec,
-                );
-                report.first_seq.get_or_insert(f.seq);
-                report.last_seq = Some(f.seq);
-                report.records += 1;
-                records += 1;
-                expected += 1;
-                good_end = f.end() as u64;
+                SegmentStep::Torn(e) => {
+                    let kind = if last {
+                        TailKind::Torn
+                    } else {
+                        TailKind::Corrupt(e.to_string())
+                    };
+                    bad = Some((e.offset() as u64, kind));
+                    break;
+                }
+                SegmentStep::Corrupt(e) => {
+                    bad = Some((e.offset() as u64, TailKind::Corrupt(e.to_string())));
+                    break;
+                }
+            };
+            if f.seq != expected {
+                let why = format!("frame carries sequence {}", f.seq);
+                bad = Some((f.offset as u64, TailKind::Corrupt(why)));
+                break;
             }
+            let rec = match f.record() {
+                Ok(r) => r,
+                Err(e) => {
+                    bad = Some((f.offset as u64, TailKind::Corrupt(e.to_string())));
+                    break;
+                }
+            };
+            on_record(
+                RecordAt {
+                    file: name,
+                    offset: f.offset as u64,
+                    seq: f.seq,
+                },
+                rec,
+            );
+            report.first_seq.get_or_insert(f.seq);
+            report.last_seq = Some(f.seq);
+            report.records += 1;
+            records += 1;
+            expected += 1;
+            good_end = f.end() as u64;
+            pos = f.end();
         }
+        report.end = good_end;
         bytes_read += len;
         progress(len);
         if let Some((offset, kind)) = bad {
+            // In a segment, the preallocated zeros after the damage are not data.
+            let end = if version == AOF_VERSION {
+                data.iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(0, |i| i as u64 + 1)
+            } else {
+                len
+            };
             let t = Tail {
                 file: name.clone(),
                 offset,
-                bytes: len - offset,
+                bytes: end.max(offset) - offset,
                 last_good_seq: expected - 1,
                 kind,
             };
@@ -344,12 +430,15 @@ pub(crate) fn replay(
         files.push(report);
         if last {
             last_len = good_end;
+            last_version = version;
         }
     }
     Ok(Replay {
         manifest,
         files,
         tail,
+        holes,
+        last_version,
         next_seq: expected,
         last_len,
         base_entries,

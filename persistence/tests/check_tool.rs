@@ -37,6 +37,7 @@ fn make_dir(records: u64) -> tempfile::TempDir {
     let b = Arc::new(FsBackend::new(tmp.path()).unwrap());
     let opts = Options {
         fsync: FsyncPolicy::No,
+        segment_bytes: 4096,
         ..Options::default()
     };
     let r = open(b, opts).unwrap();
@@ -50,6 +51,16 @@ fn incr(dir: &Path) -> std::path::PathBuf {
     dir.join("incr.1.aof")
 }
 
+/// End of the last frame of the (mapped, zero-tailed) incr file.
+fn data_end(dir: &Path) -> u64 {
+    use larder_persistence::frame::{frames, FILE_HEADER_LEN};
+    let bytes = std::fs::read(incr(dir)).unwrap();
+    frames(&bytes, FILE_HEADER_LEN)
+        .map_while(Result::ok)
+        .last()
+        .map_or(FILE_HEADER_LEN, |f| f.end()) as u64
+}
+
 #[test]
 fn healthy_directory() {
     let tmp = make_dir(10);
@@ -60,6 +71,27 @@ fn healthy_directory() {
     assert!(out.contains("schema: none recorded"), "{out}");
 }
 
+/// A hole (a frame reserved but never copied, before whole frames) is reported and is
+/// not damage: exit 0, as open accepts it.
+#[test]
+fn a_hole_is_reported_and_healthy() {
+    use larder_persistence::frame::{frames, FILE_HEADER_LEN};
+    let tmp = make_dir(10);
+    let mut bytes = std::fs::read(incr(tmp.path())).unwrap();
+    let third = frames(&bytes, FILE_HEADER_LEN).nth(2).unwrap().unwrap();
+    let (start, end) = (third.offset, third.end());
+    bytes[start..end].iter_mut().for_each(|b| *b = 0);
+    std::fs::write(incr(tmp.path()), &bytes).unwrap();
+    let (code, out) = check(tmp.path(), &[], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("hole: incr.1.aof at byte {start}"))
+            && out.contains("sequences 3..=3"),
+        "{out}"
+    );
+    assert!(out.contains("last good sequence: 10"), "{out}");
+}
+
 #[test]
 fn torn_tail_reported_then_fixed() {
     let tmp = make_dir(10);
@@ -67,7 +99,7 @@ fn torn_tail_reported_then_fixed() {
         .write(true)
         .open(incr(tmp.path()))
         .unwrap();
-    let len = f.metadata().unwrap().len();
+    let len = data_end(tmp.path());
     f.set_len(len - 5).unwrap();
     let (code, out) = check(tmp.path(), &[], "");
     assert_eq!(code, 1, "{out}");
@@ -131,13 +163,15 @@ fn fix_refuses_while_the_directory_is_open() {
     )
     .unwrap();
     // A torn tail appears while the directory is open (as if mid-write).
-    let len = std::fs::metadata(incr(tmp.path())).unwrap().len();
+    use std::os::unix::fs::FileExt;
+    let end = data_end(tmp.path());
     std::fs::OpenOptions::new()
         .write(true)
         .open(incr(tmp.path()))
         .unwrap()
-        .set_len(len + 7)
+        .write_all_at(b"garbage", end)
         .unwrap();
+    let before = std::fs::read(incr(tmp.path())).unwrap();
     let (code, out) = check(tmp.path(), &[], "");
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -150,7 +184,11 @@ fn fix_refuses_while_the_directory_is_open() {
         out.contains("cannot fix") && out.contains("already open"),
         "{out}"
     );
-    assert_eq!(std::fs::metadata(incr(tmp.path())).unwrap().len(), len + 7);
+    assert_eq!(
+        std::fs::read(incr(tmp.path())).unwrap(),
+        before,
+        "nothing was cut"
+    );
     drop(holder);
     let (code, out) = check(tmp.path(), &["--fix", "--yes"], "");
     assert_eq!(code, 4, "{out}");

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use common::{copy_dir, open, put, set};
 use larder_persistence::backend::MemoryBackend;
-use larder_persistence::frame::{frames, FILE_HEADER_LEN};
+use larder_persistence::frame::{
+    file_header_version, frames, AOF_VERSION_APPENDED, FILE_HEADER_LEN,
+};
 use larder_persistence::{Backend, FsyncPolicy, OpenError, Options, Record};
 
 fn opts(truncate: bool) -> Options {
@@ -16,6 +18,7 @@ fn opts(truncate: bool) -> Options {
         aof_load_truncated: truncate,
         load_threads: 2,
         section_bytes: 64,
+        segment_bytes: 1024,
         ..Options::default()
     }
 }
@@ -46,9 +49,13 @@ fn small_dir() -> (MemoryBackend, Vec<usize>) {
     }
     drop(r);
     let bytes = b.read_all("incr.1.aof").unwrap();
-    let ends = frames(&bytes, FILE_HEADER_LEN)
-        .map(|f| f.unwrap().end())
+    let ends: Vec<usize> = frames(&bytes, FILE_HEADER_LEN)
+        .map_while(Result::ok)
+        .map(|f| f.end())
         .collect();
+    assert_eq!(ends.len(), records().len());
+    // The mapped segment's zero tail is cut off: the cases below damage the frames.
+    put(&b, "incr.1.aof", &bytes[..*ends.last().unwrap()]);
     (b, ends)
 }
 
@@ -93,7 +100,10 @@ fn truncation_at_every_byte() {
             Some(t) => {
                 assert!(!at_boundary, "cut {cut} reported a tail");
                 assert_eq!(t.last_good_seq, whole as u64);
-                assert_eq!(t.offset + t.bytes, cut as u64);
+                // A segment's tail counts up to its last nonzero byte.
+                let end = (t.offset + t.bytes) as usize;
+                assert!(end <= cut, "cut {cut}: tail ends at {end}");
+                assert!(full[end..cut].iter().all(|&b| b == 0), "cut {cut}");
             }
             None => assert!(at_boundary, "cut {cut} not reported"),
         }
@@ -174,9 +184,14 @@ fn bit_flips_in_an_earlier_incr_file_refuse() {
             Ok(_) => panic!("bit {bit}: damage in a closed file accepted"),
         }
     }
-    // Truncating a closed file is corruption too, never a torn tail.
+    // Truncating a closed file inside its frames is corruption too, never a torn tail.
+    let end = frames(&full, FILE_HEADER_LEN)
+        .map_while(Result::ok)
+        .last()
+        .unwrap()
+        .end();
     let d = copy_dir(&b);
-    put(&d, "incr.1.aof", &full[..full.len() - 3]);
+    put(&d, "incr.1.aof", &full[..end - 3]);
     assert!(matches!(
         open(Arc::new(d), opts(true)),
         Err(OpenError::Corrupt { .. })
@@ -250,11 +265,23 @@ impl BaseName for MemoryBackend {
 /// A filesystem may extend a file whose new data never reached the disk, leaving
 /// zeros: that is a torn tail, not corruption.
 #[test]
-fn zero_filled_tail_is_torn() {
+fn zero_filled_tail_is_torn_in_an_appended_file_and_the_end_in_a_mapped_one() {
     let (b, ends) = small_dir();
     let mut bytes = b.read_all("incr.1.aof").unwrap().to_vec();
     let good = bytes.len();
     bytes.extend_from_slice(&[0u8; 4096]);
+    // A mapped segment (version 2) is preallocated with zeros: they end the data.
+    put(&b, "incr.1.aof", &bytes);
+    let r = open(Arc::new(b.clone()), opts(true)).unwrap();
+    assert_eq!(r.records.len(), ends.len());
+    assert_eq!(r.dir.status().loading.truncated, None);
+    drop(r);
+    // A file of the appended format (version 1) ends at its last frame: zeros there
+    // are a torn write.
+    let b = MemoryBackend::new();
+    let r = open(Arc::new(b.clone()), opts(true)).unwrap();
+    drop(r);
+    bytes[..FILE_HEADER_LEN].copy_from_slice(&file_header_version(AOF_VERSION_APPENDED));
     put(&b, "incr.1.aof", &bytes);
     let r = open(Arc::new(b.clone()), opts(true)).unwrap();
     assert_eq!(r.records.len(), ends.len());

@@ -14,6 +14,7 @@ fn opts(fsync: FsyncPolicy) -> Options {
     Options {
         fsync,
         section_bytes: 200,
+        segment_bytes: 64 << 10,
         ..Options::default()
     }
 }

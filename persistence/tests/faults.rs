@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use common::{open, set};
 use larder_persistence::backend::{CrashImageBackend, FaultBackend, FaultPlan, MemoryBackend};
-use larder_persistence::{AppendError, FsyncPolicy, OpStatus, Options, RewriteError};
+use larder_persistence::{AppendError, Backend as _, FsyncPolicy, OpStatus, Options, RewriteError};
 
 fn opts(fsync: FsyncPolicy) -> Options {
     Options {
         fsync,
         everysec_interval: Duration::from_millis(20),
+        segment_bytes: 64 << 10,
         ..Options::default()
     }
 }
@@ -124,21 +125,32 @@ fn failed_fsync_under_everysec_poisons_later_appends() {
 fn failed_write_of_the_nth_record() {
     let disk = MemoryBackend::new();
     let faulty = FaultBackend::new(disk, FaultPlan::default());
-    let r = open(Arc::new(faulty.clone()), opts(FsyncPolicy::No)).unwrap();
-    faulty.set_plan(FaultPlan {
-        fail_write: Some(3),
-        ..FaultPlan::default()
-    });
-    r.dir.append(&set(1)).unwrap();
-    r.dir.append(&set(2)).unwrap();
-    assert!(matches!(
-        r.dir.append(&set(3)),
-        Err(AppendError::Write { .. })
-    ));
-    drop(r);
-    faulty.set_plan(FaultPlan::default());
-    let r = open(Arc::new(faulty), opts(FsyncPolicy::No)).unwrap();
-    assert_eq!(r.records.len(), 2);
+    let mut r = open(Arc::new(faulty.clone()), opts(FsyncPolicy::No)).unwrap();
+    // An append is two writes: the frame with its checksum zero, then the checksum.
+    // Failing either leaves nothing recovery reads as a record.
+    for fail in [5, 6] {
+        faulty.set_plan(FaultPlan {
+            fail_write: Some(fail),
+            ..FaultPlan::default()
+        });
+        r.dir.append(&set(1)).unwrap();
+        r.dir.append(&set(2)).unwrap();
+        assert!(matches!(
+            r.dir.append(&set(3)),
+            Err(AppendError::Write { .. })
+        ));
+        drop(r);
+        faulty.set_plan(FaultPlan::default());
+        r = open(Arc::new(faulty.clone()), opts(FsyncPolicy::No)).unwrap();
+        assert_eq!(r.records.len(), 2, "failing write {fail}");
+        assert_eq!(r.records[1].0, 2);
+        // Start the next case from an empty directory again.
+        drop(r);
+        for name in faulty.inner().list().unwrap() {
+            faulty.inner().remove(&name).unwrap();
+        }
+        r = open(Arc::new(faulty.clone()), opts(FsyncPolicy::No)).unwrap();
+    }
 }
 
 #[test]

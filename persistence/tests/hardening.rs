@@ -23,6 +23,7 @@ fn opts() -> Options {
     Options {
         fsync: FsyncPolicy::No,
         load_threads: 2,
+        segment_bytes: 64 << 10,
         ..Options::default()
     }
 }

@@ -18,6 +18,7 @@ fn opts(fsync: FsyncPolicy) -> Options {
         load_threads: 2,
         section_bytes: 128,
         everysec_interval: Duration::from_millis(50),
+        segment_bytes: 64 << 10,
         ..Options::default()
     }
 }

@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::memory::{not_found, read_at, write_at};
+use super::memory::{not_found, Sparse};
 use super::{check_name, flag_lock, Backend, DirLock, FileHandle, LockError, OpenMode};
 
 #[derive(Default, Clone)]
 struct Inode {
-    live: Vec<u8>,
-    durable: Vec<u8>,
+    live: Sparse,
+    durable: Sparse,
 }
 
 #[derive(Default)]
@@ -85,13 +85,8 @@ impl CrashImageBackend {
     pub fn unsynced_bytes(&self, name: &str) -> Option<u64> {
         let st = self.state();
         let ino = st.inodes.get(st.live_dir.get(name)?)?;
-        let same = ino
-            .live
-            .iter()
-            .zip(&ino.durable)
-            .take_while(|(a, b)| a == b)
-            .count();
-        Some((ino.live.len() - same) as u64)
+        let same = ino.live.common_prefix(&ino.durable);
+        Some(ino.live.len() - same)
     }
 }
 
@@ -112,21 +107,16 @@ impl CrashFile {
 
 impl FileHandle for CrashFile {
     fn len(&self) -> io::Result<u64> {
-        self.with(|i| Ok(i.live.len() as u64))
+        self.with(|i| Ok(i.live.len()))
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.with(|i| read_at(&i.live, buf, offset))
+        self.with(|i| i.live.read_at(buf, offset))
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.with(|i| write_at(&mut i.live, buf, offset))
+        self.with(|i| i.live.write_at(buf, offset))
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
-        self.with(|i| {
-            i.live.resize(len, 0);
-            Ok(())
-        })
+        self.with(|i| i.live.set_len(len))
     }
     fn sync_data(&self) -> io::Result<()> {
         self.with(|i| {

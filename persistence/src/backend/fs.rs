@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{check_name, Backend, DirLock, FileBytes, FileHandle, LockError, OpenMode};
+use super::{check_name, Backend, DirLock, FileBytes, FileHandle, LockError, MappedFile, OpenMode};
 
 /// Name of the lock file [`FsBackend::lock`] locks (it holds the holder's pid).
 pub const LOCK_NAME: &str = "lock";
@@ -104,6 +104,74 @@ impl FileHandle for FsFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    /// Allocates the blocks first (`posix_fallocate`), so a store into the mapping can
+    /// never meet a full disk (which would be `SIGBUS`, not an error), then maps the
+    /// range shared.
+    fn map_mut(&self, len: u64) -> io::Result<Option<Arc<dyn MappedFile>>> {
+        allocate(&self.0, len)?;
+        let map = memmap2::MmapOptions::new()
+            .len(usize::try_from(len).map_err(|_| io::Error::other("mapping too large"))?)
+            .map_raw(&self.0)?;
+        Ok(Some(Arc::new(FsMap { map, len })))
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+    // SAFETY: plain call on a descriptor this `File` owns.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        // Filesystems without fallocate: the file was already extended with set_len.
+        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _len: u64) -> io::Result<()> {
+    Ok(())
+}
+
+/// A shared, writable mapping of a log segment.
+struct FsMap {
+    map: memmap2::MmapRaw,
+    len: u64,
+}
+
+impl MappedFile for FsMap {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| io::Error::other("write past the end of the mapping"))?;
+        debug_assert!(end <= self.len);
+        // Earlier stores of this thread (a frame's body) before these (its checksum).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        // SAFETY: the range is inside the mapping (checked above), the mapping lives as
+        // long as `self`, and callers write disjoint ranges (the trait's contract), so no
+        // two threads store to the same bytes; nothing in this process reads them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                buf.as_ptr(),
+                self.map.as_mut_ptr().add(offset as usize),
+                buf.len(),
+            );
+        }
+        Ok(())
+    }
+    fn sync(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = offset.saturating_add(len).min(self.len);
+        if end <= offset {
+            return Ok(());
+        }
+        self.map
+            .flush_range(offset as usize, (end - offset) as usize)
     }
 }
 

@@ -26,55 +26,97 @@ impl MemoryBackend {
 
 #[derive(Default)]
 pub(crate) struct MemFile {
-    pub(crate) bytes: Mutex<Vec<u8>>,
+    pub(crate) bytes: Mutex<Sparse>,
 }
 
 impl MemFile {
-    pub(crate) fn bytes(&self) -> MutexGuard<'_, Vec<u8>> {
+    pub(crate) fn bytes(&self) -> MutexGuard<'_, Sparse> {
         self.bytes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-pub(crate) fn read_at(bytes: &[u8], buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let start = usize::try_from(offset).unwrap_or(usize::MAX);
-    match start.checked_add(buf.len()) {
-        Some(end) if end <= bytes.len() => {
-            buf.copy_from_slice(&bytes[start..end]);
-            Ok(())
-        }
-        _ => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "read past end of file",
-        )),
-    }
+/// A file's bytes as a sparse file keeps them: `data`, then zeros up to `len` that
+/// take no memory (a preallocated log segment is mostly such zeros).
+#[derive(Default, Clone, PartialEq, Eq)]
+pub(crate) struct Sparse {
+    data: Vec<u8>,
+    len: u64,
 }
 
-pub(crate) fn write_at(bytes: &mut Vec<u8>, buf: &[u8], offset: u64) -> io::Result<()> {
-    let start = usize::try_from(offset)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-    let end = start + buf.len();
-    if bytes.len() < end {
-        bytes.resize(end, 0);
+impl Sparse {
+    pub(crate) fn len(&self) -> u64 {
+        self.len
     }
-    bytes[start..end].copy_from_slice(buf);
-    Ok(())
+
+    fn byte(&self, i: u64) -> u8 {
+        self.data.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// Leading bytes equal in `self` and `other`, up to the shorter length.
+    pub(crate) fn common_prefix(&self, other: &Sparse) -> u64 {
+        let n = self.len.min(other.len);
+        (0..n).find(|&i| self.byte(i) != other.byte(i)).unwrap_or(n)
+    }
+
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match offset.checked_add(buf.len() as u64) {
+            Some(end) if end <= self.len => {
+                let have = self.data.len() as u64;
+                let split = end.min(have).max(offset);
+                let n = (split - offset) as usize;
+                if n > 0 {
+                    buf[..n].copy_from_slice(&self.data[offset as usize..split as usize]);
+                }
+                buf[n..].iter_mut().for_each(|b| *b = 0);
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end of file",
+            )),
+        }
+    }
+
+    pub(crate) fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let start = usize::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let end = start + buf.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[start..end].copy_from_slice(buf);
+        self.len = self.len.max(end as u64);
+        Ok(())
+    }
+
+    pub(crate) fn set_len(&mut self, len: u64) -> io::Result<()> {
+        usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        if (self.data.len() as u64) > len {
+            self.data.truncate(len as usize);
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.len = 0;
+    }
 }
 
 impl FileHandle for MemFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.bytes().len() as u64)
+        Ok(self.bytes().len())
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        read_at(&self.bytes(), buf, offset)
+        self.bytes().read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        write_at(&mut self.bytes(), buf, offset)
+        self.bytes().write_at(buf, offset)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
-        self.bytes().resize(len, 0);
-        Ok(())
+        self.bytes().set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
         Ok(())

@@ -61,6 +61,76 @@ pub trait FileHandle: Send + Sync {
     /// means nothing about those bytes can be assumed, now or later (Linux may drop the
     /// dirty pages and report success on a retry), so callers must not retry and trust.
     fn sync_data(&self) -> io::Result<()>;
+
+    /// Maps the first `len` bytes of the file for writing, if this backend has real
+    /// shared mappings; `Ok(None)` otherwise, and [`map_file`] then writes through
+    /// [`FileHandle::write_at`]. The file must already be at least `len` bytes long and
+    /// must not shrink while the mapping lives.
+    fn map_mut(&self, len: u64) -> io::Result<Option<Arc<dyn MappedFile>>> {
+        let _ = len;
+        Ok(None)
+    }
+}
+
+/// A writable view of a file's first [`MappedFile::len`] bytes: the log's tail.
+///
+/// Writes land in the page cache (a real mapping) or in the file's live bytes (the
+/// write-through fallback), so a reader of the file, or the same file after a process
+/// crash, sees them at once; they become durable only through [`MappedFile::sync`],
+/// which is how the crash-image backend keeps modelling a power cut (only synced bytes
+/// survive) and the fault backend can fail a sync.
+pub trait MappedFile: Send + Sync {
+    /// Length of the mapped range.
+    fn len(&self) -> u64;
+
+    /// Whether the mapped range is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies `buf` to `offset` (`offset + buf.len() <= len()`). Concurrent calls must
+    /// cover disjoint ranges. The bytes of one call are stored after every byte of the
+    /// calls this thread made before it, so a crash never keeps a later call's bytes
+    /// without an earlier one's (the log stores each frame's checksum last). A real
+    /// mapping never fails; the write-through fallback fails as the file's `write_at`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Makes every write to `[offset, offset + len)` that returned before this call
+    /// durable (`msync(MS_SYNC)` of a mapping; `sync_data` of the fallback). An error
+    /// means as much as a failed [`FileHandle::sync_data`].
+    fn sync(&self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+/// Writes through the file's own `write_at` and `sync_data`: the mapping of backends
+/// that keep files in memory or inject faults.
+struct WriteThrough {
+    file: Arc<dyn FileHandle>,
+    len: u64,
+}
+
+impl MappedFile for WriteThrough {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_at(buf, offset)
+    }
+    fn sync(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Maps the first `len` bytes of `file` for writing: the backend's own mapping
+/// ([`FileHandle::map_mut`]) where it has one, else a view that writes through
+/// [`FileHandle::write_at`] and syncs with [`FileHandle::sync_data`].
+pub fn map_file(file: &Arc<dyn FileHandle>, len: u64) -> io::Result<Arc<dyn MappedFile>> {
+    match file.map_mut(len)? {
+        Some(m) => Ok(m),
+        None => Ok(Arc::new(WriteThrough {
+            file: file.clone(),
+            len,
+        })),
+    }
 }
 
 /// The whole content of a file, read-only: a memory map on a real disk, a copy

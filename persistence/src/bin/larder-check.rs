@@ -156,6 +156,19 @@ fn run(args: &Args) -> u8 {
         Some(tag) => println!("schema: {tag}"),
         None => println!("schema: none recorded"),
     }
+    for h in &replay.holes {
+        // Not damage: appends a crash stopped mid-copy, never acknowledged; open
+        // skips them too (docs/format.md, "Holes").
+        println!(
+            "hole: {} at byte {} ({} bytes): sequences {}..={} were reserved but never \
+             written (a crash mid-append); skipped",
+            h.file,
+            h.offset,
+            h.bytes,
+            h.first_seq,
+            h.first_seq + h.records - 1
+        );
+    }
     let last_good = replay.next_seq.saturating_sub(1);
     println!("last good sequence: {last_good}");
     let Some(tail) = replay.tail else {
