@@ -123,6 +123,18 @@ where
     pub fn set_lfu_decay(&self, decay: LfuDecay) -> Result<(), Error> {
         self.inner.reconfigure(|c| c.lfu_decay = decay)
     }
+
+    /// Sets the fsync policy of a durable cache (Redis's `CONFIG SET appendfsync`).
+    /// What was written before is synced first, so the new policy's promise covers it
+    /// too. [`Error::NotDurable`] on a cache without a log.
+    #[cfg(feature = "persistence")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "persistence")))]
+    pub fn set_fsync(&self, fsync: crate::Fsync) -> Result<(), Error> {
+        self.inner
+            .journal()
+            .ok_or(Error::NotDurable)?
+            .set_fsync(fsync)
+    }
 }
 
 impl<K, V, W> Inner<K, V, W>

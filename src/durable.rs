@@ -953,6 +953,10 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
     fn sync(&self) -> Result<(), Error> {
         self.dir.sync().map_err(persistence_error)
     }
+
+    fn set_fsync(&self, fsync: Fsync) -> Result<(), Error> {
+        self.dir.set_fsync(fsync).map_err(persistence_error)
+    }
 }
 
 /// A rewrite in progress, fed by the cache.

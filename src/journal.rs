@@ -52,6 +52,9 @@ pub(crate) trait Journal<K, V>: Send + Sync {
     fn rewrite_done(&self, now_ms: u64, ok: bool);
     /// Fsyncs everything written (a clean shutdown).
     fn sync(&self) -> Result<(), Error>;
+    /// Changes the fsync policy (`Error::NotDurable` where no log is written).
+    #[cfg(feature = "persistence")]
+    fn set_fsync(&self, fsync: larder_persistence::FsyncPolicy) -> Result<(), Error>;
 }
 
 /// Receives the keyspace during a rewrite, from one or several threads at once.

@@ -394,6 +394,43 @@ fn power_cut_keeps_every_write_acknowledged_under_always() {
 /// I/O errors are surfaced: the failing write reports it, later writes are refused
 /// before changing anything, and what was acknowledged before is kept.
 #[test]
+fn the_fsync_policy_changes_on_a_running_cache() {
+    let disk = CrashImageBackend::new();
+    let c = open_backend(Arc::new(disk.clone()), Fsync::No).unwrap();
+    c.insert("before".into(), b"1".to_vec()).unwrap();
+    // Under `no` nothing is synced yet: a power cut now would lose it.
+    let cut = open_backend(Arc::new(disk.crash()), Fsync::No).unwrap();
+    assert_eq!(cut.get("before"), None);
+    drop(cut);
+    c.set_fsync(Fsync::Always).unwrap();
+    assert_eq!(c.info().persistence.unwrap().aof_fsync, "always");
+    c.insert("after".into(), b"2".to_vec()).unwrap();
+    // The switch synced what came before; `always` synced what came after.
+    let cut = open_backend(Arc::new(disk.crash()), Fsync::No).unwrap();
+    assert_eq!(cut.get("before"), Some(b"1".to_vec()));
+    assert_eq!(cut.get("after"), Some(b"2".to_vec()));
+    drop(cut);
+    // To `everysec` from `no`: the background sync starts and catches up by itself.
+    c.set_fsync(Fsync::No).unwrap();
+    c.set_fsync(Fsync::EverySec).unwrap();
+    c.insert("later".into(), b"3".to_vec()).unwrap();
+    let p = c.info().persistence.unwrap();
+    assert_eq!(p.aof_fsync, "everysec");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while c.info().persistence.unwrap().aof_durable_seq < p.aof_last_seq {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "everysec never synced"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cut = open_backend(Arc::new(disk.crash()), Fsync::No).unwrap();
+    assert_eq!(cut.get("later"), Some(b"3".to_vec()));
+    let plain: Kv = Cache::builder().build();
+    assert_eq!(plain.set_fsync(Fsync::Always), Err(Error::NotDurable));
+}
+
+#[test]
 fn io_errors_are_surfaced_and_lose_nothing_acknowledged() {
     for plan in [
         FaultPlan {

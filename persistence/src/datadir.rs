@@ -175,7 +175,8 @@ impl Shared {
 /// An open data directory; see the crate docs for the life cycle.
 pub struct DataDir {
     shared: Arc<Shared>,
-    syncer: Option<(Sender<()>, JoinHandle<()>)>,
+    /// The `EverySec` sync thread, started at open or by the first switch to it.
+    syncer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
 /// Outcome of [`write_manifest`] when it fails: whether the new manifest is already
@@ -662,26 +663,15 @@ impl DataDir {
             opts,
         });
         let syncer = if shared.opts.fsync == FsyncPolicy::EverySec {
-            let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-            let s = shared.clone();
-            let interval = s.opts.everysec_interval;
-            let handle = std::thread::Builder::new()
-                .name("larder-everysec".into())
-                .spawn(move || {
-                    // Ends when the sender is dropped (DataDir dropped).
-                    while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
-                        s.log.sync_tick();
-                    }
-                })
-                .map_err(|source| OpenError::Io {
-                    file: ".".into(),
-                    op: "spawn the everysec fsync thread",
-                    source,
-                })?;
-            Some((tx, handle))
+            Some(start_syncer(&shared).map_err(|source| OpenError::Io {
+                file: ".".into(),
+                op: "spawn the everysec fsync thread",
+                source,
+            })?)
         } else {
             None
         };
+        let syncer = Mutex::new(syncer);
         Ok(DataDir { shared, syncer })
     }
 
@@ -757,6 +747,22 @@ impl DataDir {
         self.shared.log.is_poisoned()
     }
 
+    /// Changes the fsync policy of the open directory (Redis's `CONFIG SET
+    /// appendfsync`). What was written before is synced first, so the new policy's
+    /// promise covers it too; a switch to `EverySec` starts the background sync thread
+    /// if it is not running. Fails if that sync fails (the log is then poisoned, as for
+    /// any failed sync) or the thread cannot start.
+    pub fn set_fsync(&self, policy: FsyncPolicy) -> Result<(), AppendError> {
+        if policy == FsyncPolicy::EverySec {
+            let mut syncer = self.syncer.lock().unwrap_or_else(PoisonError::into_inner);
+            if syncer.is_none() {
+                *syncer = Some(start_syncer(&self.shared).map_err(AppendError::Syncer)?);
+            }
+        }
+        self.shared.log.set_policy(policy);
+        self.shared.log.sync_all()
+    }
+
     /// Current figures.
     pub fn status(&self) -> Status {
         let dir = self.shared.dir();
@@ -764,7 +770,7 @@ impl DataDir {
         let (len, next_seq) = (seg.end(), seg.next_seq());
         let st = self.shared.log.lock();
         Status {
-            fsync: self.shared.opts.fsync,
+            fsync: self.shared.log.policy(),
             aof_current_size: dir.base_size + dir.closed_incr_size() + len,
             aof_base_size: dir.base_size,
             aof_incr_size: len,
@@ -1099,9 +1105,32 @@ impl Drop for Rewrite {
     }
 }
 
+/// The `EverySec` thread: syncs once per interval while the policy is `EverySec`; ends
+/// when its sender is dropped (the `DataDir` dropped).
+fn start_syncer(shared: &Arc<Shared>) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let s = shared.clone();
+    let interval = s.opts.everysec_interval;
+    let handle = std::thread::Builder::new()
+        .name("larder-everysec".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
+                if s.log.policy() == FsyncPolicy::EverySec {
+                    s.log.sync_tick();
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}
+
 impl Drop for DataDir {
     fn drop(&mut self) {
-        if let Some((tx, handle)) = self.syncer.take() {
+        let syncer = self
+            .syncer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((tx, handle)) = syncer {
             drop(tx);
             let _ = handle.join();
         }

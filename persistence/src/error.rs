@@ -168,6 +168,9 @@ pub enum AppendError {
     /// An empty batch.
     #[error("append of zero records")]
     Empty,
+    /// The background sync thread `everysec` needs could not be started.
+    #[error("starting the everysec sync thread failed: {0}")]
+    Syncer(std::io::Error),
     /// The current incr file is full and switching to a new one failed (creating or
     /// syncing a file, or writing the manifest). Nothing of this append is written.
     #[error("switching the log to a new incr file failed: {reason}")]

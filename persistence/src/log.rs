@@ -33,7 +33,7 @@
 
 use std::cell::RefCell;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -188,7 +188,8 @@ pub(crate) struct Log {
     current: RwLock<Arc<Segment>>,
     state: Mutex<LogState>,
     synced: Condvar,
-    pub(crate) policy: FsyncPolicy,
+    /// The fsync policy in force (`FsyncPolicy` as `u8`), changeable while appends run.
+    policy: AtomicU8,
     /// Set (Release) right after `LogState::poisoned` is first set, under the lock; never
     /// cleared. Lets the write path check for poisoning without the lock.
     poisoned: AtomicBool,
@@ -220,9 +221,24 @@ impl Log {
                 fsyncs: 0,
             }),
             synced: Condvar::new(),
-            policy,
+            policy: AtomicU8::new(policy as u8),
             poisoned: AtomicBool::new(false),
         }
+    }
+
+    /// The fsync policy in force.
+    pub(crate) fn policy(&self) -> FsyncPolicy {
+        match self.policy.load(Ordering::Acquire) {
+            p if p == FsyncPolicy::Always as u8 => FsyncPolicy::Always,
+            p if p == FsyncPolicy::EverySec as u8 => FsyncPolicy::EverySec,
+            _ => FsyncPolicy::No,
+        }
+    }
+
+    /// Changes the fsync policy. Appends that return after this follow the new one;
+    /// the caller syncs what was written before (see `DataDir::set_fsync`).
+    pub(crate) fn set_policy(&self, policy: FsyncPolicy) {
+        self.policy.store(policy as u8, Ordering::Release);
     }
 
     /// Whether the log refuses appends (lock-free; the cause is in the state).
@@ -357,12 +373,13 @@ impl Log {
     /// Waits until `seq` is durable, leading a sync if none is running. Under
     /// `EverySec` and `No` returns at once (unless poisoned).
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), AppendError> {
-        if self.policy != FsyncPolicy::Always && !self.is_poisoned() {
+        let always = self.policy() == FsyncPolicy::Always;
+        if !always && !self.is_poisoned() {
             // Nothing to wait for and nothing to report: no lock.
             return Ok(());
         }
         let mut st = self.lock();
-        if self.policy != FsyncPolicy::Always {
+        if !always {
             return match &st.poisoned {
                 Some(cause) if seq > st.durable_seq => Err(AppendError::Poisoned {
                     cause: cause.clone(),

@@ -337,4 +337,11 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for ClusterJournal<K,
             None => Ok(()),
         }
     }
+
+    fn set_fsync(&self, fsync: larder_persistence::FsyncPolicy) -> Result<(), Error> {
+        match &self.shared.aof {
+            Some(a) => a.set_fsync(fsync),
+            None => Err(Error::NotDurable),
+        }
+    }
 }
