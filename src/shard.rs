@@ -641,7 +641,10 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             }
             None => {
                 let mut meta = self.new_meta(env.coarse_ms);
-                let windowed = self.cfg.admission == Admission::WindowTinyLfu;
+                // A restored key goes straight to the main part: the window is for
+                // keys the workload just brought in.
+                let windowed =
+                    self.cfg.admission == Admission::WindowTinyLfu && !env.uncounted;
                 meta.set_window(windowed);
                 let idx = self.table.push(hash, key, value, meta);
                 if windowed {
