@@ -93,8 +93,11 @@ impl Value {
     pub fn encode(&self, proto: Protocol, out: &mut Vec<u8>) {
         let r3 = proto == Protocol::Resp3;
         match self {
-            Value::Simple(s) => line(out, b'+', s.as_bytes()),
-            Value::Error(s) => line(out, b'-', s.as_bytes()),
+            Value::Simple(s) => line(out, b'+', &one_line(s)),
+            // An error text with a line break (a RESP3 blob error decoded) travels as a
+            // blob error in RESP3; RESP2 has none, and gets the breaks as spaces.
+            Value::Error(s) if r3 && s.contains(['\r', '\n']) => bulk(out, b'!', s.as_bytes()),
+            Value::Error(s) => line(out, b'-', &one_line(s)),
             Value::Integer(n) => int_line(out, b':', *n),
             Value::Bulk(b) => bulk(out, b'$', b),
             Value::Null if r3 => out.extend_from_slice(b"_\r\n"),
@@ -161,6 +164,15 @@ pub fn format_double(d: f64) -> String {
         } else {
             s
         }
+    }
+}
+
+/// `s` with CR and LF as spaces: what may go on a `+` or `-` line.
+fn one_line(s: &str) -> std::borrow::Cow<'_, [u8]> {
+    if s.contains(['\r', '\n']) {
+        s.replace(['\r', '\n'], " ").into_bytes().into()
+    } else {
+        s.as_bytes().into()
     }
 }
 
@@ -817,6 +829,7 @@ mod tests {
     fn resp3_values_roundtrip() {
         roundtrip(Value::Simple("OK".into()));
         roundtrip(Value::Error("ERR x".into()));
+        roundtrip(Value::Error("ERR two\r\nlines".into()));
         roundtrip(Value::Integer(-42));
         roundtrip(Value::Integer(i64::MIN));
         roundtrip(Value::Bulk(b"a\r\nb".to_vec()));
@@ -843,6 +856,7 @@ mod tests {
         let enc = |v: Value| String::from_utf8(v.to_bytes(Protocol::Resp2)).unwrap();
         assert_eq!(enc(Value::Null), "$-1\r\n");
         assert_eq!(enc(Value::NullArray), "*-1\r\n");
+        assert_eq!(enc(Value::Error("ERR a\nb".into())), "-ERR a b\r\n");
         assert_eq!(enc(Value::Double(3.0)), "$1\r\n3\r\n");
         assert_eq!(enc(Value::Boolean(true)), ":1\r\n");
         assert_eq!(

@@ -56,7 +56,7 @@ pub(crate) fn run<S: Keyspace>(store: &S, name: &str, a: &[&[u8]]) -> Option<Val
             Ok(Value::Integer(match tx.expire_at(&k[0]) {
                 None => -2,
                 Some(None) => -1,
-                Some(Some(at)) if name == "expiretime" => (at / 1000) as i64,
+                Some(Some(at)) if name == "expiretime" => ((at + 500) / 1000) as i64,
                 Some(Some(at)) => at as i64,
             }))
         }),

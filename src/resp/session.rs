@@ -638,6 +638,78 @@ fn group(spec: &CommandSpec) -> &'static str {
     }
 }
 
+/// Redis's ACL categories of `spec`: read or write, its group, fast or slow.
+fn categories(spec: &CommandSpec) -> Vec<Value> {
+    let mut c = Vec::new();
+    if spec.is_write() {
+        c.push("@write".to_string());
+    } else if spec.flags.contains(&"readonly") {
+        c.push("@read".to_string());
+    }
+    c.push(format!("@{}", group(spec)));
+    c.push(
+        if spec.flags.contains(&"fast") {
+            "@fast"
+        } else {
+            "@slow"
+        }
+        .to_string(),
+    );
+    c.into_iter().map(Value::Simple).collect()
+}
+
+/// Redis 7's key specifications: where the keys begin (an index) and how they
+/// continue (a range to the last key, with a step).
+fn key_specs(spec: &CommandSpec) -> Vec<Value> {
+    if spec.first_key == 0 {
+        return Vec::new();
+    }
+    let (access, kind) = if spec.is_write() {
+        ("RW", "update")
+    } else {
+        ("RO", "access")
+    };
+    let lastkey = if spec.last_key < 0 {
+        spec.last_key
+    } else {
+        spec.last_key - spec.first_key
+    };
+    let kv = |k: &str, v: Value| (Value::bulk(k), v);
+    vec![Value::Map(vec![
+        kv(
+            "flags",
+            Value::Set(vec![
+                Value::Simple(access.into()),
+                Value::Simple(kind.into()),
+            ]),
+        ),
+        kv(
+            "begin_search",
+            Value::Map(vec![
+                kv("type", Value::bulk("index")),
+                kv(
+                    "spec",
+                    Value::Map(vec![kv("index", Value::Integer(spec.first_key.into()))]),
+                ),
+            ]),
+        ),
+        kv(
+            "find_keys",
+            Value::Map(vec![
+                kv("type", Value::bulk("range")),
+                kv(
+                    "spec",
+                    Value::Map(vec![
+                        kv("lastkey", Value::Integer(lastkey.into())),
+                        kv("keystep", Value::Integer(spec.step.into())),
+                        kv("limit", Value::Integer(0)),
+                    ]),
+                ),
+            ]),
+        ),
+    ])]
+}
+
 fn command_info(spec: &CommandSpec) -> Value {
     Value::Array(vec![
         Value::bulk(spec.name),
@@ -652,10 +724,10 @@ fn command_info(spec: &CommandSpec) -> Value {
         Value::Integer(i64::from(spec.first_key)),
         Value::Integer(i64::from(spec.last_key)),
         Value::Integer(i64::from(spec.step)),
-        Value::Set(vec![Value::Simple(format!("@{}", group(spec)))]),
+        Value::Set(categories(spec)),
         Value::Set(Vec::new()),
-        Value::Array(Vec::new()),
-        Value::Array(Vec::new()),
+        Value::Set(key_specs(spec)),
+        Value::Set(Vec::new()),
     ])
 }
 
