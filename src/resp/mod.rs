@@ -21,6 +21,8 @@
 //! the connection goes on. The command table (README's "RESP server") says what is
 //! supported; anything else answers Redis's unknown-command error.
 
+#[cfg(feature = "cluster")]
+mod cluster;
 pub mod codec;
 mod keys;
 mod keyspace;
@@ -29,6 +31,9 @@ mod session;
 mod strings;
 pub mod table;
 
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+pub use cluster::ClusterKeyspace;
 pub use codec::{Protocol, ProtocolError, ProtocolErrorKind, Value};
 pub use keyspace::{Keyspace, RouteFlags};
 pub use server::{RespConfig, RespServer, RespUser};
