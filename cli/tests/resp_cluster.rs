@@ -1,6 +1,7 @@
-//! `redis-cli -c` against a three-node larder-node cluster serving RESP: writes and
-//! reads across slots follow `MOVED`, through a reshard and a failover; multi-key
-//! commands across slots answer `CROSSSLOT`.
+//! `redis-cli -c` and the `redis` crate's cluster client against a three-node
+//! larder-node cluster serving RESP: writes and reads across slots follow `MOVED`,
+//! through a reshard and a failover; multi-key commands across slots answer
+//! `CROSSSLOT`.
 
 mod common;
 
@@ -73,6 +74,34 @@ fn expected_values() -> String {
     (0..KEYS).map(|i| format!("value-{i}\n")).collect()
 }
 
+/// Through the `redis` crate's cluster client (one connection, kept across the test):
+/// sets `prefix:{i}` for `0..n`, or checks their values.
+fn library(con: &mut redis::cluster::ClusterConnection, prefix: &str, n: usize, write: bool) {
+    use redis::Commands;
+    for i in 0..n {
+        let k = format!("{prefix}:{i}");
+        if write {
+            let () = con
+                .set(&k, format!("lib-{i}"))
+                .expect("SET through the library");
+        } else {
+            let v: Option<String> = con.get(&k).expect("GET through the library");
+            assert_eq!(v.as_deref(), Some(format!("lib-{i}").as_str()), "{k}");
+        }
+    }
+    // A multi-key command on one slot (a hash tag).
+    let () = con
+        .mset(&[
+            (format!("{{{prefix}}}:a"), "1"),
+            (format!("{{{prefix}}}:b"), "2"),
+        ])
+        .expect("MSET on one slot");
+    let v: Vec<String> = con
+        .mget(&[format!("{{{prefix}}}:a"), format!("{{{prefix}}}:b")])
+        .unwrap();
+    assert_eq!(v, ["1", "2"]);
+}
+
 /// Retries `f` until it returns true, for at most `within`.
 fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -132,6 +161,18 @@ async fn redis_cli_follows_moved_through_reshard_and_failover() {
         .unwrap();
     assert_eq!(got, expected_values(), "GETs through -c");
 
+    // A cluster-aware client library, its connection kept through what follows.
+    let url = format!("redis://127.0.0.1:{}/", ports[2]);
+    let mut con = tokio::task::spawn_blocking(move || {
+        let client = redis::cluster::ClusterClient::new(vec![url]).unwrap();
+        let mut con = client.get_connection().expect("a cluster connection");
+        library(&mut con, "lib", KEYS, true);
+        library(&mut con, "lib", KEYS, false);
+        con
+    })
+    .await
+    .unwrap();
+
     // Without -c, a key of another node's slot is a MOVED to that node's RESP port.
     let slot_of = |k: &str| larder::cluster::key_hash_slot(k.as_bytes());
     let moved = (0..KEYS)
@@ -166,6 +207,12 @@ async fn redis_cli_follows_moved_through_reshard_and_failover() {
         .await
         .unwrap();
     assert_eq!(got, expected_values(), "GETs after the reshard");
+    con = tokio::task::spawn_blocking(move || {
+        library(&mut con, "lib", KEYS, false);
+        con
+    })
+    .await
+    .unwrap();
     let slots = redis_cli(ports[0], &["CLUSTER", "COUNTKEYSINSLOT", "0"]);
     assert!(slots.trim().parse::<u64>().is_ok(), "{slots}");
 
@@ -197,6 +244,13 @@ async fn redis_cli_follows_moved_through_reshard_and_failover() {
         .await
         .unwrap();
     assert_eq!(set_out, "OK\n".repeat(KEYS), "SETs after the failover");
+    tokio::task::spawn_blocking(move || {
+        library(&mut con, "lib", KEYS, false);
+        library(&mut con, "lib2", KEYS, true);
+        library(&mut con, "lib2", KEYS, false);
+    })
+    .await
+    .unwrap();
     let _ = ops::NodeId::from_hex(&nodes[3].id_s()).expect("an id");
 }
 

@@ -313,6 +313,10 @@ impl<W: Weigher<String, Vec<u8>>> Keyspace for ClusterKeyspace<W> {
         self.cache.local()
     }
 
+    fn routes(&self) -> bool {
+        true
+    }
+
     fn route(&self, keys: &[&[u8]], write: bool, flags: RouteFlags) -> Result<Option<u16>, Value> {
         let mut slot = None;
         for k in keys {

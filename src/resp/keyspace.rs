@@ -22,6 +22,12 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
     /// The data this server holds and runs commands on.
     fn cache(&self) -> &Cache<String, Vec<u8>, Self::W>;
 
+    /// Whether commands are routed by their keys ([`Keyspace::route`] is called): false
+    /// for a plain cache, which serves every key.
+    fn routes(&self) -> bool {
+        false
+    }
+
     /// Where a command over `keys` runs: `Ok(slot)` to run it here (the slot of its
     /// keys, `None` when not clustered or keyless), or the redirection or refusal to
     /// answer (`MOVED`, `ASK`, `CROSSSLOT`, `TRYAGAIN`, `CLUSTERDOWN`).

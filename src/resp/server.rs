@@ -322,6 +322,7 @@ async fn run<S: Keyspace>(
                 }
             }
         }
+        session.publish();
         if !out.is_empty() {
             stream
                 .write_all(&out)

@@ -38,6 +38,9 @@ pub(crate) struct Session<'a, S> {
     /// The authenticated user may not write.
     read_only_user: bool,
     route: RouteFlags,
+    /// Commands run and the last one since [`Session::publish`].
+    commands: u64,
+    last_cmd: Option<&'static CommandSpec>,
 }
 
 /// Redis's `rejectCommandFormat`: no CR or LF may reach the error line.
@@ -98,6 +101,32 @@ impl<'a, S: Keyspace> Session<'a, S> {
             authenticated,
             read_only_user: false,
             route: RouteFlags::default(),
+            commands: 0,
+            last_cmd: None,
+        }
+    }
+
+    /// Publishes what the connection did since the last call (the server's command
+    /// count, the client's last command and activity for `CLIENT LIST`): once per
+    /// batch of pipelined requests, not per request, so connections on different
+    /// cores do not contend on shared counters.
+    pub(crate) fn publish(&mut self) {
+        if self.commands == 0 {
+            return;
+        }
+        self.shared
+            .commands
+            .fetch_add(std::mem::take(&mut self.commands), Ordering::Relaxed);
+        self.entry.last_active_ms.store(
+            self.entry.created.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        if let Some(spec) = self.last_cmd.take() {
+            *self
+                .entry
+                .last_cmd
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = spec.name;
         }
     }
 
@@ -107,7 +136,7 @@ impl<'a, S: Keyspace> Session<'a, S> {
 
     /// Runs one request and appends its reply to `out`.
     pub(crate) fn execute(&mut self, argv: &[&[u8]], out: &mut Vec<u8>) -> Flow {
-        self.shared.commands.fetch_add(1, Ordering::Relaxed);
+        self.commands += 1;
         let (reply, flow) = self.dispatch(argv);
         reply.encode(self.proto, out);
         flow
@@ -148,7 +177,7 @@ impl<'a, S: Keyspace> Session<'a, S> {
             );
         }
         let asking = std::mem::take(&mut self.route.asking);
-        let slot = if spec.first_key > 0 {
+        let slot = if spec.first_key > 0 && self.shared.store.routes() {
             let keys: Vec<&[u8]> = spec.key_positions(argv.len()).map(|i| argv[i]).collect();
             let flags = RouteFlags {
                 asking,
