@@ -172,6 +172,14 @@ SCAN 0 COUNT 100 TYPE list
 WAIT 0 0
 HELLO 4
 FLUSHDB ASYNC
+CONFIG GET timeout
+CONFIG GET databases
+CONFIG GET nosuchparameter
+CONFIG SET nosuchparameter 1
+CONFIG SET timeout abc
+CONFIG SET timeout 0
+CONFIG FOO
+CONFIG GET
 "#;
 
 /// A reply as text, for failure messages.
@@ -442,4 +450,40 @@ fn redis_cli_talks_to_larder() {
     assert_eq!(keys, ["a", "greeting", "n"]);
     let info = redis_cli(p, &["INFO", "keyspace"]);
     assert!(info.contains("db0:keys=3"), "{info}");
+}
+
+#[test]
+fn config_set_changes_the_server_limits_at_run_time() {
+    let larder = Larder::start(RespConfig::default());
+    let mut c = Client::connect(larder.port).unwrap();
+    assert_eq!(c.call(&["CONFIG", "SET", "requirepass", "pw"]), Value::ok());
+    let mut late = Client::connect(larder.port).unwrap();
+    assert_eq!(
+        late.call(&["GET", "k"]),
+        Value::error("NOAUTH Authentication required.")
+    );
+    assert_eq!(late.call(&["AUTH", "pw"]), Value::ok());
+    assert_eq!(
+        late.call(&["CONFIG", "GET", "requirepass"]),
+        Value::Array(vec![Value::bulk("requirepass"), Value::bulk("pw")])
+    );
+    assert_eq!(c.call(&["CONFIG", "SET", "maxclients", "2"]), Value::ok());
+    let mut third = Client::connect(larder.port).unwrap();
+    assert_eq!(
+        third.read(),
+        Some(Value::error("ERR max number of clients reached"))
+    );
+    let Value::Error(e) = c.call(&["CONFIG", "SET", "maxmemory", "100mb"]) else {
+        panic!("maxmemory is fixed when the cache is built")
+    };
+    assert!(e.contains("'maxmemory'"), "{e}");
+    assert_eq!(
+        c.call(&["CONFIG", "GET", "maxm*"]),
+        Value::Array(vec![
+            Value::bulk("maxmemory"),
+            Value::bulk("0"),
+            Value::bulk("maxmemory-policy"),
+            Value::bulk(larder::DEFAULT_POLICY.to_string()),
+        ])
+    );
 }

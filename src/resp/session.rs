@@ -256,6 +256,7 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 (Err(e), _) | (_, Err(e)) => e,
             },
             "info" => self.info(argv),
+            "config" => self.config(argv),
             "dbsize" => Value::Integer(store.cache().len() as i64),
             _ => store.in_slot(slot, || match strings::run(store, spec.name, argv) {
                 Some(v) => v,
@@ -577,6 +578,133 @@ impl<'a, S: Keyspace> Session<'a, S> {
             }
         }
         Value::Integer(n)
+    }
+
+    /// `CONFIG GET pattern...` / `CONFIG SET name value...` / `CONFIG RESETSTAT`.
+    /// The server's limits change at run time; the cache's settings are reported but
+    /// fixed when the cache was built (setting one is refused, naming it).
+    fn config(&mut self, argv: &[&[u8]]) -> Value {
+        let sub = argv[1].to_ascii_lowercase();
+        match sub.as_slice() {
+            b"get" if argv.len() >= 3 => {
+                let params = self.config_params();
+                let mut pairs = Vec::new();
+                for pattern in &argv[2..] {
+                    let pattern = pattern.to_ascii_lowercase();
+                    for (name, value) in &params {
+                        if crate::glob_match(&pattern, name.as_bytes())
+                            && !pairs.iter().any(|(n, _): &(String, String)| n == name)
+                        {
+                            pairs.push((name.to_string(), value.clone()));
+                        }
+                    }
+                }
+                Value::Map(
+                    pairs
+                        .into_iter()
+                        .map(|(n, v)| (Value::bulk(n), Value::bulk(v)))
+                        .collect(),
+                )
+            }
+            b"set" if argv.len() >= 4 && argv.len() % 2 == 0 => {
+                let mut c = self.shared.config().clone();
+                for pair in argv[2..].chunks(2) {
+                    let name = String::from_utf8_lossy(pair[0]).to_ascii_lowercase();
+                    let value = String::from_utf8_lossy(pair[1]).into_owned();
+                    let failed = |why: &str| {
+                        Value::Error(format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                        ))
+                    };
+                    let number = || {
+                        value
+                            .parse::<u64>()
+                            .map_err(|_| failed("argument couldn't be parsed into an integer"))
+                    };
+                    match name.as_str() {
+                        "requirepass" => {
+                            c.requirepass = (!value.is_empty()).then(|| value.clone());
+                        }
+                        "maxclients" => match number() {
+                            Ok(0) => return failed("argument must be between 1 and 4294967295 inclusive"),
+                            Ok(n) => c.maxclients = n as usize,
+                            Err(e) => return e,
+                        },
+                        "timeout" => match number() {
+                            Ok(n) => c.timeout = (n > 0).then(|| std::time::Duration::from_secs(n)),
+                            Err(e) => return e,
+                        },
+                        "proto-max-bulk-len" => match number() {
+                            Ok(n) if n >= 1024 * 1024 => c.proto_max_bulk_len = n as usize,
+                            Ok(_) => return failed("argument must be between 1048576 and 9223372036854775807 inclusive"),
+                            Err(e) => return e,
+                        },
+                        "client-query-buffer-limit" => match number() {
+                            Ok(n) if n >= 1024 * 1024 => c.client_query_buffer_limit = n as usize,
+                            Ok(_) => return failed("argument must be between 1048576 and 9223372036854775807 inclusive"),
+                            Err(e) => return e,
+                        },
+                        _ if self.config_params().iter().any(|(n, _)| *n == name) => {
+                            return failed("larder fixes this setting when the cache is built")
+                        }
+                        _ => {
+                            return Value::Error(sanitize(format!(
+                                "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                            )))
+                        }
+                    }
+                }
+                *self
+                    .shared
+                    .config
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = c;
+                Value::ok()
+            }
+            b"resetstat" if argv.len() == 2 => {
+                self.shared.commands.store(0, Ordering::Relaxed);
+                self.shared.accepted.store(0, Ordering::Relaxed);
+                self.shared.rejected.store(0, Ordering::Relaxed);
+                self.shared.store.cache().slowlog_reset();
+                Value::ok()
+            }
+            b"get" | b"set" | b"resetstat" => {
+                wrong_arity(&format!("config|{}", String::from_utf8_lossy(&sub)))
+            }
+            _ => unknown_subcommand("config", argv[1]),
+        }
+    }
+
+    /// Every parameter `CONFIG GET` knows, with its value now.
+    fn config_params(&self) -> Vec<(&'static str, String)> {
+        let c = self.shared.config();
+        let info = self.shared.store.cache().info();
+        let m = &info.memory;
+        let durable = info.persistence.is_some();
+        vec![
+            ("maxmemory", m.maxmemory.to_string()),
+            ("maxmemory-policy", m.maxmemory_policy.to_string()),
+            ("maxclients", c.maxclients.to_string()),
+            ("timeout", c.timeout.map_or(0, |t| t.as_secs()).to_string()),
+            ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
+            (
+                "client-query-buffer-limit",
+                c.client_query_buffer_limit.to_string(),
+            ),
+            ("requirepass", c.requirepass.clone().unwrap_or_default()),
+            ("databases", "1".into()),
+            ("appendonly", if durable { "yes" } else { "no" }.into()),
+            ("save", String::new()),
+            (
+                "cluster-enabled",
+                if self.shared.store.routes() {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+            ),
+        ]
     }
 
     fn info(&self, argv: &[&[u8]]) -> Value {

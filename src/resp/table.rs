@@ -94,6 +94,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
+    spec!(
+        "config",
+        -2,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0
+    ),
     spec!("dbsize", 1, ["readonly", "fast"], 0, 0, 0),
     spec!("decr", 2, ["write", "denyoom", "fast"], 1, 1, 1),
     spec!("decrby", 3, ["write", "denyoom", "fast"], 1, 1, 1),
