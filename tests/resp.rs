@@ -180,6 +180,16 @@ CONFIG SET timeout abc
 CONFIG SET timeout 0
 CONFIG FOO
 CONFIG GET
+UNSUBSCRIBE
+SUBSCRIBE chan-a
+PSUBSCRIBE pat*
+GET k
+PING
+PING hi
+UNSUBSCRIBE chan-a
+UNSUBSCRIBE nosuch
+PUNSUBSCRIBE
+PING
 "#;
 
 /// A reply as text, for failure messages.
@@ -486,4 +496,71 @@ fn config_set_changes_the_server_limits_at_run_time() {
             Value::bulk(larder::DEFAULT_POLICY.to_string()),
         ])
     );
+}
+
+/// The keyspace notifications a subscriber sees for SET, EXPIRE... on `port` with
+/// `notify-keyspace-events KEA`.
+fn notifications(port: u16) -> Vec<Value> {
+    let mut admin = Client::connect(port).unwrap();
+    assert_eq!(
+        admin.call(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]),
+        Value::ok()
+    );
+    let mut sub = Client::connect(port).unwrap();
+    assert_eq!(
+        sub.call(&["PSUBSCRIBE", "__key*__:*"]),
+        Value::Array(vec![
+            Value::bulk("psubscribe"),
+            Value::bulk("__key*__:*"),
+            Value::Integer(1)
+        ])
+    );
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", "__keyevent@0__:del"]).is_error(),
+        false
+    );
+    assert_eq!(admin.call(&["SET", "note", "v"]), Value::ok());
+    assert_eq!(admin.call(&["DEL", "note"]), Value::Integer(1));
+    // 2 messages for SET (keyspace, keyevent), 3 for DEL (and the plain channel).
+    let got: Vec<Value> = (0..5).map(|_| sub.read().unwrap()).collect();
+    assert_eq!(
+        admin.call(&["CONFIG", "SET", "notify-keyspace-events", ""]),
+        Value::ok()
+    );
+    got
+}
+
+#[test]
+fn keyspace_notifications_as_redis_sends_them() {
+    let larder = Larder::start(RespConfig::default());
+    let ours = notifications(larder.port);
+    let pm = |ch: &str, payload: &str| {
+        Value::Array(vec![
+            Value::bulk("pmessage"),
+            Value::bulk("__key*__:*"),
+            Value::bulk(ch),
+            Value::bulk(payload),
+        ])
+    };
+    assert_eq!(
+        ours,
+        vec![
+            pm("__keyspace@0__:note", "set"),
+            pm("__keyevent@0__:set", "note"),
+            pm("__keyspace@0__:note", "del"),
+            Value::Array(vec![
+                Value::bulk("message"),
+                Value::bulk("__keyevent@0__:del"),
+                Value::bulk("note"),
+            ]),
+            pm("__keyevent@0__:del", "note"),
+        ]
+    );
+    if let Some(redis) = Redis::start() {
+        assert_eq!(
+            ours,
+            notifications(redis.port),
+            "redis-server sends the same"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 use super::codec::{parse_request, Value};
 use super::keyspace::Keyspace;
+use super::pubsub::{Bridge, Notice, NotifyFlags};
 use super::session::{Flow, Session};
 use std::collections::BTreeMap;
 use std::io;
@@ -50,6 +51,9 @@ pub struct RespConfig {
     /// `client-output-buffer-limit normal` hard limit: a client whose pending replies
     /// exceed this is closed (0: no limit, Redis's default for normal clients).
     pub output_buffer_limit: usize,
+    /// `notify-keyspace-events`: which keyspace notifications subscribers get (none by
+    /// default, as in Redis).
+    pub notify_keyspace_events: NotifyFlags,
 }
 
 impl Default for RespConfig {
@@ -62,6 +66,7 @@ impl Default for RespConfig {
             client_query_buffer_limit: 1 << 30,
             proto_max_bulk_len: 512 << 20,
             output_buffer_limit: 0,
+            notify_keyspace_events: NotifyFlags::default(),
         }
     }
 }
@@ -130,6 +135,8 @@ pub(crate) struct Shared<S> {
     /// Connections accepted and refused.
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// Keyspace notifications, started by the first subscriber.
+    pub(crate) bridge: Mutex<Option<Bridge>>,
 }
 
 impl<S> Shared<S> {
@@ -139,6 +146,17 @@ impl<S> Shared<S> {
 
     pub(crate) fn clients(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientEntry>>> {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<S: Keyspace> Shared<S> {
+    /// A receiver of keyspace notifications (the bridge starts on the first call).
+    pub(crate) fn notices(&self) -> tokio::sync::broadcast::Receiver<Arc<Notice>> {
+        let mut bridge = self.bridge.lock().unwrap_or_else(PoisonError::into_inner);
+        bridge
+            .get_or_insert_with(|| Bridge::start(self.store.cache().subscribe()))
+            .sender
+            .subscribe()
     }
 }
 
@@ -170,6 +188,7 @@ impl<S: Keyspace> RespServer<S> {
                 commands: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
+                bridge: Mutex::new(None),
             }),
         }
     }
@@ -347,18 +366,39 @@ async fn run<S: Keyspace>(
         if input.capacity() - input.len() < 4096 {
             input.reserve(16 * 1024.max(input.len()));
         }
+        // Subscribed clients are not idle-closed (Redis exempts them from `timeout`).
+        let timeout = timeout.filter(|_| !session.subscribed());
         let read = async {
-            tokio::select! {
-                r = stream.read_buf(&mut input) => Some(r),
-                () = entry.kill.notified() => None,
+            loop {
+                tokio::select! {
+                    r = stream.read_buf(&mut input) => return Ok(Some(r)),
+                    () = entry.kill.notified() => return Ok(None),
+                    n = session.next_notice() => {
+                        match n {
+                            Ok(notice) => {
+                                session.deliver(&notice, &mut out);
+                                if !out.is_empty() {
+                                    if let Err(e) = stream.write_all(&out).await {
+                                        return Err(format!("write failed: {e}"));
+                                    }
+                                    out.clear();
+                                }
+                            }
+                            Err(lagged) => return Err(format!(
+                                "fell {lagged} keyspace notifications behind \
+                                 (client-output-buffer-limit pubsub)"
+                            )),
+                        }
+                    }
+                }
             }
         };
         let r = match timeout {
             Some(t) => match tokio::time::timeout(t, read).await {
-                Ok(r) => r,
+                Ok(r) => r?,
                 Err(_) => return Err(format!("idle for {t:?} (timeout)")),
             },
-            None => read.await,
+            None => read.await?,
         };
         match r {
             None => return Err("killed (CLIENT KILL)".into()),

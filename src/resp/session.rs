@@ -5,6 +5,7 @@
 
 use super::codec::{Protocol, Value};
 use super::keyspace::{Keyspace, RouteFlags};
+use super::pubsub::{Notice, NotifyFlags, Subscriptions};
 use super::server::{ClientEntry, Shared};
 use super::table::{self, CommandSpec, COMMANDS};
 use super::{keys, strings};
@@ -12,6 +13,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
 
 /// What the connection does after a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,10 @@ pub(crate) struct Session<'a, S> {
     /// Commands run and the last one since [`Session::publish`].
     commands: u64,
     last_cmd: Option<&'static CommandSpec>,
+    /// Replies after the first, for commands that answer several (`SUBSCRIBE a b`).
+    extra: Vec<Value>,
+    subs: Subscriptions,
+    notices: Option<broadcast::Receiver<Arc<Notice>>>,
 }
 
 /// Redis's `rejectCommandFormat`: no CR or LF may reach the error line.
@@ -103,7 +109,101 @@ impl<'a, S: Keyspace> Session<'a, S> {
             route: RouteFlags::default(),
             commands: 0,
             last_cmd: None,
+            extra: Vec::new(),
+            subs: Subscriptions::default(),
+            notices: None,
         }
+    }
+
+    /// Whether the connection has subscriptions.
+    pub(crate) fn subscribed(&self) -> bool {
+        self.subs.count() > 0
+    }
+
+    /// The next keyspace notification (pending forever when not subscribed); an error
+    /// with how many were missed when the connection fell behind.
+    pub(crate) async fn next_notice(&mut self) -> Result<Arc<Notice>, u64> {
+        match &mut self.notices {
+            None => std::future::pending().await,
+            Some(rx) => loop {
+                match rx.recv().await {
+                    Ok(n) => return Ok(n),
+                    Err(broadcast::error::RecvError::Lagged(n)) => return Err(n),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.notices = None;
+                        return std::future::pending().await;
+                    }
+                }
+            },
+        }
+    }
+
+    /// Appends the messages `notice` makes for this connection to `out`.
+    pub(crate) fn deliver(&self, notice: &Notice, out: &mut Vec<u8>) {
+        let flags = self.shared.config().notify_keyspace_events;
+        for m in self.subs.messages(notice, flags) {
+            m.encode(self.proto, out);
+        }
+    }
+
+    /// `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE`: one confirmation per
+    /// channel, the first returned, the others queued in `extra`.
+    fn pubsub(&mut self, name: &str, argv: &[&[u8]]) -> Value {
+        let pattern = name.starts_with('p');
+        let mut replies = Vec::new();
+        if name.ends_with("unsubscribe") {
+            let other = if pattern {
+                self.subs.channels.len()
+            } else {
+                self.subs.patterns.len()
+            };
+            let list = if pattern {
+                &mut self.subs.patterns
+            } else {
+                &mut self.subs.channels
+            };
+            let targets: Vec<Vec<u8>> = if argv.len() > 1 {
+                argv[1..].iter().map(|a| a.to_vec()).collect()
+            } else {
+                list.clone()
+            };
+            if targets.is_empty() {
+                replies.push((None, other));
+            }
+            // Each confirmation counts the subscriptions left after it.
+            for t in targets {
+                list.retain(|c| *c != t);
+                replies.push((Some(t), list.len() + other));
+            }
+        } else {
+            for a in &argv[1..] {
+                let list = if pattern {
+                    &mut self.subs.patterns
+                } else {
+                    &mut self.subs.channels
+                };
+                if !list.iter().any(|c| c == a) {
+                    list.push(a.to_vec());
+                }
+                replies.push((Some(a.to_vec()), self.subs.count()));
+            }
+            if self.notices.is_none() {
+                self.notices = Some(self.shared.notices());
+            }
+        }
+        if !self.subscribed() {
+            self.notices = None;
+        }
+        let mut values = replies.into_iter().map(|(ch, n)| {
+            Value::Push(vec![
+                Value::bulk(name),
+                ch.map_or(Value::Null, Value::Bulk),
+                Value::Integer(n as i64),
+            ])
+        });
+        let first = values.next().unwrap_or(Value::Null);
+        self.extra.extend(values);
+        first
     }
 
     /// Publishes what the connection did since the last call (the server's command
@@ -139,6 +239,9 @@ impl<'a, S: Keyspace> Session<'a, S> {
         self.commands += 1;
         let (reply, flow) = self.dispatch(argv);
         reply.encode(self.proto, out);
+        for v in self.extra.drain(..) {
+            v.encode(self.proto, out);
+        }
         flow
     }
 
@@ -160,6 +263,28 @@ impl<'a, S: Keyspace> Session<'a, S> {
         }
         if !spec.arity_ok(argv.len()) {
             return (wrong_arity(spec.name), Flow::Continue);
+        }
+        if self.proto == Protocol::Resp2
+            && self.subscribed()
+            && !matches!(
+                spec.name,
+                "subscribe"
+                    | "psubscribe"
+                    | "unsubscribe"
+                    | "punsubscribe"
+                    | "ping"
+                    | "quit"
+                    | "reset"
+            )
+        {
+            return (
+                Value::Error(format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
+                     QUIT / RESET are allowed in this context",
+                    spec.name
+                )),
+                Flow::Continue,
+            );
         }
         if self.read_only_user && spec.is_write() {
             let user = self
@@ -192,7 +317,14 @@ impl<'a, S: Keyspace> Session<'a, S> {
         };
         let store = &self.shared.store;
         let reply = match spec.name {
+            "ping" if self.proto == Protocol::Resp2 && self.subscribed() => Value::Array(vec![
+                Value::bulk("pong"),
+                Value::bulk(argv.get(1).copied().unwrap_or(b"")),
+            ]),
             "ping" => self.ping(argv),
+            "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
+                self.pubsub(spec.name, argv)
+            }
             "echo" => Value::bulk(argv[1]),
             "quit" => return (Value::ok(), Flow::Close),
             "auth" => self.auth(argv),
@@ -625,6 +757,10 @@ impl<'a, S: Keyspace> Session<'a, S> {
                         "requirepass" => {
                             c.requirepass = (!value.is_empty()).then(|| value.clone());
                         }
+                        "notify-keyspace-events" => match NotifyFlags::parse(&value) {
+                            Some(f) => c.notify_keyspace_events = f,
+                            None => return failed("Invalid event class character. Use 'Ag$lshzxeKEtmd'."),
+                        },
                         "maxclients" => match number() {
                             Ok(0) => return failed("argument must be between 1 and 4294967295 inclusive"),
                             Ok(n) => c.maxclients = n as usize,
@@ -692,6 +828,10 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 c.client_query_buffer_limit.to_string(),
             ),
             ("requirepass", c.requirepass.clone().unwrap_or_default()),
+            (
+                "notify-keyspace-events",
+                c.notify_keyspace_events.to_string(),
+            ),
             ("databases", "1".into()),
             ("appendonly", if durable { "yes" } else { "no" }.into()),
             ("save", String::new()),

@@ -172,7 +172,23 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
+    spec!(
+        "psubscribe",
+        -2,
+        ["pubsub", "noscript", "loading", "stale"],
+        0,
+        0,
+        0
+    ),
     spec!("pttl", 2, ["readonly", "fast"], 1, 1, 1),
+    spec!(
+        "punsubscribe",
+        -1,
+        ["pubsub", "noscript", "loading", "stale"],
+        0,
+        0,
+        0
+    ),
     spec!(
         "punsubscribe",
         -1,
@@ -215,11 +231,27 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
+    spec!(
+        "subscribe",
+        -2,
+        ["pubsub", "noscript", "loading", "stale"],
+        0,
+        0,
+        0
+    ),
     spec!("time", 1, ["loading", "stale", "fast"], 0, 0, 0),
     spec!("touch", -2, ["readonly", "fast"], 1, -1, 1),
     spec!("ttl", 2, ["readonly", "fast"], 1, 1, 1),
     spec!("type", 2, ["readonly", "fast"], 1, 1, 1),
     spec!("unlink", -2, ["write", "fast"], 1, -1, 1),
+    spec!(
+        "unsubscribe",
+        -1,
+        ["pubsub", "noscript", "loading", "stale"],
+        0,
+        0,
+        0
+    ),
     spec!(
         "unsubscribe",
         -1,
