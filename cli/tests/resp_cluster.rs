@@ -221,12 +221,28 @@ async fn redis_cli_follows_moved_through_reshard_and_failover() {
         .await
         .expect(0);
     let p3 = ports[3];
+    // add-node picks the master (the one with the fewest replicas): ask node 3 which.
+    let master_port = || {
+        let nodes = redis_cli(p3, &["CLUSTER", "NODES"]);
+        let me: Vec<&str> = nodes
+            .lines()
+            .find(|l| l.contains("myself"))?
+            .split(' ')
+            .collect();
+        let master_id = *me.get(3)?;
+        let master = nodes.lines().find(|l| l.starts_with(master_id))?;
+        let addr = master.split(' ').nth(1)?.split('@').next()?;
+        addr.rsplit(':').next()?.parse::<u16>().ok()
+    };
     eventually(
-        "the replica has the master's keys",
+        "the replica has its master's keys",
         Duration::from_secs(60),
         || {
-            redis_cli(p3, &["DBSIZE"]).trim() == redis_cli(ports[1], &["DBSIZE"]).trim()
-                && redis_cli(p3, &["DBSIZE"]).trim() != "0"
+            let Some(mp) = master_port() else {
+                return false;
+            };
+            let (replica, master) = (redis_cli(p3, &["DBSIZE"]), redis_cli(mp, &["DBSIZE"]));
+            replica.trim() == master.trim() && replica.trim() != "0"
         },
     );
     env.cli(&["failover", &addr[3]]).await.expect(0);

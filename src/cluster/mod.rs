@@ -1263,6 +1263,13 @@ where
         in_slot(slot, f)
     }
 
+    /// Runs `f` with this thread's copy of the routing table (reloaded only when the
+    /// table changed: one atomic load on the hot path, no lock).
+    #[cfg(feature = "resp")]
+    pub(crate) fn with_routing<R>(&self, f: impl FnOnce(&Routing) -> R) -> R {
+        self.core.with_routing(f)
+    }
+
     /// Stops this node: its driver ends and its connections close (peers see it fail
     /// after the node timeout). Every clone of this handle stops serving remote
     /// operations; the local data stays readable through [`local`](Self::local).

@@ -16,7 +16,6 @@ use crate::cluster::larder_cluster::proto::{KeyPresence, NodeFlags, Route};
 use crate::cluster::{key_hash_slot, ClusterCache, NodeId, Routing};
 use crate::{Cache, Weigher};
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 /// A [`ClusterCache`] served over RESP.
 pub struct ClusterKeyspace<W> {
@@ -299,6 +298,61 @@ impl<W: Weigher<String, Vec<u8>>> ClusterKeyspace<W> {
     }
 }
 
+impl<W: Weigher<String, Vec<u8>>> ClusterKeyspace<W> {
+    fn route_slot(
+        &self,
+        rt: &Routing,
+        slot: u16,
+        keys: &[&[u8]],
+        write: bool,
+        flags: RouteFlags,
+    ) -> Result<Option<u16>, Value> {
+        // Whether the keys are here matters only while the slot moves.
+        let presence =
+            if rt.slots.migrating_to(slot).is_some() || rt.slots.importing_from(slot).is_some() {
+                let local = self.cache.local();
+                let here = keys
+                    .iter()
+                    .filter(|k| key(k).is_ok_and(|k| local.contains(k)))
+                    .count();
+                if here == keys.len() {
+                    KeyPresence::All
+                } else if here == 0 {
+                    KeyPresence::None
+                } else {
+                    KeyPresence::Some
+                }
+            } else {
+                KeyPresence::All
+            };
+        match rt.route(slot, presence, flags.asking) {
+            Route::Serve => Ok(Some(slot)),
+            Route::Moved { node, .. }
+                if !write
+                    && flags.readonly
+                    && rt.node(rt.me).is_some_and(|m| m.master == Some(node)) =>
+            {
+                Ok(Some(slot))
+            }
+            Route::Moved { slot, node } => Err(Value::Error(format!(
+                "MOVED {slot} {}",
+                self.endpoint(rt, node)
+            ))),
+            Route::Ask { slot, node } => Err(Value::Error(format!(
+                "ASK {slot} {}",
+                self.endpoint(rt, node)
+            ))),
+            Route::TryAgain => Err(Value::error(
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+            )),
+            Route::ClusterDown if rt.slots.owner(slot).is_none() => {
+                Err(Value::error("CLUSTERDOWN Hash slot not served"))
+            }
+            Route::ClusterDown => Err(Value::error("CLUSTERDOWN The cluster is down")),
+        }
+    }
+}
+
 fn slot_arg(a: &[u8]) -> Result<u16, Value> {
     match parse_i64(a) {
         Ok(s) if (0..16384).contains(&s) => Ok(s as u16),
@@ -333,50 +387,8 @@ impl<W: Weigher<String, Vec<u8>>> Keyspace for ClusterKeyspace<W> {
         let Some(slot) = slot else {
             return Ok(None);
         };
-        let rt: Arc<Routing> = self.cache.routing();
-        // Whether the keys are here matters only while the slot moves.
-        let presence =
-            if rt.slots.migrating_to(slot).is_some() || rt.slots.importing_from(slot).is_some() {
-                let local = self.cache.local();
-                let here = keys
-                    .iter()
-                    .filter(|k| key(k).is_ok_and(|k| local.contains(k)))
-                    .count();
-                if here == keys.len() {
-                    KeyPresence::All
-                } else if here == 0 {
-                    KeyPresence::None
-                } else {
-                    KeyPresence::Some
-                }
-            } else {
-                KeyPresence::All
-            };
-        match rt.route(slot, presence, flags.asking) {
-            Route::Serve => Ok(Some(slot)),
-            Route::Moved { node, .. }
-                if !write
-                    && flags.readonly
-                    && rt.node(rt.me).is_some_and(|m| m.master == Some(node)) =>
-            {
-                Ok(Some(slot))
-            }
-            Route::Moved { slot, node } => Err(Value::Error(format!(
-                "MOVED {slot} {}",
-                self.endpoint(&rt, node)
-            ))),
-            Route::Ask { slot, node } => Err(Value::Error(format!(
-                "ASK {slot} {}",
-                self.endpoint(&rt, node)
-            ))),
-            Route::TryAgain => Err(Value::error(
-                "TRYAGAIN Multiple keys request during rehashing of slot",
-            )),
-            Route::ClusterDown if rt.slots.owner(slot).is_none() => {
-                Err(Value::error("CLUSTERDOWN Hash slot not served"))
-            }
-            Route::ClusterDown => Err(Value::error("CLUSTERDOWN The cluster is down")),
-        }
+        self.cache
+            .with_routing(|rt| self.route_slot(rt, slot, keys, write, flags))
     }
 
     fn in_slot<R>(&self, slot: Option<u16>, f: impl FnOnce() -> R) -> R {
