@@ -4,7 +4,7 @@
 //! each figure is the median of the rounds; the ratio is larder / Redis.
 //!
 //! ```text
-//! cargo run --release -p larder-benches --bin resp_bench -- [requests per test] [rounds]
+//! cargo run --release -p larder-benches --bin resp_bench -- [requests per test] [rounds] [cluster]
 //! ```
 //!
 //! larder runs in this process on a tokio runtime of two worker threads over a
@@ -104,6 +104,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let requests: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    // `cluster`: only the --cluster comparison.
+    let only_cluster = args.get(3).is_some_and(|a| a == "cluster");
     ensure_redis().expect("redis-server, redis-cli and redis-benchmark");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -148,7 +150,7 @@ fn main() {
     println!(
         "| test | pipeline | larder req/s | redis req/s | larder / redis |\n|---|---|---|---|---|"
     );
-    for pipeline in [1u32, 16] {
+    for pipeline in [1u32, 16].into_iter().filter(|_| !only_cluster) {
         for test in ["set", "get", "incr", "mset"] {
             let mut ours = Vec::new();
             let mut theirs = Vec::new();

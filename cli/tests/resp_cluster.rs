@@ -245,6 +245,9 @@ async fn redis_cli_follows_moved_through_reshard_and_failover() {
             replica.trim() == master.trim() && replica.trim() != "0"
         },
     );
+    // WAIT on the master: its replica acknowledges what it was sent.
+    let mp = master_port().expect("node 3's master");
+    assert_eq!(redis_cli(mp, &["WAIT", "1", "10000"]).trim(), "1");
     env.cli(&["failover", &addr[3]]).await.expect(0);
     eventually("node 3 is a master", Duration::from_secs(60), || {
         redis_cli(p3, &["CLUSTER", "NODES"])

@@ -398,10 +398,10 @@ pub fn parse_request(buf: &[u8], max_bulk: usize) -> Result<Option<(Args, usize)
     }
 }
 
-fn parse_multibulk(
-    buf: &[u8],
-    max_bulk: usize,
-) -> Result<Option<(Vec<Range<usize>>, usize)>, ProtocolError> {
+/// Argument ranges and the bytes the request took.
+type Parsed = (Vec<Range<usize>>, usize);
+
+fn parse_multibulk(buf: &[u8], max_bulk: usize) -> Result<Option<Parsed>, ProtocolError> {
     use ProtocolErrorKind::*;
     let Some(end) = find_line(buf, 1, INLINE_MAX, TooBigMultibulkCount)? else {
         return Ok(None);

@@ -51,10 +51,11 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
     }
 
     /// Redis's `WAIT numreplicas timeout`: how many replicas acknowledged this node's
-    /// writes within `timeout_ms` (0 when there is no replication).
-    fn wait(&self, replicas: usize, timeout_ms: u64) -> usize {
+    /// writes within `timeout_ms` (0 when there is no replication), or the error to
+    /// answer.
+    fn wait(&self, replicas: usize, timeout_ms: u64) -> Result<usize, Value> {
         let _ = (replicas, timeout_ms);
-        0
+        Ok(0)
     }
 }
 

@@ -125,14 +125,12 @@ impl<'a, S: Keyspace> Session<'a, S> {
     pub(crate) async fn next_notice(&mut self) -> Result<Arc<Notice>, u64> {
         match &mut self.notices {
             None => std::future::pending().await,
-            Some(rx) => loop {
-                match rx.recv().await {
-                    Ok(n) => return Ok(n),
-                    Err(broadcast::error::RecvError::Lagged(n)) => return Err(n),
-                    Err(broadcast::error::RecvError::Closed) => {
-                        self.notices = None;
-                        return std::future::pending().await;
-                    }
+            Some(rx) => match rx.recv().await {
+                Ok(n) => Ok(n),
+                Err(broadcast::error::RecvError::Lagged(n)) => Err(n),
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.notices = None;
+                    std::future::pending().await
                 }
             },
         }
@@ -381,9 +379,10 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 None => Value::error("ERR This instance has cluster support disabled"),
             },
             "wait" => match (strings::parse_i64(argv[1]), strings::parse_i64(argv[2])) {
-                (Ok(n), Ok(t)) if n >= 0 && t >= 0 => {
-                    Value::Integer(store.wait(n as usize, t as u64) as i64)
-                }
+                (Ok(n), Ok(t)) if n >= 0 && t >= 0 => match store.wait(n as usize, t as u64) {
+                    Ok(acked) => Value::Integer(acked as i64),
+                    Err(e) => e,
+                },
                 (Ok(_), Ok(_)) => Value::error("ERR timeout is negative"),
                 (Err(e), _) | (_, Err(e)) => e,
             },

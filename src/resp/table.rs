@@ -46,8 +46,9 @@ impl CommandSpec {
         } else {
             self.last_key.min(argc - 1)
         };
-        let range = if first == 0 { 1..=0 } else { first..=last };
-        range.step_by(step as usize).map(|i| i as usize)
+        // No keys: an empty range (first past last).
+        let (first, last) = if first == 0 { (1, 0) } else { (first, last) };
+        (first..=last).step_by(step as usize).map(|i| i as usize)
     }
 }
 

@@ -174,7 +174,7 @@ impl Client {
     /// Whether the server closed the connection (reads to the end).
     pub fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.stream.read_to_end(&mut rest), Ok(_)) && rest.is_empty()
+        self.stream.read_to_end(&mut rest).is_ok() && rest.is_empty()
     }
 }
 
