@@ -180,6 +180,29 @@ CONFIG SET timeout abc
 CONFIG SET timeout 0
 CONFIG FOO
 CONFIG GET
+MULTI
+SET t1 5
+INCR t1
+GET t1
+INCR k
+EXEC
+MULTI
+MULTI
+DISCARD
+DISCARD
+EXEC
+MULTI
+NOSUCH
+SET t1
+GET t1
+EXEC
+WATCH t1
+MULTI
+WATCH t2
+GET t1
+EXEC
+WATCH t1 t2
+UNWATCH
 UNSUBSCRIBE
 SUBSCRIBE chan-a
 PSUBSCRIBE pat*
@@ -560,4 +583,83 @@ fn keyspace_notifications_as_redis_sends_them() {
             "redis-server sends the same"
         );
     }
+}
+
+/// WATCH on one connection, a write on another: EXEC aborts with a null reply. Run
+/// against larder, and against redis-server for the same replies.
+fn watch_conflict(port: u16) -> Vec<Value> {
+    let mut a = Client::connect(port).unwrap();
+    let mut b = Client::connect(port).unwrap();
+    let mut got = vec![
+        a.call(&["SET", "w", "1"]),
+        a.call(&["WATCH", "w"]),
+        a.call(&["MULTI"]),
+        a.call(&["INCR", "w"]),
+    ];
+    got.push(b.call(&["SET", "w", "2"]));
+    got.push(a.call(&["EXEC"]));
+    got.push(a.call(&["GET", "w"]));
+    // Unchanged since WATCH: EXEC runs.
+    got.push(a.call(&["WATCH", "w"]));
+    got.push(a.call(&["MULTI"]));
+    got.push(a.call(&["INCR", "w"]));
+    got.push(b.call(&["GET", "w"]));
+    got.push(a.call(&["EXEC"]));
+    got
+}
+
+#[test]
+fn watch_aborts_exec_after_another_clients_write() {
+    let larder = Larder::start(RespConfig::default());
+    let ours = watch_conflict(larder.port);
+    assert_eq!(ours[5], Value::NullArray, "{ours:?}");
+    assert_eq!(ours[6], Value::bulk("2"));
+    assert_eq!(ours[11], Value::Array(vec![Value::Integer(3)]));
+    if let Some(redis) = Redis::start() {
+        assert_eq!(
+            ours,
+            watch_conflict(redis.port),
+            "redis-server answers the same"
+        );
+    }
+}
+
+#[test]
+fn exec_runs_without_other_clients_in_between() {
+    let larder = Larder::start(RespConfig::default());
+    // Each transaction reads the counter twice around its INCRs; another client
+    // incrementing in between would show as a gap.
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let port = larder.port;
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port).unwrap();
+                for _ in 0..200 {
+                    assert_eq!(c.call(&["MULTI"]), Value::ok());
+                    for cmd in [
+                        &["GET", "ctr"][..],
+                        &["INCR", "ctr"],
+                        &["INCR", "ctr"],
+                        &["GET", "ctr"],
+                    ] {
+                        assert_eq!(c.call(cmd), Value::Simple("QUEUED".into()));
+                    }
+                    let Value::Array(r) = c.call(&["EXEC"]) else {
+                        panic!("EXEC answers an array")
+                    };
+                    let before = match &r[0] {
+                        Value::Bulk(b) => String::from_utf8_lossy(b).parse::<i64>().unwrap(),
+                        _ => 0,
+                    };
+                    assert_eq!(r[1], Value::Integer(before + 1));
+                    assert_eq!(r[2], Value::Integer(before + 2));
+                    assert_eq!(r[3], Value::bulk((before + 2).to_string()));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(larder.cache.get("ctr"), Some(b"1600".to_vec()));
 }

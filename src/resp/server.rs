@@ -137,6 +137,8 @@ pub(crate) struct Shared<S> {
     pub(crate) rejected: AtomicU64,
     /// Keyspace notifications, started by the first subscriber.
     pub(crate) bridge: Mutex<Option<Bridge>>,
+    /// Held shared while commands run, exclusively by `EXEC`.
+    pub(crate) exec_lock: RwLock<()>,
 }
 
 impl<S> Shared<S> {
@@ -189,6 +191,7 @@ impl<S: Keyspace> RespServer<S> {
                 accepted: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 bridge: Mutex::new(None),
+                exec_lock: RwLock::new(()),
             }),
         }
     }
@@ -314,32 +317,69 @@ async fn run<S: Keyspace>(
         };
         let mut start = 0;
         let mut flow = Flow::Continue;
-        while flow == Flow::Continue {
-            match parse_request(&input[start..], max_bulk) {
-                Ok(Some((args, used))) => {
-                    let base = start;
-                    start += used;
-                    if args.is_empty() {
-                        continue;
+        // Commands run under the shared side of the transaction lock, taken once per
+        // batch; EXEC takes the exclusive side, so a transaction's commands run with
+        // no other client's command between them, as in Redis.
+        let failure = {
+            let mut shared_side = Some(
+                shared
+                    .exec_lock
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            let mut failure = None;
+            while flow == Flow::Continue {
+                match parse_request(&input[start..], max_bulk) {
+                    Ok(Some((args, used))) => {
+                        let base = start;
+                        start += used;
+                        if args.is_empty() {
+                            continue;
+                        }
+                        let argv = args.slices(&input[base..]);
+                        if session.is_exec(&argv) {
+                            drop(shared_side.take());
+                            let exclusive = shared
+                                .exec_lock
+                                .write()
+                                .unwrap_or_else(PoisonError::into_inner);
+                            flow = session.execute(&argv, &mut out);
+                            drop(exclusive);
+                            shared_side = Some(
+                                shared
+                                    .exec_lock
+                                    .read()
+                                    .unwrap_or_else(PoisonError::into_inner),
+                            );
+                        } else {
+                            flow = session.execute(&argv, &mut out);
+                        }
+                        if out_limit > 0 && out.len() > out_limit {
+                            failure = Some(format!(
+                                "output buffer of {} bytes over the limit of {out_limit} \
+                                 (client-output-buffer-limit)",
+                                out.len()
+                            ));
+                            break;
+                        }
                     }
-                    let argv = args.slices(&input[base..]);
-                    flow = session.execute(&argv, &mut out);
-                    if out_limit > 0 && out.len() > out_limit {
-                        return Err(format!(
-                            "output buffer of {} bytes over the limit of {out_limit} \
-                             (client-output-buffer-limit)",
-                            out.len()
-                        ));
+                    Ok(None) => break,
+                    Err(e) => {
+                        Value::error(format!("ERR {}", e.redis_text()))
+                            .encode(session.protocol(), &mut out);
+                        failure = Some(format!("protocol error: {e}"));
+                        break;
                     }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    Value::error(format!("ERR {}", e.redis_text()))
-                        .encode(session.protocol(), &mut out);
-                    let _ = stream.write_all(&out).await;
-                    return Err(format!("protocol error: {e}"));
                 }
             }
+            drop(shared_side);
+            failure
+        };
+        if let Some(why) = failure {
+            if why.starts_with("protocol error") {
+                let _ = stream.write_all(&out).await;
+            }
+            return Err(why);
         }
         session.publish();
         if !out.is_empty() {

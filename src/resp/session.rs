@@ -47,7 +47,16 @@ pub(crate) struct Session<'a, S> {
     extra: Vec<Value>,
     subs: Subscriptions,
     notices: Option<broadcast::Receiver<Arc<Notice>>>,
+    /// Commands queued since `MULTI` (`None`: not in a transaction).
+    multi: Option<Vec<Vec<Vec<u8>>>>,
+    /// A command refused while queuing: `EXEC` answers `EXECABORT`.
+    multi_error: bool,
+    /// `WATCH`ed keys with what they held then (value and expiry; `None`: absent).
+    watched: Vec<(String, Watched)>,
 }
+
+/// A watched key's value and absolute expiry when `WATCH` ran; `None` if absent.
+type Watched = Option<(Vec<u8>, Option<u64>)>;
 
 /// Redis's `rejectCommandFormat`: no CR or LF may reach the error line.
 fn sanitize(mut s: String) -> String {
@@ -112,6 +121,90 @@ impl<'a, S: Keyspace> Session<'a, S> {
             extra: Vec::new(),
             subs: Subscriptions::default(),
             notices: None,
+            multi: None,
+            multi_error: false,
+            watched: Vec::new(),
+        }
+    }
+
+    /// Whether the next request is `EXEC` of a transaction (the server runs it under
+    /// the exclusive side of the transaction lock).
+    pub(crate) fn is_exec(&self, argv: &[&[u8]]) -> bool {
+        self.multi.is_some() && argv[0].eq_ignore_ascii_case(b"exec")
+    }
+
+    /// What `key` holds now, for `WATCH`.
+    fn snapshot(&self, key: &str) -> Watched {
+        let cache = self.shared.store.cache();
+        let keys = [key.to_owned()];
+        cache
+            .transaction(&keys, |tx| {
+                Ok::<_, ()>(tx.get(&keys[0]).map(|v| {
+                    let at = tx.expire_at(&keys[0]).flatten();
+                    (v, at)
+                }))
+            })
+            .unwrap_or(None)
+    }
+
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`.
+    fn transaction_command(&mut self, name: &str, argv: &[&[u8]]) -> Value {
+        match name {
+            "multi" if self.multi.is_some() => Value::error("ERR MULTI calls can not be nested"),
+            "multi" => {
+                self.multi = Some(Vec::new());
+                self.multi_error = false;
+                Value::ok()
+            }
+            "discard" => match self.multi.take() {
+                Some(_) => {
+                    self.watched.clear();
+                    Value::ok()
+                }
+                None => Value::error("ERR DISCARD without MULTI"),
+            },
+            "watch" if self.multi.is_some() => {
+                Value::error("ERR WATCH inside MULTI is not allowed")
+            }
+            "watch" => {
+                for k in &argv[1..] {
+                    let k = match strings::key(k) {
+                        Ok(k) => k,
+                        Err(e) => return e,
+                    };
+                    if !self.watched.iter().any(|(w, _)| w == k) {
+                        let now = self.snapshot(k);
+                        self.watched.push((k.to_owned(), now));
+                    }
+                }
+                Value::ok()
+            }
+            "unwatch" => {
+                self.watched.clear();
+                Value::ok()
+            }
+            _ => {
+                // "exec"
+                let Some(queued) = self.multi.take() else {
+                    return Value::error("ERR EXEC without MULTI");
+                };
+                let watched = std::mem::take(&mut self.watched);
+                if std::mem::take(&mut self.multi_error) {
+                    return Value::error(
+                        "EXECABORT Transaction discarded because of previous errors.",
+                    );
+                }
+                if watched.iter().any(|(k, then)| self.snapshot(k) != *then) {
+                    return Value::NullArray;
+                }
+                let mut replies = Vec::with_capacity(queued.len());
+                for cmd in &queued {
+                    let argv: Vec<&[u8]> = cmd.iter().map(Vec::as_slice).collect();
+                    replies.push(self.dispatch(&argv).0);
+                    replies.append(&mut self.extra);
+                }
+                Value::Array(replies)
+            }
         }
     }
 
@@ -245,22 +338,27 @@ impl<'a, S: Keyspace> Session<'a, S> {
 
     fn dispatch(&mut self, argv: &[&[u8]]) -> (Value, Flow) {
         let Some(spec) = table::lookup(argv[0]) else {
+            self.multi_error |= self.multi.is_some();
             return (unknown_command(argv), Flow::Continue);
         };
-        self.entry.last_active_ms.store(
-            self.entry.created.elapsed().as_millis() as u64,
-            Ordering::Relaxed,
-        );
-        *self
-            .entry
-            .last_cmd
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = spec.name;
+        self.last_cmd = Some(spec);
         if !self.authenticated && !spec.flags.contains(&"no_auth") {
             return (Value::error(NOAUTH), Flow::Continue);
         }
         if !spec.arity_ok(argv.len()) {
+            self.multi_error |= self.multi.is_some();
             return (wrong_arity(spec.name), Flow::Continue);
+        }
+        if self.multi.is_some()
+            && !matches!(
+                spec.name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            )
+        {
+            if let Some(q) = &mut self.multi {
+                q.push(argv.iter().map(|a| a.to_vec()).collect());
+            }
+            return (Value::Simple("QUEUED".into()), Flow::Continue);
         }
         if self.proto == Protocol::Resp2
             && self.subscribed()
@@ -322,6 +420,9 @@ impl<'a, S: Keyspace> Session<'a, S> {
             "ping" => self.ping(argv),
             "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
                 self.pubsub(spec.name, argv)
+            }
+            "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+                self.transaction_command(spec.name, argv)
             }
             "echo" => Value::bulk(argv[1]),
             "quit" => return (Value::ok(), Flow::Close),

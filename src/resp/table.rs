@@ -95,14 +95,6 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
-    spec!(
-        "config",
-        -2,
-        ["admin", "noscript", "loading", "stale"],
-        0,
-        0,
-        0
-    ),
     spec!("dbsize", 1, ["readonly", "fast"], 0, 0, 0),
     spec!("decr", 2, ["write", "denyoom", "fast"], 1, 1, 1),
     spec!("decrby", 3, ["write", "denyoom", "fast"], 1, 1, 1),
@@ -116,6 +108,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         0
     ),
     spec!("echo", 2, ["fast"], 0, 0, 0),
+    spec!("exec", 1, ["noscript", "loading", "stale"], 0, 0, 0),
     spec!("exists", -2, ["readonly", "fast"], 1, -1, 1),
     spec!("expire", -3, ["write", "fast"], 1, 1, 1),
     spec!("expireat", -3, ["write", "fast"], 1, 1, 1),
@@ -139,14 +132,6 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("incrbyfloat", 3, ["write", "denyoom", "fast"], 1, 1, 1),
     spec!("info", -1, ["loading", "stale"], 0, 0, 0),
     spec!("keys", 2, ["readonly"], 0, 0, 0),
-    spec!(
-        "latency",
-        -2,
-        ["admin", "noscript", "loading", "stale"],
-        0,
-        0,
-        0
-    ),
     spec!("mget", -2, ["readonly", "fast"], 1, -1, 1),
     spec!("mset", -3, ["write", "denyoom"], 1, -1, 2),
     spec!("msetnx", -3, ["write", "denyoom"], 1, -1, 2),
@@ -173,23 +158,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
-    spec!(
-        "psubscribe",
-        -2,
-        ["pubsub", "noscript", "loading", "stale"],
-        0,
-        0,
-        0
-    ),
     spec!("pttl", 2, ["readonly", "fast"], 1, 1, 1),
-    spec!(
-        "punsubscribe",
-        -1,
-        ["pubsub", "noscript", "loading", "stale"],
-        0,
-        0,
-        0
-    ),
     spec!(
         "punsubscribe",
         -1,
@@ -232,27 +201,11 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
-    spec!(
-        "subscribe",
-        -2,
-        ["pubsub", "noscript", "loading", "stale"],
-        0,
-        0,
-        0
-    ),
     spec!("time", 1, ["loading", "stale", "fast"], 0, 0, 0),
     spec!("touch", -2, ["readonly", "fast"], 1, -1, 1),
     spec!("ttl", 2, ["readonly", "fast"], 1, 1, 1),
     spec!("type", 2, ["readonly", "fast"], 1, 1, 1),
     spec!("unlink", -2, ["write", "fast"], 1, -1, 1),
-    spec!(
-        "unsubscribe",
-        -1,
-        ["pubsub", "noscript", "loading", "stale"],
-        0,
-        0,
-        0
-    ),
     spec!(
         "unsubscribe",
         -1,
