@@ -423,6 +423,8 @@ fn limits_close_the_client_not_the_server() {
     assert_eq!(idle.call(&["PING"]), Value::Simple("PONG".into()));
     assert!(idle.closed(), "closed after the idle timeout");
     // maxclients: the third is refused.
+    drop(idle);
+    larder.wait_clients(0);
     let mut one = Client::connect(larder.port).unwrap();
     let mut two = Client::connect(larder.port).unwrap();
     assert_eq!(one.call(&["PING"]), Value::Simple("PONG".into()));
@@ -501,6 +503,7 @@ fn config_set_changes_the_server_limits_at_run_time() {
         Value::Array(vec![Value::bulk("requirepass"), Value::bulk("pw")])
     );
     assert_eq!(c.call(&["CONFIG", "SET", "maxclients", "2"]), Value::ok());
+    larder.wait_clients(2);
     let mut third = Client::connect(larder.port).unwrap();
     assert_eq!(
         third.read(),

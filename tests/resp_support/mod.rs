@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub struct Larder {
     pub port: u16,
     pub cache: Cache<String, Vec<u8>>,
+    pub server: RespServer<Cache<String, Vec<u8>>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -35,11 +36,27 @@ impl Larder {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        rt.spawn(RespServer::new(cache.clone(), config).serve(listener));
+        let server = RespServer::new(cache.clone(), config);
+        rt.spawn(server.clone().serve(listener));
         Larder {
             port,
             cache,
+            server,
             _rt: rt,
+        }
+    }
+
+    /// Waits until the server counts `n` connected clients (closing takes a moment
+    /// after the client side is gone).
+    pub fn wait_clients(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.server.connected_clients() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{} clients, not {n}",
+                self.server.connected_clients()
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
