@@ -203,6 +203,11 @@ GET t1
 EXEC
 WATCH t1 t2
 UNWATCH
+MEMORY USAGE missing
+MEMORY FOO
+SLOWLOG RESET
+SLOWLOG FOO
+SLOWLOG GET x
 UNSUBSCRIBE
 SUBSCRIBE chan-a
 PSUBSCRIBE pat*
@@ -665,4 +670,47 @@ fn exec_runs_without_other_clients_in_between() {
         w.join().unwrap();
     }
     assert_eq!(larder.cache.get("ctr"), Some(b"1600".to_vec()));
+}
+
+#[test]
+fn memory_slowlog_and_saving() {
+    let larder = Larder::start(RespConfig::default());
+    let mut c = Client::connect(larder.port).unwrap();
+    assert_eq!(c.call(&["SET", "k", "hello"]), Value::ok());
+    assert!(matches!(c.call(&["MEMORY", "USAGE", "k"]), Value::Integer(n) if n > 5));
+    assert_eq!(c.call(&["MEMORY", "PURGE"]), Value::ok());
+    assert!(matches!(c.call(&["MEMORY", "STATS"]), Value::Array(v) if v.len() == 8));
+    assert!(matches!(c.call(&["SLOWLOG", "LEN"]), Value::Integer(_)));
+    assert!(matches!(c.call(&["SLOWLOG", "GET", "-1"]), Value::Array(_)));
+    // A cache without persistence cannot save; LASTSAVE is the server's start.
+    assert_eq!(
+        c.call(&["SAVE"]),
+        Value::error("ERR this cache has no persistence configured")
+    );
+    assert!(matches!(c.call(&["LASTSAVE"]), Value::Integer(n) if n > 1_600_000_000));
+}
+
+#[cfg(feature = "persistence")]
+#[test]
+fn save_and_bgsave_on_a_durable_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache: larder::Cache<String, Vec<u8>> = larder::Cache::builder()
+        .durability(larder::Durability::new(dir.path()))
+        .open()
+        .unwrap();
+    let larder = Larder::start_with(cache, RespConfig::default());
+    let mut c = Client::connect(larder.port).unwrap();
+    assert_eq!(c.call(&["SET", "k", "v"]), Value::ok());
+    assert_eq!(c.call(&["SAVE"]), Value::ok());
+    let Value::Integer(first) = c.call(&["LASTSAVE"]) else {
+        panic!("LASTSAVE is an integer")
+    };
+    assert!(
+        (1_600_000_000..100_000_000_000).contains(&first),
+        "Unix seconds: {first}"
+    );
+    assert_eq!(
+        c.call(&["BGSAVE"]),
+        Value::Simple("Background saving started".into())
+    );
 }

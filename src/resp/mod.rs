@@ -21,6 +21,7 @@
 //! the connection goes on. The command table (README's "RESP server") says what is
 //! supported; anything else answers Redis's unknown-command error.
 
+mod admin;
 #[cfg(feature = "cluster")]
 mod cluster;
 pub mod codec;

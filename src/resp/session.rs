@@ -8,7 +8,7 @@ use super::keyspace::{Keyspace, RouteFlags};
 use super::pubsub::{Notice, NotifyFlags, Subscriptions};
 use super::server::{ClientEntry, Shared};
 use super::table::{self, CommandSpec, COMMANDS};
-use super::{keys, strings};
+use super::{admin, keys, strings};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -490,6 +490,10 @@ impl<'a, S: Keyspace> Session<'a, S> {
             "info" => self.info(argv),
             "config" => self.config(argv),
             "dbsize" => Value::Integer(store.cache().len() as i64),
+            "save" | "bgsave" | "bgrewriteaof" | "lastsave" | "slowlog" | "memory" => {
+                let started = admin::unix_secs_ago(self.shared.started.elapsed().as_secs());
+                admin::run(store, spec.name, argv, started).unwrap_or_else(|| unknown_command(argv))
+            }
             _ => store.in_slot(slot, || match strings::run(store, spec.name, argv) {
                 Some(v) => v,
                 None => keys::run(store, spec.name, argv).unwrap_or_else(|| unknown_command(argv)),

@@ -77,6 +77,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
+    spec!("bgrewriteaof", 1, ["admin", "noscript"], 0, 0, 0),
+    spec!("bgsave", -1, ["admin", "noscript"], 0, 0, 0),
     spec!(
         "client",
         -2,
@@ -132,6 +134,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("incrbyfloat", 3, ["write", "denyoom", "fast"], 1, 1, 1),
     spec!("info", -1, ["loading", "stale"], 0, 0, 0),
     spec!("keys", 2, ["readonly"], 0, 0, 0),
+    spec!("lastsave", 1, ["loading", "stale", "fast"], 0, 0, 0),
+    spec!("memory", -2, ["readonly"], 0, 0, 0),
     spec!("mget", -2, ["readonly", "fast"], 1, -1, 1),
     spec!("mset", -3, ["write", "denyoom"], 1, -1, 2),
     spec!("msetnx", -3, ["write", "denyoom"], 1, -1, 2),
@@ -186,12 +190,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
+    spec!("save", 1, ["admin", "noscript"], 0, 0, 0),
     spec!("scan", -2, ["readonly"], 0, 0, 0),
     spec!("select", 2, ["loading", "stale", "fast"], 0, 0, 0),
     spec!("set", -3, ["write", "denyoom"], 1, 1, 1),
     spec!("setex", 4, ["write", "denyoom"], 1, 1, 1),
     spec!("setnx", 3, ["write", "denyoom", "fast"], 1, 1, 1),
     spec!("setrange", 4, ["write", "denyoom"], 1, 1, 1),
+    spec!("slowlog", -2, ["admin", "loading", "stale"], 0, 0, 0),
     spec!("strlen", 2, ["readonly", "fast"], 1, 1, 1),
     spec!(
         "subscribe",
