@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::policy::{Admission, LfuDecay, Policy};
 use crate::shard::ShardConfig;
 use crate::shim::lock;
-use crate::weigh::{MemoryWeigher, Weigher};
+use crate::weigh::Weigher;
 use std::hash::Hash;
 
 /// The settings a running cache may change, as they stand ([`Cache::config`]).
@@ -86,10 +86,7 @@ where
     /// [`lazy_free`](crate::CacheBuilder::lazy_free) weighs entries by their inline
     /// size only and refuses with [`Error::NotMemoryWeighed`] (build it with a bound,
     /// however large, to change the bound later).
-    pub fn set_max_memory(&self, bytes: Option<u64>) -> Result<(), Error>
-    where
-        W: MemoryWeigher<K, V>,
-    {
+    pub fn set_max_memory(&self, bytes: Option<u64>) -> Result<(), Error> {
         if bytes.is_some() && !self.inner.weigher.weighs_memory() {
             return Err(Error::NotMemoryWeighed);
         }

@@ -28,6 +28,7 @@
 //! | `jemalloc` | jemalloc statistics in `info()` (allocated, active, resident, fragmentation ratios), `memory_purge()`, and [`Jemalloc`] to install as the global allocator |
 //! | `persistence` | durability: `Cache::builder().durability(..).open()`, an append-only file with `always`/`everysec`/`no` fsync, snapshots, rewrites, crash-safe recovery |
 //! | `metrics` | `info()`'s figures exported as `metrics` gauges every cron cycle |
+//! | `resp` | [`resp::RespServer`]: a RESP2/RESP3 (Redis protocol) server over a `Cache` or `ClusterCache` on tokio |
 //! | `cluster` | [`cluster::ClusterCache`]: one node of a mesh, keys routed by Redis Cluster's 16384 slots over QUIC with mutual TLS, replication, failover, resharding (implies `persistence`; brings tokio) |
 //!
 //! Without features larder depends on no async runtime; the async loaders
@@ -92,6 +93,9 @@ mod metrics_export;
 mod pattern;
 mod policy;
 mod read;
+#[cfg(feature = "resp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "resp")))]
+pub mod resp;
 mod retain;
 mod rewrite;
 mod shard;

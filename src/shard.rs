@@ -643,8 +643,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 let mut meta = self.new_meta(env.coarse_ms);
                 // A restored key goes straight to the main part: the window is for
                 // keys the workload just brought in.
-                let windowed =
-                    self.cfg.admission == Admission::WindowTinyLfu && !env.uncounted;
+                let windowed = self.cfg.admission == Admission::WindowTinyLfu && !env.uncounted;
                 meta.set_window(windowed);
                 let idx = self.table.push(hash, key, value, meta);
                 if windowed {

@@ -179,6 +179,50 @@ where
         }
     }
 
+    /// Stages an insert that expires at `at_ms` (milliseconds since the Unix epoch, as
+    /// the cache's clock counts them; Redis's `SET PXAT`).
+    pub fn insert_expiring_at(&mut self, key: K, value: V, at_ms: u64) {
+        if let Some(h) = self.declared_hash(&key) {
+            self.staged
+                .push((key, h, Staged::Put(value, TtlChange::At(at_ms))));
+        }
+    }
+
+    /// Stages an insert that keeps the key's expiry as this transaction sees it (Redis's
+    /// `SET KEEPTTL`, and what `INCR`, `APPEND` and `SETRANGE` do): none if the key is
+    /// absent or has none.
+    pub fn insert_keep_ttl(&mut self, key: K, value: V) {
+        let ttl = match self.expire_at(&key) {
+            Some(Some(at)) => TtlChange::At(at),
+            _ => TtlChange::Clear,
+        };
+        if let Some(h) = self.declared_hash(&key) {
+            self.staged.push((key, h, Staged::Put(value, ttl)));
+        }
+    }
+
+    /// The absolute expiry of `key` as this transaction sees it (milliseconds since the
+    /// Unix epoch): `None` if absent, `Some(None)` if it never expires.
+    pub fn expire_at(&mut self, key: &K) -> Option<Option<u64>> {
+        let h = self.declared_hash(key)?;
+        match self.staged(key) {
+            Some(Staged::Put(_, TtlChange::At(at))) => return Some(Some(*at)),
+            Some(Staged::Put(_, TtlChange::Clear)) => return Some(None),
+            Some(Staged::Del) => return None,
+            None => {}
+        }
+        let inner = &*self.cache.inner;
+        let env = inner.env();
+        let shard = self.locked.shard(inner.shard_of(h));
+        shard.expire_time(h, key, &env, &mut self.garbage)
+    }
+
+    /// The cache clock's time (milliseconds since the Unix epoch for the system clock):
+    /// what absolute expiries are compared with.
+    pub fn now_ms(&self) -> u64 {
+        self.cache.inner.clock.now_ms()
+    }
+
     /// Stages a removal; returns whether the key exists as this transaction sees it.
     pub fn remove(&mut self, key: &K) -> bool {
         let existed = self.contains(key);

@@ -178,6 +178,14 @@ impl<K: Weigh, V: Weigh> Weigh for BTreeMap<K, V> {
 pub trait Weigher<K, V>: Send + Sync + 'static {
     /// The entry's weight in bytes, not counting [`ENTRY_OVERHEAD`].
     fn weight(&self, key: &K, value: &V) -> usize;
+
+    /// Whether the weights count memory, so that a memory bound may be set on a running
+    /// cache ([`Cache::set_max_memory`](crate::Cache::set_max_memory)); true unless
+    /// overridden ([`DefaultWeigher`] weighs inline sizes only until the cache is built
+    /// with a memory bound).
+    fn weighs_memory(&self) -> bool {
+        true
+    }
 }
 
 /// A weigher that can bound memory: what [`CacheBuilder::max_memory`] and
@@ -225,13 +233,6 @@ pub trait MemoryWeigher<K, V>: Weigher<K, V> {
     {
         self
     }
-
-    /// Whether the weights count memory, so that a memory bound may be set on a running
-    /// cache ([`Cache::set_max_memory`](crate::Cache::set_max_memory)); true unless
-    /// overridden.
-    fn weighs_memory(&self) -> bool {
-        true
-    }
 }
 
 /// The weigher of a `Cache<K, V>`: inline sizes (`size_of::<K>() + size_of::<V>()`) while
@@ -277,6 +278,10 @@ impl<K: 'static, V: 'static> Weigher<K, V> for DefaultWeigher<K, V> {
     fn weight(&self, key: &K, value: &V) -> usize {
         (self.weigh)(key, value)
     }
+
+    fn weighs_memory(&self) -> bool {
+        self.heap
+    }
 }
 
 impl<K: Weigh + 'static, V: Weigh + 'static> MemoryWeigher<K, V> for DefaultWeigher<K, V> {
@@ -285,10 +290,6 @@ impl<K: Weigh + 'static, V: Weigh + 'static> MemoryWeigher<K, V> for DefaultWeig
             weigh: |k, v| k.weigh() + v.weigh(),
             heap: true,
         }
-    }
-
-    fn weighs_memory(&self) -> bool {
-        self.heap
     }
 }
 

@@ -65,6 +65,10 @@ struct RawConfig {
     migration_barrier: Option<usize>,
     allow_replica_migration: Option<bool>,
     replica_serve_stale_data: Option<bool>,
+    resp_listen: Option<String>,
+    requirepass: Option<String>,
+    maxclients: Option<usize>,
+    timeout: Option<u64>,
 }
 
 /// A byte count: an integer, or a string with Redis's units (`"256mb"`, `"1gb"`,
@@ -198,6 +202,18 @@ pub struct NodeConfig {
     pub allow_replica_migration: bool,
     /// `replica_serve_stale_data` (`replica-serve-stale-data`, default true).
     pub replica_serve_stale_data: bool,
+    /// `resp_listen`: the TCP address of the RESP (Redis protocol) server, if any.
+    /// Every node of a cluster keeps the same distance between its mesh port and its
+    /// RESP port (clients are redirected to peers by it); the same port number as
+    /// `listen` is the simplest.
+    pub resp_listen: Option<SocketAddr>,
+    /// `requirepass`: the password RESP clients authenticate with (`AUTH`).
+    pub requirepass: Option<String>,
+    /// `maxclients`: RESP connections beyond this are refused (default 10000).
+    pub maxclients: usize,
+    /// `timeout`: RESP clients idle this many seconds are closed (0: never, the
+    /// default).
+    pub timeout: u64,
 }
 
 /// A configuration error. Its text names the file, and the field where there is one.
@@ -376,6 +392,22 @@ impl NodeConfig {
                 }
             }
         };
+        let resp_listen = raw
+            .resp_listen
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|e| err("resp_listen", format!("{a:?} is not ip:port ({e})")))
+            })
+            .transpose()?;
+        if raw.requirepass.as_deref() == Some("") {
+            return Err(err(
+                "requirepass",
+                "an empty password (leave the key out for none)".into(),
+            ));
+        }
+        if raw.maxclients == Some(0) {
+            return Err(err("maxclients", "must be more than 0".into()));
+        }
         Ok(NodeConfig {
             path: path.to_path_buf(),
             listen,
@@ -403,6 +435,10 @@ impl NodeConfig {
             migration_barrier: raw.migration_barrier.unwrap_or(1),
             allow_replica_migration: raw.allow_replica_migration.unwrap_or(true),
             replica_serve_stale_data: raw.replica_serve_stale_data.unwrap_or(true),
+            resp_listen,
+            requirepass: raw.requirepass,
+            maxclients: raw.maxclients.unwrap_or(10_000),
+            timeout: raw.timeout.unwrap_or(0),
         })
     }
 
@@ -560,6 +596,29 @@ ca = "/etc/larder/ca.pem"
         assert_eq!(c.migration_barrier, 1);
         assert!(c.allow_replica_migration && c.replica_serve_stale_data);
         assert_eq!(c.own_addresses(), vec!["127.0.0.1:7101".to_string()]);
+        assert_eq!((c.resp_listen, c.requirepass.as_deref()), (None, None));
+        assert_eq!((c.maxclients, c.timeout), (10_000, 0));
+    }
+
+    #[test]
+    fn resp_settings() {
+        let c = parse(&format!(
+            "{MINIMAL}resp_listen = \"127.0.0.1:6379\"\nrequirepass = \"s3cret\"\n\
+             maxclients = 50\ntimeout = 300\n"
+        ))
+        .unwrap();
+        assert_eq!(c.resp_listen, Some("127.0.0.1:6379".parse().unwrap()));
+        assert_eq!(c.requirepass.as_deref(), Some("s3cret"));
+        assert_eq!((c.maxclients, c.timeout), (50, 300));
+        for (line, field, needle) in [
+            ("resp_listen = \"localhost:1\"", "resp_listen", "ip:port"),
+            ("requirepass = \"\"", "requirepass", "empty"),
+            ("maxclients = 0", "maxclients", "more than 0"),
+        ] {
+            let (f, s) = error(&format!("{MINIMAL}{line}\n"));
+            assert_eq!(f.as_deref(), Some(field), "{line}: {s}");
+            assert!(s.contains(needle), "{line}: {s}");
+        }
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub mod wire;
 #[path = "../../src/cluster/admin_wire.rs"]
 pub mod admin_wire;
 
+#[allow(dead_code, missing_docs)]
+#[path = "../../src/resp/codec.rs"]
+pub mod resp_codec;
+
 pub mod replay;
 pub mod seeds;
 
@@ -51,7 +55,47 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("cluster_request", cluster_request),
     ("cluster_admin", cluster_admin),
     ("codec", codec),
+    ("resp", resp),
 ];
+
+/// The RESP decoders (`larder::resp::codec`): the server's request parser and the
+/// RESP3 value decoder. Neither may panic. A parsed request lies within the bytes it
+/// says it took, and its arguments sent again as an array parse back the same; a
+/// decoded value's encoding decodes to a value that encodes the same.
+pub fn resp(data: &[u8]) {
+    use resp_codec::{decode, parse_request, Protocol};
+    let mut rest = data;
+    while let Ok(Some((args, used))) = parse_request(rest, 1 << 20) {
+        assert!(
+            used > 0 && used <= rest.len(),
+            "took {used} of {}",
+            rest.len()
+        );
+        let argv = args.slices(rest);
+        let mut again = format!("*{}\r\n", argv.len()).into_bytes();
+        for a in &argv {
+            again.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            again.extend_from_slice(a);
+            again.extend_from_slice(b"\r\n");
+        }
+        let (back, n) = parse_request(&again, 1 << 20)
+            .expect("re-encoded request parses")
+            .expect("re-encoded request is complete");
+        assert_eq!(n, again.len());
+        assert_eq!(back.slices(&again), argv);
+        rest = &rest[used..];
+    }
+    if let Ok(Some((value, used))) = decode(data) {
+        assert!(used <= data.len());
+        let bytes = value.to_bytes(Protocol::Resp3);
+        let (again, n) = decode(&bytes)
+            .expect("re-encoded value decodes")
+            .expect("re-encoded value is complete");
+        assert_eq!(n, bytes.len());
+        assert_eq!(again.to_bytes(Protocol::Resp3), bytes, "{value:?}");
+        let _ = value.to_bytes(Protocol::Resp2);
+    }
+}
 
 /// The AOF decoders: incr file header, frames, record payloads, and the torn-tail
 /// scan. None may panic; a payload that decodes re-encodes to the same bytes.

@@ -32,6 +32,7 @@ pub fn build(target: &str) -> Vec<Vec<u8>> {
         "repl_message" => repl_message(),
         "cluster_request" => cluster_request(),
         "cluster_admin" => cluster_admin(),
+        "resp" => resp(),
         _ => Vec::new(),
     }
 }
@@ -312,4 +313,33 @@ fn codec() -> Vec<Vec<u8>> {
     out.push([3u8; 16].encode().unwrap_or_default());
     out.push(u64::MAX.encode().unwrap_or_default());
     out
+}
+
+fn resp() -> Vec<Vec<u8>> {
+    use crate::resp_codec::{Protocol, Value};
+    let value = Value::Array(vec![
+        Value::Simple("OK".into()),
+        Value::Error("ERR x".into()),
+        Value::Integer(-7),
+        Value::Bulk(b"a\r\nb".to_vec()),
+        Value::Null,
+        Value::Double(1.5),
+        Value::Boolean(true),
+        Value::Map(vec![(
+            Value::Bulk(b"k".to_vec()),
+            Value::Set(vec![Value::Integer(1)]),
+        )]),
+        Value::Push(vec![Value::Bulk(b"message".to_vec())]),
+        Value::BigNumber("12345678901234567890".into()),
+        Value::Verbatim {
+            format: *b"txt",
+            text: b"hello".to_vec(),
+        },
+    ]);
+    vec![
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec(),
+        b"PING\r\nset \"a b\" 'c'\r\n".to_vec(),
+        value.to_bytes(Protocol::Resp3),
+        value.to_bytes(Protocol::Resp2),
+    ]
 }

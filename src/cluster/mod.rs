@@ -1254,6 +1254,22 @@ where
         &self.core.cache
     }
 
+    /// Runs `f` on this node's data as a write routed to `slot` (the RESP server's
+    /// path: it routed the command itself and answers redirections to its client).
+    /// A write to a slot being moved away is refused with `TRYAGAIN`, as on the
+    /// routed path.
+    #[cfg(feature = "resp")]
+    pub(crate) fn in_slot<R>(&self, slot: Slot, f: impl FnOnce() -> R) -> R {
+        in_slot(slot, f)
+    }
+
+    /// Runs `f` with this thread's copy of the routing table (reloaded only when the
+    /// table changed: one atomic load on the hot path, no lock).
+    #[cfg(feature = "resp")]
+    pub(crate) fn with_routing<R>(&self, f: impl FnOnce(&Routing) -> R) -> R {
+        self.core.with_routing(f)
+    }
+
     /// Stops this node: its driver ends and its connections close (peers see it fail
     /// after the node timeout). Every clone of this handle stops serving remote
     /// operations; the local data stays readable through [`local`](Self::local).

@@ -9,7 +9,9 @@
 //! `data_dir`, memory-only otherwise. At start it MEETs its `seeds` (again, with
 //! backoff, until it has joined a cluster), then, if `replica_of` is set and the node
 //! is a fresh master without slots, replicates that master. It answers cache and
-//! administrative requests (`larder-cli`) on its QUIC port.
+//! administrative requests (`larder-cli`) on its QUIC port, and, with `resp_listen`,
+//! Redis clients (RESP2/RESP3 over TCP, redirected between nodes as Redis Cluster
+//! does).
 //!
 //! When ready it prints one line to stdout, `larder-node <id> listening on <addr>`;
 //! logs go to stderr (`RUST_LOG` filters them; default `info`). It exits with 0 after
@@ -25,6 +27,7 @@ use std::time::Duration;
 use clap::Parser;
 use larder::cluster::larder_cluster::proto::NodeFlags;
 use larder::cluster::{ClusterCache, NodeId};
+use larder::resp::{ClusterKeyspace, RespConfig, RespServer};
 use larder::Cache;
 use larder_cli::certs;
 use larder_cli::config::{NodeConfig, ReplicaOf};
@@ -98,6 +101,11 @@ enum RunError {
     Certs(#[from] certs::CertError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
+    #[error("cannot listen for RESP clients on {addr}: {source}")]
+    Resp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{}: cannot start the node: {source}", config.display())]
     Start {
         config: PathBuf,
@@ -136,6 +144,24 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     );
 
     let joining = tokio::spawn(join(node.clone(), config.clone()));
+    let resp = match config.resp_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Resp { addr, source })?;
+            let port = listener.local_addr().map_or(addr.port(), |a| a.port());
+            let settings = RespConfig {
+                requirepass: config.requirepass.clone(),
+                maxclients: config.maxclients,
+                timeout: (config.timeout > 0).then(|| Duration::from_secs(config.timeout)),
+                ..RespConfig::default()
+            };
+            let server = RespServer::new(ClusterKeyspace::new(node.clone(), port), settings);
+            info!(node = %id, "RESP clients on {addr}");
+            Some(tokio::spawn(server.serve(listener)))
+        }
+        None => None,
+    };
 
     {
         let mut out = std::io::stdout().lock();
@@ -150,6 +176,10 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     }
     joining.abort();
     let _ = joining.await;
+    if let Some(resp) = resp {
+        resp.abort();
+        let _ = resp.await;
+    }
     node.shutdown().await;
     // The last handle: the node's runtime stops, and the cache syncs its log when
     // its last reference goes.

@@ -214,6 +214,8 @@ pub struct NodeOpts {
     /// A data directory with `appendfsync always`.
     pub durable: bool,
     pub node_timeout_ms: u64,
+    /// A RESP listener on TCP at the mesh's (UDP) port number.
+    pub resp: bool,
 }
 
 impl Default for NodeOpts {
@@ -223,6 +225,7 @@ impl Default for NodeOpts {
         NodeOpts {
             durable: false,
             node_timeout_ms: 4000,
+            resp: false,
         }
     }
 }
@@ -252,6 +255,9 @@ impl Node {
         );
         if opts.durable {
             toml.push_str("data_dir = \"data\"\nappendfsync = \"always\"\n");
+        }
+        if opts.resp {
+            toml.push_str(&format!("resp_listen = \"{addr}\"\n"));
         }
         let config = dir.join("node.toml");
         std::fs::write(&config, toml).unwrap();
