@@ -17,10 +17,22 @@ pub(crate) fn run<S: Keyspace>(
 ) -> Option<Value> {
     let cache = store.cache();
     Some(match name {
-        "save" => match cache.save() {
-            Ok(()) => Value::ok(),
-            Err(e) => write_error(e),
-        },
+        "save" => {
+            // A save takes as long as writing the whole keyspace: on a multi-threaded
+            // runtime the other connections move off this worker meanwhile (Redis's
+            // SAVE stops the whole server).
+            let multi = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let saved = if multi {
+                tokio::task::block_in_place(|| cache.save())
+            } else {
+                cache.save()
+            };
+            match saved {
+                Ok(()) => Value::ok(),
+                Err(e) => write_error(e),
+            }
+        }
         "bgsave" | "bgrewriteaof" => {
             if a.len() > 2 || (a.len() == 2 && !a[1].eq_ignore_ascii_case(b"SCHEDULE")) {
                 return Some(Value::error("ERR syntax error"));
