@@ -19,13 +19,12 @@
 //! every node agrees with the expected owner of every slot, no node is left MIGRATING
 //! or IMPORTING, and C is a replica of A in everyone's view.
 //!
-//! Known failures (about 28 of 500 seeds, none among the default ones): a node that
-//! learns the source's later configEpoch bump (it takes slots back in the next move)
-//! before it hears the target's claim of a slot keeps the source as that slot's owner
-//! for good, since the target's claim carries a lower epoch than the one the source now
-//! has, and the source no longer claims the slot. A replica down across two moves, or
-//! lost messages, are enough: e.g. `LARDER_SIM_SEED=7288707563474517695` (crashed
-//! replica n4) and `LARDER_SIM_SEED=2126816204183968992` (lossy, no crash; n2).
+//! Before a node let the next claimant take a slot its owner had stopped claiming
+//! (Redis's `owner_not_claiming_slot`), 28 of 500 seeds failed here: a node that learnt
+//! the source's later configEpoch bump (it takes slots back in the next move) before
+//! it heard the target's claim of a slot kept the source as that slot's owner for
+//! good, since the target's claim carried a lower epoch than the one the source then
+//! had. [`slot_moves_stale_owner_seeds`] replays two of those seeds.
 //!
 //! Every failure prints its seed; rerun one with
 //! `LARDER_SIM_SEED=<seed> cargo test -p larder-cluster --lib slot_moves`, and run more
@@ -386,4 +385,15 @@ fn slot_moves_whole_master_at_once() {
     run("slot_moves_whole_master_at_once", |seed| {
         slot_moves_scenario(seed, SLOTS)
     });
+}
+
+/// Seeds that left a stale owner before claims a slot's owner dropped became takeable:
+/// a replica down across two moves (n4), and message loss with no crash (n2).
+#[test]
+fn slot_moves_stale_owner_seeds() {
+    for seed in [7_288_707_563_474_517_695, 2_126_816_204_183_968_992] {
+        if let Err(e) = slot_moves_scenario(seed, SLOTS_PER_CALL) {
+            panic!("slot_moves_stale_owner_seeds failed with seed {seed}\n{e}");
+        }
+    }
 }

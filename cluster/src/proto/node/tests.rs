@@ -1103,3 +1103,46 @@ fn a_promoted_replica_left_alone_gets_a_spare() {
     assert_eq!(masters_of(&sim, &[second]), ids(&sim, &[0]));
     assert!(sim.node(first).unwrap().nodes[&id(&sim, 4)].migrate_to);
 }
+
+/// The stale owner found by the `slot_moves` simulation: n2 misses n1's claim of a slot
+/// it took from n0, then hears n0 take other slots (a configEpoch above n1's) while no
+/// longer claiming that slot. n1's claim, older than n0's epoch, must still win.
+#[test]
+fn a_slot_its_owner_stopped_claiming_goes_to_the_next_claimant() {
+    let mut sim = cluster(3, 0);
+    let (a, b) = (id(&sim, 0), id(&sim, 1));
+    let (mut ha, mut hb) = (header_of(&sim, 0), header_of(&sim, 1));
+    let slot = ha.slots.iter().next().unwrap();
+    // n1 took `slot` (epoch 9); n0 then took others and reached epoch 10.
+    hb.slots.insert(slot);
+    hb.config_epoch = 9;
+    hb.current_epoch = 9;
+    ha.slots.remove(slot);
+    ha.config_epoch = 10;
+    ha.current_epoch = 10;
+    let now = sim.now();
+    let n2 = sim.node_mut(2).unwrap();
+    drain(n2);
+    n2.handle_message(now, a, ping(ha, vec![])).unwrap();
+    // The binding stays (no coverage gap) but nobody claims the slot now.
+    assert_eq!(n2.slots().owner(slot), Some(a));
+    assert!(n2.slots().is_unclaimed(slot));
+    assert_eq!(n2.state(), ClusterState::Ok);
+    n2.handle_message(now, b, ping(hb, vec![])).unwrap();
+    assert_eq!(n2.slots().owner(slot), Some(b));
+    assert!(!n2.slots().is_unclaimed(slot));
+    let (t, _) = drain(n2);
+    assert!(
+        !t.iter()
+            .any(|t| matches!(t.message.body, Body::Update { .. })),
+        "no UPDATE for a claim on a slot its old owner dropped"
+    );
+    // A delayed message n1 sent before it took the slot (its old epoch, without the
+    // slot) is not news: the slot stays claimed by n1.
+    let old_b = header_of(&sim, 1);
+    assert!(old_b.config_epoch < 9 && !old_b.slots.contains(slot));
+    let n2 = sim.node_mut(2).unwrap();
+    n2.handle_message(now, b, ping(old_b, vec![])).unwrap();
+    assert_eq!(n2.slots().owner(slot), Some(b));
+    assert!(!n2.slots().is_unclaimed(slot));
+}
