@@ -639,53 +639,73 @@ fn manual_failover_force_with_live_master() {
 
 #[test]
 fn chaos_with_manual_failovers() {
-    run("chaos_with_manual_failovers", |seed| {
-        let mut sim = cluster(seed, 3, 2)?;
-        sim.set_net(NetConfig::lossy());
-        let n = sim.len();
-        let mut rng = larder_cluster::proto::Rng::new(seed ^ 0x3a1);
-        let mut down: Vec<usize> = Vec::new();
-        for _ in 0..30 {
-            match rng.below(7) {
-                0 if down.is_empty() => {
-                    let i = rng.below(n as u64) as usize;
-                    sim.crash(i);
-                    down.push(i);
-                }
-                1 => {
-                    if let Some(i) = down.pop() {
-                        sim.restart(i)?;
-                    }
-                }
-                2 => {
-                    let side: Vec<usize> = (0..n).filter(|_| rng.chance(0.3)).collect();
-                    sim.partition(&[&side]);
-                }
-                3 | 4 => {
-                    // An operator fails over some replica (refusals are fine).
-                    let replicas: Vec<usize> = (0..n)
-                        .filter(|&i| sim.node(i).is_some_and(|x| !x.is_master()))
-                        .collect();
-                    if !replicas.is_empty() {
-                        let r = replicas[rng.below(replicas.len() as u64) as usize];
-                        let mode = if rng.chance(0.5) {
-                            FailoverMode::Default
-                        } else {
-                            FailoverMode::Force
-                        };
-                        let _ = sim.failover(r, mode);
-                    }
-                }
-                _ => sim.heal(),
+    run(
+        "chaos_with_manual_failovers",
+        chaos_with_manual_failovers_scenario,
+    );
+}
+
+/// A seed that left a stale owner before a slot its owner stopped claiming became
+/// takeable by the next claimant: n0 restarts from a state saved at 21.6 s that binds
+/// slot 5461 to n5; n5 has since lost the slot to n1 (manual failover, epoch 19) and
+/// taken another shard (forced failover, epoch 20). Heard first, n5's epoch 20 made n1's
+/// claim (19) look stale to n0 for good.
+#[test]
+fn chaos_with_manual_failovers_stale_owner_seed() {
+    let seed = 8_458_334_529_955_945_114;
+    if let Err(e) = chaos_with_manual_failovers_scenario(seed) {
+        panic!("chaos_with_manual_failovers failed with seed {seed}\n{e}");
+    }
+}
+
+/// 9 nodes (3 masters, 2 replicas each) on a lossy network: random crashes,
+/// partitions and DEFAULT/FORCE manual failovers, then convergence after healing.
+fn chaos_with_manual_failovers_scenario(seed: u64) -> Result<(), String> {
+    let mut sim = cluster(seed, 3, 2)?;
+    sim.set_net(NetConfig::lossy());
+    let n = sim.len();
+    let mut rng = larder_cluster::proto::Rng::new(seed ^ 0x3a1);
+    let mut down: Vec<usize> = Vec::new();
+    for _ in 0..30 {
+        match rng.below(7) {
+            0 if down.is_empty() => {
+                let i = rng.below(n as u64) as usize;
+                sim.crash(i);
+                down.push(i);
             }
-            sim.run_for(rng.range(100, 2500))?;
+            1 => {
+                if let Some(i) = down.pop() {
+                    sim.restart(i)?;
+                }
+            }
+            2 => {
+                let side: Vec<usize> = (0..n).filter(|_| rng.chance(0.3)).collect();
+                sim.partition(&[&side]);
+            }
+            3 | 4 => {
+                // An operator fails over some replica (refusals are fine).
+                let replicas: Vec<usize> = (0..n)
+                    .filter(|&i| sim.node(i).is_some_and(|x| !x.is_master()))
+                    .collect();
+                if !replicas.is_empty() {
+                    let r = replicas[rng.below(replicas.len() as u64) as usize];
+                    let mode = if rng.chance(0.5) {
+                        FailoverMode::Default
+                    } else {
+                        FailoverMode::Force
+                    };
+                    let _ = sim.failover(r, mode);
+                }
+            }
+            _ => sim.heal(),
         }
-        for i in down {
-            sim.restart(i)?;
-        }
-        sim.heal();
-        sim.set_net(NetConfig::lan());
-        sim.run_until_converged(60_000)?;
-        Ok(())
-    });
+        sim.run_for(rng.range(100, 2500))?;
+    }
+    for i in down {
+        sim.restart(i)?;
+    }
+    sim.heal();
+    sim.set_net(NetConfig::lan());
+    sim.run_until_converged(60_000)?;
+    Ok(())
 }

@@ -1146,3 +1146,37 @@ fn a_slot_its_owner_stopped_claiming_goes_to_the_next_claimant() {
     assert_eq!(n2.slots().owner(slot), Some(b));
     assert!(!n2.slots().is_unclaimed(slot));
 }
+
+/// The same stale owner reached through failovers and a restart (the
+/// `chaos_with_manual_failovers` seed 8458334529955945114): n2 restarts from a state
+/// that binds n0's slots to n0. Meanwhile n0's replica n3 took them (epoch 19) and n0
+/// took over n1's shard (epoch 20). Hearing n0 first, n2 must still give n3 the slots.
+#[test]
+fn a_restarted_node_gives_a_slot_its_saved_owner_dropped_to_the_next_claimant() {
+    let mut sim = cluster(3, 1);
+    let (m0, r3) = (id(&sim, 0), id(&sim, 3));
+    let (old0, old1) = (
+        sim.node(0).unwrap().my_slots().clone(),
+        sim.node(1).unwrap().my_slots().clone(),
+    );
+    let mut h0 = header_of(&sim, 0);
+    h0.slots = old1.clone();
+    h0.config_epoch = 20;
+    h0.current_epoch = 20;
+    let mut h3 = header_of(&sim, 3);
+    h3.master = None;
+    h3.flags = NodeFlags::MASTER;
+    h3.slots = old0.clone();
+    h3.config_epoch = 19;
+    h3.current_epoch = 19;
+    let now = sim.now();
+    let n2 = sim.node_mut(2).unwrap();
+    let saved = n2.persistent_state();
+    let mut back = Node::restore(n2.config.clone(), &saved, "10.0.0.2:7000", now, 7);
+    back.handle_message(now, m0, ping(h0, vec![])).unwrap();
+    assert!(old1.iter().all(|s| back.slots().owner(s) == Some(m0)));
+    assert!(old0.iter().all(|s| back.slots().is_unclaimed(s)));
+    back.handle_message(now, r3, ping(h3, vec![])).unwrap();
+    assert!(old0.iter().all(|s| back.slots().owner(s) == Some(r3)));
+    assert!(!back.slots().is_unclaimed(old0.iter().next().unwrap()));
+}
