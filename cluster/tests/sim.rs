@@ -1,7 +1,8 @@
 //! Cluster scenarios from Redis's own cluster tests, run over many seeds in the
 //! deterministic simulation. Every failure prints its seed; rerun one with
-//! `LARDER_SIM_SEED=<seed> cargo test -p larder-cluster --test sim <scenario>`, and run
-//! more seeds with `LARDER_SIM_SEEDS=<n>`.
+//! `LARDER_SIM_SEED=<seed> cargo test -p larder-cluster --test sim <scenario>`, run
+//! more seeds with `LARDER_SIM_SEEDS=<n>`, and add `LARDER_SIM_KEEP_GOING=1` to list
+//! every failing seed instead of stopping at the first.
 
 use larder_cluster::proto::{FailoverMode, SLOTS};
 use larder_cluster::sim::{NetConfig, Sim, SimConfig};
@@ -25,14 +26,30 @@ fn seeds(name: &str, default: u64) -> Vec<u64> {
         .collect()
 }
 
+/// Runs `scenario` over the seeds; panics on the first failure, or with
+/// `LARDER_SIM_KEEP_GOING=1` after all of them, listing every failing seed.
 fn run(name: &str, scenario: impl Fn(u64) -> Result<(), String>) {
+    let keep_going = std::env::var("LARDER_SIM_KEEP_GOING").is_ok();
+    let mut failed = Vec::new();
     for seed in seeds(name, DEFAULT_SEEDS) {
         if let Err(e) = scenario(seed) {
-            panic!(
+            let msg = format!(
                 "scenario {name} failed with seed {seed}\nrerun: LARDER_SIM_SEED={seed} cargo test -p larder-cluster --test sim {name}\n{e}"
             );
+            if !keep_going {
+                panic!("{msg}");
+            }
+            let first = msg.lines().nth(2).unwrap_or_default().to_string();
+            eprintln!("{msg}\n");
+            failed.push(format!("{seed}: {first}"));
         }
     }
+    assert!(
+        failed.is_empty(),
+        "{} failing seeds:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 fn cluster(seed: u64, masters: usize, replicas: usize) -> Result<Sim, String> {
