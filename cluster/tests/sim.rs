@@ -726,3 +726,54 @@ fn chaos_with_manual_failovers_scenario(seed: u64) -> Result<(), String> {
     sim.run_until_converged(60_000)?;
     Ok(())
 }
+
+/// A voter cut off, together with the old master, at the instant the replica it voted
+/// for wins: it never hears the outcome. However long the partition lasts, it must not
+/// acknowledge the old master's claims again, or the old master regains a lease while
+/// the new one (acknowledged by the other side) holds one.
+#[test]
+fn hidden_election_never_revives_the_old_master() {
+    run("hidden_election_never_revives_the_old_master", |seed| {
+        // Without full coverage required, a side that sees a shard failed still serves
+        // the others (`cluster-require-full-coverage no`), so the old side can write.
+        let mut cfg = SimConfig::new(seed, 3, 1);
+        cfg.node.require_full_coverage = false;
+        let mut sim = Sim::new(cfg);
+        sim.bootstrap()?;
+        let mut rng = larder_cluster::proto::Rng::new(seed ^ 0x41dd);
+        sim.run_for(rng.range(0, 1000))?;
+        // n0 alone: its replica n3 wins with the votes of n1 and n2.
+        sim.partition(&[&[0]]);
+        let start = sim.now();
+        while !sim.node(3).is_some_and(|n| n.is_master()) {
+            if sim.now().since(start) > 10_000 {
+                return Err(format!("seed {seed}: n3 did not win within 10 s"));
+            }
+            sim.run_for(1)?;
+        }
+        // The same instant, n2 (with its replica) joins n0 on the other side: n3's
+        // claims never reach it.
+        sim.partition(&[&[0, 2, 5]]);
+        let slot = first_slot(&sim, 3);
+        let won_at = sim.now();
+        // Well past every promise's timeout; the invariants are checked at every step.
+        sim.run_for(rng.range(20_000, 40_000))?;
+        if sim
+            .node(0)
+            .is_some_and(|n| n.writable_slots(sim.now()).contains(slot))
+        {
+            return Err(format!(
+                "seed {seed}: n0 writes slot {slot} {} ms after n3 won it",
+                sim.now().since(won_at)
+            ));
+        }
+        sim.heal();
+        sim.run_until_converged(30_000)?;
+        if sim.writer_of(slot) != Some(3) {
+            return Err(format!(
+                "seed {seed}: n3 does not write slot {slot} after healing"
+            ));
+        }
+        Ok(())
+    });
+}

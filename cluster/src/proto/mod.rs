@@ -30,7 +30,7 @@ pub use config::Config;
 pub use id::{NodeFlags, NodeId};
 pub use node::{
     ClusterState, CommandError, Event, FailoverMode, HandleError, Node, PersistedNode,
-    PersistentState, Rejected, Transmit, WriteRefusal,
+    PersistentState, Rejected, Transmit, WithheldAck, WriteRefusal,
 };
 pub use peers::NodeView;
 pub use rng::Rng;

@@ -532,12 +532,12 @@ impl Node {
     /// lease: it must be a master we see as healthy, own in our table every slot it
     /// claims, and not be a master we voted to replace.
     fn acks_claims(&mut self, now: Instant, from: NodeId, h: &Header) -> bool {
-        if h.master.is_some() || self.abstaining(now) {
+        if h.master.is_some() || self.abstaining() {
             return false;
         }
-        if let Some(&(epoch, until)) = self.withheld_acks.get(&from) {
+        if let Some(p) = self.withheld_acks.get(&from) {
             let current = self.nodes.get(&from).map_or(0, |r| r.config_epoch);
-            if now < until && current < epoch {
+            if current < p.epoch {
                 return false;
             }
             self.withheld_acks.remove(&from);

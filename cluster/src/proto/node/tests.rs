@@ -1180,3 +1180,61 @@ fn a_restarted_node_gives_a_slot_its_saved_owner_dropped_to_the_next_claimant() 
     assert!(old0.iter().all(|s| back.slots().owner(s) == Some(r3)));
     assert!(!back.slots().is_unclaimed(old0.iter().next().unwrap()));
 }
+
+/// A voter's promise to withhold acknowledgements from the master it voted to replace
+/// does not end with time (a partition may hide the winner for any length of time),
+/// only on word from the candidate that it lost, and it survives a restart.
+#[test]
+fn a_voters_promise_ends_on_the_candidates_word_not_by_time() {
+    let (mut sim, m1, r5, _) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let q = request(&sim, 5, e, false);
+    let mut lost = sim.node(5).unwrap().header(mflags::NO_ELECTION);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(now, r5, q).unwrap();
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r5), e)]);
+    n0.nodes.get_mut(&m1).unwrap().flags.remove(NodeFlags::FAIL);
+    let mut h = n0.header(0);
+    h.sender = m1;
+    h.addr = n0.nodes[&m1].addr.clone();
+    h.slots = n0.nodes[&m1].slots.clone();
+    h.config_epoch = n0.nodes[&m1].config_epoch;
+    let acked = |n0: &mut Node, at: Instant, h: &Header| {
+        n0.handle_message(at, m1, ping(h.clone(), vec![])).unwrap();
+        drain(n0).0.iter().any(|t| {
+            matches!(
+                t.message.body,
+                Body::Pong {
+                    claims_acked: true,
+                    ..
+                }
+            )
+        })
+    };
+    let later = now + 60_000;
+    assert!(!acked(n0, later, &h), "a minute later, still no ack");
+    // A restart keeps the promise and its candidate.
+    let saved = n0.persistent_state();
+    assert_eq!(saved.withheld_acks[0].candidate, Some(r5));
+    let mut back = Node::restore(n0.config.clone(), &saved, "10.0.0.0:7000", later, 3);
+    assert!(!acked(&mut back, later, &h));
+    // A header from the candidate from before the election (older currentEpoch), or
+    // with its election window open, is no news.
+    lost.current_epoch = e - 1;
+    back.handle_message(later, r5, ping(lost.clone(), vec![]))
+        .unwrap();
+    let mut running = lost.clone();
+    running.current_epoch = e;
+    running.mflags = 0;
+    back.handle_message(later, r5, ping(running, vec![]))
+        .unwrap();
+    assert!(!acked(&mut back, later, &h));
+    // The candidate, still a replica of n1 at epoch e with no election open, lost.
+    lost.current_epoch = e;
+    back.handle_message(later, r5, ping(lost, vec![])).unwrap();
+    assert!(
+        acked(&mut back, later, &h),
+        "acks resume once the candidate lost"
+    );
+}
