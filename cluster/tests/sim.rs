@@ -734,46 +734,67 @@ fn chaos_with_manual_failovers_scenario(seed: u64) -> Result<(), String> {
 #[test]
 fn hidden_election_never_revives_the_old_master() {
     run("hidden_election_never_revives_the_old_master", |seed| {
-        // Without full coverage required, a side that sees a shard failed still serves
-        // the others (`cluster-require-full-coverage no`), so the old side can write.
-        let mut cfg = SimConfig::new(seed, 3, 1);
-        cfg.node.require_full_coverage = false;
-        let mut sim = Sim::new(cfg);
-        sim.bootstrap()?;
-        let mut rng = larder_cluster::proto::Rng::new(seed ^ 0x41dd);
-        sim.run_for(rng.range(0, 1000))?;
-        // n0 alone: its replica n3 wins with the votes of n1 and n2.
-        sim.partition(&[&[0]]);
-        let start = sim.now();
-        while !sim.node(3).is_some_and(|n| n.is_master()) {
-            if sim.now().since(start) > 10_000 {
-                return Err(format!("seed {seed}: n3 did not win within 10 s"));
-            }
-            sim.run_for(1)?;
-        }
-        // The same instant, n2 (with its replica) joins n0 on the other side: n3's
-        // claims never reach it.
-        sim.partition(&[&[0, 2, 5]]);
-        let slot = first_slot(&sim, 3);
-        let won_at = sim.now();
-        // Well past every promise's timeout; the invariants are checked at every step.
-        sim.run_for(rng.range(20_000, 40_000))?;
-        if sim
-            .node(0)
-            .is_some_and(|n| n.writable_slots(sim.now()).contains(slot))
-        {
-            return Err(format!(
-                "seed {seed}: n0 writes slot {slot} {} ms after n3 won it",
-                sim.now().since(won_at)
-            ));
-        }
-        sim.heal();
-        sim.run_until_converged(30_000)?;
-        if sim.writer_of(slot) != Some(3) {
-            return Err(format!(
-                "seed {seed}: n3 does not write slot {slot} after healing"
-            ));
-        }
-        Ok(())
+        hidden_election(seed, true)
     });
+}
+
+/// The same, but the voter's replica stays on the majority side and replaces the voter
+/// too: the old side holds two replaced masters, each of which must not lease the other
+/// its old seat (the old master never voted, so only the voter's word tells it that it
+/// may have been replaced).
+#[test]
+fn replaced_masters_never_lease_each_other_their_seats() {
+    run(
+        "replaced_masters_never_lease_each_other_their_seats",
+        |seed| hidden_election(seed, false),
+    );
+}
+
+/// n0 is cut off and its replica n3 wins with the votes of n1 and n2; the instant n3
+/// wins, n2 (with its replica n5 if `voter_keeps_replica`) joins n0 on a side of its
+/// own for 20-40 s, then the network heals.
+fn hidden_election(seed: u64, voter_keeps_replica: bool) -> Result<(), String> {
+    // Without full coverage required, a side that sees a shard failed still serves the
+    // others (`cluster-require-full-coverage no`), so the old side could write.
+    let mut cfg = SimConfig::new(seed, 3, 1);
+    cfg.node.require_full_coverage = false;
+    let mut sim = Sim::new(cfg);
+    sim.bootstrap()?;
+    let mut rng = larder_cluster::proto::Rng::new(seed ^ 0x41dd);
+    sim.run_for(rng.range(0, 1000))?;
+    sim.partition(&[&[0]]);
+    let start = sim.now();
+    while !sim.node(3).is_some_and(|n| n.is_master()) {
+        if sim.now().since(start) > 10_000 {
+            return Err(format!("seed {seed}: n3 did not win within 10 s"));
+        }
+        sim.run_for(1)?;
+    }
+    // n3's claims are in flight; none reaches n2.
+    if voter_keeps_replica {
+        sim.partition(&[&[0, 2, 5]]);
+    } else {
+        sim.partition(&[&[0, 2]]);
+    }
+    let slot = first_slot(&sim, 3);
+    let won_at = sim.now();
+    // Well past the promises' old timeout; the invariants are checked at every step.
+    sim.run_for(rng.range(20_000, 40_000))?;
+    if sim
+        .node(0)
+        .is_some_and(|n| n.writable_slots(sim.now()).contains(slot))
+    {
+        return Err(format!(
+            "seed {seed}: n0 writes slot {slot} {} ms after n3 won it",
+            sim.now().since(won_at)
+        ));
+    }
+    sim.heal();
+    sim.run_until_converged(30_000)?;
+    if sim.writer_of(slot) != Some(3) {
+        return Err(format!(
+            "seed {seed}: n3 does not write slot {slot} after healing"
+        ));
+    }
+    Ok(())
 }

@@ -25,7 +25,9 @@ pub mod slots;
 mod table;
 mod time;
 
-pub use codec::{Body, DecodeError, EncodeError, Gossip, Header, Message, MigrationState};
+pub use codec::{
+    Body, DecodeError, EncodeError, Gossip, Header, Message, MigrationState, Replacement,
+};
 pub use config::Config;
 pub use id::{NodeFlags, NodeId};
 pub use node::{

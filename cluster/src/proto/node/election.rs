@@ -424,6 +424,43 @@ impl Node {
         }
     }
 
+    /// A master that a peer voted to replace (the peer's header lists it among its
+    /// open replacements) abstains as if it had voted for that replica itself: its
+    /// seat may already be the winner's, and acknowledging others or counting itself
+    /// would lend that seat to a second majority (two replaced masters on one side of
+    /// a partition could otherwise lease each other their old seats). The abstention
+    /// ends the same ways: this master's configEpoch reaches the election's, or the
+    /// candidate says it lost.
+    pub(super) fn note_replaced(&mut self, h: &Header) {
+        if h.master.is_some() || !self.is_master() {
+            return;
+        }
+        let mine = self.myself().config_epoch;
+        let Some(r) = h
+            .replacements
+            .iter()
+            .filter(|r| r.master == self.me && r.epoch > mine)
+            .max_by_key(|r| r.epoch)
+        else {
+            return;
+        };
+        if self
+            .withheld_acks
+            .get(&self.me)
+            .is_some_and(|p| p.epoch >= r.epoch)
+        {
+            return;
+        }
+        self.withheld_acks.insert(
+            self.me,
+            Promise {
+                epoch: r.epoch,
+                candidate: Some(r.candidate),
+            },
+        );
+        self.dirty = true;
+    }
+
     /// The paused master's offset arrives in any message with the PAUSED flag.
     pub(super) fn note_master_paused(&mut self, from: NodeId, h: &Header) {
         if self.manual.end.is_some()

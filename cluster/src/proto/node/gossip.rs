@@ -2,7 +2,7 @@
 //! how claims in headers update the slot table.
 
 use super::*;
-use crate::proto::codec::{mflags, Gossip, Header};
+use crate::proto::codec::{mflags, Gossip, Header, Replacement};
 
 impl Node {
     /// The header for a message from this node. A replica announces its master's
@@ -41,7 +41,28 @@ impl Node {
             slots,
             state_ok: self.state == ClusterState::Ok,
             mflags: mf,
+            replacements: self.open_replacements(),
         }
+    }
+
+    /// The promises this master holds against other masters, announced in every
+    /// header so that a replaced master that has not heard of its replacement learns
+    /// that it may have been replaced (see `note_replaced`).
+    fn open_replacements(&self) -> Vec<Replacement> {
+        if !self.is_master() {
+            return Vec::new();
+        }
+        self.withheld_acks
+            .iter()
+            .filter(|&(&m, _)| m != self.me)
+            .filter_map(|(&master, p)| {
+                Some(Replacement {
+                    master,
+                    epoch: p.epoch,
+                    candidate: p.candidate?,
+                })
+            })
+            .collect()
     }
 
     /// A few random healthy nodes plus every PFAIL node, as Redis picks them: enough
@@ -237,6 +258,7 @@ impl Node {
         self.process_header(now, from, &h);
         self.note_master_paused(from, &h);
         self.note_candidate_lost(from, &h);
+        self.note_replaced(&h);
         match body {
             Body::Ping {
                 sent_at,

@@ -1238,3 +1238,59 @@ fn a_voters_promise_ends_on_the_candidates_word_not_by_time() {
         "acks resume once the candidate lost"
     );
 }
+
+/// A master that a peer's header lists as voted against abstains (no acks for anyone,
+/// no self-count) until the candidate says it lost: two replaced masters on one side
+/// of a partition must not lease each other their old seats.
+#[test]
+fn a_master_told_it_was_voted_against_abstains_until_the_candidate_lost() {
+    let mut sim = cluster(3, 1);
+    let (m0, m1, m2, r3) = (id(&sim, 0), id(&sim, 1), id(&sim, 2), id(&sim, 3));
+    let now = sim.now();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let mut from_voter = header_of(&sim, 2);
+    from_voter.current_epoch = e;
+    from_voter.replacements = vec![crate::proto::codec::Replacement {
+        master: m0,
+        epoch: e,
+        candidate: r3,
+    }];
+    let mut lost = sim.node(3).unwrap().header(0);
+    lost.current_epoch = e;
+    assert_ne!(lost.mflags & mflags::NO_ELECTION, 0);
+    let h1 = header_of(&sim, 1);
+    let n0 = sim.node_mut(0).unwrap();
+    // Itself and n2 make the majority of three.
+    n0.nodes.get_mut(&m1).unwrap().lease_until = Instant::ZERO;
+    assert_eq!(n0.write_status(now), Ok(()));
+    let acked = |n0: &mut Node, h: &Header| {
+        n0.handle_message(now, m1, ping(h.clone(), vec![])).unwrap();
+        drain(n0).0.iter().any(|t| {
+            matches!(
+                t.message.body,
+                Body::Pong {
+                    claims_acked: true,
+                    ..
+                }
+            )
+        })
+    };
+    assert!(acked(n0, &h1));
+    n0.handle_message(now, m2, ping(from_voter, vec![]))
+        .unwrap();
+    drain(n0);
+    assert!(
+        matches!(n0.write_status(now), Err(WriteRefusal::NoQuorum { .. })),
+        "it no longer counts itself"
+    );
+    assert!(!acked(n0, &h1), "it acknowledges nobody");
+    assert!(n0
+        .persistent_state()
+        .withheld_acks
+        .iter()
+        .any(|w| w.master == m0));
+    n0.handle_message(now, r3, ping(lost, vec![])).unwrap();
+    drain(n0);
+    assert!(acked(n0, &h1), "the candidate lost: duties resume");
+    assert_eq!(n0.write_status(now), Ok(()));
+}
