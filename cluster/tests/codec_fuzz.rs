@@ -4,7 +4,7 @@
 //! round-trip. `LARDER_FUZZ_ITERS=<n>` runs longer.
 
 use larder_cluster::proto::{
-    Body, Gossip, Header, Message, MigrationState, NodeFlags, NodeId, Rng, SlotSet,
+    Body, Gossip, Header, Message, MigrationState, NodeFlags, NodeId, Replacement, Rng, SlotSet,
 };
 
 fn iters(default: u64) -> u64 {
@@ -73,6 +73,13 @@ fn random_message(rng: &mut Rng) -> Message {
         slots: random_slots(rng),
         state_ok: rng.chance(0.5),
         mflags: rng.below(4) as u8,
+        replacements: (0..rng.below(3))
+            .map(|_| Replacement {
+                master: random_id(rng),
+                epoch: rng.next_u64(),
+                candidate: random_id(rng),
+            })
+            .collect(),
     };
     let body = match rng.below(8) {
         0 => Body::Ping {

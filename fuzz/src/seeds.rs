@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use larder_cluster::proto::{
-    Body, Gossip, Header, Message, MigrationState, NodeFlags, NodeId, Rng, SlotSet,
+    Body, Gossip, Header, Message, MigrationState, NodeFlags, NodeId, Replacement, Rng, SlotSet,
 };
 use larder_cluster::repl::{ReplId, ReplMessage};
 use larder_persistence::backend::MemoryBackend;
@@ -158,6 +158,11 @@ fn cluster_message() -> Vec<Vec<u8>> {
         slots: SlotSet::from_range(0..5461),
         state_ok: true,
         mflags: 0,
+        replacements: vec![Replacement {
+            master: id,
+            epoch: 8,
+            candidate: NodeId::random(&mut rng),
+        }],
     };
     let bodies = vec![
         Body::Ping {

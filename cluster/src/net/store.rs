@@ -4,14 +4,15 @@
 //! File format, integers big-endian like the cluster bus:
 //!
 //! ```text
-//! 4     magic "LCNS"     1  version (1)
+//! 4     magic "LCNS"     1  version (2; 1 is still read)
 //! 20    node id          8  currentEpoch      8  lastVoteEpoch
 //! 4     node count, then per node:
 //!         20 id | 2+n address (UTF-8) | 1 has-master (+20 master id) |
 //!         8 configEpoch | 2048 slot bitmap (256 big-endian u64 words)
 //! 4     migrating count, then per entry: 2 slot | 20 node id
 //! 4     importing count, then per entry: 2 slot | 20 node id
-//! 4     withheld-ack count, then per entry: 20 node id | 8 epoch
+//! 4     withheld-ack count, then per entry: 20 node id | 8 epoch |
+//!         1 has-candidate (+20 candidate id)   (version 1: no candidate bytes)
 //! ```
 //!
 //! The file must end exactly after the last entry. The rename makes a save atomic, so
@@ -23,10 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::NetError;
-use crate::proto::{Config, Instant, Node, NodeId, PersistentState, SlotSet};
+use crate::proto::{Config, Instant, Node, NodeId, PersistentState, SlotSet, WithheldAck};
 
 const MAGIC: &[u8; 4] = b"LCNS";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The version before promises recorded their candidate; read as promises without one.
+const VERSION_NO_CANDIDATE: u8 = 1;
 
 /// Where the driver saves the node's state before sending anything.
 #[derive(Clone, Debug)]
@@ -135,9 +138,16 @@ pub fn encode_state(s: &PersistentState) -> Vec<u8> {
         }
     }
     put_len(&mut out, s.withheld_acks.len());
-    for (id, epoch) in &s.withheld_acks {
-        out.extend_from_slice(&id.0);
-        out.extend_from_slice(&epoch.to_be_bytes());
+    for w in &s.withheld_acks {
+        out.extend_from_slice(&w.master.0);
+        out.extend_from_slice(&w.epoch.to_be_bytes());
+        match w.candidate {
+            Some(c) => {
+                out.push(1);
+                out.extend_from_slice(&c.0);
+            }
+            None => out.push(0),
+        }
     }
     out
 }
@@ -193,7 +203,7 @@ pub fn decode_state(data: &[u8]) -> Result<PersistentState, NetError> {
         return Err(NetError::State("not a larder node state file".into()));
     }
     let v = r.u8("version")?;
-    if v != VERSION {
+    if v != VERSION && v != VERSION_NO_CANDIDATE {
         return Err(NetError::State(format!("unsupported state version {v}")));
     }
     let id = r.id("node id")?;
@@ -247,9 +257,21 @@ pub fn decode_state(data: &[u8]) -> Result<PersistentState, NetError> {
     state.migrating = migrating;
     state.importing = importing;
     for _ in 0..r.u32("withheld-ack count")? {
-        let nid = r.id("withheld node")?;
+        let master = r.id("withheld node")?;
         let epoch = r.u64("withheld epoch")?;
-        state.withheld_acks.push((nid, epoch));
+        let candidate = match v {
+            VERSION_NO_CANDIDATE => None,
+            _ => match r.u8("has-candidate")? {
+                0 => None,
+                1 => Some(r.id("candidate id")?),
+                b => return Err(NetError::State(format!("has-candidate byte {b}"))),
+            },
+        };
+        state.withheld_acks.push(WithheldAck {
+            master,
+            epoch,
+            candidate,
+        });
     }
     if r.pos != data.len() {
         return Err(NetError::State(format!(
@@ -293,7 +315,18 @@ mod tests {
             nodes: Vec::new(),
             migrating: vec![(5, b)],
             importing: vec![(16383, b)],
-            withheld_acks: vec![(b, 9)],
+            withheld_acks: vec![
+                WithheldAck {
+                    master: b,
+                    epoch: 9,
+                    candidate: Some(a),
+                },
+                WithheldAck {
+                    master: a,
+                    epoch: 10,
+                    candidate: None,
+                },
+            ],
         };
         push_node(
             &mut s,
@@ -326,6 +359,30 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode_state(&longer).is_err());
+    }
+
+    /// A version-1 file (promises without their candidate) still loads.
+    #[test]
+    fn version_1_state_loads_with_promises_without_candidates() {
+        let mut s = sample();
+        for w in s.withheld_acks.iter_mut() {
+            w.candidate = None;
+        }
+        let v2 = encode_state(&s);
+        // Rewrite as version 1: drop each entry's has-candidate byte (all zero here).
+        let n = s.withheld_acks.len();
+        let entries_at = v2.len() - n * 29;
+        let mut v1 = v2[..entries_at].to_vec();
+        v1[4] = VERSION_NO_CANDIDATE;
+        for e in v2[entries_at..].chunks(29) {
+            assert_eq!(e[28], 0);
+            v1.extend_from_slice(&e[..28]);
+        }
+        assert_eq!(decode_state(&v1).unwrap(), s);
+        let mut bad = v2.clone();
+        let last = bad.len() - 1;
+        bad[last] = 7;
+        assert!(decode_state(&bad).is_err());
     }
 
     #[test]

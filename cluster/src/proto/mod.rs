@@ -25,12 +25,14 @@ pub mod slots;
 mod table;
 mod time;
 
-pub use codec::{Body, DecodeError, EncodeError, Gossip, Header, Message, MigrationState};
+pub use codec::{
+    Body, DecodeError, EncodeError, Gossip, Header, Message, MigrationState, Replacement,
+};
 pub use config::Config;
 pub use id::{NodeFlags, NodeId};
 pub use node::{
     ClusterState, CommandError, Event, FailoverMode, HandleError, Node, PersistedNode,
-    PersistentState, Rejected, Transmit, WriteRefusal,
+    PersistentState, Rejected, Transmit, WithheldAck, WriteRefusal,
 };
 pub use peers::NodeView;
 pub use rng::Rng;

@@ -10,6 +10,10 @@ use super::slots::{Slot, SlotSet, SLOTS};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotTable {
     owner: Vec<Option<NodeId>>,
+    /// Slots whose owner's own header stopped claiming them (Redis's
+    /// `owner_not_claiming_slot`). The owner stays bound, so routing and coverage do not
+    /// change, but the next claimant takes the slot whatever its configEpoch.
+    not_claimed: SlotSet,
     migrating: BTreeMap<Slot, NodeId>,
     importing: BTreeMap<Slot, NodeId>,
 }
@@ -18,6 +22,7 @@ impl Default for SlotTable {
     fn default() -> Self {
         SlotTable {
             owner: vec![None; SLOTS],
+            not_claimed: SlotSet::new(),
             migrating: BTreeMap::new(),
             importing: BTreeMap::new(),
         }
@@ -67,6 +72,13 @@ impl SlotTable {
         self.owner.get(slot as usize).copied().flatten()
     }
 
+    /// True if nobody claims `slot`: it has no owner, or its owner's own messages
+    /// stopped claiming it (Redis's `isSlotUnclaimed`). Any master's claim takes such a
+    /// slot, whatever its configEpoch.
+    pub fn is_unclaimed(&self, slot: Slot) -> bool {
+        self.owner(slot).is_none() || self.not_claimed.contains(slot)
+    }
+
     /// Where `slot` is migrating to, if this node is moving it away.
     pub fn migrating_to(&self, slot: Slot) -> Option<NodeId> {
         self.migrating.get(&slot).copied()
@@ -103,10 +115,24 @@ impl SlotTable {
         self.owner.iter().filter(|o| o.is_some()).count()
     }
 
+    /// Binds `slot` to `node` (or to nobody); the new binding is claimed.
     pub(crate) fn set_owner(&mut self, slot: Slot, node: Option<NodeId>) {
         if let Some(o) = self.owner.get_mut(slot as usize) {
             *o = node;
         }
+        self.not_claimed.remove(slot);
+    }
+
+    /// Records what a master claims in its own message: of the slots `bound` to it in
+    /// this table, those outside `claimed` become unclaimed and the rest claimed again.
+    /// Other slots are left as they are.
+    pub(crate) fn note_claims(&mut self, bound: &SlotSet, claimed: &SlotSet) {
+        let (nc, b, c) = (self.not_claimed.words(), bound.words(), claimed.words());
+        let mut words = [0u64; SlotSet::WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = (nc[i] & !b[i]) | (b[i] & !c[i]);
+        }
+        self.not_claimed = SlotSet::from_words(words);
     }
 
     pub(crate) fn set_migrating(&mut self, slot: Slot, to: Option<NodeId>) {
@@ -125,9 +151,10 @@ impl SlotTable {
 
     /// Removes every reference to `node` (after FORGET).
     pub(crate) fn forget(&mut self, node: NodeId) {
-        for o in self.owner.iter_mut() {
+        for (slot, o) in self.owner.iter_mut().enumerate() {
             if *o == Some(node) {
                 *o = None;
+                self.not_claimed.remove(slot as Slot);
             }
         }
         self.migrating.retain(|_, n| *n != node);

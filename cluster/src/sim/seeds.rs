@@ -36,5 +36,10 @@ pub(super) fn run(name: &str, scenario: impl Fn(u64) -> Result<(), String>) {
             failed.push(format!("{seed}: {first}"));
         }
     }
-    assert!(failed.is_empty(), "failing seeds:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} failing seeds:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }

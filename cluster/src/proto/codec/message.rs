@@ -50,6 +50,23 @@ pub struct Header {
     pub state_ok: bool,
     /// [`mflags`] bits.
     pub mflags: u8,
+    /// The sender's open votes against masters: it voted for a replacement and does
+    /// not know the outcome yet. A master that finds itself here abstains (no
+    /// acknowledgements, votes or self-count) until it learns the outcome, since its
+    /// seat may already be the winner's.
+    pub replacements: Vec<Replacement>,
+}
+
+/// A vote whose outcome the sender does not know: in `epoch` it voted for
+/// `candidate` to replace `master`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replacement {
+    /// The master voted against.
+    pub master: NodeId,
+    /// The election's epoch.
+    pub epoch: u64,
+    /// The replica voted for.
+    pub candidate: NodeId,
 }
 
 /// What the sender knows about a third node, attached to PING, PONG and MEET.

@@ -7,8 +7,11 @@
 //! header: sender (20) | addr_len (1) addr (addr_len, UTF-8) | flags (2)
 //!         current_epoch (8) | config_epoch (8) | repl_offset (8)
 //!         has_master (1) [master (20)] | state_ok (1) | mflags (1) | slots (2048)
+//!         replacement count (2), per entry: master (20) | epoch (8) | candidate (20)
 //! body:   by type, see `Message::encode`; gossip and migration lists are a u16 count
 //!         followed by entries.
+//!
+//! Version 2 added the replacements; a build reads only its own version.
 //! ```
 //!
 //! The decoder checks the size cap first, then every field, and requires the input to
@@ -18,7 +21,7 @@
 
 mod message;
 
-pub use message::{mflags, Body, Gossip, Header, Message, MigrationState};
+pub use message::{mflags, Body, Gossip, Header, Message, MigrationState, Replacement};
 
 use crate::proto::id::{NodeFlags, NodeId};
 use crate::proto::slots::{SlotSet, SLOTS};
@@ -26,13 +29,15 @@ use crate::proto::slots::{SlotSet, SLOTS};
 /// First two bytes of every message.
 pub const MAGIC: [u8; 2] = *b"LC";
 /// The codec version this build writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest encoded message accepted (and produced): 64 KiB.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// Most gossip entries in one message.
 pub const MAX_GOSSIP: usize = 1024;
 /// Most migration entries in one message.
 pub const MAX_MIGRATIONS: usize = SLOTS;
+/// Most replacement entries in one header (one per master voted against).
+pub const MAX_REPLACEMENTS: usize = 1024;
 
 /// Why bytes could not be decoded into a [`Message`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,6 +234,21 @@ impl Reader<'_> {
         }
         Ok(out)
     }
+    fn replacements(&mut self) -> Result<Vec<Replacement>, DecodeError> {
+        let n = self.count("replacement count", MAX_REPLACEMENTS)?;
+        let mut out = Vec::with_capacity(n.min((self.buf.len() - self.pos) / 48));
+        for _ in 0..n {
+            let master = self.id("replaced master id")?;
+            let epoch = self.u64("replacement epoch")?;
+            let candidate = self.id("replacement candidate id")?;
+            out.push(Replacement {
+                master,
+                epoch,
+                candidate,
+            });
+        }
+        Ok(out)
+    }
     fn migrations(&mut self) -> Result<Vec<MigrationState>, DecodeError> {
         let n = self.count("migration count", MAX_MIGRATIONS)?;
         let mut out = Vec::with_capacity(n.min((self.buf.len() - self.pos) / 23));
@@ -284,6 +304,16 @@ fn put_gossip(out: &mut Vec<u8>, gossip: &[Gossip]) -> Result<(), EncodeError> {
     Ok(())
 }
 
+fn put_replacements(out: &mut Vec<u8>, r: &[Replacement]) -> Result<(), EncodeError> {
+    put_count(out, "replacements", r.len(), MAX_REPLACEMENTS)?;
+    for e in r {
+        out.extend_from_slice(&e.master.0);
+        out.extend_from_slice(&e.epoch.to_be_bytes());
+        out.extend_from_slice(&e.candidate.0);
+    }
+    Ok(())
+}
+
 fn put_migrations(out: &mut Vec<u8>, m: &[MigrationState]) -> Result<(), EncodeError> {
     put_count(out, "migrations", m.len(), MAX_MIGRATIONS)?;
     for e in m {
@@ -324,6 +354,7 @@ impl Message {
         out.push(h.state_ok as u8);
         out.push(h.mflags);
         put_slots(out, &h.slots);
+        put_replacements(out, &h.replacements)?;
         match &self.body {
             Body::Ping {
                 sent_at,
@@ -426,6 +457,7 @@ impl Message {
             });
         }
         let slots = r.slots()?;
+        let replacements = r.replacements()?;
         let header = Header {
             sender,
             addr,
@@ -437,6 +469,7 @@ impl Message {
             slots,
             state_ok,
             mflags,
+            replacements,
         };
         let body = match ty {
             0 => Body::Ping {

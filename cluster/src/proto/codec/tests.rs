@@ -14,6 +14,11 @@ fn header() -> Header {
         slots: SlotSet::from_range(0..5461),
         state_ok: true,
         mflags: 0,
+        replacements: vec![Replacement {
+            master: NodeId::random(&mut rng),
+            epoch: 8,
+            candidate: NodeId::random(&mut rng),
+        }],
     }
 }
 
@@ -88,11 +93,27 @@ fn rejects_with_what_and_where() {
         Message::decode(&b),
         Err(DecodeError::BadMagic { .. })
     ));
+    // Version 1 (before headers carried replacements) is refused, as is any other.
+    for v in [1, 3] {
+        let mut b = bytes.clone();
+        b[2] = v;
+        assert_eq!(
+            Message::decode(&b),
+            Err(DecodeError::UnsupportedVersion { found: v })
+        );
+    }
+    // A replacement count over the cap is refused where it stands.
+    let count_at = 4 + 20 + 1 + "10.0.0.1:7000".len() + 2 + 24 + 1 + 1 + 1 + 2048;
     let mut b = bytes.clone();
-    b[2] = 2;
+    b[count_at..count_at + 2].copy_from_slice(&(MAX_REPLACEMENTS as u16 + 1).to_be_bytes());
     assert_eq!(
         Message::decode(&b),
-        Err(DecodeError::UnsupportedVersion { found: 2 })
+        Err(DecodeError::TooMany {
+            field: "replacement count",
+            offset: count_at,
+            count: MAX_REPLACEMENTS + 1,
+            max: MAX_REPLACEMENTS
+        })
     );
     let mut b = bytes.clone();
     b[3] = 8;

@@ -205,7 +205,7 @@ impl Node {
     /// recorded now but its ack leaves only a full node_timeout after we last
     /// acknowledged the old master's claims, and we acknowledge it no more.
     pub(super) fn handle_auth_request(&mut self, now: Instant, from: NodeId, h: &Header) {
-        if !self.myself().is_voting_master() || self.abstaining(now) {
+        if !self.myself().is_voting_master() || self.abstaining() {
             return;
         }
         // Only a master whose seat a majority confirms right now may vote: a master that
@@ -272,7 +272,10 @@ impl Node {
         }
         self.withheld_acks.insert(
             master_id,
-            (epoch, now + nt + 2 * self.config.auth_timeout()),
+            Promise {
+                epoch,
+                candidate: Some(from),
+            },
         );
         self.dirty = true;
         self.events.push_back(Event::VoteGranted {
@@ -389,27 +392,73 @@ impl Node {
     /// outcome. Its seat may already belong to that replica, so it grants no leases,
     /// casts no votes and does not count itself (see `write_status`): otherwise a side
     /// of a partition that still counts it could form a second majority.
-    pub(super) fn abstaining(&self, now: Instant) -> bool {
-        match self.withheld_acks.get(&self.me) {
-            Some(&(epoch, until)) => now < until && self.myself().config_epoch < epoch,
-            None => false,
+    pub(super) fn abstaining(&self) -> bool {
+        self.withheld_acks
+            .get(&self.me)
+            .is_some_and(|p| self.myself().config_epoch < p.epoch)
+    }
+
+    /// The one trustworthy "it lost" signal short of the winner's claims: the candidate
+    /// of a promise says, in its own header, that it is still a replica of the master
+    /// it ran against, that its currentEpoch reached the election's, and that no
+    /// election of its own is open (`NO_ELECTION`). A candidate counts votes only
+    /// while its window is open, and a winner turns master before it sends anything,
+    /// so it can no longer win that election: the promise ends. Neither a voter's
+    /// promise to withhold acknowledgements from the old master nor the old master's
+    /// abstention ends by time: a partition may hide a successful election for any
+    /// length of time, and ending the promise then gives the old master a lease
+    /// beside the new one's.
+    pub(super) fn note_candidate_lost(&mut self, from: NodeId, h: &Header) {
+        if h.mflags & mflags::NO_ELECTION == 0 {
+            return;
+        }
+        let Some(master) = h.master else {
+            return;
+        };
+        let before = self.withheld_acks.len();
+        self.withheld_acks.retain(|&m, p| {
+            !(p.candidate == Some(from) && m == master && h.current_epoch >= p.epoch)
+        });
+        if self.withheld_acks.len() != before {
+            self.dirty = true;
         }
     }
 
-    /// A master that abstains resumes when the replica it voted for says it is still
-    /// its replica and can no longer win (it lost that election).
-    pub(super) fn note_candidate_lost(&mut self, from: NodeId, h: &Header) {
-        let Some(&(epoch, _)) = self.withheld_acks.get(&self.me) else {
+    /// A master that a peer voted to replace (the peer's header lists it among its
+    /// open replacements) abstains as if it had voted for that replica itself: its
+    /// seat may already be the winner's, and acknowledging others or counting itself
+    /// would lend that seat to a second majority (two replaced masters on one side of
+    /// a partition could otherwise lease each other their old seats). The abstention
+    /// ends the same ways: this master's configEpoch reaches the election's, or the
+    /// candidate says it lost.
+    pub(super) fn note_replaced(&mut self, h: &Header) {
+        if h.master.is_some() || !self.is_master() {
+            return;
+        }
+        let mine = self.myself().config_epoch;
+        let Some(r) = h
+            .replacements
+            .iter()
+            .filter(|r| r.master == self.me && r.epoch > mine)
+            .max_by_key(|r| r.epoch)
+        else {
             return;
         };
-        if self.last_vote_candidate == Some(from)
-            && h.master == Some(self.me)
-            && h.mflags & mflags::NO_ELECTION != 0
-            && h.current_epoch >= epoch
+        if self
+            .withheld_acks
+            .get(&self.me)
+            .is_some_and(|p| p.epoch >= r.epoch)
         {
-            self.withheld_acks.remove(&self.me);
-            self.dirty = true;
+            return;
         }
+        self.withheld_acks.insert(
+            self.me,
+            Promise {
+                epoch: r.epoch,
+                candidate: Some(r.candidate),
+            },
+        );
+        self.dirty = true;
     }
 
     /// The paused master's offset arrives in any message with the PAUSED flag.

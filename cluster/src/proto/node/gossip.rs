@@ -2,7 +2,7 @@
 //! how claims in headers update the slot table.
 
 use super::*;
-use crate::proto::codec::{mflags, Gossip, Header};
+use crate::proto::codec::{mflags, Gossip, Header, Replacement};
 
 impl Node {
     /// The header for a message from this node. A replica announces its master's
@@ -41,7 +41,28 @@ impl Node {
             slots,
             state_ok: self.state == ClusterState::Ok,
             mflags: mf,
+            replacements: self.open_replacements(),
         }
+    }
+
+    /// The promises this master holds against other masters, announced in every
+    /// header so that a replaced master that has not heard of its replacement learns
+    /// that it may have been replaced (see `note_replaced`).
+    fn open_replacements(&self) -> Vec<Replacement> {
+        if !self.is_master() {
+            return Vec::new();
+        }
+        self.withheld_acks
+            .iter()
+            .filter(|&(&m, _)| m != self.me)
+            .filter_map(|(&master, p)| {
+                Some(Replacement {
+                    master,
+                    epoch: p.epoch,
+                    candidate: p.candidate?,
+                })
+            })
+            .collect()
     }
 
     /// A few random healthy nodes plus every PFAIL node, as Redis picks them: enough
@@ -237,6 +258,7 @@ impl Node {
         self.process_header(now, from, &h);
         self.note_master_paused(from, &h);
         self.note_candidate_lost(from, &h);
+        self.note_replaced(&h);
         match body {
             Body::Ping {
                 sent_at,
@@ -344,12 +366,21 @@ impl Node {
             .unwrap_or(false);
         if known {
             self.update_slots_config_with(now, from, h.config_epoch, &h.slots);
+        }
+        // Also when its claims match our table: a claim renewed after a reordered
+        // message marked it dropped binds the slot again.
+        self.note_dropped_claims(from, h);
+        if known {
             // The sender still claims slots someone newer owns: tell it (one UPDATE per
-            // message, as Redis does).
+            // message, as Redis does). A slot whose owner stopped claiming it is not
+            // worth an UPDATE: the owner's config no longer says it has it.
             let stale_owner = h.slots.iter().find_map(|slot| {
                 let owner = self.table.owner(slot)?;
                 let rec = self.nodes.get(&owner)?;
-                (owner != from && rec.config_epoch > h.config_epoch).then_some(owner)
+                (owner != from
+                    && !self.table.is_unclaimed(slot)
+                    && rec.config_epoch > h.config_epoch)
+                    .then_some(owner)
             });
             if let Some(owner) = stale_owner {
                 let (config_epoch, slots) = {
@@ -370,9 +401,30 @@ impl Node {
         self.handle_epoch_collision(now, from);
     }
 
+    /// Slots our table binds to the master `from` that its header `h` does not claim
+    /// are marked unclaimed (Redis's `owner_not_claiming_slot`): the owner handed them
+    /// over, and the next claimant must be able to take them even with an older
+    /// configEpoch than the one the owner has since reached by taking other slots.
+    /// Otherwise a node that hears the owner's later bump before the new owner's claim
+    /// keeps the old owner for good. The binding stays until a claim arrives, so
+    /// routing (MOVED to the old owner, which redirects) and coverage are unchanged.
+    ///
+    /// Only a header at least as new as the sender's configEpoch we know counts: a
+    /// delayed message from before the sender took a slot must not unbind it.
+    fn note_dropped_claims(&mut self, from: NodeId, h: &Header) {
+        let Some(rec) = self.nodes.get(&from) else {
+            return;
+        };
+        if h.config_epoch < rec.config_epoch {
+            return;
+        }
+        self.table.note_claims(&rec.slots, &h.slots);
+    }
+
     /// Redis's `clusterUpdateSlotsConfigWith`: `sender` claims `slots` at `epoch`; take
-    /// every slot whose current owner has an older configEpoch. If that leaves this
-    /// node's master (or this master) without slots, follow the new owner.
+    /// every slot that is unclaimed (no owner, or an owner that stopped claiming it)
+    /// or whose current owner has an older configEpoch. If that leaves this node's
+    /// master (or this master) without slots, follow the new owner.
     pub(super) fn update_slots_config_with(
         &mut self,
         now: Instant,
@@ -398,7 +450,7 @@ impl Node {
             let owner_epoch = owner
                 .and_then(|o| self.nodes.get(&o))
                 .map(|r| r.config_epoch);
-            if owner_epoch.is_none_or(|e| e < epoch) {
+            if self.table.is_unclaimed(slot) || owner_epoch.is_none_or(|e| e < epoch) {
                 if owner.is_some() && owner == my_primary {
                     new_primary = Some(sender);
                 }
@@ -502,12 +554,12 @@ impl Node {
     /// lease: it must be a master we see as healthy, own in our table every slot it
     /// claims, and not be a master we voted to replace.
     fn acks_claims(&mut self, now: Instant, from: NodeId, h: &Header) -> bool {
-        if h.master.is_some() || self.abstaining(now) {
+        if h.master.is_some() || self.abstaining() {
             return false;
         }
-        if let Some(&(epoch, until)) = self.withheld_acks.get(&from) {
+        if let Some(p) = self.withheld_acks.get(&from) {
             let current = self.nodes.get(&from).map_or(0, |r| r.config_epoch);
-            if now < until && current < epoch {
+            if current < p.epoch {
                 return false;
             }
             self.withheld_acks.remove(&from);

@@ -10,7 +10,7 @@ mod persist;
 mod state;
 
 pub use errors::{CommandError, HandleError, Rejected, WriteRefusal};
-pub use persist::{PersistedNode, PersistentState};
+pub use persist::{PersistedNode, PersistentState, WithheldAck};
 #[cfg(test)]
 mod tests;
 
@@ -128,6 +128,16 @@ struct PendingMeet {
     last_sent: Instant,
 }
 
+/// A vote's promise: no acknowledgement of the replaced master's claims (or, for a
+/// master that voted for its own replica, no acknowledgement, vote or self-count at
+/// all) until the outcome of election `epoch` is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Promise {
+    epoch: u64,
+    /// The replica voted for; `None` only when restored from a state saved without it.
+    candidate: Option<NodeId>,
+}
+
 #[derive(Clone, Debug)]
 struct PendingVote {
     candidate: NodeId,
@@ -169,7 +179,9 @@ pub struct Node {
     pending_meets: Vec<PendingMeet>,
     pending_votes: Vec<PendingVote>,
     banned: BTreeMap<NodeId, Instant>,
-    withheld_acks: BTreeMap<NodeId, (u64, Instant)>,
+    /// Promises made by voting to replace a master, by master: the election's epoch and
+    /// the candidate. They end only on news of the outcome, never by time.
+    withheld_acks: BTreeMap<NodeId, Promise>,
     master_migrations: Vec<MigrationState>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -274,9 +286,14 @@ impl Node {
         for &(slot, n) in &saved.importing {
             node.table.set_importing(slot, Some(n));
         }
-        let until = now + node.config.node_timeout + 2 * node.config.auth_timeout();
-        for &(n, epoch) in &saved.withheld_acks {
-            node.withheld_acks.insert(n, (epoch, until));
+        for w in &saved.withheld_acks {
+            node.withheld_acks.insert(
+                w.master,
+                Promise {
+                    epoch: w.epoch,
+                    candidate: w.candidate,
+                },
+            );
         }
         node.update_state(now);
         node
@@ -405,7 +422,11 @@ impl Node {
             withheld_acks: self
                 .withheld_acks
                 .iter()
-                .map(|(n, (e, _))| (*n, *e))
+                .map(|(&master, p)| WithheldAck {
+                    master,
+                    epoch: p.epoch,
+                    candidate: p.candidate,
+                })
                 .collect(),
         }
     }
@@ -635,6 +656,10 @@ impl Node {
         for r in self.nodes.values_mut() {
             r.fail_reports.remove(id);
         }
+        // The operator says `id` is gone for good: promises made to it as a candidate
+        // would otherwise wait for its word forever.
+        self.withheld_acks
+            .retain(|&m, p| m != id && p.candidate != Some(id));
         self.banned.insert(id, now + FORGET_BAN);
         self.slots_changed(now);
         Ok(())

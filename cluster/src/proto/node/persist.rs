@@ -19,9 +19,23 @@ pub struct PersistentState {
     pub migrating: Vec<(Slot, NodeId)>,
     /// IMPORTING slots of this node.
     pub importing: Vec<(Slot, NodeId)>,
-    /// Masters this node promised not to acknowledge until their configEpoch reaches
-    /// the epoch given (it voted to replace them).
-    pub withheld_acks: Vec<(NodeId, u64)>,
+    /// Masters this node promised not to acknowledge (it voted to replace them): the
+    /// master, the election epoch, and the candidate voted for (`None` in a state saved
+    /// by a version that did not record it).
+    pub withheld_acks: Vec<WithheldAck>,
+}
+
+/// One promise of a [`PersistentState`]: this node voted in `epoch` for `candidate` to
+/// replace `master`, and acknowledges `master`'s claims no more until the outcome is
+/// known (see [`Node`]'s departures from Redis in the cluster documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WithheldAck {
+    /// The master voted against (this node itself when it voted for its own replica).
+    pub master: NodeId,
+    /// The election's epoch.
+    pub epoch: u64,
+    /// The replica voted for, if known.
+    pub candidate: Option<NodeId>,
 }
 
 /// One node of a [`PersistentState`].

@@ -95,7 +95,7 @@ impl Node {
         let (_, needed) = self.quorum();
         // A master that voted for its own replica no longer vouches for itself: its vote
         // may be the one that makes the replica's majority.
-        let self_ok = !self.abstaining(now);
+        let self_ok = !self.abstaining();
         let acked = self
             .nodes
             .values()

@@ -1103,3 +1103,194 @@ fn a_promoted_replica_left_alone_gets_a_spare() {
     assert_eq!(masters_of(&sim, &[second]), ids(&sim, &[0]));
     assert!(sim.node(first).unwrap().nodes[&id(&sim, 4)].migrate_to);
 }
+
+/// The stale owner found by the `slot_moves` simulation: n2 misses n1's claim of a slot
+/// it took from n0, then hears n0 take other slots (a configEpoch above n1's) while no
+/// longer claiming that slot. n1's claim, older than n0's epoch, must still win.
+#[test]
+fn a_slot_its_owner_stopped_claiming_goes_to_the_next_claimant() {
+    let mut sim = cluster(3, 0);
+    let (a, b) = (id(&sim, 0), id(&sim, 1));
+    let (mut ha, mut hb) = (header_of(&sim, 0), header_of(&sim, 1));
+    let slot = ha.slots.iter().next().unwrap();
+    // n1 took `slot` (epoch 9); n0 then took others and reached epoch 10.
+    hb.slots.insert(slot);
+    hb.config_epoch = 9;
+    hb.current_epoch = 9;
+    ha.slots.remove(slot);
+    ha.config_epoch = 10;
+    ha.current_epoch = 10;
+    let now = sim.now();
+    let n2 = sim.node_mut(2).unwrap();
+    drain(n2);
+    n2.handle_message(now, a, ping(ha, vec![])).unwrap();
+    // The binding stays (no coverage gap) but nobody claims the slot now.
+    assert_eq!(n2.slots().owner(slot), Some(a));
+    assert!(n2.slots().is_unclaimed(slot));
+    assert_eq!(n2.state(), ClusterState::Ok);
+    n2.handle_message(now, b, ping(hb, vec![])).unwrap();
+    assert_eq!(n2.slots().owner(slot), Some(b));
+    assert!(!n2.slots().is_unclaimed(slot));
+    let (t, _) = drain(n2);
+    assert!(
+        !t.iter()
+            .any(|t| matches!(t.message.body, Body::Update { .. })),
+        "no UPDATE for a claim on a slot its old owner dropped"
+    );
+    // A delayed message n1 sent before it took the slot (its old epoch, without the
+    // slot) is not news: the slot stays claimed by n1.
+    let old_b = header_of(&sim, 1);
+    assert!(old_b.config_epoch < 9 && !old_b.slots.contains(slot));
+    let n2 = sim.node_mut(2).unwrap();
+    n2.handle_message(now, b, ping(old_b, vec![])).unwrap();
+    assert_eq!(n2.slots().owner(slot), Some(b));
+    assert!(!n2.slots().is_unclaimed(slot));
+}
+
+/// The same stale owner reached through failovers and a restart (the
+/// `chaos_with_manual_failovers` seed 8458334529955945114): n2 restarts from a state
+/// that binds n0's slots to n0. Meanwhile n0's replica n3 took them (epoch 19) and n0
+/// took over n1's shard (epoch 20). Hearing n0 first, n2 must still give n3 the slots.
+#[test]
+fn a_restarted_node_gives_a_slot_its_saved_owner_dropped_to_the_next_claimant() {
+    let mut sim = cluster(3, 1);
+    let (m0, r3) = (id(&sim, 0), id(&sim, 3));
+    let (old0, old1) = (
+        sim.node(0).unwrap().my_slots().clone(),
+        sim.node(1).unwrap().my_slots().clone(),
+    );
+    let mut h0 = header_of(&sim, 0);
+    h0.slots = old1.clone();
+    h0.config_epoch = 20;
+    h0.current_epoch = 20;
+    let mut h3 = header_of(&sim, 3);
+    h3.master = None;
+    h3.flags = NodeFlags::MASTER;
+    h3.slots = old0.clone();
+    h3.config_epoch = 19;
+    h3.current_epoch = 19;
+    let now = sim.now();
+    let n2 = sim.node_mut(2).unwrap();
+    let saved = n2.persistent_state();
+    let mut back = Node::restore(n2.config.clone(), &saved, "10.0.0.2:7000", now, 7);
+    back.handle_message(now, m0, ping(h0, vec![])).unwrap();
+    assert!(old1.iter().all(|s| back.slots().owner(s) == Some(m0)));
+    assert!(old0.iter().all(|s| back.slots().is_unclaimed(s)));
+    back.handle_message(now, r3, ping(h3, vec![])).unwrap();
+    assert!(old0.iter().all(|s| back.slots().owner(s) == Some(r3)));
+    assert!(!back.slots().is_unclaimed(old0.iter().next().unwrap()));
+}
+
+/// A voter's promise to withhold acknowledgements from the master it voted to replace
+/// does not end with time (a partition may hide the winner for any length of time),
+/// only on word from the candidate that it lost, and it survives a restart.
+#[test]
+fn a_voters_promise_ends_on_the_candidates_word_not_by_time() {
+    let (mut sim, m1, r5, _) = vote_setup();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let q = request(&sim, 5, e, false);
+    let mut lost = sim.node(5).unwrap().header(mflags::NO_ELECTION);
+    let now = sim.now();
+    let n0 = sim.node_mut(0).unwrap();
+    n0.handle_message(now, r5, q).unwrap();
+    assert_eq!(acks(&drain(n0).0), vec![(Some(r5), e)]);
+    n0.nodes.get_mut(&m1).unwrap().flags.remove(NodeFlags::FAIL);
+    let mut h = n0.header(0);
+    h.sender = m1;
+    h.addr = n0.nodes[&m1].addr.clone();
+    h.slots = n0.nodes[&m1].slots.clone();
+    h.config_epoch = n0.nodes[&m1].config_epoch;
+    let acked = |n0: &mut Node, at: Instant, h: &Header| {
+        n0.handle_message(at, m1, ping(h.clone(), vec![])).unwrap();
+        drain(n0).0.iter().any(|t| {
+            matches!(
+                t.message.body,
+                Body::Pong {
+                    claims_acked: true,
+                    ..
+                }
+            )
+        })
+    };
+    let later = now + 60_000;
+    assert!(!acked(n0, later, &h), "a minute later, still no ack");
+    // A restart keeps the promise and its candidate.
+    let saved = n0.persistent_state();
+    assert_eq!(saved.withheld_acks[0].candidate, Some(r5));
+    let mut back = Node::restore(n0.config.clone(), &saved, "10.0.0.0:7000", later, 3);
+    assert!(!acked(&mut back, later, &h));
+    // A header from the candidate from before the election (older currentEpoch), or
+    // with its election window open, is no news.
+    lost.current_epoch = e - 1;
+    back.handle_message(later, r5, ping(lost.clone(), vec![]))
+        .unwrap();
+    let mut running = lost.clone();
+    running.current_epoch = e;
+    running.mflags = 0;
+    back.handle_message(later, r5, ping(running, vec![]))
+        .unwrap();
+    assert!(!acked(&mut back, later, &h));
+    // The candidate, still a replica of n1 at epoch e with no election open, lost.
+    lost.current_epoch = e;
+    back.handle_message(later, r5, ping(lost, vec![])).unwrap();
+    assert!(
+        acked(&mut back, later, &h),
+        "acks resume once the candidate lost"
+    );
+}
+
+/// A master that a peer's header lists as voted against abstains (no acks for anyone,
+/// no self-count) until the candidate says it lost: two replaced masters on one side
+/// of a partition must not lease each other their old seats.
+#[test]
+fn a_master_told_it_was_voted_against_abstains_until_the_candidate_lost() {
+    let mut sim = cluster(3, 1);
+    let (m0, m1, m2, r3) = (id(&sim, 0), id(&sim, 1), id(&sim, 2), id(&sim, 3));
+    let now = sim.now();
+    let e = sim.node(0).unwrap().current_epoch() + 1;
+    let mut from_voter = header_of(&sim, 2);
+    from_voter.current_epoch = e;
+    from_voter.replacements = vec![crate::proto::codec::Replacement {
+        master: m0,
+        epoch: e,
+        candidate: r3,
+    }];
+    let mut lost = sim.node(3).unwrap().header(0);
+    lost.current_epoch = e;
+    assert_ne!(lost.mflags & mflags::NO_ELECTION, 0);
+    let h1 = header_of(&sim, 1);
+    let n0 = sim.node_mut(0).unwrap();
+    // Itself and n2 make the majority of three.
+    n0.nodes.get_mut(&m1).unwrap().lease_until = Instant::ZERO;
+    assert_eq!(n0.write_status(now), Ok(()));
+    let acked = |n0: &mut Node, h: &Header| {
+        n0.handle_message(now, m1, ping(h.clone(), vec![])).unwrap();
+        drain(n0).0.iter().any(|t| {
+            matches!(
+                t.message.body,
+                Body::Pong {
+                    claims_acked: true,
+                    ..
+                }
+            )
+        })
+    };
+    assert!(acked(n0, &h1));
+    n0.handle_message(now, m2, ping(from_voter, vec![]))
+        .unwrap();
+    drain(n0);
+    assert!(
+        matches!(n0.write_status(now), Err(WriteRefusal::NoQuorum { .. })),
+        "it no longer counts itself"
+    );
+    assert!(!acked(n0, &h1), "it acknowledges nobody");
+    assert!(n0
+        .persistent_state()
+        .withheld_acks
+        .iter()
+        .any(|w| w.master == m0));
+    n0.handle_message(now, r3, ping(lost, vec![])).unwrap();
+    drain(n0);
+    assert!(acked(n0, &h1), "the candidate lost: duties resume");
+    assert_eq!(n0.write_status(now), Ok(()));
+}
