@@ -524,7 +524,14 @@ where
                 avg_ttl: ttl_sum.checked_div(ttl_n).unwrap_or(0),
             },
             shards: inner.slots.len(),
-            persistence: inner.journal().and_then(|j| j.info()),
+            persistence: inner.journal().and_then(|j| j.info()).map(|mut p| {
+                // From the moment `bgsave()` returns, not only once its thread has
+                // switched the log (Redis's `rdb_bgsave_in_progress` is set by the fork).
+                p.aof_rewrite_in_progress |= inner
+                    .rewriting
+                    .load(std::sync::atomic::Ordering::Acquire);
+                p
+            }),
             replication: None,
             cluster: None,
             latency: {
