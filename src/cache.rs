@@ -111,6 +111,8 @@ pub(crate) struct Inner<K, V, W> {
     /// The bounds and eviction settings in force (changed by `Cache::set_*`); each
     /// shard holds its own copy.
     pub(crate) live: Mutex<LiveConfig>,
+    /// Held while a change of `live` is applied to the shards (one change at a time).
+    pub(crate) reconfiguring: Mutex<()>,
     pub(crate) background: Background,
     pub(crate) cron: Arc<CronSignal>,
     pub(crate) threads: Mutex<Vec<thread::JoinHandle<()>>>,
@@ -263,6 +265,7 @@ where
             multi_latency: Mutex::new(OpHistograms::default()),
             settings,
             live: Mutex::new(live),
+            reconfiguring: Mutex::new(()),
             journal: OnceLock::new(),
             read_hits: Striped::default(),
             read_misses: Striped::default(),

@@ -141,11 +141,15 @@ where
     W: Weigher<K, V>,
 {
     /// Applies `change` to the settings in force and to every shard, one shard lock at a
-    /// time, logging what it evicts. Changes are serialised by the settings' lock.
+    /// time, logging what it evicts. Changes are serialised by their own lock, not the
+    /// settings', which `info()` reads while a lowered bound is still evicting.
     fn reconfigure(&self, change: impl FnOnce(&mut LiveConfig)) -> Result<(), Error> {
-        let mut live = lock(&self.live);
-        change(&mut live);
-        let cfg = live.shard_config(&self.settings, self.slots.len());
+        let _one_at_a_time = lock(&self.reconfiguring);
+        let cfg = {
+            let mut live = lock(&self.live);
+            change(&mut live);
+            live.shard_config(&self.settings, self.slots.len())
+        };
         let journal = self.journal();
         for i in 0..self.slots.len() {
             let seq = self.with_slot(

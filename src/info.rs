@@ -527,9 +527,8 @@ where
             persistence: inner.journal().and_then(|j| j.info()).map(|mut p| {
                 // From the moment `bgsave()` returns, not only once its thread has
                 // switched the log (Redis's `rdb_bgsave_in_progress` is set by the fork).
-                p.aof_rewrite_in_progress |= inner
-                    .rewriting
-                    .load(std::sync::atomic::Ordering::Acquire);
+                p.aof_rewrite_in_progress |=
+                    inner.rewriting.load(std::sync::atomic::Ordering::Acquire);
                 p
             }),
             replication: None,
