@@ -1,7 +1,8 @@
-//! `fix` corrects a node whose table names the wrong owner for slots (what a node keeps
-//! when it hears a later configEpoch bump of a slot's previous owner before the new
-//! owner's claim; the simulation's `slot_moves` scenario produces it). Nodes run in
-//! this process over real QUIC.
+//! A node whose table names the wrong owner for slots (what a node kept, before the
+//! protocol's fix, when it heard a later configEpoch bump of a slot's previous owner
+//! before the new owner's claim) ends up with the right owner: the real owner's next
+//! claim heals it (a slot its bound owner does not claim goes to the next claimant), and
+//! `fix` tells it if gossip has not yet. Nodes run in this process over real QUIC.
 
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fix_tells_a_node_with_a_stale_owner_the_truth() {
+async fn a_node_with_a_stale_owner_learns_the_truth_from_gossip_or_fix() {
     let ca = ClusterCa::generate("stale owner test").unwrap();
     let nodes = vec![
         start(&ca, 1).await,
@@ -98,12 +99,16 @@ async fn fix_tells_a_node_with_a_stale_owner_the_truth() {
     )
     .await
     .unwrap();
+    // Either `fix` told node 2, or node 0's gossip healed it first; both end here.
     assert!(
-        report.actions.iter().any(|a| a.contains("told")),
+        report.actions.iter().all(|a| a.contains("told")),
         "{:?}",
         report.actions
     );
-    assert_eq!(nodes[2].routing().slots.owner(0), Some(nodes[0].id()));
+    eventually("node 2 to name node 0 for slot 0", || {
+        nodes[2].routing().slots.owner(0) == Some(nodes[0].id())
+    })
+    .await;
     assert!(report.after.healthy(), "{:?}", report.after.findings);
     for n in nodes {
         n.shutdown().await;
