@@ -62,14 +62,48 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Entries packed into a buffer until it makes a section.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    entries: u64,
+}
+
+impl Pending {
+    fn push(
+        &mut self,
+        sections: &Sections,
+        key: &[u8],
+        value: &[u8],
+        expire_at_ms: Option<u64>,
+    ) -> Result<(), SnapshotError> {
+        packed::encode(&mut self.buf, key, value, expire_at_ms);
+        self.entries += 1;
+        if self.buf.len() >= sections.section_bytes {
+            self.flush(sections)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered as one section.
+    fn flush(&mut self, sections: &Sections) -> Result<(), SnapshotError> {
+        if self.entries == 0 {
+            return Ok(());
+        }
+        let r = sections.write(&self.buf, self.entries);
+        self.buf.clear();
+        self.entries = 0;
+        r
+    }
+}
+
 /// One thread's share of a snapshot: entries pushed here go into sections of their own.
 /// Call [`SectionWriter::finish`] to write the last section and see its error;
 /// dropping the writer writes it too, and a failure then fails
 /// [`SnapshotWriter::finish`].
 pub struct SectionWriter<'w> {
     sections: &'w Sections,
-    buf: Vec<u8>,
-    entries: u64,
+    pending: Pending,
 }
 
 impl SectionWriter<'_> {
@@ -80,34 +114,19 @@ impl SectionWriter<'_> {
         value: &[u8],
         expire_at_ms: Option<u64>,
     ) -> Result<(), SnapshotError> {
-        packed::encode(&mut self.buf, key, value, expire_at_ms);
-        self.entries += 1;
-        if self.buf.len() >= self.sections.section_bytes {
-            self.flush()?;
-        }
-        Ok(())
+        self.pending.push(self.sections, key, value, expire_at_ms)
     }
 
     /// Writes the last section.
     pub fn finish(mut self) -> Result<(), SnapshotError> {
-        self.flush()
-    }
-
-    fn flush(&mut self) -> Result<(), SnapshotError> {
-        if self.entries == 0 {
-            return Ok(());
-        }
-        let r = self.sections.write(&self.buf, self.entries);
-        self.buf.clear();
-        self.entries = 0;
-        r
+        self.pending.flush(self.sections)
     }
 }
 
 impl Drop for SectionWriter<'_> {
     fn drop(&mut self) {
         // A failure is recorded for `SnapshotWriter::finish`.
-        let _ = self.flush();
+        let _ = self.pending.flush(self.sections);
     }
 }
 
@@ -124,8 +143,7 @@ pub struct SnapshotWriter {
     schema_crc: u32,
     distinct_keys: bool,
     /// The section [`SnapshotWriter::push`] fills.
-    own: Vec<u8>,
-    own_entries: u64,
+    own: Pending,
     finished: bool,
 }
 
@@ -170,8 +188,7 @@ impl SnapshotWriter {
             start_seq,
             schema_crc: schema_crc(schema),
             distinct_keys: false,
-            own: Vec::new(),
-            own_entries: 0,
+            own: Pending::default(),
             finished: false,
         })
     }
@@ -194,8 +211,12 @@ impl SnapshotWriter {
     pub fn section_writer(&self) -> SectionWriter<'_> {
         SectionWriter {
             sections: &self.sections,
-            buf: Vec::with_capacity(self.sections.section_bytes.min(DEFAULT_SECTION_BYTES) + 64),
-            entries: 0,
+            pending: Pending {
+                buf: Vec::with_capacity(
+                    self.sections.section_bytes.min(DEFAULT_SECTION_BYTES) + 64,
+                ),
+                entries: 0,
+            },
         }
     }
 
@@ -206,12 +227,7 @@ impl SnapshotWriter {
         value: &[u8],
         expire_at_ms: Option<u64>,
     ) -> Result<(), SnapshotError> {
-        packed::encode(&mut self.own, key, value, expire_at_ms);
-        self.own_entries += 1;
-        if self.own.len() >= self.sections.section_bytes {
-            self.flush_own()?;
-        }
-        Ok(())
+        self.own.push(&self.sections, key, value, expire_at_ms)
     }
 
     /// Adds every entry of `entries`.
@@ -231,17 +247,7 @@ impl SnapshotWriter {
             .iter()
             .map(|e| e.entries)
             .sum::<u64>()
-            + self.own_entries
-    }
-
-    fn flush_own(&mut self) -> Result<(), SnapshotError> {
-        if self.own_entries == 0 {
-            return Ok(());
-        }
-        self.sections.write(&self.own, self.own_entries)?;
-        self.own.clear();
-        self.own_entries = 0;
-        Ok(())
+            + self.own.entries
     }
 
     /// Writes the last section, the header and the footer, syncs, renames into place
@@ -249,7 +255,7 @@ impl SnapshotWriter {
     /// [`SectionWriter`] must be finished or dropped before (the borrow checker sees
     /// to it).
     pub fn finish(mut self) -> Result<SnapshotInfo, SnapshotError> {
-        self.flush_own()?;
+        self.own.flush(&self.sections)?;
         let s = &self.sections;
         if let Some(reason) = lock(&s.failed).take() {
             return Err(SnapshotError::Encode {
