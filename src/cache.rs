@@ -104,6 +104,8 @@ pub(crate) struct Inner<K, V, W> {
     pub(crate) weigher: W,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) coarse_ms: AtomicU64,
+    /// When the cron last marked the shards' LRU clocks with the time.
+    pub(crate) last_time_mark: AtomicU64,
     pub(crate) peak: AtomicU64,
     pub(crate) events: EventHub<K>,
     pub(crate) lazy: Arc<LazyFreeQueue>,
@@ -251,6 +253,7 @@ where
             weigher,
             clock,
             coarse_ms: AtomicU64::new(now),
+            last_time_mark: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             events: EventHub::new(),
             lazy: Arc::new(LazyFreeQueue::new()),

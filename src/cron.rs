@@ -50,6 +50,14 @@ where
         self.update_peak();
         #[cfg(feature = "metrics")]
         crate::metrics_export::publish(&self.settings.name, &self.info());
+        // Mark each shard's LRU clock with the time, about once a second
+        // (`access_stats`, `OBJECT IDLETIME`).
+        if now >= self.last_time_mark.load(Ordering::Relaxed) + 1000 {
+            self.last_time_mark.store(now, Ordering::Relaxed);
+            for i in 0..self.slots.len() {
+                self.with_slot(i, None, false, |s, _, _| s.mark_time(now), |_| None);
+            }
+        }
         let budget = self.settings.cron_period / 4;
         let start = Instant::now();
         let mut expired_total = 0u64;

@@ -201,6 +201,15 @@ pub struct ClusterInfo {
     pub myself: String,
 }
 
+/// How recently or how often a key was used, from [`Cache::access_stats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessStats {
+    /// Time since the last access (policies other than LFU), at least.
+    Idle(std::time::Duration),
+    /// The logarithmic access counter after decay (LFU policies; Redis's `OBJECT FREQ`).
+    Frequency(u8),
+}
+
 /// A snapshot of the cache's figures, like Redis's `INFO`. `Display` renders it in
 /// Redis's `field:value` format.
 #[derive(Clone, Debug, PartialEq)]
@@ -434,6 +443,43 @@ where
         let s = read(&inner.slot(inner.shard_of(h)).shard);
         s.entries_matching(h, key)
             .map(|(k, v)| (inner.weigher.weight(k, v) + ENTRY_OVERHEAD) as u64)
+    }
+
+    /// How recently or how often `key` was used, as eviction sees it (Redis's `OBJECT
+    /// IDLETIME` and `OBJECT FREQ`), without counting as an access; `None` if absent or
+    /// expired.
+    ///
+    /// Under the LFU policies this is the key's logarithmic access counter after decay;
+    /// under the others, the time since its last access. The LRU clock counts accesses,
+    /// not seconds, so that time is placed between marks the cron takes about once a
+    /// second and thins with age: it is a lower bound, within a second for recent
+    /// accesses and within about a quarter for old ones.
+    ///
+    /// ```
+    /// use larder::{AccessStats, Cache, Policy};
+    ///
+    /// let cache: Cache<u64, u64> = Cache::builder()
+    ///     .max_entries(100)
+    ///     .eviction(Policy::AllKeysLfu)
+    ///     .build();
+    /// cache.insert(1, 10);
+    /// assert_eq!(cache.access_stats(&1), Some(AccessStats::Frequency(larder::LFU_INIT_VAL)));
+    /// assert_eq!(cache.access_stats(&2), None);
+    /// ```
+    pub fn access_stats<Q>(&self, key: &Q) -> Option<AccessStats>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = &*self.inner;
+        let h = inner.hash(key);
+        let s = read(&inner.slot(inner.shard_of(h)).shard);
+        match s.lookup(h, key, &*inner.clock) {
+            crate::shard::Lookup::Live(idx) => {
+                Some(s.access_stats(idx, inner.clock.now_ms(), inner.env().coarse_ms))
+            }
+            _ => None,
+        }
     }
 
     /// The `n` heaviest keys with their memory usage, heaviest first (like

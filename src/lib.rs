@@ -102,6 +102,7 @@ mod shard;
 mod shim;
 mod sketch;
 mod table;
+mod timeline;
 mod txn;
 mod weigh;
 mod write;
@@ -122,8 +123,8 @@ pub use durable::{
 pub use error::{Error, TxError};
 pub use events::{Event, EventKind, Subscriber};
 pub use info::{
-    AllocatorInfo, ClusterInfo, Info, KeyspaceInfo, MemoryInfo, PersistenceInfo, ReplicaLine,
-    ReplicationInfo, StatsInfo,
+    AccessStats, AllocatorInfo, ClusterInfo, Info, KeyspaceInfo, MemoryInfo, PersistenceInfo,
+    ReplicaLine, ReplicationInfo, StatsInfo,
 };
 /// The storage engine under a durable cache: file formats, backends (including the
 /// crash-image and fault-injecting ones tests use), and recovery.

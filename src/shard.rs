@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::evict::Pool;
 use crate::expires::Expires;
 pub(crate) use crate::garbage::{Cause, Dead, Garbage};
+use crate::info::AccessStats;
 use crate::latency::OpHistograms;
 use crate::meta::{lfu_minutes, Lfu, Meta, LFU_INIT_VAL};
 use crate::sketch::Sketch;
@@ -169,6 +170,8 @@ pub(crate) struct Shard<K, V> {
     used: u64,
     /// Logical LRU clock, unwrapped; entries store its low 24 bits.
     tick: u64,
+    /// When the LRU clock read what (`OBJECT IDLETIME`), marked by the cron.
+    timeline: crate::timeline::Timeline,
     rng: u64,
     /// LFU's logical decay period (`LfuDecay::Turnovers`) and the writes into it.
     lfu_epoch: u64,
@@ -202,6 +205,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
             pool: Pool::default(),
             used: 0,
             tick: 0,
+            timeline: crate::timeline::Timeline::default(),
             rng: seed | 1,
             lfu_epoch: 0,
             lfu_epoch_writes: 0,
@@ -1205,6 +1209,27 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         self.expires.iter().fold((0, 0), |(s, n), (_, at)| {
             (s + at.saturating_sub(now_ms), n + 1)
         })
+    }
+
+    /// Marks the LRU clock with the wall time (the cron, about once a second).
+    pub(crate) fn mark_time(&mut self, now_ms: u64) {
+        self.timeline.mark(self.tick, now_ms);
+    }
+
+    /// How recently (non-LFU policies) or how often (LFU) the live entry at `idx` was
+    /// used, without touching it.
+    pub(crate) fn access_stats(&self, idx: u32, now_ms: u64, coarse_ms: u64) -> AccessStats {
+        let meta = self.table.entry(idx).meta.get();
+        if self.cfg.policy.is_lfu() {
+            AccessStats::Frequency(self.lfu_of(meta, coarse_ms))
+        } else {
+            let at = self
+                .tick
+                .saturating_sub(meta.lru_idle(self.tick as u32) as u64);
+            AccessStats::Idle(std::time::Duration::from_millis(
+                self.timeline.idle_ms(at, now_ms),
+            ))
+        }
     }
 
     /// The LFU counter (after decay) of a live key, for `hot_keys`.

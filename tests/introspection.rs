@@ -146,3 +146,62 @@ fn metrics_feature_exports_info_as_gauges() {
     assert_eq!(got.get("larder_keyspace_hits{sessions}"), Some(&1.0));
     assert!(got.contains_key("larder_used_memory{sessions}"));
 }
+
+#[test]
+fn access_stats_give_idle_time_under_lru_and_frequency_under_lfu() {
+    use larder::{AccessStats, ManualClock, Policy};
+    use std::sync::Arc;
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_entries(1000)
+        .shards(1)
+        .eviction(Policy::AllKeysLru)
+        .clock(clock.clone())
+        .background(Background::Manual)
+        .build();
+    let idle = |k| match c.access_stats(&k) {
+        Some(AccessStats::Idle(d)) => d.as_millis() as u64,
+        other => panic!("{other:?}"),
+    };
+    // A second goes by with a write in it, and the cron marks the clock: what a busy
+    // cache sees.
+    let mut filler = 100;
+    let mut seconds = |n: u64| {
+        for _ in 0..n {
+            clock.advance(1000);
+            filler += 1;
+            c.insert(filler, 0).unwrap();
+            c.run_pending_tasks();
+        }
+    };
+    c.insert(1, 1).unwrap();
+    seconds(60);
+    c.insert(2, 2).unwrap();
+    seconds(10);
+    assert!(idle(1).abs_diff(70_000) <= 1000, "{} ms", idle(1));
+    assert!(idle(2).abs_diff(10_000) <= 1000, "{} ms", idle(2));
+    // A read is an access.
+    assert_eq!(c.get(&1), Some(1));
+    assert!(idle(1) <= 1000, "{} ms", idle(1));
+    assert_eq!(c.access_stats(&3), None);
+
+    let lfu: Cache<u64, u64> = Cache::builder()
+        .max_entries(1000)
+        .eviction(Policy::AllKeysLfu)
+        .background(Background::Manual)
+        .build();
+    lfu.insert(1, 1).unwrap();
+    assert_eq!(
+        lfu.access_stats(&1),
+        Some(AccessStats::Frequency(larder::LFU_INIT_VAL))
+    );
+    for _ in 0..10_000 {
+        lfu.get(&1);
+    }
+    let Some(AccessStats::Frequency(f)) = lfu.access_stats(&1) else {
+        panic!("a frequency")
+    };
+    assert!(f > larder::LFU_INIT_VAL, "{f}");
+    // Looking does not count as an access.
+    assert_eq!(lfu.access_stats(&1), Some(AccessStats::Frequency(f)));
+}
