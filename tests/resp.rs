@@ -209,6 +209,26 @@ MEMORY FOO
 SLOWLOG RESET
 SLOWLOG FOO
 SLOWLOG GET x
+OBJECT HELP
+OBJECT FREQ k
+OBJECT FREQ
+OBJECT IDLETIME missing
+OBJECT REFCOUNT k
+OBJECT FOO x
+PUBLISH nochan hello
+PUBSUB HELP
+PUBSUB NUMSUB a b
+PUBSUB NUMPAT
+PUBSUB NUMPAT x
+PUBSUB CHANNELS
+PUBSUB FOO
+LATENCY HELP
+LATENCY LATEST
+LATENCY HISTORY command
+LATENCY RESET
+LATENCY GRAPH command
+LATENCY DOCTOR
+LATENCY FOO
 UNSUBSCRIBE
 SUBSCRIBE chan-a
 PSUBSCRIBE pat*
@@ -782,5 +802,114 @@ fn save_and_bgsave_on_a_durable_cache() {
     assert_eq!(
         c.call(&["BGSAVE"]),
         Value::Simple("Background saving started".into())
+    );
+}
+
+/// PUBLISH to a channel and a pattern subscriber, with PUBSUB's counts, on `port`.
+fn published(port: u16) -> Vec<Value> {
+    let mut sub = Client::connect(port).unwrap();
+    let mut publisher = Client::connect(port).unwrap();
+    assert!(!sub.call(&["SUBSCRIBE", "news"]).is_error());
+    assert!(!sub.call(&["PSUBSCRIBE", "n*"]).is_error());
+    let mut got = vec![
+        publisher.call(&["PUBLISH", "news", "hi"]),
+        publisher.call(&["PUBLISH", "nope", "x"]),
+        publisher.call(&["PUBLISH", "other", "x"]),
+        publisher.call(&["PUBSUB", "NUMSUB", "news", "nope"]),
+        publisher.call(&["PUBSUB", "NUMPAT"]),
+        publisher.call(&["PUBSUB", "CHANNELS"]),
+        publisher.call(&["PUBSUB", "CHANNELS", "x*"]),
+    ];
+    got.extend((0..3).map(|_| sub.read().unwrap()));
+    drop(sub);
+    // The server sees the close when it sees it.
+    let mut left = Value::Null;
+    for _ in 0..500 {
+        left = publisher.call(&["PUBLISH", "news", "bye"]);
+        if left == Value::Integer(0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    got.push(left);
+    got
+}
+
+#[test]
+fn publish_reaches_channel_and_pattern_subscribers_as_in_redis() {
+    let larder = Larder::start(RespConfig::default());
+    let ours = published(larder.port);
+    let message = |kind: &str, parts: &[&str]| {
+        let mut v = vec![Value::bulk(kind)];
+        v.extend(parts.iter().map(|p| Value::bulk(*p)));
+        Value::Array(v)
+    };
+    assert_eq!(
+        ours,
+        vec![
+            Value::Integer(2),
+            Value::Integer(1),
+            Value::Integer(0),
+            Value::Array(vec![
+                Value::bulk("news"),
+                Value::Integer(1),
+                Value::bulk("nope"),
+                Value::Integer(0)
+            ]),
+            Value::Integer(1),
+            Value::Array(vec![Value::bulk("news")]),
+            Value::Array(vec![]),
+            message("message", &["news", "hi"]),
+            message("pmessage", &["n*", "news", "hi"]),
+            message("pmessage", &["n*", "nope", "x"]),
+            Value::Integer(0),
+        ]
+    );
+    if let Some(redis) = Redis::start() {
+        assert_eq!(ours, published(redis.port), "redis-server answers the same");
+    }
+}
+
+#[test]
+fn latency_histograms_count_every_connections_commands() {
+    let larder = Larder::start(RespConfig::default());
+    let mut a = Client::connect(larder.port).unwrap();
+    for i in 0..3 {
+        assert_eq!(a.call(&["SET", "k", &i.to_string()]), Value::ok());
+    }
+    let mut b = Client::connect(larder.port).unwrap();
+    assert_eq!(b.call(&["SET", "k", "x"]), Value::ok());
+    let calls = |c: &mut Client| match c.call(&["LATENCY", "HISTOGRAM", "SET", "nosuch"]) {
+        Value::Array(v) if v.len() == 2 && v[0] == Value::bulk("set") => match &v[1] {
+            Value::Array(f) if f[0] == Value::bulk("calls") => {
+                let Value::Array(buckets) = &f[3] else {
+                    panic!("{f:?}")
+                };
+                // Cumulative: the last bucket counts every call.
+                assert_eq!(buckets.last(), Some(&f[1]), "{f:?}");
+                f[1].clone()
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(calls(&mut b), Value::Integer(4));
+    // A closed connection's counts stay.
+    drop(a);
+    assert_eq!(calls(&mut b), Value::Integer(4));
+    assert_eq!(
+        b.call(&["CONFIG", "SET", "latency-tracking", "no"]),
+        Value::ok()
+    );
+    assert_eq!(b.call(&["SET", "k", "y"]), Value::ok());
+    assert_eq!(calls(&mut b), Value::Integer(4));
+    assert_eq!(
+        b.call(&["CONFIG", "GET", "latency-*"]),
+        Value::Array(vec![
+            Value::bulk("latency-tracking"),
+            Value::bulk("no"),
+            Value::bulk("latency-monitor-threshold"),
+            Value::bulk("0"),
+        ])
     );
 }

@@ -269,18 +269,69 @@ fn object<W: Weigher<String, Vec<u8>>>(cache: &Cache<String, Vec<u8>, W>, a: &[&
             },
             Err(e) => e,
         },
-        b"encoding" => wrong_arity("object|encoding"),
-        b"help" => Value::Array(
-            [
-                "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "ENCODING <key>",
-                "    Return the kind of internal representation used in order to store the value",
-                "    associated with a <key>.",
-            ]
-            .iter()
-            .map(|s| Value::Simple((*s).into()))
-            .collect(),
-        ),
+        b"freq" | b"idletime" | b"refcount" if a.len() == 3 => {
+            let k = match key(a[2]) {
+                Ok(k) => k,
+                Err(e) => return e,
+            };
+            let Some(stats) = cache.access_stats(k) else {
+                return Value::Null;
+            };
+            match (sub.as_slice(), stats) {
+                (b"refcount", _) => Value::Integer(refcount(cache, k)),
+                (b"freq", crate::AccessStats::Frequency(f)) => Value::Integer(f.into()),
+                (b"freq", _) => Value::error(
+                    "ERR An LFU maxmemory policy is not selected, access frequency not \
+                     tracked. Please note that when switching between policies at runtime \
+                     LRU and LFU data will take some time to adjust.",
+                ),
+                (_, crate::AccessStats::Idle(d)) => Value::Integer(d.as_secs() as i64),
+                (_, _) => Value::error(
+                    "ERR An LFU maxmemory policy is selected, idle time not tracked. Please \
+                     note that when switching between policies at runtime LRU and LFU data \
+                     will take some time to adjust.",
+                ),
+            }
+        }
+        b"encoding" | b"freq" | b"idletime" | b"refcount" => {
+            wrong_arity(&format!("object|{}", String::from_utf8_lossy(&sub)))
+        }
+        b"help" => super::session::help_lines(&[
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Return the access frequency index of the <key>. The returned integer is",
+            "    proportional to the logarithm of the recent access frequency of the key.",
+            "IDLETIME <key>",
+            "    Return the idle time of the <key>, that is the approximated number of",
+            "    seconds elapsed since the last access to the key.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>.",
+        ]),
         _ => unknown_subcommand("object", a[1]),
+    }
+}
+
+/// `OBJECT REFCOUNT`: 1, or Redis's shared-integer count (`INT_MAX`) for the values
+/// Redis stores as shared integers: canonical 0..=9999, unless an LRU or LFU policy
+/// bounds memory (Redis then gives each key its own object to keep its access data).
+fn refcount<W: Weigher<String, Vec<u8>>>(cache: &Cache<String, Vec<u8>, W>, k: &str) -> i64 {
+    let shared = cache.get(k).is_some_and(|v| {
+        !v.is_empty()
+            && v.len() <= 4
+            && v.iter().all(u8::is_ascii_digit)
+            && (v[0] != b'0' || v.len() == 1)
+    });
+    let info = cache.info();
+    let policy = info.memory.maxmemory_policy.to_string();
+    let own_objects =
+        info.memory.maxmemory > 0 && (policy.ends_with("-lru") || policy.ends_with("-lfu"));
+    if shared && !own_objects {
+        i64::from(i32::MAX)
+    } else {
+        1
     }
 }

@@ -27,6 +27,7 @@ mod cluster;
 pub mod codec;
 mod keys;
 mod keyspace;
+mod latency;
 mod pubsub;
 mod server;
 mod session;

@@ -1,6 +1,10 @@
-//! Keyspace notifications over `SUBSCRIBE` / `PSUBSCRIBE`, as Redis's
-//! `notify-keyspace-events` publishes them: `__keyspace@0__:<key>` carries the event
-//! name, `__keyevent@0__:<event>` carries the key.
+//! Pub/sub: `PUBLISH`ed messages and keyspace notifications over `SUBSCRIBE` /
+//! `PSUBSCRIBE`. Notifications are published as Redis's `notify-keyspace-events`
+//! publishes them: `__keyspace@0__:<key>` carries the event name,
+//! `__keyevent@0__:<event>` carries the key.
+//!
+//! Messages reach the subscribers of this server only: in a cluster, `PUBLISH` is not
+//! forwarded to the other nodes (Redis broadcasts it over its cluster bus).
 //!
 //! The cache's events ([`Cache::subscribe`](crate::Cache::subscribe)) are read by one
 //! bridge thread per server, started when the first client subscribes (a cache nobody
@@ -10,6 +14,7 @@
 
 use super::codec::Value;
 use crate::{EventKind, Subscriber};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +23,82 @@ use tokio::sync::broadcast;
 /// How many notifications a subscribed connection may fall behind before it is closed.
 pub(crate) const BACKLOG: usize = 4096;
 
-/// One keyspace event, as the bridge forwards it.
+/// What subscribed connections receive: a keyspace event, as the bridge forwards it,
+/// or a message a client published.
 #[derive(Debug)]
-pub(crate) struct Notice {
-    pub(crate) kind: EventKind,
-    pub(crate) key: String,
+pub(crate) enum Notice {
+    /// A keyspace event.
+    Event { kind: EventKind, key: String },
+    /// `PUBLISH channel message`.
+    Message { channel: Vec<u8>, message: Vec<u8> },
+}
+
+/// How many connections subscribe to each channel and pattern: `PUBLISH`'s receiver
+/// count and `PUBSUB`'s answers.
+#[derive(Default)]
+pub(crate) struct Registry {
+    channels: HashMap<Vec<u8>, usize>,
+    patterns: HashMap<Vec<u8>, usize>,
+}
+
+impl Registry {
+    fn map(&mut self, pattern: bool) -> &mut HashMap<Vec<u8>, usize> {
+        if pattern {
+            &mut self.patterns
+        } else {
+            &mut self.channels
+        }
+    }
+
+    /// One more subscriber of `name`.
+    pub(crate) fn add(&mut self, pattern: bool, name: &[u8]) {
+        *self.map(pattern).entry(name.to_vec()).or_insert(0) += 1;
+    }
+
+    /// One subscriber of `name` fewer.
+    pub(crate) fn remove(&mut self, pattern: bool, name: &[u8]) {
+        let map = self.map(pattern);
+        if let Some(n) = map.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(name);
+            }
+        }
+    }
+
+    /// How many subscriptions a message on `channel` reaches (a connection subscribed
+    /// to the channel and to a matching pattern counts twice, as in Redis).
+    pub(crate) fn receivers(&self, channel: &[u8]) -> usize {
+        self.channels.get(channel).copied().unwrap_or(0)
+            + self
+                .patterns
+                .iter()
+                .filter(|(p, _)| crate::glob_match(p, channel))
+                .map(|(_, n)| n)
+                .sum::<usize>()
+    }
+
+    /// `PUBSUB CHANNELS [pattern]`: the channels with subscribers, sorted.
+    pub(crate) fn channels(&self, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = self
+            .channels
+            .keys()
+            .filter(|c| pattern.is_none_or(|p| crate::glob_match(p, c)))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `PUBSUB NUMSUB channel`: its subscribers.
+    pub(crate) fn numsub(&self, channel: &[u8]) -> usize {
+        self.channels.get(channel).copied().unwrap_or(0)
+    }
+
+    /// `PUBSUB NUMPAT`: patterns with subscribers.
+    pub(crate) fn numpat(&self) -> usize {
+        self.patterns.len()
+    }
 }
 
 /// `notify-keyspace-events`, parsed.
@@ -136,7 +212,7 @@ impl Bridge {
                 while !halt.load(Ordering::Relaxed) {
                     if let Some(e) = events.recv_timeout(Duration::from_millis(200)) {
                         // No receiver now is not an error: nobody is subscribed.
-                        let _ = tx.send(Arc::new(Notice {
+                        let _ = tx.send(Arc::new(Notice::Event {
                             kind: e.kind,
                             key: e.key,
                         }));
@@ -168,13 +244,8 @@ impl Subscriptions {
 
     /// The messages `notice` makes for this connection under `flags`.
     pub(crate) fn messages(&self, notice: &Notice, flags: NotifyFlags) -> Vec<Value> {
-        if !flags.wants(notice.kind) {
-            return Vec::new();
-        }
-        let event = event_name(notice.kind);
         let mut out = Vec::new();
-        let mut publish = |channel: String, payload: &str| {
-            let c = channel.as_bytes();
+        let mut publish = |c: &[u8], payload: &[u8]| {
             if self.channels.iter().any(|s| s == c) {
                 out.push(Value::Push(vec![
                     Value::bulk("message"),
@@ -193,11 +264,20 @@ impl Subscriptions {
                 }
             }
         };
-        if flags.keyspace {
-            publish(format!("__keyspace@0__:{}", notice.key), event);
-        }
-        if flags.keyevent {
-            publish(format!("__keyevent@0__:{event}"), &notice.key);
+        match notice {
+            Notice::Message { channel, message } => publish(channel, message),
+            Notice::Event { kind, key } => {
+                if !flags.wants(*kind) {
+                    return Vec::new();
+                }
+                let event = event_name(*kind);
+                if flags.keyspace {
+                    publish(format!("__keyspace@0__:{key}").as_bytes(), event.as_bytes());
+                }
+                if flags.keyevent {
+                    publish(format!("__keyevent@0__:{event}").as_bytes(), key.as_bytes());
+                }
+            }
         }
         out
     }
@@ -220,5 +300,26 @@ mod tests {
         );
         assert!(NotifyFlags::parse("K$").unwrap().wants(EventKind::Set));
         assert!(!NotifyFlags::parse("K$").unwrap().wants(EventKind::Del));
+    }
+
+    #[test]
+    fn the_registry_counts_subscriptions_as_redis_counts_receivers() {
+        let mut r = Registry::default();
+        r.add(false, b"news");
+        r.add(false, b"news");
+        r.add(true, b"n*");
+        r.add(true, b"x*");
+        assert_eq!(r.receivers(b"news"), 3);
+        assert_eq!(r.receivers(b"nope"), 1);
+        assert_eq!(r.receivers(b"other"), 0);
+        assert_eq!((r.numsub(b"news"), r.numpat()), (2, 2));
+        r.remove(false, b"news");
+        r.remove(false, b"news");
+        r.remove(true, b"x*");
+        assert_eq!(r.channels(None), Vec::<Vec<u8>>::new());
+        assert_eq!((r.numsub(b"news"), r.numpat()), (0, 1));
+        // Removing what is not there changes nothing.
+        r.remove(true, b"zz");
+        assert_eq!(r.numpat(), 1);
     }
 }

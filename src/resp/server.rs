@@ -4,7 +4,8 @@
 
 use super::codec::{parse_request, Value};
 use super::keyspace::Keyspace;
-use super::pubsub::{Bridge, Notice, NotifyFlags};
+use super::latency::{CommandLatency, ServerLatency};
+use super::pubsub::{Bridge, Notice, NotifyFlags, Registry};
 use super::session::{Flow, Session};
 use std::collections::BTreeMap;
 use std::io;
@@ -54,6 +55,13 @@ pub struct RespConfig {
     /// `notify-keyspace-events`: which keyspace notifications subscribers get (none by
     /// default, as in Redis).
     pub notify_keyspace_events: NotifyFlags,
+    /// `latency-tracking`: per-command latency histograms for `LATENCY HISTOGRAM`
+    /// (on by default, as in Redis 7).
+    pub latency_tracking: bool,
+    /// `latency-monitor-threshold`: commands taking at least this many milliseconds
+    /// are latency-monitor samples (`LATENCY LATEST`); 0, the default, turns the
+    /// monitor off.
+    pub latency_monitor_threshold_ms: u64,
 }
 
 impl Default for RespConfig {
@@ -67,6 +75,8 @@ impl Default for RespConfig {
             proto_max_bulk_len: 512 << 20,
             output_buffer_limit: 0,
             notify_keyspace_events: NotifyFlags::default(),
+            latency_tracking: true,
+            latency_monitor_threshold_ms: 0,
         }
     }
 }
@@ -85,6 +95,8 @@ pub(crate) struct ClientEntry {
     pub(crate) resp3: AtomicBool,
     pub(crate) killed: AtomicBool,
     pub(crate) kill: Notify,
+    /// The connection's command latency, added once per batch.
+    pub(crate) latency: Mutex<CommandLatency>,
 }
 
 impl ClientEntry {
@@ -130,15 +142,20 @@ pub(crate) struct Shared<S> {
     pub(crate) connected: AtomicUsize,
     pub(crate) next_id: AtomicU64,
     pub(crate) started: Instant,
-    /// Commands processed (INFO's `total_commands_processed`).
-    pub(crate) commands: AtomicU64,
+    /// Bumped by every `CONFIG SET`: connections re-read the settings they copy
+    /// when it moves.
+    pub(crate) config_gen: AtomicU64,
     /// Connections accepted and refused.
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     /// Keyspace notifications, started by the first subscriber.
     pub(crate) bridge: Mutex<Option<Bridge>>,
-    /// Held shared while commands run, exclusively by `EXEC`.
-    pub(crate) exec_lock: RwLock<()>,
+    /// The transaction lock and the command count, one lane per worker thread.
+    pub(crate) lanes: Lanes,
+    /// Subscriber counts per channel and pattern.
+    pub(crate) registry: Mutex<Registry>,
+    /// Command latency of connections that closed, and the latency monitor.
+    pub(crate) latency: Mutex<ServerLatency>,
 }
 
 impl<S> Shared<S> {
@@ -148,6 +165,14 @@ impl<S> Shared<S> {
 
     pub(crate) fn clients(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientEntry>>> {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn latency(&self) -> std::sync::MutexGuard<'_, ServerLatency> {
+        self.latency.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -159,6 +184,120 @@ impl<S: Keyspace> Shared<S> {
             .get_or_insert_with(|| Bridge::start(self.store.cache().subscribe()))
             .sender
             .subscribe()
+    }
+}
+
+/// How many lanes: more than the worker threads of any runtime this serves, so that
+/// threads rarely share one.
+const LANES: usize = 16;
+
+/// What every batch of requests touches besides its own connection: the shared side of
+/// the transaction lock (`EXEC` takes every lane's exclusive side, so a transaction's
+/// commands run with no other client's command between them, as in Redis) and
+/// `total_commands_processed`. Each worker thread has its lane, on a cache line of its
+/// own, so batches on different cores do not write the same memory.
+pub(crate) struct Lanes {
+    lanes: Box<[Lane]>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Lane {
+    exec: RwLock<()>,
+    commands: AtomicU64,
+}
+
+/// A batch's hold on its lane.
+pub(crate) struct LaneGuard<'a> {
+    _shared: std::sync::RwLockReadGuard<'a, ()>,
+    lane: &'a Lane,
+}
+
+impl LaneGuard<'_> {
+    /// Counts `n` commands.
+    pub(crate) fn count(&self, n: u64) {
+        self.lane.commands.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Lanes {
+    fn new() -> Lanes {
+        Lanes {
+            lanes: (0..LANES).map(|_| Lane::default()).collect(),
+        }
+    }
+
+    /// This thread's lane, held shared.
+    pub(crate) fn enter(&self) -> LaneGuard<'_> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static LANE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % LANES;
+        }
+        let lane = &self.lanes[LANE.with(|l| *l)];
+        LaneGuard {
+            _shared: lane.exec.read().unwrap_or_else(PoisonError::into_inner),
+            lane,
+        }
+    }
+
+    /// Every lane held exclusively (`EXEC`), taken in order.
+    pub(crate) fn exclusive(&self) -> Vec<std::sync::RwLockWriteGuard<'_, ()>> {
+        self.lanes
+            .iter()
+            .map(|l| l.exec.write().unwrap_or_else(PoisonError::into_inner))
+            .collect()
+    }
+
+    /// `total_commands_processed`.
+    pub(crate) fn commands(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(|l| l.commands.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// `CONFIG RESETSTAT`.
+    pub(crate) fn reset_commands(&self) {
+        for l in self.lanes.iter() {
+            l.commands.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The settings a connection reads on every batch, copied from [`RespConfig`] when it
+/// changes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchSettings {
+    gen: u64,
+    max_bulk: usize,
+    query_limit: usize,
+    out_limit: usize,
+    timeout: Option<Duration>,
+    pub(crate) latency_tracking: bool,
+    pub(crate) latency_monitor_us: u64,
+}
+
+impl<S> Shared<S> {
+    /// The settings for a batch: `cached` unless a `CONFIG SET` came since.
+    pub(crate) fn batch_settings(&self, cached: &mut Option<BatchSettings>) -> BatchSettings {
+        let gen = self.config_gen.load(Ordering::Acquire);
+        match *cached {
+            Some(b) if b.gen == gen => b,
+            _ => {
+                let c = self.config();
+                let b = BatchSettings {
+                    gen,
+                    max_bulk: c.proto_max_bulk_len,
+                    query_limit: c.client_query_buffer_limit,
+                    out_limit: c.output_buffer_limit,
+                    timeout: c.timeout,
+                    latency_tracking: c.latency_tracking,
+                    latency_monitor_us: c.latency_monitor_threshold_ms.saturating_mul(1000),
+                };
+                *cached = Some(b);
+                b
+            }
+        }
     }
 }
 
@@ -187,11 +326,13 @@ impl<S: Keyspace> RespServer<S> {
                 connected: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 started: Instant::now(),
-                commands: AtomicU64::new(0),
+                config_gen: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 bridge: Mutex::new(None),
-                exec_lock: RwLock::new(()),
+                lanes: Lanes::new(),
+                registry: Mutex::new(Registry::default()),
+                latency: Mutex::new(ServerLatency::default()),
             }),
         }
     }
@@ -240,6 +381,19 @@ struct Registered<'a, S> {
 
 impl<S> Drop for Registered<'_, S> {
     fn drop(&mut self) {
+        // The counts move under the server's latency lock, which a reader of
+        // `LATENCY HISTOGRAM` holds while it sums: it sees them once, here or there.
+        {
+            let mut server = self.shared.latency();
+            let entry = self.shared.clients().get(&self.id).cloned();
+            if let Some(entry) = entry {
+                entry
+                    .latency
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain_into(&mut server.retired);
+            }
+        }
         self.shared.clients().remove(&self.id);
         self.shared.connected.fetch_sub(1, Ordering::Relaxed);
     }
@@ -281,6 +435,7 @@ async fn client<S: Keyspace>(
         resp3: AtomicBool::new(false),
         killed: AtomicBool::new(false),
         kill: Notify::new(),
+        latency: Mutex::new(CommandLatency::default()),
     });
     shared.clients().insert(id, entry.clone());
     let _registered = Registered {
@@ -305,28 +460,18 @@ async fn run<S: Keyspace>(
 ) -> Result<(), String> {
     let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut settings = None;
     loop {
-        let (max_bulk, query_limit, out_limit, timeout) = {
-            let c = shared.config();
-            (
-                c.proto_max_bulk_len,
-                c.client_query_buffer_limit,
-                c.output_buffer_limit,
-                c.timeout,
-            )
-        };
+        let b = shared.batch_settings(&mut settings);
+        session.begin_batch(&b);
+        let (max_bulk, query_limit, out_limit, timeout) =
+            (b.max_bulk, b.query_limit, b.out_limit, b.timeout);
         let mut start = 0;
         let mut flow = Flow::Continue;
         // Commands run under the shared side of the transaction lock, taken once per
-        // batch; EXEC takes the exclusive side, so a transaction's commands run with
-        // no other client's command between them, as in Redis.
+        // batch (see `Lanes`).
         let failure = {
-            let mut shared_side = Some(
-                shared
-                    .exec_lock
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
+            let mut shared_side = Some(shared.lanes.enter());
             let mut failure = None;
             while flow == Flow::Continue {
                 match parse_request(&input[start..], max_bulk) {
@@ -338,19 +483,13 @@ async fn run<S: Keyspace>(
                         }
                         let argv = args.slices(&input[base..]);
                         if session.is_exec(&argv) {
-                            drop(shared_side.take());
-                            let exclusive = shared
-                                .exec_lock
-                                .write()
-                                .unwrap_or_else(PoisonError::into_inner);
+                            if let Some(lane) = shared_side.take() {
+                                session.publish(&lane);
+                            }
+                            let exclusive = shared.lanes.exclusive();
                             flow = session.execute(&argv, &mut out);
                             drop(exclusive);
-                            shared_side = Some(
-                                shared
-                                    .exec_lock
-                                    .read()
-                                    .unwrap_or_else(PoisonError::into_inner),
-                            );
+                            shared_side = Some(shared.lanes.enter());
                         } else {
                             flow = session.execute(&argv, &mut out);
                         }
@@ -372,7 +511,9 @@ async fn run<S: Keyspace>(
                     }
                 }
             }
-            drop(shared_side);
+            if let Some(lane) = shared_side {
+                session.publish(&lane);
+            }
             failure
         };
         if let Some(why) = failure {
@@ -381,7 +522,6 @@ async fn run<S: Keyspace>(
             }
             return Err(why);
         }
-        session.publish();
         if !out.is_empty() {
             stream
                 .write_all(&out)

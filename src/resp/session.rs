@@ -5,14 +5,15 @@
 
 use super::codec::{Protocol, Value};
 use super::keyspace::{Keyspace, RouteFlags};
+use super::latency::CommandLatency;
 use super::pubsub::{Notice, NotifyFlags, Subscriptions};
-use super::server::{ClientEntry, Shared};
+use super::server::{BatchSettings, ClientEntry, LaneGuard, Shared};
 use super::table::{self, CommandSpec, COMMANDS};
 use super::{admin, keys, strings};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 /// What the connection does after a command.
@@ -53,6 +54,40 @@ pub(crate) struct Session<'a, S> {
     multi_error: bool,
     /// `WATCH`ed keys with what they held then (value and expiry; `None`: absent).
     watched: Vec<(String, Watched)>,
+    /// The command `dispatch` found, for its latency.
+    ran: Option<&'static CommandSpec>,
+    /// When the last command of this batch ended (`None`: latency is not measured).
+    timing: Option<Instant>,
+    /// `latency-tracking` and `latency-monitor-threshold` for this batch.
+    tracking: bool,
+    monitor_us: u64,
+    /// Command latency since the last [`Session::publish`].
+    latency: CommandLatency,
+}
+
+impl<S> Drop for Session<'_, S> {
+    /// A closed connection's subscriptions end, and its latency counts go to its
+    /// client entry (and from there to the server's when the entry is removed).
+    fn drop(&mut self) {
+        if self.subs.count() > 0 {
+            let mut registry = self.shared.registry();
+            for c in &self.subs.channels {
+                registry.remove(false, c);
+            }
+            for p in &self.subs.patterns {
+                registry.remove(true, p);
+            }
+        }
+        if !self.latency.is_empty() {
+            self.latency.drain_into(
+                &mut self
+                    .entry
+                    .latency
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+        }
+    }
 }
 
 /// A watched key's value and absolute expiry when `WATCH` ran; `None` if absent.
@@ -94,6 +129,17 @@ pub(crate) fn unknown_subcommand(container: &str, sub: &[u8]) -> Value {
     )))
 }
 
+/// A `HELP` reply: the lines, then Redis's closing "HELP / Prints this help.".
+pub(crate) fn help_lines(lines: &[&str]) -> Value {
+    Value::Array(
+        lines
+            .iter()
+            .chain(&["HELP", "    Prints this help."])
+            .map(|s| Value::Simple((*s).into()))
+            .collect(),
+    )
+}
+
 /// "ERR wrong number of arguments for 'name' command".
 pub(crate) fn wrong_arity(name: &str) -> Value {
     Value::Error(format!(
@@ -124,6 +170,76 @@ impl<'a, S: Keyspace> Session<'a, S> {
             multi: None,
             multi_error: false,
             watched: Vec::new(),
+            ran: None,
+            timing: None,
+            tracking: false,
+            monitor_us: 0,
+            latency: CommandLatency::default(),
+        }
+    }
+
+    /// Starts a batch of requests: commands are timed from here, as `config` asks.
+    pub(crate) fn begin_batch(&mut self, settings: &BatchSettings) {
+        self.tracking = settings.latency_tracking;
+        self.monitor_us = settings.latency_monitor_us;
+        self.timing = (self.tracking || self.monitor_us > 0).then(Instant::now);
+    }
+
+    /// Counts the command that just ran in the latency histograms and the monitor.
+    fn time_command(&mut self, t0: Instant) {
+        let t1 = Instant::now();
+        self.timing = Some(t1);
+        let Some(spec) = self.ran.take() else {
+            return;
+        };
+        let us = t1.duration_since(t0).as_micros() as u64;
+        if self.tracking {
+            self.latency.record(spec.name, us);
+        }
+        if self.monitor_us > 0 && us >= self.monitor_us {
+            let event = if spec.flags.contains(&"fast") {
+                "fast-command"
+            } else {
+                "command"
+            };
+            self.shared
+                .latency()
+                .sample(event, now_ms() / 1000, us / 1000);
+        }
+    }
+
+    /// `LATENCY ...`: `HISTOGRAM` from every connection's counts, the rest from the
+    /// monitor.
+    fn latency(&mut self, argv: &[&[u8]]) -> Value {
+        if !argv[1].eq_ignore_ascii_case(b"histogram") {
+            let threshold = self.shared.config().latency_monitor_threshold_ms;
+            return self.shared.latency().command(argv, threshold);
+        }
+        self.flush_latency();
+        let server = self.shared.latency();
+        let mut all = server.retired.clone();
+        let clients: Vec<Arc<ClientEntry>> = self.shared.clients().values().cloned().collect();
+        for c in clients {
+            all.add(&c.latency.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        drop(server);
+        let names: Vec<String> = argv[2..]
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+            .collect();
+        all.reply(&names)
+    }
+
+    /// Adds this connection's latency counts to its client entry.
+    fn flush_latency(&mut self) {
+        if !self.latency.is_empty() {
+            self.latency.drain_into(
+                &mut self
+                    .entry
+                    .latency
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
         }
     }
 
@@ -237,6 +353,81 @@ impl<'a, S: Keyspace> Session<'a, S> {
         }
     }
 
+    /// Drops every subscription (`RESET`, and the connection's end).
+    fn unsubscribe_all(&mut self) {
+        if self.subs.count() == 0 {
+            return;
+        }
+        let mut registry = self.shared.registry();
+        for c in self.subs.channels.drain(..) {
+            registry.remove(false, &c);
+        }
+        for p in self.subs.patterns.drain(..) {
+            registry.remove(true, &p);
+        }
+        self.notices = None;
+    }
+
+    /// `PUBLISH channel message`: delivered to this server's subscribers; answers how
+    /// many subscriptions it reached.
+    fn publish_message(&self, argv: &[&[u8]]) -> Value {
+        let receivers = self.shared.registry().receivers(argv[1]);
+        if receivers > 0 {
+            let bridge = self
+                .shared
+                .bridge
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(b) = bridge.as_ref() {
+                let _ = b.sender.send(Arc::new(Notice::Message {
+                    channel: argv[1].to_vec(),
+                    message: argv[2].to_vec(),
+                }));
+            }
+        }
+        Value::Integer(receivers as i64)
+    }
+
+    /// `PUBSUB CHANNELS [pattern]`, `NUMSUB [channel ...]`, `NUMPAT`, `HELP`.
+    fn pubsub_introspection(&self, argv: &[&[u8]]) -> Value {
+        let sub = argv[1].to_ascii_lowercase();
+        let registry = self.shared.registry();
+        match sub.as_slice() {
+            b"channels" if argv.len() <= 3 => Value::Array(
+                registry
+                    .channels(argv.get(2).copied())
+                    .into_iter()
+                    .map(Value::Bulk)
+                    .collect(),
+            ),
+            b"numsub" => Value::Array(
+                argv[2..]
+                    .iter()
+                    .flat_map(|c| [Value::bulk(*c), Value::Integer(registry.numsub(c) as i64)])
+                    .collect(),
+            ),
+            b"numpat" if argv.len() == 2 => Value::Integer(registry.numpat() as i64),
+            b"help" if argv.len() == 2 => help_lines(&[
+                "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CHANNELS [<pattern>]",
+                "    Return the currently active channels matching a <pattern> (default: '*').",
+                "NUMPAT",
+                "    Return number of subscriptions to patterns.",
+                "NUMSUB [<channel> ...]",
+                "    Return the number of subscribers for the specified channels, excluding",
+                "    pattern subscriptions(default: no channels).",
+                "SHARDCHANNELS [<pattern>]",
+                "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+                "SHARDNUMSUB [<shardchannel> ...]",
+                "    Return the number of subscribers for the specified shard level channel(s)",
+            ]),
+            b"channels" | b"numpat" | b"help" => {
+                wrong_arity(&format!("pubsub|{}", String::from_utf8_lossy(&sub)))
+            }
+            _ => unknown_subcommand("pubsub", argv[1]),
+        }
+    }
+
     /// `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE`: one confirmation per
     /// channel, the first returned, the others queued in `extra`.
     fn pubsub(&mut self, name: &str, argv: &[&[u8]]) -> Value {
@@ -262,8 +453,12 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 replies.push((None, other));
             }
             // Each confirmation counts the subscriptions left after it.
+            let mut registry = self.shared.registry();
             for t in targets {
-                list.retain(|c| *c != t);
+                if list.contains(&t) {
+                    list.retain(|c| *c != t);
+                    registry.remove(pattern, &t);
+                }
                 replies.push((Some(t), list.len() + other));
             }
         } else {
@@ -275,6 +470,7 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 };
                 if !list.iter().any(|c| c == a) {
                     list.push(a.to_vec());
+                    self.shared.registry().add(pattern, a);
                 }
                 replies.push((Some(a.to_vec()), self.subs.count()));
             }
@@ -301,13 +497,12 @@ impl<'a, S: Keyspace> Session<'a, S> {
     /// count, the client's last command and activity for `CLIENT LIST`): once per
     /// batch of pipelined requests, not per request, so connections on different
     /// cores do not contend on shared counters.
-    pub(crate) fn publish(&mut self) {
+    pub(crate) fn publish(&mut self, lane: &LaneGuard<'_>) {
         if self.commands == 0 {
             return;
         }
-        self.shared
-            .commands
-            .fetch_add(std::mem::take(&mut self.commands), Ordering::Relaxed);
+        self.flush_latency();
+        lane.count(std::mem::take(&mut self.commands));
         self.entry.last_active_ms.store(
             self.entry.created.elapsed().as_millis() as u64,
             Ordering::Relaxed,
@@ -333,6 +528,9 @@ impl<'a, S: Keyspace> Session<'a, S> {
         for v in self.extra.drain(..) {
             v.encode(self.proto, out);
         }
+        if let Some(t0) = self.timing {
+            self.time_command(t0);
+        }
         flow
     }
 
@@ -342,6 +540,7 @@ impl<'a, S: Keyspace> Session<'a, S> {
             return (unknown_command(argv), Flow::Continue);
         };
         self.last_cmd = Some(spec);
+        self.ran = Some(spec);
         if !self.authenticated && !spec.flags.contains(&"no_auth") {
             return (Value::error(NOAUTH), Flow::Continue);
         }
@@ -425,6 +624,9 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 self.transaction_command(spec.name, argv)
             }
             "echo" => Value::bulk(argv[1]),
+            "publish" => self.publish_message(argv),
+            "pubsub" => self.pubsub_introspection(argv),
+            "latency" => self.latency(argv),
             "quit" => return (Value::ok(), Flow::Close),
             "auth" => self.auth(argv),
             "hello" => self.hello(argv),
@@ -435,6 +637,10 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 Err(e) => e,
             },
             "reset" => {
+                self.unsubscribe_all();
+                self.multi = None;
+                self.multi_error = false;
+                self.watched.clear();
                 self.proto = Protocol::Resp2;
                 self.entry.resp3.store(false, Ordering::Relaxed);
                 let c = self.shared.config();
@@ -880,6 +1086,15 @@ impl<'a, S: Keyspace> Session<'a, S> {
                             Ok(_) => return failed("argument must be between 1048576 and 9223372036854775807 inclusive"),
                             Err(e) => return e,
                         },
+                        "latency-tracking" => match value.to_ascii_lowercase().as_str() {
+                            "yes" => c.latency_tracking = true,
+                            "no" => c.latency_tracking = false,
+                            _ => return failed("argument must be 'yes' or 'no'"),
+                        },
+                        "latency-monitor-threshold" => match number() {
+                            Ok(n) => c.latency_monitor_threshold_ms = n,
+                            Err(e) => return e,
+                        },
                         "client-query-buffer-limit" => match number() {
                             Ok(n) if n >= 1024 * 1024 => c.client_query_buffer_limit = n as usize,
                             Ok(_) => return failed("argument must be between 1048576 and 9223372036854775807 inclusive"),
@@ -906,10 +1121,11 @@ impl<'a, S: Keyspace> Session<'a, S> {
                     .config
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = c;
+                self.shared.config_gen.fetch_add(1, Ordering::Release);
                 Value::ok()
             }
             b"resetstat" if argv.len() == 2 => {
-                self.shared.commands.store(0, Ordering::Relaxed);
+                self.shared.lanes.reset_commands();
                 self.shared.accepted.store(0, Ordering::Relaxed);
                 self.shared.rejected.store(0, Ordering::Relaxed);
                 self.shared.store.cache().slowlog_reset();
@@ -969,7 +1185,7 @@ impl<'a, S: Keyspace> Session<'a, S> {
                     cache.set_fsync(policy)
                 }
                 #[cfg(not(feature = "persistence"))]
-                return Err("this cache writes no log".into());
+                return Err("this cache has no persistence configured".into());
             }
             _ => return Err(format!("unknown setting {name}")),
         };
@@ -1001,6 +1217,14 @@ impl<'a, S: Keyspace> Session<'a, S> {
                     .to_string(),
             ),
             ("maxclients", c.maxclients.to_string()),
+            (
+                "latency-tracking",
+                if c.latency_tracking { "yes" } else { "no" }.into(),
+            ),
+            (
+                "latency-monitor-threshold",
+                c.latency_monitor_threshold_ms.to_string(),
+            ),
             ("timeout", c.timeout.map_or(0, |t| t.as_secs()).to_string()),
             ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
             (
@@ -1087,7 +1311,7 @@ impl<'a, S: Keyspace> Session<'a, S> {
                     "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
                      rejected_connections:{}\r\n",
                     self.shared.accepted.load(Ordering::Relaxed),
-                    self.shared.commands.load(Ordering::Relaxed),
+                    self.shared.lanes.commands(),
                     self.shared.rejected.load(Ordering::Relaxed),
                 );
             }

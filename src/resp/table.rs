@@ -135,6 +135,14 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("info", -1, ["loading", "stale"], 0, 0, 0),
     spec!("keys", 2, ["readonly"], 0, 0, 0),
     spec!("lastsave", 1, ["loading", "stale", "fast"], 0, 0, 0),
+    spec!(
+        "latency",
+        -2,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0
+    ),
     spec!("memory", -2, ["readonly"], 0, 0, 0),
     spec!("mget", -2, ["readonly", "fast"], 1, -1, 1),
     spec!("mset", -3, ["write", "denyoom"], 1, -1, 2),
@@ -147,7 +155,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         0,
         0
     ),
-    spec!("object", -2, ["readonly"], 0, 0, 0),
+    spec!("object", -2, ["readonly"], 2, 2, 1),
     spec!("persist", 2, ["write", "fast"], 1, 1, 1),
     spec!("pexpire", -3, ["write", "fast"], 1, 1, 1),
     spec!("pexpireat", -3, ["write", "fast"], 1, 1, 1),
@@ -163,6 +171,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         0
     ),
     spec!("pttl", 2, ["readonly", "fast"], 1, 1, 1),
+    spec!(
+        "publish",
+        3,
+        ["pubsub", "loading", "stale", "fast", "may_replicate"],
+        0,
+        0,
+        0
+    ),
+    spec!("pubsub", -2, ["pubsub", "loading", "stale"], 0, 0, 0),
     spec!(
         "punsubscribe",
         -1,
