@@ -1,6 +1,12 @@
 //! A Redis-protocol server over a larder cache: `cargo run --example resp_server
 //! --features resp -- 127.0.0.1:6380`, then `redis-cli -p 6380`.
 
+/// With `--features jemalloc`, the server allocates through jemalloc, as larder-node
+/// does.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: larder::Jemalloc = larder::Jemalloc;
+
 use larder::resp::{RespConfig, RespServer};
 use larder::Cache;
 

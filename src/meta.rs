@@ -3,10 +3,12 @@
 //! ```text
 //!  31     27 26 25 24 23            8 7        0
 //! +---------+--+--+--+---------------+----------+
-//! | reserved| P| W| T| LRU: 24-bit access tick  |   LRU and non-LFU policies
+//! | tag     | P| W| T| LRU: 24-bit access tick  |   LRU and non-LFU policies
 //! +---------+--+--+--+---------------+----------+
-//! | reserved| P| W| T| LFU: period   | counter  |   LFU policies
+//! | tag     | P| W| T| LFU: period   | counter  |   LFU policies
 //! +---------+--+--+--+---------------+----------+
+//!  tag = bits 27-31 of the key's hash, set by the table: a chain walk compares keys
+//!        only where the tags agree, so it reads 1 in 32 of the other keys
 //!  T = the key has an expiry in the shard's side table
 //!  W (bit 25) = the key is in the admission window (W-TinyLFU)
 //!  P (bit 26) = the key was hit after it left the window (W-TinyLFU's protected part)
@@ -16,6 +18,10 @@
 //! The LRU field is a per-shard *logical* tick (one per access) rather than Redis's
 //! one-second wall clock: at millions of operations a second a one-second clock makes every
 //! key look equally old and LRU degrades to random eviction. See docs/design.md.
+
+/// The tag: bits 27-31 of the entry's key's hash (`Table` sets and reads it; nothing
+/// else may change it).
+pub(crate) const TAG_MASK: u32 = 0xF800_0000;
 
 /// Mask of the 24-bit LRU/LFU field.
 pub(crate) const CLOCK_MASK: u32 = 0x00FF_FFFF;
@@ -33,6 +39,18 @@ pub const LFU_INIT_VAL: u8 = 5;
 pub(crate) struct Meta(pub(crate) u32);
 
 impl Meta {
+    /// The tag bits (in place).
+    #[inline]
+    pub(crate) fn tag(self) -> u32 {
+        self.0 & TAG_MASK
+    }
+
+    /// Sets the tag bits from a hash's low 32 bits.
+    #[inline]
+    pub(crate) fn set_tag(&mut self, hash: u32) {
+        self.0 = (self.0 & !TAG_MASK) | (hash & TAG_MASK);
+    }
+
     #[inline]
     pub(crate) fn has_ttl(self) -> bool {
         self.0 & HAS_TTL != 0

@@ -782,7 +782,9 @@ impl<K: Hash + Eq, V> Shard<K, V> {
                 self.table.entry_mut(i).meta.update(|m| {
                     let (ttl, window) = (m.has_ttl(), m.in_window() && !leaves_window);
                     if let Some(f) = fresh {
+                        let tag = m.tag();
                         *m = f;
+                        m.set_tag(tag);
                     }
                     m.set_ttl_flag(ttl);
                     m.set_window(window);

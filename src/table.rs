@@ -11,7 +11,7 @@
 //! `buckets.len()` is a power of two; every entry is on exactly one chain, the one of
 //! bucket `hash(key) & mask`; chains end in [`NIL`].
 
-use crate::meta::{Meta, MetaCell};
+use crate::meta::{Meta, MetaCell, TAG_MASK};
 use std::borrow::Borrow;
 use std::hash::Hash;
 
@@ -112,10 +112,13 @@ impl<K: Hash + Eq, V> Table<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
+        let tag = hash as u32 & TAG_MASK;
         let mut i = self.buckets[self.bucket_of(hash)];
         while i != NIL {
             let e = &self.entries[i as usize];
-            if e.key.borrow() == key {
+            // The tag first: most other keys of the chain are passed over without
+            // reading their (separately allocated) bytes.
+            if e.meta.get().tag() == tag && e.key.borrow() == key {
                 return Some(i);
             }
             i = e.next;
@@ -133,7 +136,10 @@ impl<K: Hash + Eq, V> Table<K, V> {
         let mut i = self.buckets[self.bucket_of(hash as u64)];
         while i != NIL {
             let e = &self.entries[i as usize];
-            if pred(e) && self.hash_key(&e.key) as u32 == hash {
+            if e.meta.get().tag() == hash & TAG_MASK
+                && pred(e)
+                && self.hash_key(&e.key) as u32 == hash
+            {
                 return Some(i);
             }
             i = e.next;
@@ -151,7 +157,8 @@ impl<K: Hash + Eq, V> Table<K, V> {
     }
 
     /// Inserts a key known to be absent; returns its index.
-    pub(crate) fn push(&mut self, hash: u64, key: K, value: V, meta: Meta) -> u32 {
+    pub(crate) fn push(&mut self, hash: u64, key: K, value: V, mut meta: Meta) -> u32 {
+        meta.set_tag(hash as u32);
         assert!(
             self.entries.len() < NIL as usize,
             "shard holds 2^32-1 entries"
@@ -284,6 +291,28 @@ mod tests {
 
     fn table() -> Table<u64, u64> {
         Table::new(ahash::RandomState::with_seeds(1, 2, 3, 4))
+    }
+
+    #[test]
+    fn tags_come_from_the_hash_and_survive_metadata_changes() {
+        let mut t = table();
+        // Hashes made up: one bucket, tags that differ and tags that agree.
+        let a = t.push(0x0000_0000, 1, 10, Meta::default());
+        let b = t.push(0x0800_0000, 2, 20, Meta::default());
+        let c = t.push(0x0000_0000, 3, 30, Meta::default());
+        assert_eq!(t.find(0x0800_0000, &2), Some(b));
+        // Same tag, other key: the key decides.
+        assert_eq!(t.find(0x0000_0000, &3), Some(c));
+        assert_eq!(t.find(0x0000_0000, &1), Some(a));
+        // A key under a hash with another tag is not found (the hash is the key's).
+        assert_eq!(t.find(0x0800_0000, &1), None);
+        t.entry_mut(a).meta.update(|m| {
+            m.set_clock(u32::MAX);
+            m.set_ttl_flag(true);
+            m.set_window(true);
+            m.set_protected(true);
+        });
+        assert_eq!(t.find(0x0000_0000, &1), Some(a));
     }
 
     fn insert(t: &mut Table<u64, u64>, k: u64) {

@@ -913,3 +913,46 @@ fn latency_histograms_count_every_connections_commands() {
         ])
     );
 }
+
+#[test]
+fn a_server_on_threads_of_its_own_serves_many_clients_and_stops() {
+    use larder::resp::RespServer;
+    let cache: Cache<String, Vec<u8>> = Cache::builder().build();
+    let server = RespServer::new(cache.clone(), RespConfig::default());
+    let threads = server
+        .clone()
+        .spawn(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), 2)
+        .unwrap();
+    let port = threads.local_addr().port();
+    // Eight clients at once, dealt to two threads; each sees its own writes, and
+    // pipelines work as on the shared runtime.
+    let handles: Vec<_> = (0..8)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut cl = Client::connect(port).unwrap();
+                for i in 0..200 {
+                    let v = i.to_string();
+                    assert_eq!(cl.call(&["SET", &format!("{c}:{i}"), &v]), Value::ok());
+                }
+                for i in 0..200 {
+                    cl.send(&["GET", &format!("{c}:{i}")]);
+                }
+                for i in 0..200 {
+                    assert_eq!(cl.read(), Some(Value::bulk(i.to_string())));
+                }
+                assert_eq!(cl.call(&["WAIT", "0", "0"]), Value::Integer(0));
+                cl
+            })
+        })
+        .collect();
+    let mut clients: Vec<Client> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(cache.len(), 1600);
+    assert_eq!(server.connected_clients(), 8);
+    threads.stop();
+    // Every connection was closed, and the port no longer accepts.
+    for c in &mut clients {
+        assert!(c.closed());
+    }
+    assert_eq!(server.connected_clients(), 0);
+    assert!(Client::connect(port).is_err());
+}

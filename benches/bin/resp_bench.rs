@@ -4,22 +4,29 @@
 //! each figure is the median of the rounds; the ratio is larder / Redis.
 //!
 //! ```text
-//! cargo run --release -p larder-benches --bin resp_bench -- [requests per test] [rounds] [cluster]
+//! cargo run --release -p larder-benches --features jemalloc --bin resp_bench -- [requests per test] [rounds] [cluster]
 //! ```
 //!
-//! larder runs in this process on a tokio runtime of two worker threads over a
-//! `Cache<String, Vec<u8>>`; redis-server runs without persistence. Both listen on
+//! larder runs in this process over a `Cache<String, Vec<u8>>`, served by
+//! `RespServer::spawn` on two event-loop threads (as larder-node serves RESP);
+//! redis-server runs without persistence. Both listen on
 //! 127.0.0.1. Then `redis-benchmark --cluster` (SET, GET, INCR) against three larder
-//! cluster nodes in this process (same runtime, RESP on each node's mesh port number)
+//! cluster nodes in this process (one RESP event loop each, on each node's mesh port number)
 //! and a three-master Redis cluster (ports 21300..21302 and their bus ports). The load
 //! average is printed: the machine may be shared.
+
+/// With `--features jemalloc` (as BENCHMARKS.md runs it), larder allocates through
+/// jemalloc, as larder-node does and as redis-server does.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: larder::Jemalloc = larder::Jemalloc;
 
 use larder::cluster::larder_cluster::net::store::MemoryStore;
 use larder::cluster::larder_cluster::proto::{Rng, SLOTS};
 use larder::cluster::{
     ClusterCa, ClusterCache, ClusterConfig, KeySlot, NodeId, SlotSet, StateStore,
 };
-use larder::resp::{ClusterKeyspace, RespConfig, RespServer};
+use larder::resp::{ClusterKeyspace, RespConfig, RespServer, RespThreads};
 use larder::Cache;
 use larder_benches::redis_cluster::{ensure_redis, RedisCluster};
 use larder_benches::run_env::{git_head, loadavg, redis_version};
@@ -113,12 +120,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let larder_port = listener.local_addr().unwrap().port();
     let cache: Cache<String, Vec<u8>> = Cache::builder().build();
-    rt.spawn(RespServer::new(cache, RespConfig::default()).serve(listener));
+    // Two event loops of its own, as larder-node runs it on two cores.
+    let larder_server = RespServer::new(cache, RespConfig::default())
+        .spawn(TcpListener::bind("127.0.0.1:0").unwrap(), 2)
+        .unwrap();
+    let larder_port = larder_server.local_addr().port();
 
     let redis_port = free_port();
     let _redis = RedisServer(
@@ -175,7 +182,7 @@ fn main() {
     println!("load after: {}", loadavg());
 
     // --cluster: three masters each side.
-    let nodes = rt.block_on(larder_cluster(&rt)).expect("a larder cluster");
+    let (nodes, _servers) = rt.block_on(larder_cluster()).expect("a larder cluster");
     let dir = tempfile::tempdir().expect("a directory for the Redis cluster");
     let redis_cluster =
         RedisCluster::start_masters(dir.path(), 21300, 3, 5000).expect("a Redis cluster");
@@ -237,9 +244,11 @@ fn free_pair() -> u16 {
 
 /// Three masters in this process, each serving RESP on its mesh port number; the
 /// nodes with their RESP ports.
-async fn larder_cluster(rt: &tokio::runtime::Runtime) -> Result<Vec<(Node, u16)>, String> {
+#[allow(clippy::type_complexity)]
+async fn larder_cluster() -> Result<(Vec<(Node, u16)>, Vec<RespThreads>), String> {
     let ca = ClusterCa::generate("resp bench").map_err(|e| e.to_string())?;
     let mut nodes: Vec<(Node, u16)> = Vec::new();
+    let mut servers = Vec::new();
     for i in 0..3u64 {
         let id = NodeId::random(&mut Rng::new(0x5e5b + i));
         let identity = ca.issue(id).map_err(|e| e.to_string())?;
@@ -255,16 +264,17 @@ async fn larder_cluster(rt: &tokio::runtime::Runtime) -> Result<Vec<(Node, u16)>
             .start()
             .await
             .map_err(|e| format!("node {i}: {e}"))?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("RESP on {port}: {e}"))?;
-        rt.spawn(
-            RespServer::new(
-                ClusterKeyspace::new(node.clone(), port),
-                RespConfig::default(),
-            )
-            .serve(listener),
-        );
+        // One event loop per node, as each Redis node has one.
+        let server = RespServer::new(
+            ClusterKeyspace::new(node.clone(), port),
+            RespConfig::default(),
+        )
+        .spawn(
+            TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("RESP on {port}: {e}"))?,
+            1,
+        )
+        .map_err(|e| format!("RESP on {port}: {e}"))?;
+        servers.push(server);
         nodes.push((node, port));
     }
     for (n, _) in &nodes[1..] {
@@ -320,5 +330,5 @@ async fn larder_cluster(rt: &tokio::runtime::Runtime) -> Result<Vec<(Node, u16)>
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    Ok(nodes)
+    Ok((nodes, servers))
 }

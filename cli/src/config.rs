@@ -69,6 +69,7 @@ struct RawConfig {
     requirepass: Option<String>,
     maxclients: Option<usize>,
     timeout: Option<u64>,
+    io_threads: Option<usize>,
 }
 
 /// A byte count: an integer, or a string with Redis's units (`"256mb"`, `"1gb"`,
@@ -211,6 +212,8 @@ pub struct NodeConfig {
     pub requirepass: Option<String>,
     /// `maxclients`: RESP connections beyond this are refused (default 10000).
     pub maxclients: usize,
+    /// `io_threads`: the RESP server's event-loop threads (default: one per core).
+    pub io_threads: usize,
     /// `timeout`: RESP clients idle this many seconds are closed (0: never, the
     /// default).
     pub timeout: u64,
@@ -405,6 +408,9 @@ impl NodeConfig {
                 "an empty password (leave the key out for none)".into(),
             ));
         }
+        if raw.io_threads == Some(0) {
+            return Err(err("io_threads", "must be more than 0".into()));
+        }
         if raw.maxclients == Some(0) {
             return Err(err("maxclients", "must be more than 0".into()));
         }
@@ -439,6 +445,9 @@ impl NodeConfig {
             requirepass: raw.requirepass,
             maxclients: raw.maxclients.unwrap_or(10_000),
             timeout: raw.timeout.unwrap_or(0),
+            io_threads: raw.io_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
         })
     }
 
@@ -604,16 +613,17 @@ ca = "/etc/larder/ca.pem"
     fn resp_settings() {
         let c = parse(&format!(
             "{MINIMAL}resp_listen = \"127.0.0.1:6379\"\nrequirepass = \"s3cret\"\n\
-             maxclients = 50\ntimeout = 300\n"
+             maxclients = 50\ntimeout = 300\nio_threads = 3\n"
         ))
         .unwrap();
         assert_eq!(c.resp_listen, Some("127.0.0.1:6379".parse().unwrap()));
         assert_eq!(c.requirepass.as_deref(), Some("s3cret"));
-        assert_eq!((c.maxclients, c.timeout), (50, 300));
+        assert_eq!((c.maxclients, c.timeout, c.io_threads), (50, 300, 3));
         for (line, field, needle) in [
             ("resp_listen = \"localhost:1\"", "resp_listen", "ip:port"),
             ("requirepass = \"\"", "requirepass", "empty"),
             ("maxclients = 0", "maxclients", "more than 0"),
+            ("io_threads = 0", "io_threads", "more than 0"),
         ] {
             let (f, s) = error(&format!("{MINIMAL}{line}\n"));
             assert_eq!(f.as_deref(), Some(field), "{line}: {s}");

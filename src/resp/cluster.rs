@@ -443,23 +443,17 @@ impl<W: Weigher<String, Vec<u8>>> Keyspace for ClusterKeyspace<W> {
         })
     }
 
-    fn wait(&self, replicas: usize, timeout_ms: u64) -> Result<usize, Value> {
+    fn wait(
+        &self,
+        replicas: usize,
+        timeout_ms: u64,
+    ) -> impl std::future::Future<Output = Result<usize, Value>> + Send {
         let timeout = std::time::Duration::from_millis(if timeout_ms == 0 {
             u64::MAX / 4
         } else {
             timeout_ms
         });
         let cache = self.cache.clone();
-        let handle = tokio::runtime::Handle::current();
-        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-            // Blocking the only thread would stop the replication it waits for.
-            return Err(Value::error(
-                "ERR WAIT needs the server on a multi-threaded tokio runtime",
-            ));
-        }
-        // WAIT blocks this client only: the runtime moves other tasks off this thread.
-        Ok(tokio::task::block_in_place(|| {
-            handle.block_on(cache.wait(replicas, timeout))
-        }))
+        async move { Ok(cache.wait(replicas, timeout).await) }
     }
 }

@@ -51,11 +51,16 @@ pub trait Keyspace: Clone + Send + Sync + 'static {
     }
 
     /// Redis's `WAIT numreplicas timeout`: how many replicas acknowledged this node's
-    /// writes within `timeout_ms` (0 when there is no replication), or the error to
-    /// answer.
-    fn wait(&self, replicas: usize, timeout_ms: u64) -> Result<usize, Value> {
+    /// writes within `timeout_ms` (0: no limit; 0 replicas when there is no
+    /// replication), or the error to answer. Only the waiting connection waits: the
+    /// server awaits this between its requests.
+    fn wait(
+        &self,
+        replicas: usize,
+        timeout_ms: u64,
+    ) -> impl std::future::Future<Output = Result<usize, Value>> + Send {
         let _ = (replicas, timeout_ms);
-        Ok(0)
+        std::future::ready(Ok(0))
     }
 }
 

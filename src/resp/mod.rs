@@ -40,4 +40,4 @@ pub use cluster::ClusterKeyspace;
 pub use codec::{Protocol, ProtocolError, ProtocolErrorKind, Value};
 pub use keyspace::{Keyspace, RouteFlags};
 pub use pubsub::NotifyFlags;
-pub use server::{RespConfig, RespServer, RespUser};
+pub use server::{RespConfig, RespServer, RespThreads, RespUser};

@@ -364,6 +364,150 @@ impl<S: Keyspace> RespServer<S> {
     }
 }
 
+impl<S: Keyspace> RespServer<S> {
+    /// Serves `listener` on `threads` threads of its own, each an event loop (a
+    /// current-thread tokio runtime) that keeps the connections it is dealt: a
+    /// connection's requests are read, run and answered on one thread, with no
+    /// hand-over between threads and no work stealing (Redis's event loop, one per
+    /// core). The first thread also accepts, and deals connections round-robin.
+    ///
+    /// Dropping the returned handle, or [`RespThreads::stop`], closes the listener
+    /// and every connection.
+    ///
+    /// `WAIT` is awaited by the waiting connection alone; `SAVE` runs on its
+    /// connection's thread and holds up that thread's other connections until it
+    /// ends (Redis's holds up all of them).
+    pub fn spawn(self, listener: std::net::TcpListener, threads: usize) -> io::Result<RespThreads> {
+        let threads = threads.max(1);
+        listener.set_nonblocking(true)?;
+        let laddr = listener.local_addr()?;
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|_| tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>())
+            .unzip();
+        let mut listener = Some(listener);
+        let mut handles = Vec::with_capacity(threads);
+        for (i, mut dealt) in receivers.into_iter().enumerate() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let acceptor = match listener.take() {
+                Some(l) => Some((
+                    rt.block_on(async { TcpListener::from_std(l) })?,
+                    senders.clone(),
+                )),
+                None => None,
+            };
+            let shared = self.shared.clone();
+            let mut stopped = stop.subscribe();
+            let thread = std::thread::Builder::new()
+                .name(format!("larder-resp-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        if let Some((listener, senders)) = acceptor {
+                            tokio::spawn(deal(listener, senders));
+                        }
+                        let serve = async {
+                            while let Some((stream, peer)) = dealt.recv().await {
+                                match TcpStream::from_std(stream) {
+                                    Ok(stream) => {
+                                        tokio::spawn(client(shared.clone(), stream, peer, laddr));
+                                    }
+                                    Err(e) => {
+                                        log_warn(format_args!("resp {laddr}: dropped {peer}: {e}"))
+                                    }
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            () = serve => {}
+                            _ = stopped.wait_for(|s| *s) => {}
+                        }
+                    });
+                    // The runtime drops here, and with it every connection of this
+                    // thread.
+                });
+            match thread {
+                Ok(t) => handles.push(t),
+                Err(e) => {
+                    let _ = stop.send(true);
+                    for t in handles {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(RespThreads {
+            addr: laddr,
+            stop,
+            threads: handles,
+        })
+    }
+}
+
+/// Accepts connections and deals them round-robin to the threads.
+async fn deal(
+    listener: TcpListener,
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+) {
+    let laddr = listener.local_addr().ok();
+    let mut next = 0;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                log_warn(format_args!("resp {laddr:?}: accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match stream.into_std() {
+            Ok(stream) => {
+                // A thread that has stopped drops what it is sent.
+                let _ = senders[next % senders.len()].send((stream, peer));
+                next += 1;
+            }
+            Err(e) => log_warn(format_args!("resp {laddr:?}: dropped {peer}: {e}")),
+        }
+    }
+}
+
+/// A RESP server running on threads of its own ([`RespServer::spawn`]). Dropping it
+/// stops the server.
+#[derive(Debug)]
+pub struct RespThreads {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RespThreads {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and closes every connection; returns when the threads have
+    /// ended.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RespThreads {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 fn log_warn(args: std::fmt::Arguments<'_>) {
     tracing::warn!("{args}");
 }
@@ -534,6 +678,21 @@ async fn run<S: Keyspace>(
         }
         if flow == Flow::Close {
             return Ok(());
+        }
+        if let Flow::Wait {
+            replicas,
+            timeout_ms,
+        } = flow
+        {
+            // Only this client waits; the rest of its pipeline runs after the answer.
+            session.finish_wait(replicas, timeout_ms, &mut out).await;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
+            out.clear();
+            input.drain(..start);
+            continue;
         }
         input.drain(..start);
         if input.len() > query_limit {

@@ -11,6 +11,7 @@ use super::server::{BatchSettings, ClientEntry, LaneGuard, Shared};
 use super::table::{self, CommandSpec, COMMANDS};
 use super::{admin, keys, strings};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,13 @@ pub(crate) enum Flow {
     Continue,
     /// Write the replies so far, then close (`QUIT`).
     Close,
+    /// `WAIT`: write the replies so far, await the replicas, then answer.
+    Wait {
+        /// Replicas to wait for.
+        replicas: usize,
+        /// The timeout in milliseconds (0: none).
+        timeout_ms: u64,
+    },
 }
 
 /// The version `HELLO` and `INFO` report: the Redis release whose commands and
@@ -56,6 +64,8 @@ pub(crate) struct Session<'a, S> {
     watched: Vec<(String, Watched)>,
     /// The command `dispatch` found, for its latency.
     ran: Option<&'static CommandSpec>,
+    /// `EXEC` is running its queued commands.
+    in_exec: bool,
     /// When the last command of this batch ended (`None`: latency is not measured).
     timing: Option<Instant>,
     /// `latency-tracking` and `latency-monitor-threshold` for this batch.
@@ -171,11 +181,26 @@ impl<'a, S: Keyspace> Session<'a, S> {
             multi_error: false,
             watched: Vec::new(),
             ran: None,
+            in_exec: false,
             timing: None,
             tracking: false,
             monitor_us: 0,
             latency: CommandLatency::default(),
         }
+    }
+
+    /// Awaits `WAIT`'s replicas and appends its answer to `out`.
+    pub(crate) async fn finish_wait(
+        &mut self,
+        replicas: usize,
+        timeout_ms: u64,
+        out: &mut Vec<u8>,
+    ) {
+        let reply = match self.shared.store.wait(replicas, timeout_ms).await {
+            Ok(acked) => Value::Integer(acked as i64),
+            Err(e) => e,
+        };
+        reply.encode(self.proto, out);
     }
 
     /// Starts a batch of requests: commands are timed from here, as `config` asks.
@@ -314,11 +339,13 @@ impl<'a, S: Keyspace> Session<'a, S> {
                     return Value::NullArray;
                 }
                 let mut replies = Vec::with_capacity(queued.len());
+                self.in_exec = true;
                 for cmd in &queued {
                     let argv: Vec<&[u8]> = cmd.iter().map(Vec::as_slice).collect();
                     replies.push(self.dispatch(&argv).0);
                     replies.append(&mut self.extra);
                 }
+                self.in_exec = false;
                 Value::Array(replies)
             }
         }
@@ -524,6 +551,10 @@ impl<'a, S: Keyspace> Session<'a, S> {
     pub(crate) fn execute(&mut self, argv: &[&[u8]], out: &mut Vec<u8>) -> Flow {
         self.commands += 1;
         let (reply, flow) = self.dispatch(argv);
+        if matches!(flow, Flow::Wait { .. }) {
+            // Answered by `finish_wait` once the replicas have.
+            return flow;
+        }
         reply.encode(self.proto, out);
         for v in self.extra.drain(..) {
             v.encode(self.proto, out);
@@ -686,10 +717,29 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 None => Value::error("ERR This instance has cluster support disabled"),
             },
             "wait" => match (strings::parse_i64(argv[1]), strings::parse_i64(argv[2])) {
-                (Ok(n), Ok(t)) if n >= 0 && t >= 0 => match store.wait(n as usize, t as u64) {
-                    Ok(acked) => Value::Integer(acked as i64),
-                    Err(e) => e,
-                },
+                // Inside EXEC, as in Redis, WAIT does not block: it answers how many
+                // replicas have acknowledged so far.
+                (Ok(n), Ok(_)) if n >= 0 && self.in_exec => {
+                    let waker = std::task::Waker::noop();
+                    let mut cx = std::task::Context::from_waker(waker);
+                    let acked = (1..=n as usize).rev().find_map(|k| {
+                        let f = std::pin::pin!(store.wait(k, 1));
+                        match f.poll(&mut cx) {
+                            std::task::Poll::Ready(Ok(a)) if a >= k => Some(a),
+                            _ => None,
+                        }
+                    });
+                    Value::Integer(acked.unwrap_or(0) as i64)
+                }
+                (Ok(n), Ok(t)) if n >= 0 && t >= 0 => {
+                    return (
+                        Value::Null,
+                        Flow::Wait {
+                            replicas: n as usize,
+                            timeout_ms: t as u64,
+                        },
+                    )
+                }
                 (Ok(_), Ok(_)) => Value::error("ERR timeout is negative"),
                 (Err(e), _) | (_, Err(e)) => e,
             },

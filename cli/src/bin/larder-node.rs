@@ -18,6 +18,11 @@
 //! shutting the node down on SIGTERM, SIGINT or an administrative `Shutdown`; with 2
 //! on a configuration error, 1 if the node cannot start.
 
+/// jemalloc, as Redis allocates: fragmentation stays low under churn, and `INFO`'s
+/// allocator figures describe the process.
+#[global_allocator]
+static GLOBAL: larder::Jemalloc = larder::Jemalloc;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -146,19 +151,25 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     let joining = tokio::spawn(join(node.clone(), config.clone()));
     let resp = match config.resp_listen {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| RunError::Resp { addr, source })?;
-            let port = listener.local_addr().map_or(addr.port(), |a| a.port());
             let settings = RespConfig {
                 requirepass: config.requirepass.clone(),
                 maxclients: config.maxclients,
                 timeout: (config.timeout > 0).then(|| Duration::from_secs(config.timeout)),
                 ..RespConfig::default()
             };
-            let server = RespServer::new(ClusterKeyspace::new(node.clone(), port), settings);
-            info!(node = %id, "RESP clients on {addr}");
-            Some(tokio::spawn(server.serve(listener)))
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|source| RunError::Resp { addr, source })?;
+            let port = listener.local_addr().map_or(addr.port(), |a| a.port());
+            let server = RespServer::new(ClusterKeyspace::new(node.clone(), port), settings)
+                .spawn(listener, config.io_threads)
+                .map_err(|source| RunError::Resp { addr, source })?;
+            info!(
+                node = %id,
+                "RESP clients on {} ({} event loops)",
+                server.local_addr(),
+                config.io_threads
+            );
+            Some(server)
         }
         None => None,
     };
@@ -177,8 +188,8 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
     joining.abort();
     let _ = joining.await;
     if let Some(resp) = resp {
-        resp.abort();
-        let _ = resp.await;
+        // Joins the event-loop threads once they have closed their connections.
+        tokio::task::block_in_place(|| resp.stop());
     }
     node.shutdown().await;
     // The last handle: the node's runtime stops, and the cache syncs its log when
