@@ -392,10 +392,12 @@ impl<S: Keyspace> RespServer<S> {
                 .enable_all()
                 .build()?;
             let acceptor = match listener.take() {
-                Some(l) => Some((
-                    rt.block_on(async { TcpListener::from_std(l) })?,
-                    senders.clone(),
-                )),
+                Some(l) => {
+                    // Registered with this thread's runtime (entered, not blocked on:
+                    // the caller may be inside a runtime of its own).
+                    let _entered = rt.enter();
+                    Some((TcpListener::from_std(l)?, senders.clone()))
+                }
                 None => None,
             };
             let shared = self.shared.clone();
