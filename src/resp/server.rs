@@ -1,6 +1,10 @@
-//! The TCP server: accepts clients, reads their requests (pipelined: every complete
-//! request in the buffer runs before the replies are written, in one write), enforces
-//! the limits, and keeps the client table `CLIENT LIST` / `CLIENT KILL` read.
+//! The TCP server: accepts clients (over TLS too, with feature `resp-tls`), reads
+//! their requests (pipelined: every complete request in the buffer runs before the
+//! replies are written, in one write), enforces the limits, and keeps the client table
+//! `CLIENT LIST` / `CLIENT KILL` read.
+//!
+//! The connection loop is generic over the stream, so a plain connection is served
+//! from its `TcpStream` as it is, with no boxing or extra buffer on its path.
 
 use super::codec::{parse_request, Value};
 use super::keyspace::Keyspace;
@@ -12,9 +16,22 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+#[cfg(feature = "resp-tls")]
+use tokio_rustls::{rustls, TlsAcceptor};
+
+/// How long a TLS client has to complete its handshake. A handshake in progress holds
+/// a task and a socket but not a client slot (`maxclients` counts a TLS client once
+/// its handshake is done, so the refusal can be read), hence the bound.
+#[cfg(feature = "resp-tls")]
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closing TLS connection may take to send its `close_notify` (a client
+/// that reads nothing would otherwise hold its task).
+#[cfg(feature = "resp-tls")]
+const TLS_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A user of the server besides `default` (ACL-lite): a password, and whether it may
 /// only run commands that do not write.
@@ -207,20 +224,99 @@ impl<S: Keyspace> RespServer<S> {
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
         let laddr = listener.local_addr()?;
         loop {
-            let (stream, addr) = match listener.accept().await {
-                Ok(a) => a,
-                Err(e) => {
-                    log_warn(format_args!("resp {laddr}: accept failed: {e}"));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+            let (mut stream, addr) = accept(&listener, laddr).await;
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                client(shared, stream, addr, laddr).await;
+                client(shared, &mut stream, addr, laddr).await;
             });
         }
     }
+
+    /// As [`serve`](Self::serve), for clients speaking TLS (Redis's `tls-port`):
+    /// each connection's handshake runs on its own task with `tls` (its certificate,
+    /// and whether client certificates are required, as the `ServerConfig`'s client
+    /// verifier says), then the client is served as a plain one is.
+    ///
+    /// A handshake that fails (a client speaking plain RESP, an untrusted or missing
+    /// client certificate) or takes more than 10 seconds closes that connection only,
+    /// with the reason logged. A server may serve plain and TLS listeners at once
+    /// (`serve` and `serve_tls` on clones): their clients share the keyspace, the
+    /// users and the limits, and see each other in `CLIENT LIST`.
+    ///
+    /// ```no_run
+    /// # async fn run(tls: std::sync::Arc<larder::resp::rustls::ServerConfig>) -> std::io::Result<()> {
+    /// use larder::resp::{RespConfig, RespServer};
+    /// use larder::Cache;
+    ///
+    /// let cache: Cache<String, Vec<u8>> = Cache::builder().build();
+    /// let server = RespServer::new(cache, RespConfig::default());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:6380").await?;
+    /// server.serve_tls(listener, tls).await
+    /// # }
+    /// ```
+    #[cfg(feature = "resp-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "resp-tls")))]
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<()> {
+        let laddr = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(tls);
+        loop {
+            let (stream, addr) = accept(&listener, laddr).await;
+            let shared = self.shared.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let mut stream = match handshake.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        log_info(format_args!(
+                            "resp {laddr}: TLS handshake with {addr} failed: {e}"
+                        ));
+                        return;
+                    }
+                    Err(_) => {
+                        log_info(format_args!(
+                            "resp {laddr}: TLS handshake with {addr} failed: not done within \
+                             {TLS_HANDSHAKE_TIMEOUT:?}"
+                        ));
+                        return;
+                    }
+                };
+                client(shared, &mut stream, addr, laddr).await;
+                // close_notify, so the client can tell a close from a truncation.
+                let _ = tokio::time::timeout(TLS_CLOSE_TIMEOUT, stream.shutdown()).await;
+            });
+        }
+    }
+}
+
+/// The next client of `listener`, with Nagle's algorithm off (replies go out as soon
+/// as a batch is written). Accept errors (out of file descriptors) are logged and
+/// retried after a pause.
+async fn accept(listener: &TcpListener, laddr: SocketAddr) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, addr);
+            }
+            Err(e) => {
+                log_warn(format_args!("resp {laddr}: accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Writes `bytes` and flushes: a no-op for a `TcpStream`, and what sends the records
+/// a TLS stream still holds once its socket would block.
+async fn send<T: AsyncWrite + Unpin>(stream: &mut T, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 fn log_warn(args: std::fmt::Arguments<'_>) {
@@ -245,13 +341,12 @@ impl<S> Drop for Registered<'_, S> {
     }
 }
 
-async fn client<S: Keyspace>(
+async fn client<S: Keyspace, T: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared<S>>,
-    mut stream: TcpStream,
+    stream: &mut T,
     addr: SocketAddr,
     laddr: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
     let (maxclients, needs_auth) = {
         let c = shared.config();
         (c.maxclients, c.requirepass.is_some() || !c.users.is_empty())
@@ -262,9 +357,7 @@ async fn client<S: Keyspace>(
         log_warn(format_args!(
             "resp: refused {addr}: max number of clients reached ({maxclients})"
         ));
-        let _ = stream
-            .write_all(b"-ERR max number of clients reached\r\n")
-            .await;
+        let _ = send(stream, b"-ERR max number of clients reached\r\n").await;
         return;
     }
     shared.accepted.fetch_add(1, Ordering::Relaxed);
@@ -288,7 +381,7 @@ async fn client<S: Keyspace>(
         id,
     };
     let mut session = Session::new(&shared, entry.clone(), !needs_auth);
-    if let Err(why) = run(&shared, &mut session, &mut stream, &entry).await {
+    if let Err(why) = run(&shared, &mut session, stream, &entry).await {
         log_info(format_args!(
             "resp: closed client id={id} addr={addr}: {why}"
         ));
@@ -297,10 +390,10 @@ async fn client<S: Keyspace>(
 
 /// Serves one connection until it closes; the error says why it was closed when the
 /// server closed it.
-async fn run<S: Keyspace>(
+async fn run<S: Keyspace, T: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared<S>,
     session: &mut Session<'_, S>,
-    stream: &mut TcpStream,
+    stream: &mut T,
     entry: &ClientEntry,
 ) -> Result<(), String> {
     let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -377,14 +470,13 @@ async fn run<S: Keyspace>(
         };
         if let Some(why) = failure {
             if why.starts_with("protocol error") {
-                let _ = stream.write_all(&out).await;
+                let _ = send(stream, &out).await;
             }
             return Err(why);
         }
         session.publish();
         if !out.is_empty() {
-            stream
-                .write_all(&out)
+            send(stream, &out)
                 .await
                 .map_err(|e| format!("write failed: {e}"))?;
             out.clear();
@@ -418,7 +510,7 @@ async fn run<S: Keyspace>(
                             Ok(notice) => {
                                 session.deliver(&notice, &mut out);
                                 if !out.is_empty() {
-                                    if let Err(e) = stream.write_all(&out).await {
+                                    if let Err(e) = send(stream, &out).await {
                                         return Err(format!("write failed: {e}"));
                                     }
                                     out.clear();
