@@ -29,6 +29,7 @@
 //! | `persistence` | durability: `Cache::builder().durability(..).open()`, an append-only file with `always`/`everysec`/`no` fsync, snapshots, rewrites, crash-safe recovery |
 //! | `metrics` | `info()`'s figures exported as `metrics` gauges every cron cycle |
 //! | `resp` | [`resp::RespServer`]: a RESP2/RESP3 (Redis protocol) server over a `Cache` or `ClusterCache` on tokio |
+//! | `resp-tls` | `RespServer::serve_tls`: the RESP server over TLS (rustls with ring, through tokio-rustls; implies `resp`) |
 //! | `cluster` | [`cluster::ClusterCache`]: one node of a mesh, keys routed by Redis Cluster's 16384 slots over QUIC with mutual TLS, replication, failover, resharding (implies `persistence`; brings tokio) |
 //!
 //! Without features larder depends on no async runtime; the async loaders

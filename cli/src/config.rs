@@ -25,6 +25,7 @@ use std::time::Duration;
 use larder::cluster::larder_cluster::net::store::MemoryStore;
 use larder::cluster::larder_cluster::net::CertificateDer;
 use larder::cluster::{ClusterConfig, NodeId, NodeIdentity, StateStore};
+use larder::resp::RespUser;
 use larder::{Durability, Fsync, Policy};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -70,6 +71,81 @@ struct RawConfig {
     maxclients: Option<usize>,
     timeout: Option<u64>,
     io_threads: Option<usize>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_ca_cert_file: Option<PathBuf>,
+    tls_auth_clients: Option<TlsAuthClients>,
+    #[serde(default)]
+    resp_users: Vec<RawUser>,
+}
+
+/// One `[[resp_users]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    read_only: bool,
+}
+
+/// `tls_auth_clients` (Redis's `tls-auth-clients`): whether RESP clients over TLS
+/// present a certificate signed by `tls_ca_cert_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsAuthClients {
+    /// `"yes"` or `true`: a client without a valid certificate is refused in the
+    /// handshake (Redis's default, and larder-node's when `tls_ca_cert_file` is set).
+    Yes,
+    /// `"no"` or `false`: no certificate is asked for (the default without
+    /// `tls_ca_cert_file`).
+    No,
+    /// `"optional"`: a client may present none, but one it presents must be valid.
+    Optional,
+}
+
+impl<'de> Deserialize<'de> for TlsAuthClients {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TlsAuthClients;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"yes\", \"no\", \"optional\", true or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<TlsAuthClients, E> {
+                Ok(if v {
+                    TlsAuthClients::Yes
+                } else {
+                    TlsAuthClients::No
+                })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TlsAuthClients, E> {
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "yes" => Ok(TlsAuthClients::Yes),
+                    "no" => Ok(TlsAuthClients::No),
+                    "optional" => Ok(TlsAuthClients::Optional),
+                    _ => Err(E::custom(format!(
+                        "{v:?}: expected \"yes\", \"no\", \"optional\", true or false"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The RESP server's TLS settings (`tls_*` keys), paths resolved. The files are read
+/// by [`RespTls::server_config`], when the node starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RespTls {
+    /// `tls_cert_file`: the server's certificate chain (PEM, leaf first).
+    pub cert_file: PathBuf,
+    /// `tls_key_file`: its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// `tls_ca_cert_file`: the CA certificates (PEM) client certificates are checked
+    /// against.
+    pub ca_cert_file: Option<PathBuf>,
+    /// `tls_auth_clients`: whether clients must present a certificate.
+    pub auth_clients: TlsAuthClients,
 }
 
 /// A byte count: an integer, or a string with Redis's units (`"256mb"`, `"1gb"`,
@@ -217,6 +293,13 @@ pub struct NodeConfig {
     /// `timeout`: RESP clients idle this many seconds are closed (0: never, the
     /// default).
     pub timeout: u64,
+    /// TLS on `resp_listen` (the `tls_*` keys; `tls_cert_file` and `tls_key_file`
+    /// turn it on): the listener speaks TLS only, as a Redis with `port 0` and
+    /// `tls-port` does. `None`: plain RESP.
+    pub resp_tls: Option<RespTls>,
+    /// `[[resp_users]]`: RESP users besides `default` (whose password is
+    /// `requirepass`), authenticated with `AUTH name password`.
+    pub resp_users: Vec<RespUser>,
 }
 
 /// A configuration error. Its text names the file, and the field where there is one.
@@ -414,6 +497,71 @@ impl NodeConfig {
         if raw.maxclients == Some(0) {
             return Err(err("maxclients", "must be more than 0".into()));
         }
+        let resp_tls = match (raw.tls_cert_file, raw.tls_key_file) {
+            (None, None) => {
+                for (set, field) in [
+                    (raw.tls_ca_cert_file.is_some(), "tls_ca_cert_file"),
+                    (raw.tls_auth_clients.is_some(), "tls_auth_clients"),
+                ] {
+                    if set {
+                        return Err(err(
+                            field,
+                            "needs tls_cert_file and tls_key_file (TLS is off without them)".into(),
+                        ));
+                    }
+                }
+                None
+            }
+            (Some(_), None) => {
+                return Err(err(
+                    "tls_cert_file",
+                    "needs tls_key_file (the certificate's private key)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "tls_key_file",
+                    "needs tls_cert_file (the certificate of this key)".into(),
+                ))
+            }
+            (Some(cert), Some(key)) => {
+                if resp_listen.is_none() {
+                    return Err(err(
+                        "tls_cert_file",
+                        "TLS is for the RESP server: needs resp_listen".into(),
+                    ));
+                }
+                let ca_cert_file = raw
+                    .tls_ca_cert_file
+                    .map(|p| resolve(p, "tls_ca_cert_file"))
+                    .transpose()?;
+                let auth_clients = match (raw.tls_auth_clients, &ca_cert_file) {
+                    (Some(TlsAuthClients::Yes | TlsAuthClients::Optional), None) => {
+                        return Err(err(
+                            "tls_auth_clients",
+                            "needs tls_ca_cert_file (the CA client certificates are \
+                             checked against)"
+                                .into(),
+                        ))
+                    }
+                    (Some(a), _) => a,
+                    (None, Some(_)) => TlsAuthClients::Yes,
+                    (None, None) => TlsAuthClients::No,
+                };
+                Some(RespTls {
+                    cert_file: resolve(cert, "tls_cert_file")?,
+                    key_file: resolve(key, "tls_key_file")?,
+                    ca_cert_file,
+                    auth_clients,
+                })
+            }
+        };
+        let resp_users = check_users(raw.resp_users, |nth, message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: table_line(text, "resp_users", nth),
+            field: Some("resp_users".into()),
+            message,
+        })?;
         Ok(NodeConfig {
             path: path.to_path_buf(),
             listen,
@@ -448,6 +596,8 @@ impl NodeConfig {
             io_threads: raw.io_threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             }),
+            resp_tls,
+            resp_users,
         })
     }
 
@@ -507,6 +657,64 @@ impl NodeConfig {
         own.extend(self.advertise.clone());
         own
     }
+}
+
+/// Checks the `[[resp_users]]` tables: a name that is not empty, not `default` (the
+/// user `requirepass` sets), without spaces or control characters (as Redis's ACL
+/// names), given once; a password that is not empty. `err(i, message)` makes the
+/// error about the `i`th table (0-based).
+fn check_users(
+    raw: Vec<RawUser>,
+    err: impl Fn(usize, String) -> ConfigError,
+) -> Result<Vec<RespUser>, ConfigError> {
+    let mut users: Vec<RespUser> = Vec::with_capacity(raw.len());
+    for (i, u) in raw.into_iter().enumerate() {
+        let which = format!("user {} ({:?})", i + 1, u.name);
+        if u.name.is_empty() {
+            return Err(err(i, format!("user {}: an empty name", i + 1)));
+        }
+        if u.name == "default" {
+            return Err(err(
+                i,
+                format!("{which}: `default` is the user requirepass sets; name another"),
+            ));
+        }
+        if u.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err(
+                i,
+                format!("{which}: a name has no spaces or control characters, as in Redis"),
+            ));
+        }
+        if let Some(first) = users.iter().position(|o| o.name == u.name) {
+            return Err(err(
+                i,
+                format!("{which}: user {} has this name already", first + 1),
+            ));
+        }
+        if u.password.is_empty() {
+            return Err(err(i, format!("{which}: an empty password")));
+        }
+        users.push(RespUser {
+            name: u.name,
+            password: u.password,
+            read_only: u.read_only,
+        });
+    }
+    Ok(users)
+}
+
+/// The 1-based line of the `nth` (0-based) `[[table]]` header in `text`, if the array
+/// of tables is written with headers.
+fn table_line(text: &str, table: &str, nth: usize) -> Option<usize> {
+    let header = format!("[[{table}]]");
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let squeezed: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+            squeezed.starts_with(&header)
+        })
+        .nth(nth)
+        .map(|(i, _)| i + 1)
 }
 
 /// The 1-based line of the top-level key `field` in `text`, if it is there.
@@ -629,6 +837,165 @@ ca = "/etc/larder/ca.pem"
             assert_eq!(f.as_deref(), Some(field), "{line}: {s}");
             assert!(s.contains(needle), "{line}: {s}");
         }
+    }
+
+    #[test]
+    fn resp_tls_settings() {
+        let base = format!("{MINIMAL}resp_listen = \"127.0.0.1:6379\"\n");
+        let c = parse(&base).unwrap();
+        assert_eq!(c.resp_tls, None);
+
+        let c = parse(&format!(
+            "{base}tls_cert_file = \"tls/redis.crt\"\ntls_key_file = \"/etc/tls/redis.key\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.resp_tls,
+            Some(RespTls {
+                cert_file: PathBuf::from("/srv/larder/tls/redis.crt"),
+                key_file: PathBuf::from("/etc/tls/redis.key"),
+                ca_cert_file: None,
+                auth_clients: TlsAuthClients::No,
+            })
+        );
+
+        // A CA asks for client certificates unless told otherwise, as in Redis.
+        let with_ca = format!(
+            "{base}tls_cert_file = \"r.crt\"\ntls_key_file = \"r.key\"\n\
+             tls_ca_cert_file = \"ca.crt\"\n"
+        );
+        let tls = parse(&with_ca).unwrap().resp_tls.unwrap();
+        assert_eq!(tls.ca_cert_file, Some(PathBuf::from("/srv/larder/ca.crt")));
+        assert_eq!(tls.auth_clients, TlsAuthClients::Yes);
+        for (value, auth) in [
+            ("\"optional\"", TlsAuthClients::Optional),
+            ("\"no\"", TlsAuthClients::No),
+            ("\"YES\"", TlsAuthClients::Yes),
+            ("false", TlsAuthClients::No),
+            ("true", TlsAuthClients::Yes),
+        ] {
+            let c = parse(&format!("{with_ca}tls_auth_clients = {value}\n")).unwrap();
+            assert_eq!(c.resp_tls.unwrap().auth_clients, auth, "{value}");
+        }
+        // Without a CA, "no" is what it is anyway.
+        let c = parse(&format!(
+            "{base}tls_cert_file = \"r.crt\"\ntls_key_file = \"r.key\"\ntls_auth_clients = \"no\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.resp_tls.unwrap().auth_clients, TlsAuthClients::No);
+
+        let cert_key = "tls_cert_file = \"r.crt\"\ntls_key_file = \"r.key\"\n";
+        for (extra, field, needle) in [
+            (
+                "tls_cert_file = \"r.crt\"",
+                "tls_cert_file",
+                "needs tls_key_file",
+            ),
+            (
+                "tls_key_file = \"r.key\"",
+                "tls_key_file",
+                "needs tls_cert_file",
+            ),
+            (
+                "tls_ca_cert_file = \"ca.crt\"",
+                "tls_ca_cert_file",
+                "needs tls_cert_file",
+            ),
+            (
+                "tls_auth_clients = \"yes\"",
+                "tls_auth_clients",
+                "needs tls_cert_file",
+            ),
+            (
+                &format!("{cert_key}tls_auth_clients = \"optional\""),
+                "tls_auth_clients",
+                "needs tls_ca_cert_file",
+            ),
+            (
+                &format!("{cert_key}tls_auth_clients = \"sometimes\""),
+                "tls_auth_clients",
+                "\"optional\"",
+            ),
+            (
+                &format!("{cert_key}tls_auth_clients = 1"),
+                "tls_auth_clients",
+                "\"yes\"",
+            ),
+            (
+                "tls_cert_file = \"\"\ntls_key_file = \"r.key\"",
+                "tls_cert_file",
+                "empty",
+            ),
+        ] {
+            let (f, s) = error(&format!("{base}{extra}\n"));
+            assert_eq!(f.as_deref(), Some(field), "{extra}: {s}");
+            assert!(s.contains(needle), "{extra}: {s} (wanted {needle:?})");
+        }
+        // TLS is the RESP server's.
+        let (f, s) = error(&format!("{MINIMAL}{cert_key}"));
+        assert_eq!(f.as_deref(), Some("tls_cert_file"), "{s}");
+        assert!(s.contains("needs resp_listen") && s.contains(":6:"), "{s}");
+    }
+
+    #[test]
+    fn resp_users_tables() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.resp_users.is_empty());
+        let c = parse(&format!(
+            "{MINIMAL}requirepass = \"admin-pass\"\n\n\
+             [[resp_users]]\nname = \"reader\"\npassword = \"r-pass\"\nread_only = true\n\n\
+             [[resp_users]]\nname = \"writer\"\npassword = \"w-pass\"\n"
+        ))
+        .unwrap();
+        let user = |name: &str, password: &str, read_only| RespUser {
+            name: name.into(),
+            password: password.into(),
+            read_only,
+        };
+        assert_eq!(
+            c.resp_users,
+            [
+                user("reader", "r-pass", true),
+                user("writer", "w-pass", false)
+            ]
+        );
+        assert_eq!(c.requirepass.as_deref(), Some("admin-pass"));
+
+        let table = |name: &str, password: &str| {
+            format!("\n[[resp_users]]\nname = {name:?}\npassword = {password:?}\n")
+        };
+        // Tables start on line 7 (after MINIMAL's 5 lines and a blank one), a second on 11.
+        for (tables, needle, line) in [
+            (table("", "p"), "user 1: an empty name", 7),
+            (table("default", "p"), "`default`", 7),
+            (table("a b", "p"), "no spaces", 7),
+            (
+                format!("{}{}", table("x", "p"), table("x", "q")),
+                "user 2 (\"x\"): user 1 has this name",
+                11,
+            ),
+            (table("x", ""), "user 1 (\"x\"): an empty password", 7),
+        ] {
+            let (f, s) = error(&format!("{MINIMAL}{tables}"));
+            assert_eq!(f.as_deref(), Some("resp_users"), "{tables}: {s}");
+            assert!(s.contains(needle), "{tables}: {s} (wanted {needle:?})");
+            assert!(
+                s.contains(&format!(":{line}:")),
+                "{tables}: {s} (line {line})"
+            );
+        }
+        // Unknown and missing fields of a table are named.
+        let (f, s) = error(&format!(
+            "{MINIMAL}\n[[resp_users]]\nname = \"x\"\npasword = \"p\"\n"
+        ));
+        assert_eq!(f.as_deref(), Some("pasword"), "{s}");
+        let (f, s) = error(&format!("{MINIMAL}\n[[resp_users]]\nname = \"x\"\n"));
+        assert_eq!(f.as_deref(), Some("password"), "{s}");
+        assert!(s.contains("missing field"), "{s}");
+        let (f, s) = error(&format!(
+            "{MINIMAL}\n[[resp_users]]\nname = \"x\"\npassword = \"p\"\nread_only = \"yes\"\n"
+        ));
+        assert!(s.contains("bool"), "{f:?}: {s}");
     }
 
     #[test]
@@ -837,6 +1204,11 @@ replica_of = "127.0.0.1:7102"
             CertificateDer::from(vec![0u8]),
         );
         assert_eq!(cc.revocation_list, c.revocation_list);
+        let tls = c.resp_tls.as_ref().expect("the example's TLS settings");
+        assert_eq!(tls.auth_clients, TlsAuthClients::Yes);
+        assert!(tls.ca_cert_file.is_some());
+        assert_eq!(c.resp_users.len(), 2);
+        assert!(c.resp_users[0].read_only && !c.resp_users[1].read_only);
 
         for n in 1..=3 {
             let path = root.join(format!("examples/edge/node{n}.toml"));

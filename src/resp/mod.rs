@@ -20,6 +20,11 @@
 //! with Redis's text and closes that connection only; a command error is answered and
 //! the connection goes on. The command table (README's "RESP server") says what is
 //! supported; anything else answers Redis's unknown-command error.
+//!
+//! With feature `resp-tls`, [`RespServer::serve_tls`] serves clients over TLS
+//! (rustls, re-exported as [`rustls`]): `redis-cli --tls`, `rediss://` URLs. The
+//! `ServerConfig` decides the certificate and whether clients must present one
+//! (Redis's `tls-auth-clients`); a failed handshake closes that connection only.
 
 mod admin;
 #[cfg(feature = "cluster")]
@@ -41,3 +46,8 @@ pub use codec::{Protocol, ProtocolError, ProtocolErrorKind, Value};
 pub use keyspace::{Keyspace, RouteFlags};
 pub use pubsub::NotifyFlags;
 pub use server::{RespConfig, RespServer, RespThreads, RespUser};
+/// The rustls that [`RespServer::serve_tls`] takes a `ServerConfig` of (0.23, with
+/// ring), re-exported so a caller builds one of the same version.
+#[cfg(feature = "resp-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "resp-tls")))]
+pub use tokio_rustls::rustls;

@@ -1,6 +1,10 @@
-//! The TCP server: accepts clients, reads their requests (pipelined: every complete
-//! request in the buffer runs before the replies are written, in one write), enforces
-//! the limits, and keeps the client table `CLIENT LIST` / `CLIENT KILL` read.
+//! The TCP server: accepts clients (over TLS too, with feature `resp-tls`), reads
+//! their requests (pipelined: every complete request in the buffer runs before the
+//! replies are written, in one write), enforces the limits, and keeps the client table
+//! `CLIENT LIST` / `CLIENT KILL` read.
+//!
+//! The connection loop is generic over the stream, so a plain connection is served
+//! from its `TcpStream` as it is, with no boxing or extra buffer on its path.
 
 use super::codec::{parse_request, Value};
 use super::keyspace::Keyspace;
@@ -13,9 +17,22 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+#[cfg(feature = "resp-tls")]
+use tokio_rustls::{rustls, TlsAcceptor};
+
+/// How long a TLS client has to complete its handshake. A handshake in progress holds
+/// a task and a socket but not a client slot (`maxclients` counts a TLS client once
+/// its handshake is done, so the refusal can be read), hence the bound.
+#[cfg(feature = "resp-tls")]
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closing TLS connection may take to send its `close_notify` (a client
+/// that reads nothing would otherwise hold its task).
+#[cfg(feature = "resp-tls")]
+const TLS_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A user of the server besides `default` (ACL-lite): a password, and whether it may
 /// only run commands that do not write.
@@ -348,20 +365,121 @@ impl<S: Keyspace> RespServer<S> {
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
         let laddr = listener.local_addr()?;
         loop {
-            let (stream, addr) = match listener.accept().await {
-                Ok(a) => a,
-                Err(e) => {
-                    log_warn(format_args!("resp {laddr}: accept failed: {e}"));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+            let (mut stream, addr) = accept(&listener, laddr).await;
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                client(shared, stream, addr, laddr).await;
+                client(shared, &mut stream, addr, laddr).await;
             });
         }
     }
+
+    /// As [`serve`](Self::serve), for clients speaking TLS (Redis's `tls-port`):
+    /// each connection's handshake runs on its own task with `tls` (its certificate,
+    /// and whether client certificates are required, as the `ServerConfig`'s client
+    /// verifier says), then the client is served as a plain one is.
+    ///
+    /// A handshake that fails (a client speaking plain RESP, an untrusted or missing
+    /// client certificate) or takes more than 10 seconds closes that connection only,
+    /// with the reason logged. A server may serve plain and TLS listeners at once
+    /// (`serve` and `serve_tls` on clones): their clients share the keyspace, the
+    /// users and the limits, and see each other in `CLIENT LIST`.
+    ///
+    /// ```no_run
+    /// # async fn run(tls: std::sync::Arc<larder::resp::rustls::ServerConfig>) -> std::io::Result<()> {
+    /// use larder::resp::{RespConfig, RespServer};
+    /// use larder::Cache;
+    ///
+    /// let cache: Cache<String, Vec<u8>> = Cache::builder().build();
+    /// let server = RespServer::new(cache, RespConfig::default());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:6380").await?;
+    /// server.serve_tls(listener, tls).await
+    /// # }
+    /// ```
+    #[cfg(feature = "resp-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "resp-tls")))]
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<()> {
+        let laddr = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(tls);
+        loop {
+            let (stream, addr) = accept(&listener, laddr).await;
+            tokio::spawn(tls_client(
+                self.shared.clone(),
+                acceptor.clone(),
+                stream,
+                addr,
+                laddr,
+            ));
+        }
+    }
+}
+
+/// A TLS client: its handshake (bounded in time; a failure closes this connection
+/// only, logged), then the client as a plain one is served, then `close_notify`.
+#[cfg(feature = "resp-tls")]
+async fn tls_client<S: Keyspace>(
+    shared: Arc<Shared<S>>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+    laddr: SocketAddr,
+) {
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let mut stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            log_info(format_args!(
+                "resp {laddr}: TLS handshake with {addr} failed: {e}"
+            ));
+            return;
+        }
+        Err(_) => {
+            log_info(format_args!(
+                "resp {laddr}: TLS handshake with {addr} failed: not done within \
+                 {TLS_HANDSHAKE_TIMEOUT:?}"
+            ));
+            return;
+        }
+    };
+    client(shared, &mut stream, addr, laddr).await;
+    // close_notify, so the client can tell a close from a truncation.
+    let _ = tokio::time::timeout(TLS_CLOSE_TIMEOUT, stream.shutdown()).await;
+}
+
+/// How a thread of [`RespServer::spawn`] serves a connection it is dealt.
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    #[cfg(feature = "resp-tls")]
+    Tls(TlsAcceptor),
+}
+
+/// The next client of `listener`, with Nagle's algorithm off (replies go out as soon
+/// as a batch is written). Accept errors (out of file descriptors) are logged and
+/// retried after a pause.
+async fn accept(listener: &TcpListener, laddr: SocketAddr) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, addr);
+            }
+            Err(e) => {
+                log_warn(format_args!("resp {laddr}: accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Writes `bytes` and flushes: a no-op for a `TcpStream`, and what sends the records
+/// a TLS stream still holds once its socket would block.
+async fn send<T: AsyncWrite + Unpin>(stream: &mut T, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 impl<S: Keyspace> RespServer<S> {
@@ -378,6 +496,29 @@ impl<S: Keyspace> RespServer<S> {
     /// connection's thread and holds up that thread's other connections until it
     /// ends (Redis's holds up all of them).
     pub fn spawn(self, listener: std::net::TcpListener, threads: usize) -> io::Result<RespThreads> {
+        self.spawn_with(listener, threads, Transport::Plain)
+    }
+
+    /// As [`spawn`](Self::spawn), for clients speaking TLS (see
+    /// [`serve_tls`](Self::serve_tls)): the handshake runs on the thread that keeps
+    /// the connection.
+    #[cfg(feature = "resp-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "resp-tls")))]
+    pub fn spawn_tls(
+        self,
+        listener: std::net::TcpListener,
+        threads: usize,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<RespThreads> {
+        self.spawn_with(listener, threads, Transport::Tls(TlsAcceptor::from(tls)))
+    }
+
+    fn spawn_with(
+        self,
+        listener: std::net::TcpListener,
+        threads: usize,
+        transport: Transport,
+    ) -> io::Result<RespThreads> {
         let threads = threads.max(1);
         listener.set_nonblocking(true)?;
         let laddr = listener.local_addr()?;
@@ -401,19 +542,33 @@ impl<S: Keyspace> RespServer<S> {
                 None => None,
             };
             let shared = self.shared.clone();
+            let transport = transport.clone();
             let mut stopped = stop.subscribe();
             let thread = std::thread::Builder::new()
                 .name(format!("larder-resp-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
                         if let Some((listener, senders)) = acceptor {
-                            tokio::spawn(deal(listener, senders));
+                            tokio::spawn(deal(listener, laddr, senders));
                         }
                         let serve = async {
                             while let Some((stream, peer)) = dealt.recv().await {
                                 match TcpStream::from_std(stream) {
-                                    Ok(stream) => {
-                                        tokio::spawn(client(shared.clone(), stream, peer, laddr));
+                                    Ok(mut stream) => {
+                                        let shared = shared.clone();
+                                        match &transport {
+                                            Transport::Plain => tokio::spawn(async move {
+                                                client(shared, &mut stream, peer, laddr).await
+                                            }),
+                                            #[cfg(feature = "resp-tls")]
+                                            Transport::Tls(acceptor) => tokio::spawn(tls_client(
+                                                shared,
+                                                acceptor.clone(),
+                                                stream,
+                                                peer,
+                                                laddr,
+                                            )),
+                                        };
                                     }
                                     Err(e) => {
                                         log_warn(format_args!("resp {laddr}: dropped {peer}: {e}"))
@@ -451,26 +606,19 @@ impl<S: Keyspace> RespServer<S> {
 /// Accepts connections and deals them round-robin to the threads.
 async fn deal(
     listener: TcpListener,
+    laddr: SocketAddr,
     senders: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
 ) {
-    let laddr = listener.local_addr().ok();
     let mut next = 0;
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                log_warn(format_args!("resp {laddr:?}: accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = accept(&listener, laddr).await;
         match stream.into_std() {
             Ok(stream) => {
                 // A thread that has stopped drops what it is sent.
                 let _ = senders[next % senders.len()].send((stream, peer));
                 next += 1;
             }
-            Err(e) => log_warn(format_args!("resp {laddr:?}: dropped {peer}: {e}")),
+            Err(e) => log_warn(format_args!("resp {laddr}: dropped {peer}: {e}")),
         }
     }
 }
@@ -545,13 +693,12 @@ impl<S> Drop for Registered<'_, S> {
     }
 }
 
-async fn client<S: Keyspace>(
+async fn client<S: Keyspace, T: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared<S>>,
-    mut stream: TcpStream,
+    stream: &mut T,
     addr: SocketAddr,
     laddr: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
     let (maxclients, needs_auth) = {
         let c = shared.config();
         (c.maxclients, c.requirepass.is_some() || !c.users.is_empty())
@@ -562,9 +709,7 @@ async fn client<S: Keyspace>(
         log_warn(format_args!(
             "resp: refused {addr}: max number of clients reached ({maxclients})"
         ));
-        let _ = stream
-            .write_all(b"-ERR max number of clients reached\r\n")
-            .await;
+        let _ = send(stream, b"-ERR max number of clients reached\r\n").await;
         return;
     }
     shared.accepted.fetch_add(1, Ordering::Relaxed);
@@ -589,7 +734,7 @@ async fn client<S: Keyspace>(
         id,
     };
     let mut session = Session::new(&shared, entry.clone(), !needs_auth);
-    if let Err(why) = run(&shared, &mut session, &mut stream, &entry).await {
+    if let Err(why) = run(&shared, &mut session, stream, &entry).await {
         log_info(format_args!(
             "resp: closed client id={id} addr={addr}: {why}"
         ));
@@ -598,10 +743,10 @@ async fn client<S: Keyspace>(
 
 /// Serves one connection until it closes; the error says why it was closed when the
 /// server closed it.
-async fn run<S: Keyspace>(
+async fn run<S: Keyspace, T: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared<S>,
     session: &mut Session<'_, S>,
-    stream: &mut TcpStream,
+    stream: &mut T,
     entry: &ClientEntry,
 ) -> Result<(), String> {
     let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -664,13 +809,12 @@ async fn run<S: Keyspace>(
         };
         if let Some(why) = failure {
             if why.starts_with("protocol error") {
-                let _ = stream.write_all(&out).await;
+                let _ = send(stream, &out).await;
             }
             return Err(why);
         }
         if !out.is_empty() {
-            stream
-                .write_all(&out)
+            send(stream, &out)
                 .await
                 .map_err(|e| format!("write failed: {e}"))?;
             out.clear();
@@ -688,8 +832,7 @@ async fn run<S: Keyspace>(
         {
             // Only this client waits; the rest of its pipeline runs after the answer.
             session.finish_wait(replicas, timeout_ms, &mut out).await;
-            stream
-                .write_all(&out)
+            send(stream, &out)
                 .await
                 .map_err(|e| format!("write failed: {e}"))?;
             out.clear();
@@ -719,7 +862,7 @@ async fn run<S: Keyspace>(
                             Ok(notice) => {
                                 session.deliver(&notice, &mut out);
                                 if !out.is_empty() {
-                                    if let Err(e) = stream.write_all(&out).await {
+                                    if let Err(e) = send(stream, &out).await {
                                         return Err(format!("write failed: {e}"));
                                     }
                                     out.clear();

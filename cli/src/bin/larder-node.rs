@@ -10,8 +10,8 @@
 //! backoff, until it has joined a cluster), then, if `replica_of` is set and the node
 //! is a fresh master without slots, replicates that master. It answers cache and
 //! administrative requests (`larder-cli`) on its QUIC port, and, with `resp_listen`,
-//! Redis clients (RESP2/RESP3 over TCP, redirected between nodes as Redis Cluster
-//! does).
+//! Redis clients (RESP2/RESP3 over TCP, or over TLS with `tls_cert_file`, redirected
+//! between nodes as Redis Cluster does), with the users of `[[resp_users]]`.
 //!
 //! When ready it prints one line to stdout, `larder-node <id> listening on <addr>`;
 //! logs go to stderr (`RUST_LOG` filters them; default `info`). It exits with 0 after
@@ -27,12 +27,13 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use larder::cluster::larder_cluster::proto::NodeFlags;
 use larder::cluster::{ClusterCache, NodeId};
-use larder::resp::{ClusterKeyspace, RespConfig, RespServer};
+use larder::resp::{rustls, ClusterKeyspace, RespConfig, RespServer};
 use larder::Cache;
 use larder_cli::certs;
 use larder_cli::config::{NodeConfig, ReplicaOf};
@@ -68,6 +69,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The TLS files are read before anything starts: a bad one is a configuration
+    // error, named with its key.
+    let tls = match config
+        .resp_tls
+        .as_ref()
+        .map(|t| t.server_config(&config.path))
+    {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(e)) => {
+            eprintln!("larder-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,7 +94,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("larder-node: {e}");
@@ -118,7 +133,7 @@ enum RunError {
     },
 }
 
-async fn run(config: NodeConfig) -> Result<(), RunError> {
+async fn run(config: NodeConfig, tls: Option<Arc<rustls::ServerConfig>>) -> Result<(), RunError> {
     // From here on SIGTERM and SIGINT are ours: one that arrives while the node
     // starts is acted on as soon as it has started.
     let mut signals = Signals::listen().map_err(RunError::Signals)?;
@@ -153,6 +168,7 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
         Some(addr) => {
             let settings = RespConfig {
                 requirepass: config.requirepass.clone(),
+                users: config.resp_users.clone(),
                 maxclients: config.maxclients,
                 timeout: (config.timeout > 0).then(|| Duration::from_secs(config.timeout)),
                 ..RespConfig::default()
@@ -160,12 +176,16 @@ async fn run(config: NodeConfig) -> Result<(), RunError> {
             let listener = std::net::TcpListener::bind(addr)
                 .map_err(|source| RunError::Resp { addr, source })?;
             let port = listener.local_addr().map_or(addr.port(), |a| a.port());
-            let server = RespServer::new(ClusterKeyspace::new(node.clone(), port), settings)
-                .spawn(listener, config.io_threads)
-                .map_err(|source| RunError::Resp { addr, source })?;
+            let server = RespServer::new(ClusterKeyspace::new(node.clone(), port), settings);
+            let over = if tls.is_some() { " over TLS" } else { "" };
+            let server = match tls {
+                Some(tls) => server.spawn_tls(listener, config.io_threads, tls),
+                None => server.spawn(listener, config.io_threads),
+            }
+            .map_err(|source| RunError::Resp { addr, source })?;
             info!(
                 node = %id,
-                "RESP clients on {} ({} event loops)",
+                "RESP clients{over} on {} ({} event loops)",
                 server.local_addr(),
                 config.io_threads
             );

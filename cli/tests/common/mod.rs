@@ -243,6 +243,12 @@ pub struct Node {
 impl Node {
     /// Writes a configuration and certificate for a new node and starts it.
     pub fn start(env: &Env, name: &str, opts: NodeOpts) -> Node {
+        Node::start_with(env, name, opts, "")
+    }
+
+    /// As [`Node::start`], with `extra` appended to the configuration (keys, then
+    /// tables; paths in it are relative to the node's directory, `env.path()/name`).
+    pub fn start_with(env: &Env, name: &str, opts: NodeOpts, extra: &str) -> Node {
         let dir = env.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let id = certs::issue(env.path(), dir.join("node")).unwrap();
@@ -259,6 +265,7 @@ impl Node {
         if opts.resp {
             toml.push_str(&format!("resp_listen = \"{addr}\"\n"));
         }
+        toml.push_str(extra);
         let config = dir.join("node.toml");
         std::fs::write(&config, toml).unwrap();
         let mut n = Node {
