@@ -106,6 +106,10 @@ pub(crate) struct Inner<K, V, W> {
     pub(crate) coarse_ms: AtomicU64,
     /// When the cron last marked the shards' LRU clocks with the time.
     pub(crate) last_time_mark: AtomicU64,
+    /// `lazyfree-lazy-*` as set now (`Cache::set_lazy_free`): the switches, one bit
+    /// each, and the threshold.
+    pub(crate) lazy_switches: AtomicU64,
+    pub(crate) lazy_threshold: AtomicU64,
     pub(crate) peak: AtomicU64,
     pub(crate) events: EventHub<K>,
     pub(crate) lazy: Arc<LazyFreeQueue>,
@@ -254,6 +258,8 @@ where
             clock,
             coarse_ms: AtomicU64::new(now),
             last_time_mark: AtomicU64::new(0),
+            lazy_switches: AtomicU64::new(settings.lazy_free.switches()),
+            lazy_threshold: AtomicU64::new(settings.lazy_free.threshold as u64),
             peak: AtomicU64::new(0),
             events: EventHub::new(),
             lazy: Arc::new(LazyFreeQueue::new()),
@@ -581,7 +587,10 @@ where
         if g.is_empty() {
             return;
         }
-        let lf = &self.settings.lazy_free;
+        let lf = LazyFree::from_switches(
+            self.lazy_switches.load(Ordering::Relaxed),
+            self.lazy_threshold.load(Ordering::Relaxed) as usize,
+        );
         for d in g.into_items() {
             let defer = match &d {
                 Dead::Entry { cause, weight, .. } => {

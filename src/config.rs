@@ -14,7 +14,7 @@ use crate::cache::{Cache, Inner, Settings};
 use crate::error::Error;
 use crate::policy::{Admission, LfuDecay, Policy};
 use crate::shard::ShardConfig;
-use crate::shim::lock;
+use crate::shim::{lock, Ordering};
 use crate::weigh::Weigher;
 use std::hash::Hash;
 
@@ -93,6 +93,32 @@ where
         self.inner.reconfigure(|c| c.max_memory = bytes)
     }
 
+    /// The `lazyfree-lazy-*` switches and threshold in force.
+    pub fn lazy_free(&self) -> crate::LazyFree {
+        crate::LazyFree::from_switches(
+            self.inner.lazy_switches.load(Ordering::Relaxed),
+            self.inner.lazy_threshold.load(Ordering::Relaxed) as usize,
+        )
+    }
+
+    /// Sets `lazyfree-lazy-*` on the running cache (Redis's `CONFIG SET
+    /// lazyfree-lazy-eviction yes` ...): removals after this call follow the new
+    /// switches. The threshold compares weights, so turning a switch on needs weights
+    /// that count memory, as [`set_max_memory`](Self::set_max_memory) does
+    /// ([`Error::NotMemoryWeighed`] otherwise).
+    pub fn set_lazy_free(&self, lazy_free: crate::LazyFree) -> Result<(), Error> {
+        if lazy_free.switches() != 0 && !self.inner.weigher.weighs_memory() {
+            return Err(Error::NotMemoryWeighed);
+        }
+        self.inner
+            .lazy_threshold
+            .store(lazy_free.threshold as u64, Ordering::Relaxed);
+        self.inner
+            .lazy_switches
+            .store(lazy_free.switches(), Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Sets the bound on the number of entries (`None`: unbounded); a lowered bound
     /// evicts by the policy before this returns.
     pub fn set_max_entries(&self, n: Option<u64>) -> Result<(), Error> {
@@ -131,6 +157,22 @@ where
             .journal()
             .ok_or(Error::NotDurable)?
             .set_fsync(fsync)
+    }
+
+    /// A durable cache's save rules (Redis's `save <seconds> <changes>`: a snapshot is
+    /// taken when at least `changes` writes came in the `seconds` since the last one).
+    /// [`Error::NotDurable`] on a cache without a log.
+    pub fn save_rules(&self) -> Result<Vec<(std::time::Duration, u64)>, Error> {
+        self.inner.journal().ok_or(Error::NotDurable)?.save_rules()
+    }
+
+    /// Replaces the save rules on the running cache (Redis's `CONFIG SET save`; empty:
+    /// no snapshot by rule). [`Error::NotDurable`] on a cache without a log.
+    pub fn set_save_rules(&self, rules: Vec<(std::time::Duration, u64)>) -> Result<(), Error> {
+        self.inner
+            .journal()
+            .ok_or(Error::NotDurable)?
+            .set_save_rules(rules)
     }
 }
 

@@ -456,7 +456,7 @@ where
             dir: Arc::new(dir),
             auto_rewrite_percentage: d.auto_rewrite_percentage,
             auto_rewrite_min_size: d.auto_rewrite_min_size,
-            save_rules: d.save_rules,
+            save_rules: Mutex::new(d.save_rules),
             changes: Arc::new(AtomicU64::new(0)),
             state: Mutex::new(RewriteState {
                 last_save_ms: now,
@@ -728,7 +728,7 @@ struct AofJournal {
     dir: Arc<DataDir>,
     auto_rewrite_percentage: u64,
     auto_rewrite_min_size: u64,
-    save_rules: Vec<(Duration, u64)>,
+    save_rules: Mutex<Vec<(Duration, u64)>>,
     /// Writes since the last snapshot (`rdb_changes_since_last_save`).
     changes: Arc<AtomicU64>,
     state: Mutex<RewriteState>,
@@ -930,6 +930,8 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
         let saved_ago = now_ms.saturating_sub(state.last_save_ms);
         let rule = self
             .save_rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|(after, n)| changes >= *n && saved_ago >= after.as_millis() as u64);
         grown || rule
@@ -956,6 +958,19 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for AofJournal {
 
     fn set_fsync(&self, fsync: Fsync) -> Result<(), Error> {
         self.dir.set_fsync(fsync).map_err(persistence_error)
+    }
+
+    fn save_rules(&self) -> Result<Vec<(Duration, u64)>, Error> {
+        Ok(self
+            .save_rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    }
+
+    fn set_save_rules(&self, rules: Vec<(Duration, u64)>) -> Result<(), Error> {
+        *self.save_rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+        Ok(())
     }
 }
 

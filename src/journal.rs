@@ -55,6 +55,10 @@ pub(crate) trait Journal<K, V>: Send + Sync {
     /// Changes the fsync policy (`Error::NotDurable` where no log is written).
     #[cfg(feature = "persistence")]
     fn set_fsync(&self, fsync: larder_persistence::FsyncPolicy) -> Result<(), Error>;
+    /// The save rules (`save <seconds> <changes>`), `Error::NotDurable` without a log.
+    fn save_rules(&self) -> Result<Vec<(std::time::Duration, u64)>, Error>;
+    /// Replaces the save rules.
+    fn set_save_rules(&self, rules: Vec<(std::time::Duration, u64)>) -> Result<(), Error>;
 }
 
 /// Receives the keyspace during a rewrite, from one or several threads at once.

@@ -25,6 +25,26 @@ pub struct LazyFree {
     pub threshold: usize,
 }
 
+impl LazyFree {
+    /// The switches as bits (eviction, expire, server_del, user_del).
+    pub(crate) fn switches(&self) -> u64 {
+        u64::from(self.eviction)
+            | u64::from(self.expire) << 1
+            | u64::from(self.server_del) << 2
+            | u64::from(self.user_del) << 3
+    }
+
+    pub(crate) fn from_switches(bits: u64, threshold: usize) -> LazyFree {
+        LazyFree {
+            eviction: bits & 1 != 0,
+            expire: bits & 2 != 0,
+            server_del: bits & 4 != 0,
+            user_del: bits & 8 != 0,
+            threshold,
+        }
+    }
+}
+
 impl Default for LazyFree {
     /// Redis 7's defaults: every switch off; a 64 KiB threshold.
     fn default() -> Self {

@@ -803,6 +803,138 @@ fn save_and_bgsave_on_a_durable_cache() {
         c.call(&["BGSAVE"]),
         Value::Simple("Background saving started".into())
     );
+    // The save rules change on the running cache.
+    assert_eq!(
+        c.call(&["CONFIG", "SET", "save", "100 5 60 1000"]),
+        Value::ok()
+    );
+    assert_eq!(
+        c.call(&["CONFIG", "GET", "save"]),
+        Value::Array(vec![Value::bulk("save"), Value::bulk("100 5 60 1000")])
+    );
+    assert_eq!(
+        larder.cache.save_rules().unwrap(),
+        [
+            (Duration::from_secs(100), 5),
+            (Duration::from_secs(60), 1000)
+        ]
+    );
+    assert!(c.call(&["CONFIG", "SET", "save", "100"]).is_error());
+    assert_eq!(c.call(&["CONFIG", "SET", "save", ""]), Value::ok());
+    assert!(larder.cache.save_rules().unwrap().is_empty());
+}
+
+#[test]
+fn lazyfree_and_save_settings_at_run_time() {
+    // A cache weighed by memory: the lazy-free switches can change.
+    let cache: Cache<String, Vec<u8>> = Cache::builder().max_memory(64 << 20).build();
+    let larder = Larder::start_with(cache.clone(), RespConfig::default());
+    let mut c = Client::connect(larder.port).unwrap();
+    assert_eq!(
+        c.call(&["CONFIG", "GET", "lazyfree-lazy-e*"]),
+        Value::Array(vec![
+            Value::bulk("lazyfree-lazy-eviction"),
+            Value::bulk("no"),
+            Value::bulk("lazyfree-lazy-expire"),
+            Value::bulk("no"),
+        ])
+    );
+    assert_eq!(
+        c.call(&["CONFIG", "SET", "lazyfree-lazy-eviction", "yes"]),
+        Value::ok()
+    );
+    assert_eq!(
+        c.call(&["CONFIG", "SET", "lazyfree-lazy-user-del", "yes"]),
+        Value::ok()
+    );
+    let lf = cache.lazy_free();
+    assert!(lf.eviction && lf.user_del && !lf.expire && !lf.server_del);
+    assert!(c
+        .call(&["CONFIG", "SET", "lazyfree-lazy-expire", "maybe"])
+        .is_error());
+    // Without persistence there are no save rules: turning them off is a no-op,
+    // setting some is refused.
+    assert_eq!(c.call(&["CONFIG", "SET", "save", ""]), Value::ok());
+    assert!(c.call(&["CONFIG", "SET", "save", "60 1"]).is_error());
+
+    // An unbounded cache weighs inline sizes only: no lazy free by size.
+    let plain = Larder::start(RespConfig::default());
+    let mut p = Client::connect(plain.port).unwrap();
+    let Value::Error(e) = p.call(&["CONFIG", "SET", "lazyfree-lazy-eviction", "yes"]) else {
+        panic!("refused")
+    };
+    assert!(e.contains("memory weights"), "{e}");
+}
+
+/// The slowlog's entries for a few commands on `port`: (arguments, client name), with
+/// every command logged.
+fn slow_entries(port: u16) -> Vec<Value> {
+    let mut c = Client::connect(port).unwrap();
+    assert_eq!(
+        c.call(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        Value::ok()
+    );
+    assert_eq!(c.call(&["SLOWLOG", "RESET"]), Value::ok());
+    assert_eq!(c.call(&["CLIENT", "SETNAME", "tester"]), Value::ok());
+    assert_eq!(c.call(&["SET", "k", &"v".repeat(200)]), Value::ok());
+    let Value::Array(entries) = c.call(&["SLOWLOG", "GET", "3"]) else {
+        panic!("an array")
+    };
+    assert_eq!(c.call(&["SLOWLOG", "LEN"]), Value::Integer(4));
+    assert_eq!(
+        c.call(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"]),
+        Value::ok()
+    );
+    entries
+        .into_iter()
+        .map(|e| {
+            let Value::Array(f) = e else {
+                panic!("an entry")
+            };
+            assert_eq!(f.len(), 6);
+            let Value::Bulk(client) = &f[4] else {
+                panic!("an address")
+            };
+            assert!(String::from_utf8_lossy(client).starts_with("127.0.0.1:"));
+            Value::Array(vec![f[3].clone(), f[5].clone()])
+        })
+        .collect()
+}
+
+#[test]
+fn slowlog_logs_commands_with_their_arguments_and_client_as_redis_does() {
+    let larder = Larder::start(RespConfig::default());
+    let ours = slow_entries(larder.port);
+    let mut long = "v".repeat(128);
+    long.push_str("... (72 more bytes)");
+    assert_eq!(
+        ours,
+        vec![
+            Value::Array(vec![
+                Value::Array(vec![
+                    Value::bulk("SET"),
+                    Value::bulk("k"),
+                    Value::bulk(long)
+                ]),
+                Value::bulk("tester"),
+            ]),
+            Value::Array(vec![
+                Value::Array(vec![
+                    Value::bulk("CLIENT"),
+                    Value::bulk("SETNAME"),
+                    Value::bulk("tester"),
+                ]),
+                Value::bulk("tester"),
+            ]),
+            Value::Array(vec![
+                Value::Array(vec![Value::bulk("SLOWLOG"), Value::bulk("RESET")]),
+                Value::bulk(""),
+            ]),
+        ]
+    );
+    if let Some(redis) = Redis::start() {
+        assert_eq!(ours, slow_entries(redis.port), "redis-server logs the same");
+    }
 }
 
 /// PUBLISH to a channel and a pattern subscriber, with PUBSUB's counts, on `port`.

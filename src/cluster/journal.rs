@@ -344,4 +344,18 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for ClusterJournal<K,
             None => Err(Error::NotDurable),
         }
     }
+
+    fn save_rules(&self) -> Result<Vec<(std::time::Duration, u64)>, Error> {
+        match &self.shared.aof {
+            Some(a) => a.save_rules(),
+            None => Err(Error::NotDurable),
+        }
+    }
+
+    fn set_save_rules(&self, rules: Vec<(std::time::Duration, u64)>) -> Result<(), Error> {
+        match &self.shared.aof {
+            Some(a) => a.set_save_rules(rules),
+            None => Err(Error::NotDurable),
+        }
+    }
 }

@@ -1,10 +1,10 @@
-//! The server commands over the cache's own introspection and persistence: `SLOWLOG`,
+//! The server commands over the cache's own introspection and persistence:
 //! `MEMORY`, `SAVE`, `BGSAVE`, `BGREWRITEAOF`, `LASTSAVE`.
 
 use super::codec::Value;
 use super::keyspace::Keyspace;
 use super::session::{unknown_subcommand, wrong_arity};
-use super::strings::{key, parse_i64, write_error};
+use super::strings::{key, write_error};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Runs the server command `name`, or `None` if it is not one of this module's.
@@ -52,52 +52,9 @@ pub(crate) fn run<S: Keyspace>(
                 .unwrap_or(started_unix);
             Value::Integer(at as i64)
         }
-        "slowlog" => slowlog(store, a),
         "memory" => memory(store, a),
         _ => return None,
     })
-}
-
-fn slowlog<S: Keyspace>(store: &S, a: &[&[u8]]) -> Value {
-    let cache = store.cache();
-    match a[1].to_ascii_lowercase().as_slice() {
-        b"get" if a.len() <= 3 => {
-            let n = match a.get(2).map(|n| parse_i64(n)) {
-                None => 10,
-                Some(Ok(-1)) => usize::MAX,
-                Some(Ok(n)) if n >= 0 => n as usize,
-                Some(_) => return Value::error("ERR count should be greater than or equal to -1"),
-            };
-            Value::Array(
-                cache
-                    .slowlog_get(n)
-                    .into_iter()
-                    .map(|e| {
-                        let mut args = vec![Value::bulk(e.op.name())];
-                        args.extend(e.key.map(Value::bulk));
-                        Value::Array(vec![
-                            Value::Integer(e.id as i64),
-                            Value::Integer((e.at_ms / 1000) as i64),
-                            Value::Integer(e.duration.as_micros() as i64),
-                            Value::Array(args),
-                            Value::bulk(""),
-                            Value::bulk(""),
-                        ])
-                    })
-                    .collect(),
-            )
-        }
-        b"len" if a.len() == 2 => Value::Integer(cache.slowlog_len() as i64),
-        b"reset" if a.len() == 2 => {
-            cache.slowlog_reset();
-            Value::ok()
-        }
-        b"get" | b"len" | b"reset" => wrong_arity(&format!(
-            "slowlog|{}",
-            String::from_utf8_lossy(&a[1].to_ascii_lowercase())
-        )),
-        _ => unknown_subcommand("slowlog", a[1]),
-    }
 }
 
 fn memory<S: Keyspace>(store: &S, a: &[&[u8]]) -> Value {

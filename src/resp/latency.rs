@@ -1,6 +1,8 @@
 //! `LATENCY`: per-command latency histograms (Redis 7's `latency-tracking`, `LATENCY
 //! HISTOGRAM`) and the latency monitor (`latency-monitor-threshold`, `LATENCY LATEST`,
-//! `HISTORY`, `RESET`, `DOCTOR`, `GRAPH`).
+//! `HISTORY`, `RESET`, `DOCTOR`, `GRAPH`); and `SLOWLOG`, the commands that took at
+//! least `slowlog-log-slower-than`, with their arguments and client, as Redis logs
+//! them.
 //!
 //! A command's time runs from the end of the previous command of the same batch (or
 //! from the batch's start) to the end of its reply's encoding: one clock read per
@@ -117,15 +119,150 @@ struct Event {
     max_ms: u64,
 }
 
-/// The server's latency state: closed connections' histograms and the monitor.
+/// One `SLOWLOG GET` entry.
+#[derive(Debug)]
+pub(crate) struct SlowEntry {
+    id: u64,
+    at_s: u64,
+    us: u64,
+    args: Vec<Vec<u8>>,
+    client: String,
+    name: String,
+}
+
+/// Redis's `SLOWLOG_ENTRY_MAX_ARGC` and `SLOWLOG_ENTRY_MAX_STRING`.
+const SLOWLOG_MAX_ARGC: usize = 32;
+const SLOWLOG_MAX_STRING: usize = 128;
+
+/// A command's arguments as the slowlog keeps them: at most 32 (the last saying how
+/// many more there were), each at most 128 bytes (saying how many more), and
+/// passwords redacted (`AUTH`, `HELLO ... AUTH`), as Redis does.
+fn slowlog_args(argv: &[&[u8]]) -> Vec<Vec<u8>> {
+    let redact_from = if argv[0].eq_ignore_ascii_case(b"auth") {
+        1
+    } else if argv[0].eq_ignore_ascii_case(b"hello") {
+        argv.iter()
+            .position(|a| a.eq_ignore_ascii_case(b"auth"))
+            .map_or(usize::MAX, |i| i + 1)
+    } else {
+        usize::MAX
+    };
+    let shown = if argv.len() > SLOWLOG_MAX_ARGC {
+        SLOWLOG_MAX_ARGC - 1
+    } else {
+        argv.len()
+    };
+    let mut out: Vec<Vec<u8>> = argv[..shown]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i >= redact_from {
+                b"(redacted)".to_vec()
+            } else if a.len() > SLOWLOG_MAX_STRING {
+                let mut v = a[..SLOWLOG_MAX_STRING].to_vec();
+                v.extend_from_slice(
+                    format!("... ({} more bytes)", a.len() - SLOWLOG_MAX_STRING).as_bytes(),
+                );
+                v
+            } else {
+                a.to_vec()
+            }
+        })
+        .collect();
+    if shown < argv.len() {
+        out.push(format!("... ({} more arguments)", argv.len() - shown).into_bytes());
+    }
+    out
+}
+
+/// The server's latency state: closed connections' histograms, the monitor and the
+/// slowlog.
 #[derive(Debug, Default)]
 pub(crate) struct ServerLatency {
     /// Histograms of connections that closed.
     pub(crate) retired: CommandLatency,
     events: BTreeMap<&'static str, Event>,
+    slowlog: VecDeque<SlowEntry>,
+    next_slow_id: u64,
 }
 
 impl ServerLatency {
+    /// Logs a command that took `us` microseconds, keeping the newest `max_len`.
+    pub(crate) fn slow(
+        &mut self,
+        argv: &[&[u8]],
+        us: u64,
+        at_s: u64,
+        client: String,
+        name: String,
+        max_len: usize,
+    ) {
+        self.slowlog.push_front(SlowEntry {
+            id: self.next_slow_id,
+            at_s,
+            us,
+            args: slowlog_args(argv),
+            client,
+            name,
+        });
+        self.next_slow_id += 1;
+        self.slowlog.truncate(max_len);
+    }
+
+    /// `SLOWLOG GET [count] | LEN | RESET | HELP`.
+    pub(crate) fn slowlog_command(&mut self, argv: &[&[u8]]) -> Value {
+        let sub = argv[1].to_ascii_lowercase();
+        match sub.as_slice() {
+            b"get" if argv.len() <= 3 => {
+                let n = match argv.get(2).map(|n| super::strings::parse_i64(n)) {
+                    None => 10,
+                    Some(Ok(-1)) => usize::MAX,
+                    Some(Ok(n)) if n >= 0 => n as usize,
+                    Some(_) => {
+                        return Value::error("ERR count should be greater than or equal to -1")
+                    }
+                };
+                Value::Array(
+                    self.slowlog
+                        .iter()
+                        .take(n)
+                        .map(|e| {
+                            Value::Array(vec![
+                                Value::Integer(e.id as i64),
+                                Value::Integer(e.at_s as i64),
+                                Value::Integer(e.us as i64),
+                                Value::Array(e.args.iter().cloned().map(Value::Bulk).collect()),
+                                Value::bulk(e.client.as_str()),
+                                Value::bulk(e.name.as_str()),
+                            ])
+                        })
+                        .collect(),
+                )
+            }
+            b"len" if argv.len() == 2 => Value::Integer(self.slowlog.len() as i64),
+            b"reset" if argv.len() == 2 => {
+                self.slowlog.clear();
+                Value::ok()
+            }
+            b"help" if argv.len() == 2 => help_lines(&[
+                "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET [<count>]",
+                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                "    Entries are made of:",
+                "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+                "    client name",
+                "LEN",
+                "    Return the length of the slowlog.",
+                "RESET",
+                "    Reset the slowlog.",
+            ]),
+            b"get" | b"len" | b"reset" | b"help" => {
+                super::session::wrong_arity(&format!("slowlog|{}", String::from_utf8_lossy(&sub)))
+            }
+            _ => super::session::unknown_subcommand("slowlog", argv[1]),
+        }
+    }
+
     /// Records a latency-monitor sample of `event` (`command`, `fast-command`) at
     /// `now_s` (Unix seconds).
     pub(crate) fn sample(&mut self, event: &'static str, now_s: u64, ms: u64) {
@@ -347,6 +484,53 @@ mod tests {
                 (Value::Integer(1024), Value::Integer(3)),
             ])
         );
+    }
+
+    #[test]
+    fn slowlog_arguments_are_cut_and_passwords_redacted_as_redis_does() {
+        let long = vec![b'x'; 200];
+        let many: Vec<&[u8]> = std::iter::once(&b"mset"[..])
+            .chain(std::iter::repeat_n(&b"a"[..], 40))
+            .collect();
+        let args = slowlog_args(&many);
+        assert_eq!(args.len(), 32);
+        assert_eq!(args[31], b"... (10 more arguments)".to_vec());
+        let args = slowlog_args(&[b"set", b"k", &long]);
+        assert_eq!(args[2].len(), 128 + b"... (72 more bytes)".len());
+        assert!(args[2].ends_with(b"... (72 more bytes)"));
+        assert_eq!(
+            slowlog_args(&[b"AUTH", b"user", b"secret"]),
+            vec![
+                b"AUTH".to_vec(),
+                b"(redacted)".to_vec(),
+                b"(redacted)".to_vec()
+            ]
+        );
+        assert_eq!(
+            slowlog_args(&[b"hello", b"3", b"auth", b"u", b"p"])[3..],
+            [b"(redacted)".to_vec(), b"(redacted)".to_vec()]
+        );
+        let mut m = ServerLatency::default();
+        for i in 0..5u64 {
+            m.slow(
+                &[b"get", b"k"],
+                10 + i,
+                100,
+                "1.2.3.4:5".into(),
+                String::new(),
+                3,
+            );
+        }
+        let Value::Array(got) = m.slowlog_command(&[b"slowlog", b"get", b"-1"]) else {
+            panic!("an array")
+        };
+        assert_eq!(got.len(), 3);
+        let Value::Array(newest) = &got[0] else {
+            panic!("an entry")
+        };
+        assert_eq!(newest[0], Value::Integer(4));
+        assert_eq!(newest[2], Value::Integer(14));
+        assert_eq!(newest[4], Value::bulk("1.2.3.4:5"));
     }
 
     #[test]

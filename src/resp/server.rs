@@ -79,6 +79,11 @@ pub struct RespConfig {
     /// are latency-monitor samples (`LATENCY LATEST`); 0, the default, turns the
     /// monitor off.
     pub latency_monitor_threshold_ms: u64,
+    /// `slowlog-log-slower-than`: commands taking at least this many microseconds go
+    /// to `SLOWLOG` (Redis's default 10000; 0 logs every command; negative, none).
+    pub slowlog_log_slower_than: i64,
+    /// `slowlog-max-len`: the slowlog keeps this many newest entries (default 128).
+    pub slowlog_max_len: usize,
 }
 
 impl Default for RespConfig {
@@ -94,6 +99,8 @@ impl Default for RespConfig {
             notify_keyspace_events: NotifyFlags::default(),
             latency_tracking: true,
             latency_monitor_threshold_ms: 0,
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
         }
     }
 }
@@ -292,6 +299,8 @@ pub(crate) struct BatchSettings {
     timeout: Option<Duration>,
     pub(crate) latency_tracking: bool,
     pub(crate) latency_monitor_us: u64,
+    pub(crate) slowlog_us: Option<u64>,
+    pub(crate) slowlog_max_len: usize,
 }
 
 impl<S> Shared<S> {
@@ -310,6 +319,8 @@ impl<S> Shared<S> {
                     timeout: c.timeout,
                     latency_tracking: c.latency_tracking,
                     latency_monitor_us: c.latency_monitor_threshold_ms.saturating_mul(1000),
+                    slowlog_us: u64::try_from(c.slowlog_log_slower_than).ok(),
+                    slowlog_max_len: c.slowlog_max_len,
                 };
                 *cached = Some(b);
                 b

@@ -71,6 +71,9 @@ pub(crate) struct Session<'a, S> {
     /// `latency-tracking` and `latency-monitor-threshold` for this batch.
     tracking: bool,
     monitor_us: u64,
+    /// `slowlog-log-slower-than` (`None`: off) and `slowlog-max-len` for this batch.
+    slowlog_us: Option<u64>,
+    slowlog_max_len: usize,
     /// Command latency since the last [`Session::publish`].
     latency: CommandLatency,
 }
@@ -185,6 +188,8 @@ impl<'a, S: Keyspace> Session<'a, S> {
             timing: None,
             tracking: false,
             monitor_us: 0,
+            slowlog_us: None,
+            slowlog_max_len: 0,
             latency: CommandLatency::default(),
         }
     }
@@ -207,11 +212,14 @@ impl<'a, S: Keyspace> Session<'a, S> {
     pub(crate) fn begin_batch(&mut self, settings: &BatchSettings) {
         self.tracking = settings.latency_tracking;
         self.monitor_us = settings.latency_monitor_us;
-        self.timing = (self.tracking || self.monitor_us > 0).then(Instant::now);
+        self.slowlog_us = settings.slowlog_us;
+        self.slowlog_max_len = settings.slowlog_max_len;
+        self.timing =
+            (self.tracking || self.monitor_us > 0 || self.slowlog_us.is_some()).then(Instant::now);
     }
 
     /// Counts the command that just ran in the latency histograms and the monitor.
-    fn time_command(&mut self, t0: Instant) {
+    fn time_command(&mut self, t0: Instant, argv: &[&[u8]]) {
         let t1 = Instant::now();
         self.timing = Some(t1);
         let Some(spec) = self.ran.take() else {
@@ -220,6 +228,23 @@ impl<'a, S: Keyspace> Session<'a, S> {
         let us = t1.duration_since(t0).as_micros() as u64;
         if self.tracking {
             self.latency.record(spec.name, us);
+        }
+        if self.slowlog_us.is_some_and(|t| us >= t) {
+            let name = self
+                .entry
+                .name
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            self.shared.latency().slow(
+                argv,
+                us,
+                now_ms() / 1000,
+                self.entry.addr.to_string(),
+                name,
+                self.slowlog_max_len,
+            );
         }
         if self.monitor_us > 0 && us >= self.monitor_us {
             let event = if spec.flags.contains(&"fast") {
@@ -560,7 +585,7 @@ impl<'a, S: Keyspace> Session<'a, S> {
             v.encode(self.proto, out);
         }
         if let Some(t0) = self.timing {
-            self.time_command(t0);
+            self.time_command(t0, argv);
         }
         flow
     }
@@ -746,7 +771,8 @@ impl<'a, S: Keyspace> Session<'a, S> {
             "info" => self.info(argv),
             "config" => self.config(argv),
             "dbsize" => Value::Integer(store.cache().len() as i64),
-            "save" | "bgsave" | "bgrewriteaof" | "lastsave" | "slowlog" | "memory" => {
+            "slowlog" => self.shared.latency().slowlog_command(argv),
+            "save" | "bgsave" | "bgrewriteaof" | "lastsave" | "memory" => {
                 let started = admin::unix_secs_ago(self.shared.started.elapsed().as_secs());
                 admin::run(store, spec.name, argv, started).unwrap_or_else(|| unknown_command(argv))
             }
@@ -1141,6 +1167,16 @@ impl<'a, S: Keyspace> Session<'a, S> {
                             "no" => c.latency_tracking = false,
                             _ => return failed("argument must be 'yes' or 'no'"),
                         },
+                        "slowlog-log-slower-than" => match value.parse::<i64>() {
+                            Ok(n) => c.slowlog_log_slower_than = n,
+                            Err(_) => {
+                                return failed("argument couldn't be parsed into an integer")
+                            }
+                        },
+                        "slowlog-max-len" => match number() {
+                            Ok(n) => c.slowlog_max_len = n as usize,
+                            Err(e) => return e,
+                        },
                         "latency-monitor-threshold" => match number() {
                             Ok(n) => c.latency_monitor_threshold_ms = n,
                             Err(e) => return e,
@@ -1151,7 +1187,9 @@ impl<'a, S: Keyspace> Session<'a, S> {
                             Err(e) => return e,
                         },
                         "maxmemory" | "maxmemory-policy" | "maxmemory-samples"
-                        | "lfu-log-factor" | "lfu-decay-time" | "appendfsync" => {
+                        | "lfu-log-factor" | "lfu-decay-time" | "appendfsync"
+                        | "save" | "lazyfree-lazy-eviction" | "lazyfree-lazy-expire"
+                        | "lazyfree-lazy-server-del" | "lazyfree-lazy-user-del" => {
                             if let Err(why) = self.set_cache_config(&name, &value) {
                                 return failed(&why);
                             }
@@ -1221,6 +1259,44 @@ impl<'a, S: Keyspace> Session<'a, S> {
                 Ok(m) => cache.set_lfu_decay(crate::LfuDecay::Minutes(m)),
                 Err(_) => return Err("argument must be between 0 and 2147483647 inclusive".into()),
             },
+            "save" => {
+                let words: Vec<&str> = value.split_whitespace().collect();
+                if words.len() % 2 != 0 {
+                    return Err("Invalid save parameters".into());
+                }
+                let mut rules = Vec::new();
+                for pair in words.chunks(2) {
+                    match (pair[0].parse::<u64>(), pair[1].parse::<u64>()) {
+                        (Ok(secs), Ok(changes)) => {
+                            rules.push((std::time::Duration::from_secs(secs), changes))
+                        }
+                        _ => return Err("Invalid save parameters".into()),
+                    }
+                }
+                match cache.set_save_rules(rules) {
+                    // Nothing to turn off on a cache that writes no snapshots.
+                    Err(crate::Error::NotDurable) if words.is_empty() => Ok(()),
+                    other => other,
+                }
+            }
+            "lazyfree-lazy-eviction"
+            | "lazyfree-lazy-expire"
+            | "lazyfree-lazy-server-del"
+            | "lazyfree-lazy-user-del" => {
+                let on = match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err("argument must be 'yes' or 'no'".into()),
+                };
+                let mut lf = cache.lazy_free();
+                match name {
+                    "lazyfree-lazy-eviction" => lf.eviction = on,
+                    "lazyfree-lazy-expire" => lf.expire = on,
+                    "lazyfree-lazy-server-del" => lf.server_del = on,
+                    _ => lf.user_del = on,
+                }
+                cache.set_lazy_free(lf)
+            }
             "appendfsync" => {
                 #[cfg(feature = "persistence")]
                 {
@@ -1247,6 +1323,8 @@ impl<'a, S: Keyspace> Session<'a, S> {
         let c = self.shared.config();
         let info = self.shared.store.cache().info();
         let live = self.shared.store.cache().config();
+        let lazy = self.shared.store.cache().lazy_free();
+        let yes_no = |on: bool| if on { "yes" } else { "no" }.to_string();
         let m = &info.memory;
         let durable = info.persistence.is_some();
         let decay = match live.lfu_decay {
@@ -1267,6 +1345,15 @@ impl<'a, S: Keyspace> Session<'a, S> {
                     .to_string(),
             ),
             ("maxclients", c.maxclients.to_string()),
+            ("lazyfree-lazy-eviction", yes_no(lazy.eviction)),
+            ("lazyfree-lazy-expire", yes_no(lazy.expire)),
+            ("lazyfree-lazy-server-del", yes_no(lazy.server_del)),
+            ("lazyfree-lazy-user-del", yes_no(lazy.user_del)),
+            (
+                "slowlog-log-slower-than",
+                c.slowlog_log_slower_than.to_string(),
+            ),
+            ("slowlog-max-len", c.slowlog_max_len.to_string()),
             (
                 "latency-tracking",
                 if c.latency_tracking { "yes" } else { "no" }.into(),
@@ -1288,7 +1375,18 @@ impl<'a, S: Keyspace> Session<'a, S> {
             ),
             ("databases", "1".into()),
             ("appendonly", if durable { "yes" } else { "no" }.into()),
-            ("save", String::new()),
+            (
+                "save",
+                self.shared
+                    .store
+                    .cache()
+                    .save_rules()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(after, n)| format!("{} {n}", after.as_secs()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             (
                 "cluster-enabled",
                 if self.shared.store.routes() {
