@@ -91,6 +91,13 @@ impl<S> Drop for Session<'_, S> {
                 registry.remove(true, p);
             }
         }
+        self.flush_latency();
+    }
+}
+
+impl<S> Session<'_, S> {
+    /// Adds this connection's latency counts to its client entry.
+    fn flush_latency(&mut self) {
         if !self.latency.is_empty() {
             self.latency.drain_into(
                 &mut self
@@ -278,19 +285,6 @@ impl<'a, S: Keyspace> Session<'a, S> {
             .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
             .collect();
         all.reply(&names)
-    }
-
-    /// Adds this connection's latency counts to its client entry.
-    fn flush_latency(&mut self) {
-        if !self.latency.is_empty() {
-            self.latency.drain_into(
-                &mut self
-                    .entry
-                    .latency
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-        }
     }
 
     /// Whether the next request is `EXEC` of a transaction (the server runs it under
