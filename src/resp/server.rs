@@ -635,7 +635,9 @@ async fn deal(
 }
 
 /// A RESP server running on threads of its own ([`RespServer::spawn`]). Dropping it
-/// stops the server.
+/// stops the server and waits for its threads to end (a few milliseconds): from async
+/// code, drop it or call [`stop`](Self::stop) inside `tokio::task::block_in_place` or
+/// `spawn_blocking`, as larder-node does.
 #[derive(Debug)]
 pub struct RespThreads {
     addr: SocketAddr,
