@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{start_nodes, take_turn, wait_healthy, Env, NodeOpts};
+use common::{redis_cli_stdin, start_nodes, take_turn, wait_healthy, Env, NodeOpts};
 use larder_cli::ops;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,21 +19,10 @@ fn cli_c(port: u16, commands: &str) -> String {
 
 /// As [`cli_c`], with how many redirections redis-cli followed.
 fn cli_c_redirects(port: u16, commands: &str) -> (String, usize) {
-    let mut child = Command::new("redis-cli")
-        .args(["-c", "-p", &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run redis-cli");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(commands.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = redis_cli_stdin(
+        &["-c".into(), "-p".into(), port.to_string().into()],
+        commands,
+    );
     let mut redirects = 0;
     let mut kept = String::new();
     for line in text.lines() {

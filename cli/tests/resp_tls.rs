@@ -115,25 +115,11 @@ fn redis_cli(port: u16, tls: &[&Path], args: &[&str]) -> (Option<i32>, String) {
 /// `redis-cli` with `commands` on stdin (one connection, one command a line): its
 /// stdout.
 fn redis_cli_script(port: u16, tls: &[&Path], commands: &str) -> String {
-    let mut cmd = Command::new("redis-cli");
-    cmd.arg("-p").arg(port.to_string());
+    let mut args = vec!["-p".into(), port.to_string().into()];
     if let Some(ca) = tls.first() {
-        cmd.arg("--tls").arg("--cacert").arg(ca);
+        args.extend(["--tls".into(), "--cacert".into(), ca.as_os_str().to_owned()]);
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run redis-cli");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(commands.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::redis_cli_stdin(&args, commands)
 }
 
 /// A connection of the `redis` crate over TLS (`rediss://`), trusting `ca` and

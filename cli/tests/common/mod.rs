@@ -479,3 +479,24 @@ pub async fn wait_healthy(admin: &Admin, addr: SocketAddr, within: Duration) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `redis-cli` with `args`, and `commands` on its stdin (one connection, one command a
+/// line): its stdout.
+pub fn redis_cli_stdin(args: &[std::ffi::OsString], commands: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run redis-cli");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(commands.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
