@@ -70,31 +70,40 @@ impl Sketch {
         self.table.len() * 8
     }
 
-    /// The word index and bit shift of the key's counter in each of the four rows.
-    #[inline]
-    fn slots(&self, hash: u64) -> [(usize, u32); 4] {
+    /// The key's block, and the word (within the block) and bit shift of its counter in
+    /// each of the four rows.
+    #[inline(always)]
+    fn slots(&self, hash: u64) -> (&[AtomicU64; WORDS_PER_BLOCK], [(usize, u32); 4]) {
         // Re-mixed: the table's hash already chose the shard (high bits) and the bucket
         // (low bits).
         let h = (hash ^ (hash >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let block = below(h, self.blocks) * WORDS_PER_BLOCK;
-        let mut out = [(0, 0); 4];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let word = block + 2 * i + ((h >> i) & 1) as usize;
+        let start = below(h, self.blocks) * WORDS_PER_BLOCK;
+        // One bounds check for the block; the words inside it are indexed below 8.
+        let block: &[AtomicU64; WORDS_PER_BLOCK] = self.table[start..start + WORDS_PER_BLOCK]
+            .try_into()
+            .expect("the table is whole blocks");
+        #[inline(always)]
+        fn slot(h: u64, i: usize) -> (usize, u32) {
+            let word = 2 * i + ((h >> i) & 1) as usize;
             let shift = (((h >> (8 + 4 * i)) & 15) * 4) as u32;
-            *slot = (word, shift);
+            (word, shift)
         }
-        out
+        (block, [slot(h, 0), slot(h, 1), slot(h, 2), slot(h, 3)])
+    }
+
+    /// The four counters of `hash`'s key, in row order.
+    #[inline(always)]
+    fn counters(block: &[AtomicU64; WORDS_PER_BLOCK], slots: &[(usize, u32); 4]) -> [u64; 4] {
+        let c = |i: usize| (block[slots[i].0 & 7].load(Relaxed) >> slots[i].1) & 15;
+        [c(0), c(1), c(2), c(3)]
     }
 
     /// How often `hash`'s key was counted recently (0..=15, 16 with a doorkeeper).
     #[inline]
     pub(crate) fn estimate(&self, hash: u64) -> u8 {
-        let counted = self
-            .slots(hash)
-            .iter()
-            .map(|&(w, s)| ((self.table[w].load(Relaxed) >> s) & 15) as u8)
-            .min()
-            .unwrap_or(0);
+        let (block, slots) = self.slots(hash);
+        let [a, b, c, d] = Self::counters(block, &slots);
+        let counted = a.min(b).min(c.min(d)) as u8;
         match &self.door {
             Some(door) => counted + u8::from(Self::door_bits(door, hash).is_none()),
             None => counted,
@@ -126,18 +135,17 @@ impl Sketch {
                 return true;
             }
         }
-        let slots = self.slots(hash);
-        let mut vals = [0u64; 4];
-        for (v, &(w, s)) in vals.iter_mut().zip(&slots) {
-            *v = (self.table[w].load(Relaxed) >> s) & 15;
-        }
-        let min = vals.iter().copied().min().unwrap_or(15);
+        let (block, slots) = self.slots(hash);
+        let vals = Self::counters(block, &slots);
+        let min = vals[0].min(vals[1]).min(vals[2].min(vals[3]));
         if min == 15 {
             return false;
         }
-        for (v, &(w, s)) in vals.iter().zip(&slots) {
-            if *v == min {
-                let cell = &self.table[w];
+        // Conservative update: only the counters at the minimum grow (each row has words
+        // of its own, so the four stores never overlap).
+        for (i, &(w, s)) in slots.iter().enumerate() {
+            if vals[i] == min {
+                let cell = &block[w & 7];
                 cell.store(cell.load(Relaxed) + (1 << s), Relaxed);
             }
         }
@@ -270,10 +278,8 @@ mod tests {
         assert_eq!(s.estimate(h(1)), 0);
         s.count(h(1));
         assert_eq!(s.estimate(h(1)), 1, "first access: the doorkeeper only");
-        let slots = s.slots(h(1));
-        assert!(slots
-            .iter()
-            .all(|&(w, sh)| (s.table[w].load(Relaxed) >> sh) & 15 == 0));
+        let (block, slots) = s.slots(h(1));
+        assert_eq!(Sketch::counters(block, &slots), [0; 4]);
         for _ in 0..3 {
             s.count(h(1));
         }
