@@ -526,6 +526,26 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         Some(&self.table.entry(idx).value)
     }
 
+    /// A copy of the key's value and its absolute expiry (ms), if present: what a
+    /// transaction restores when its commit is refused. Does not touch the key.
+    pub(crate) fn snapshot<W>(
+        &mut self,
+        hash: u64,
+        key: &K,
+        env: &Env<'_, W>,
+        g: &mut Garbage<K, V>,
+    ) -> Option<(V, Option<u64>)>
+    where
+        V: Clone,
+        W: Weigher<K, V>,
+    {
+        let idx = self.find_live(hash, key, env, g)?;
+        Some((
+            self.table.entry(idx).value.clone(),
+            self.hard_expiry_at(idx),
+        ))
+    }
+
     /// Inserts or overwrites. Evicts by policy first if the write needs memory; fails
     /// without changing anything the caller can observe of this key when it cannot.
     /// Returns the entry's index, or `None` when an expiry already past deleted the key

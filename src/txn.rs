@@ -78,6 +78,53 @@ where
                 (applied.map(|()| r).map_err(TxError::Write), seq)
             }
         };
+        let durable = self.finish(tx, seq, started);
+        match (result, durable) {
+            (Ok(_), Err(e)) => Err(TxError::Write(e)),
+            (result, _) => result,
+        }
+    }
+
+    /// Inserts every entry, all or nothing, as Redis's `MSET`: no other operation sees
+    /// some of them written and others not, and if one is refused (for memory, or by
+    /// a durable cache's log) none is. Each entry's TTL is cleared; of two entries for
+    /// one key, the later wins.
+    ///
+    /// Like a [`transaction`](Self::transaction) over the keys, without the closure:
+    /// the keys are hashed once and moved in, not cloned.
+    pub fn insert_all(&self, entries: Vec<(K, V)>) -> Result<(), Error> {
+        let started = self.inner.multi_start();
+        let staged: Vec<(K, u64, Staged<V>)> = entries
+            .into_iter()
+            .map(|(k, v)| {
+                let h = self.inner.hash(&k);
+                (k, h, Staged::Put(v, TtlChange::Clear))
+            })
+            .collect();
+        let locked = self.lock_shards(staged.iter().map(|(_, h, _)| *h));
+        let mut tx = Transaction {
+            cache: self,
+            locked,
+            declared: Vec::new(),
+            staged,
+            garbage: Garbage::new(),
+            undeclared: false,
+            touched: Vec::new(),
+        };
+        let applied = tx.commit();
+        let seq = tx.log();
+        let durable = self.finish(tx, seq, started);
+        applied.and(durable)
+    }
+
+    /// Publishes the shards a transaction locked, reports and frees what it removed,
+    /// releases the locks, then waits for the log to make `seq` durable.
+    fn finish(
+        &self,
+        tx: Transaction<'_, K, V, W>,
+        seq: Result<u64, Error>,
+        started: Option<std::time::Instant>,
+    ) -> Result<(), Error> {
         let Transaction {
             locked,
             mut garbage,
@@ -93,11 +140,7 @@ where
         self.inner.dispose(garbage, false);
         self.inner
             .multi_record(crate::latency::Op::Transaction, started);
-        let durable = seq.and_then(|seq| self.inner.wait(seq));
-        match (result, durable) {
-            (Ok(_), Err(e)) => Err(TxError::Write(e)),
-            (result, _) => result,
-        }
+        seq.and_then(|seq| self.inner.wait(seq))
     }
 }
 
@@ -245,28 +288,24 @@ where
             admit_all: true,
             ..inner.env()
         };
-        self.touched = self
-            .staged
-            .iter()
-            .map(|(k, h, _)| (k.clone(), *h))
-            .collect();
+        if inner.journal().is_some() {
+            self.touched = self
+                .staged
+                .iter()
+                .map(|(k, h, _)| (k.clone(), *h))
+                .collect();
+        }
         let staged = std::mem::take(&mut self.staged);
         // Keys the closure's reads found expired are reported before the commit's events.
         inner.emit_removals(&mut self.garbage, false);
         // What each written key was before, to restore on failure.
-        let mut prior: Vec<(K, u64, Prior<V>)> = Vec::new();
+        let mut prior: Vec<(K, u64, Prior<V>)> = Vec::with_capacity(staged.len());
         for (k, h, _) in &staged {
-            if prior.iter().any(|(p, _, _)| p == k) {
+            if prior.iter().any(|(p, ph, _)| ph == h && p == k) {
                 continue;
             }
             let shard = self.locked.shard(inner.shard_of(*h));
-            let before = shard
-                .peek(*h, k, &env, &mut self.garbage)
-                .cloned()
-                .map(|v| {
-                    let at = shard.expire_time(*h, k, &env, &mut self.garbage).flatten();
-                    (v, at)
-                });
+            let before = shard.snapshot(*h, k, &env, &mut self.garbage);
             prior.push((k.clone(), *h, before));
         }
         let mut events = Vec::new();
@@ -323,12 +362,12 @@ where
             return Ok(0);
         };
         let mut records = removals(j, &mut self.garbage)?;
-        let mut done: Vec<&K> = Vec::new();
+        let mut done: Vec<(&K, u64)> = Vec::with_capacity(self.touched.len());
         for (k, h) in &self.touched {
-            if done.contains(&k) {
+            if done.iter().any(|(d, dh)| dh == h && *d == k) {
                 continue;
             }
-            done.push(k);
+            done.push((k, *h));
             let shard = self.locked.shard(inner.shard_of(*h));
             if let Some((key, value, expire_at)) = shard.stored_entry(*h, k) {
                 records.push(j.record(LogOp::Set {

@@ -150,6 +150,43 @@ fn fund_transfers_keep_the_sum_and_never_deadlock() {
     assert_eq!(total, 1000 * ACCOUNTS as i64);
 }
 
+/// `insert_all` is atomic: a reader's transaction over the keys never sees some of one
+/// call's entries and not the others, across shards.
+#[test]
+fn insert_all_is_seen_whole() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .shards(8)
+        .background(Background::Manual)
+        .build();
+    let keys: Vec<u64> = (0..6).collect();
+    cache
+        .insert_all(keys.iter().map(|&k| (k, 0)).collect())
+        .unwrap();
+    let writer = {
+        let c = cache.clone();
+        let keys = keys.clone();
+        thread::spawn(move || {
+            for round in 1..=2_000u64 {
+                c.insert_all(keys.iter().map(|&k| (k, round)).collect())
+                    .unwrap();
+            }
+        })
+    };
+    let mut last = 0;
+    while last < 2_000 && !writer.is_finished() {
+        let seen: Vec<u64> = cache
+            .transaction(&keys, |tx| {
+                Ok::<_, ()>(keys.iter().map(|k| tx.get(k).unwrap()).collect())
+            })
+            .unwrap();
+        assert!(seen.iter().all(|&v| v == seen[0]), "a torn write: {seen:?}");
+        assert!(seen[0] >= last, "went back from {last} to {}", seen[0]);
+        last = seen[0];
+    }
+    writer.join().unwrap();
+    assert!(keys.iter().all(|k| cache.get(k) == Some(2_000)));
+}
+
 /// Readers and writers on many threads against a bounded cache: the bound holds and
 /// every read returns a value that some writer wrote for that key.
 #[test]

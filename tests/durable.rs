@@ -87,6 +87,12 @@ fn every_kind_of_write_survives_a_restart() {
             Ok::<_, ()>(())
         })
         .unwrap();
+        c.insert_all(vec![
+            ("m1".into(), b"one".to_vec()),
+            ("k10".into(), b"ten".to_vec()),
+            ("t1".into(), b"no ttl".to_vec()),
+        ])
+        .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         contents(&c)
     };

@@ -272,6 +272,39 @@ fn transaction_refused_write_restores_earlier_writes() {
     assert_eq!(c.len(), 1);
 }
 
+/// `insert_all` (Redis's `MSET`): every entry or none; later entries for a key win;
+/// TTLs are cleared; each write is reported.
+#[test]
+fn insert_all_writes_every_entry_or_none() {
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_entries(2)
+        .shards(1)
+        .eviction(Policy::NoEviction)
+        .background(Background::Manual)
+        .build();
+    c.insert(1, 1).unwrap();
+    let r = c.insert_all(vec![(1, 100), (2, 200), (3, 300)]);
+    assert!(matches!(r, Err(Error::OutOfMemory { .. })), "{r:?}");
+    assert_eq!((c.get(&1), c.get(&2), c.len()), (Some(1), None, 1));
+
+    let (c, _) = cache_with_clock();
+    c.insert_with_ttl("a".into(), 1, Duration::from_secs(60))
+        .unwrap();
+    let sub = c.subscribe();
+    c.insert_all(vec![("a".into(), 2), ("b".into(), 3), ("a".into(), 4)])
+        .unwrap();
+    assert_eq!((c.get("a"), c.get("b")), (Some(4), Some(3)));
+    assert_eq!(c.ttl("a"), Ttl::Persistent);
+    let sets = sub
+        .drain()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Set)
+        .count();
+    assert_eq!(sets, 3);
+    c.insert_all(Vec::new()).unwrap();
+    assert_eq!(c.len(), 2);
+}
+
 #[test]
 fn events_report_set_del_expired_evicted_and_count_drops() {
     let clock = Arc::new(ManualClock::new(T0));

@@ -208,20 +208,32 @@ pub(crate) fn run<S: Keyspace>(store: &S, name: &str, a: &[&[u8]]) -> Option<Val
                 })
                 .collect(),
         ),
-        "mset" | "msetnx" => {
+        "mset" => {
+            if a.len() % 2 == 0 {
+                return Some(wrong_arity(name));
+            }
+            let mut entries = Vec::with_capacity(a.len() / 2);
+            for pair in a[1..].chunks_exact(2) {
+                match key(pair[0]) {
+                    Ok(k) => entries.push((k.to_owned(), pair[1].to_vec())),
+                    Err(e) => return Some(e),
+                }
+            }
+            done(cache.insert_all(entries), |()| Value::ok())
+        }
+        "msetnx" => {
             if a.len() % 2 == 0 {
                 return Some(wrong_arity(name));
             }
             let keys: Vec<&[u8]> = a[1..].iter().step_by(2).copied().collect();
-            let nx = name == "msetnx";
             atomically(cache, &keys, |tx, k| {
-                if nx && k.iter().any(|k| tx.contains(k)) {
+                if k.iter().any(|k| tx.contains(k)) {
                     return Ok(Value::Integer(0));
                 }
                 for (i, k) in k.iter().enumerate() {
                     tx.insert(k.clone(), a[2 + 2 * i].to_vec());
                 }
-                Ok(if nx { Value::Integer(1) } else { Value::ok() })
+                Ok(Value::Integer(1))
             })
         }
         "incr" | "decr" | "incrby" | "decrby" => {
