@@ -68,6 +68,8 @@ pub(crate) fn encode<T: Any>(value: &T, buf: &mut Vec<u8>) -> bool {
 
 fn encode_str(s: &str, buf: &mut Vec<u8>) {
     let b = s.as_bytes();
+    // One allocation at most: the bytes, their padding and the 8-byte tail.
+    buf.reserve(b.len().max(INLINE) + 12);
     if b.len() <= INLINE {
         buf.extend_from_slice(b);
         buf.resize(INLINE, 0xff);
@@ -83,6 +85,7 @@ fn encode_str(s: &str, buf: &mut Vec<u8>) {
 }
 
 fn encode_bytes(b: &[u8], buf: &mut Vec<u8>) {
+    buf.reserve(b.len() + 12);
     buf.extend_from_slice(b);
     buf.resize(b.len().next_multiple_of(4), 0);
     let offset = -(buf.len() as i64) as i32;

@@ -787,7 +787,7 @@ fn encode<T: Codec>(t: &T) -> Result<Vec<u8>, Error> {
 
 /// Returns the byte buffers of written records to this thread's pool, and the emptied
 /// vector to the write path's.
-fn recycle(mut records: Vec<Record>) {
+pub(crate) fn recycle(mut records: Vec<Record>) {
     fn keep(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
         if pool.len() < POOLED_BUFFERS && buf.capacity() <= POOLED_BUFFER_BYTES {
             pool.push(buf);

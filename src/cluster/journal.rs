@@ -280,6 +280,8 @@ impl<K: Codec + 'static, V: Codec + 'static> Journal<K, V> for ClusterJournal<K,
             for r in &records {
                 repl.feed(r.encode()).map_err(refused)?;
             }
+            // The key and value buffers serve the next write's encoding.
+            crate::durable::recycle(records);
             return Ok(0);
         };
         let payloads: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
