@@ -256,19 +256,31 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-/// The spec of `name` (any case).
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    if name.len() > 16 {
+/// A name of at most 16 bytes as one big-endian integer, zero-padded: integers compare
+/// as the names do byte by byte, so the sorted table stays sorted.
+fn packed(name: &[u8]) -> Option<u128> {
+    // No command name holds a zero byte, which padding could not tell from the end.
+    if name.len() > 16 || name.contains(&0) {
         return None;
     }
     let mut buf = [0u8; 16];
-    let lower = &mut buf[..name.len()];
-    lower.copy_from_slice(name);
-    lower.make_ascii_lowercase();
-    COMMANDS
-        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
-        .ok()
-        .map(|i| &COMMANDS[i])
+    buf[..name.len()].copy_from_slice(name);
+    buf.make_ascii_lowercase();
+    Some(u128::from_be_bytes(buf))
+}
+
+/// The spec of `name` (any case).
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    // Every command runs this: a search over integers, not over strings.
+    static PACKED: std::sync::OnceLock<Vec<u128>> = std::sync::OnceLock::new();
+    let keys = PACKED.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .map(|c| packed(c.name.as_bytes()).expect("command names fit 16 bytes"))
+            .collect()
+    });
+    let key = packed(name)?;
+    keys.binary_search(&key).ok().map(|i| &COMMANDS[i])
 }
 
 #[cfg(test)]
@@ -286,6 +298,10 @@ mod tests {
         }
         assert!(lookup(b"nosuchcommand").is_none());
         assert!(lookup(b"averyveryverylongcommandname").is_none());
+        // A prefix, or a name with a zero byte, is not the command.
+        assert!(lookup(b"ge").is_none());
+        assert!(lookup(b"get\0").is_none());
+        assert!(lookup(b"").is_none());
     }
 
     #[test]
