@@ -36,6 +36,14 @@ fn node_process() {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
+    // The node's log: this process's stderr, which the test writes to `node.log`.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "larder=info,larder_cluster=info".into()),
+        )
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -202,14 +210,7 @@ impl Proc {
     }
 
     fn state(&mut self) -> std::collections::HashMap<String, String> {
-        self.cmd("state")
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect()
+        parse_state(&self.cmd("state"))
     }
 
     fn kill(&mut self) {
@@ -222,6 +223,61 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// How long a condition may take to come true before the test fails. Only a bound for a
+/// broken build: on a loaded machine leases, gossip and failover all run late.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Sends `line` until the answer is not an error, at most for [`SETTLE`]. A write refused
+/// while leases and routes settle (CLUSTERDOWN, an acknowledgement that timed out) is not
+/// acknowledged, and retrying it is what a client does; an answer that is not an error
+/// (a value, NIL) is returned at once and checked by the caller.
+fn settled(p: &mut Proc, line: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let answer = p.cmd(line);
+        if !answer.starts_with("ERR") {
+            return answer;
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "{line}: still {answer:?} after {SETTLE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `key=value` fields of a `STATE` answer.
+fn parse_state(line: &str) -> std::collections::HashMap<String, String> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// On a failing test's way out, prints the end of every node's log, and then lets the
+/// directories go.
+struct LogsOnPanic(Vec<PathBuf>);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for dir in &self.0 {
+            let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!("--- {} (last {} lines)", dir.display(), tail.len());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
@@ -263,6 +319,7 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
             d
         })
         .collect();
+    let _logs = LogsOnPanic(dirs.clone());
     let mut nodes: Vec<Proc> = dirs.iter().map(|d| Proc::spawn(d, 0)).collect();
 
     // Form: meet, slots, replicas.
@@ -270,11 +327,9 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
     for n in &mut nodes[1..] {
         assert_eq!(n.cmd(&format!("meet {first}")), "OK");
     }
-    eventually(
-        "every node to know the others",
-        Duration::from_secs(15),
-        || nodes.iter_mut().all(|n| n.state()["known"] == "6"),
-    );
+    eventually("every node to know the others", SETTLE, || {
+        nodes.iter_mut().all(|n| n.state()["known"] == "6")
+    });
     for (i, n) in nodes[..3].iter_mut().enumerate() {
         let (lo, hi) = range(i);
         assert_eq!(n.cmd(&format!("addslots {lo} {hi}")), "OK");
@@ -283,29 +338,35 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
         let master = nodes[i].id.clone();
         assert_eq!(nodes[3 + i].cmd(&format!("replicate {master}")), "OK");
     }
-    eventually(
-        "the cluster to be OK with replicas streaming",
-        Duration::from_secs(20),
-        || {
-            nodes.iter_mut().enumerate().all(|(i, n)| {
-                let s = n.state();
-                s["ok"] == "1" && s["assigned"] == SLOTS.to_string() && (i < 3 || s["link"] == "up")
-            })
-        },
-    );
+    let start = Instant::now();
+    loop {
+        let states: Vec<String> = nodes.iter_mut().map(|n| n.cmd("state")).collect();
+        let formed = states.iter().enumerate().all(|(i, line)| {
+            let s = parse_state(line);
+            s["ok"] == "1" && s["assigned"] == SLOTS.to_string() && (i < 3 || s["link"] == "up")
+        });
+        if formed {
+            break;
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "the cluster did not form with replicas streaming in {SETTLE:?}; last states: {states:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Writes through any node, each acknowledged by one replica; reads through others.
     let mut acked = Vec::new();
     for n in 0..150usize {
         let k = key_in(n % 3, n);
         let v = format!("v{n}");
-        let r = nodes[n % 6].cmd(&format!("set {k} {v} 1"));
+        let r = settled(&mut nodes[n % 6], &format!("set {k} {v} 1"));
         assert_eq!(r, "OK", "set {k} via node {}", n % 6);
         acked.push((k, v));
     }
     for (n, (k, v)) in acked.iter().enumerate() {
         assert_eq!(
-            nodes[(n + 2) % 6].cmd(&format!("get {k}")),
+            settled(&mut nodes[(n + 2) % 6], &format!("get {k}")),
             format!("VAL {v}")
         );
     }
@@ -314,21 +375,19 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
     let port0: u16 = nodes[0].addr.rsplit(':').next().unwrap().parse().unwrap();
     nodes[0].kill();
     let probe = key_in(0, 100_000);
-    let took = eventually(
-        "writes to master 0's slots to resume",
-        Duration::from_secs(15),
-        || nodes[1].cmd(&format!("set {probe} after 0")) == "OK",
-    );
+    let took = eventually("writes to master 0's slots to resume", SETTLE, || {
+        nodes[1].cmd(&format!("set {probe} after 0")) == "OK"
+    });
     eprintln!("writes resumed {took:?} after SIGKILL of master 0");
     assert_eq!(nodes[3].state()["role"], "master");
     let new_owner = nodes[3].id.clone();
-    assert_eq!(
-        nodes[2].cmd(&format!("owner {probe}")),
-        format!("OWNER {new_owner}")
-    );
+    // Another master learns the new owner by gossip, which may lag the write.
+    eventually("node 2 to route to the new owner", SETTLE, || {
+        nodes[2].cmd(&format!("owner {probe}")) == format!("OWNER {new_owner}")
+    });
     for (k, v) in &acked {
         assert_eq!(
-            nodes[4].cmd(&format!("get {k}")),
+            settled(&mut nodes[4], &format!("get {k}")),
             format!("VAL {v}"),
             "acknowledged {k} lost"
         );
@@ -337,21 +396,20 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
     let mut later = Vec::new();
     for n in 0..40usize {
         let k = key_in(0, 200_000 + n);
-        assert_eq!(nodes[(n % 5) + 1].cmd(&format!("set {k} w{n} 0")), "OK");
+        assert_eq!(
+            settled(&mut nodes[(n % 5) + 1], &format!("set {k} w{n} 0")),
+            "OK"
+        );
         later.push((k, format!("w{n}")));
     }
 
     // Restart node 0 from its directory on its old port.
     let dir0 = nodes[0].dir.clone();
     nodes[0] = Proc::spawn(&dir0, port0);
-    let took = eventually(
-        "node 0 to rejoin as a replica",
-        Duration::from_secs(20),
-        || {
-            let s = nodes[0].state();
-            s["role"] == "slave" && s["link"] == "up"
-        },
-    );
+    let took = eventually("node 0 to rejoin as a replica", SETTLE, || {
+        let s = nodes[0].state();
+        s["role"] == "slave" && s["link"] == "up"
+    });
     eprintln!("restarted node 0 streaming {took:?} after it started");
     let s = nodes[0].state();
     assert_eq!(
@@ -360,7 +418,7 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
     );
     assert!(s["partial"].parse::<u64>().unwrap() >= 1, "{s:?}");
     // It holds what it had and what was written while it was down.
-    eventually("node 0 to catch up", Duration::from_secs(10), || {
+    eventually("node 0 to catch up", SETTLE, || {
         later
             .iter()
             .all(|(k, v)| nodes[0].cmd(&format!("localget {k}")) == format!("VAL {v}"))
