@@ -11,6 +11,7 @@
 //! `get <k>`, `localget <k>`, `owner <k>`.
 #![cfg(all(feature = "cluster", unix))]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -209,7 +210,7 @@ impl Proc {
         self.answer()
     }
 
-    fn state(&mut self) -> std::collections::HashMap<String, String> {
+    fn state(&mut self) -> HashMap<String, String> {
         parse_state(&self.cmd("state"))
     }
 
@@ -250,7 +251,7 @@ fn settled(p: &mut Proc, line: &str) -> String {
 }
 
 /// The `key=value` fields of a `STATE` answer.
-fn parse_state(line: &str) -> std::collections::HashMap<String, String> {
+fn parse_state(line: &str) -> HashMap<String, String> {
     line.split_whitespace()
         .skip(1)
         .filter_map(|kv| {
@@ -341,10 +342,20 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
     let start = Instant::now();
     loop {
         let states: Vec<String> = nodes.iter_mut().map(|n| n.cmd("state")).collect();
-        let formed = states.iter().enumerate().all(|(i, line)| {
-            let s = parse_state(line);
-            s["ok"] == "1" && s["assigned"] == SLOTS.to_string() && (i < 3 || s["link"] == "up")
-        });
+        let s: Vec<_> = states.iter().map(|l| parse_state(l)).collect();
+        // Each pair (i, i + 3) a master and a replica streaming from it. Which one is
+        // the master may have changed: on a loaded machine a node can miss its node
+        // timeout, and its replica then rightly takes over.
+        let formed = s
+            .iter()
+            .all(|s| s["ok"] == "1" && s["assigned"] == SLOTS.to_string())
+            && (0..3).all(|i| {
+                let (a, b) = (&s[i], &s[i + 3]);
+                let streaming = |m: &HashMap<String, String>, r: &HashMap<String, String>| {
+                    m["role"] == "master" && r["role"] == "slave" && r["link"] == "up"
+                };
+                streaming(a, b) || streaming(b, a)
+            });
         if formed {
             break;
         }
@@ -371,16 +382,25 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
         );
     }
 
-    // SIGKILL master 0.
-    let port0: u16 = nodes[0].addr.rsplit(':').next().unwrap().parse().unwrap();
-    nodes[0].kill();
+    // SIGKILL the master of the first third of the slots: node 0, or node 3 if it took
+    // over, and `r` is the other of the pair.
     let probe = key_in(0, 100_000);
-    let took = eventually("writes to master 0's slots to resume", SETTLE, || {
-        nodes[1].cmd(&format!("set {probe} after 0")) == "OK"
-    });
-    eprintln!("writes resumed {took:?} after SIGKILL of master 0");
-    assert_eq!(nodes[3].state()["role"], "master");
-    let new_owner = nodes[3].id.clone();
+    let owner = nodes[1].cmd(&format!("owner {probe}"));
+    let m = [0, 3]
+        .into_iter()
+        .find(|&i| owner == format!("OWNER {}", nodes[i].id))
+        .unwrap_or_else(|| panic!("the first third is owned by neither 0 nor 3: {owner}"));
+    let r = 3 - m;
+    let port_m: u16 = nodes[m].addr.rsplit(':').next().unwrap().parse().unwrap();
+    nodes[m].kill();
+    let took = eventually(
+        "writes to the killed master's slots to resume",
+        SETTLE,
+        || nodes[1].cmd(&format!("set {probe} after 0")) == "OK",
+    );
+    eprintln!("writes resumed {took:?} after SIGKILL of master {m}");
+    assert_eq!(nodes[r].state()["role"], "master");
+    let new_owner = nodes[r].id.clone();
     // Another master learns the new owner by gossip, which may lag the write.
     eventually("node 2 to route to the new owner", SETTLE, || {
         nodes[2].cmd(&format!("owner {probe}")) == format!("OWNER {new_owner}")
@@ -392,41 +412,43 @@ fn sigkill_master_promotes_replica_and_restart_resyncs_partially() {
             "acknowledged {k} lost"
         );
     }
-    // Writes while node 0 is down (the new master has no replica to ack them).
+    // Writes while the killed node is down (the new master has no replica to ack them),
+    // through every other node.
+    let alive: Vec<usize> = (0..6).filter(|&i| i != m).collect();
     let mut later = Vec::new();
     for n in 0..40usize {
         let k = key_in(0, 200_000 + n);
         assert_eq!(
-            settled(&mut nodes[(n % 5) + 1], &format!("set {k} w{n} 0")),
+            settled(&mut nodes[alive[n % 5]], &format!("set {k} w{n} 0")),
             "OK"
         );
         later.push((k, format!("w{n}")));
     }
 
-    // Restart node 0 from its directory on its old port.
-    let dir0 = nodes[0].dir.clone();
-    nodes[0] = Proc::spawn(&dir0, port0);
-    let took = eventually("node 0 to rejoin as a replica", SETTLE, || {
-        let s = nodes[0].state();
+    // Restart the killed node from its directory on its old port.
+    let dir_m = nodes[m].dir.clone();
+    nodes[m] = Proc::spawn(&dir_m, port_m);
+    let took = eventually("the restarted node to rejoin as a replica", SETTLE, || {
+        let s = nodes[m].state();
         s["role"] == "slave" && s["link"] == "up"
     });
-    eprintln!("restarted node 0 streaming {took:?} after it started");
-    let s = nodes[0].state();
+    eprintln!("restarted node {m} streaming {took:?} after it started");
+    let s = nodes[m].state();
     assert_eq!(
         s["full"], "0",
         "the restarted node needed a full resync: {s:?}"
     );
     assert!(s["partial"].parse::<u64>().unwrap() >= 1, "{s:?}");
     // It holds what it had and what was written while it was down.
-    eventually("node 0 to catch up", SETTLE, || {
+    eventually("the restarted node to catch up", SETTLE, || {
         later
             .iter()
-            .all(|(k, v)| nodes[0].cmd(&format!("localget {k}")) == format!("VAL {v}"))
+            .all(|(k, v)| nodes[m].cmd(&format!("localget {k}")) == format!("VAL {v}"))
     });
     for (k, v) in acked
         .iter()
         .filter(|(k, _)| range(0).0 <= k.slot() && k.slot() < range(0).1)
     {
-        assert_eq!(nodes[0].cmd(&format!("localget {k}")), format!("VAL {v}"));
+        assert_eq!(nodes[m].cmd(&format!("localget {k}")), format!("VAL {v}"));
     }
 }
