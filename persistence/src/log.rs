@@ -30,6 +30,8 @@
 //! reported loss into a silent one. The poisoned state is mirrored in an atomic flag so
 //! the write path can ask "may I write?" without taking the log's lock; the cause is
 //! read under the lock only once the flag is set.
+//!
+//! Each of these claims is checked by a loom model in `log/models.rs`.
 
 use std::cell::RefCell;
 use std::ops::RangeInclusive;
@@ -43,6 +45,9 @@ use crate::shim::{
     AtomicBool, AtomicU64, AtomicU8, Condvar, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard,
     RwLockWriteGuard,
 };
+
+#[cfg(test)]
+mod models;
 
 /// When appended records are fsynced, as Redis's `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
