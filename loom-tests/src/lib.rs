@@ -8,6 +8,9 @@
 //! ```
 //!
 //! Without `--cfg loom` the same models run once each on std threads, as plain tests.
+//!
+//! The append log's models are in larder-persistence (`persistence/src/log/models.rs`),
+//! next to the crate-private types they drive; `.ci/run` runs both.
 
 /// Runs `f` as a loom model under `--cfg loom`, or once on std threads otherwise.
 pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {

@@ -2,11 +2,13 @@
 //! appends to the last incr file. This is what the cache opens.
 
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+#[cfg(not(loom))]
+use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::Sender;
 
 use crate::backend::{Backend, DirLock, OpenMode};
 use crate::error::{AppendError, OpenError, RewriteError};
@@ -17,6 +19,10 @@ use crate::manifest::{
 };
 use crate::record::Record;
 use crate::recovery::{self, Mode, RecordAt, Tail};
+// The directory's state is locked around a switch, which takes the log's locks inside:
+// it must be loom's under `--cfg loom` too, or a model thread preempted inside a
+// switch would block the (single) OS thread loom runs on.
+use crate::shim::{Mutex, MutexGuard};
 use crate::snapshot::{
     Section, SectionWriter, SnapshotInfo, SnapshotWriter, DEFAULT_SECTION_BYTES,
 };
@@ -175,8 +181,9 @@ impl Shared {
 /// An open data directory; see the crate docs for the life cycle.
 pub struct DataDir {
     shared: Arc<Shared>,
-    /// The `EverySec` sync thread, started at open or by the first switch to it.
-    syncer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// The `EverySec` sync thread, started at open or by the first switch to it. A
+    /// std mutex: nothing the models see happens under it.
+    syncer: std::sync::Mutex<Option<Syncer>>,
 }
 
 /// Outcome of [`write_manifest`] when it fails: whether the new manifest is already
@@ -663,15 +670,15 @@ impl DataDir {
             opts,
         });
         let syncer = if shared.opts.fsync == FsyncPolicy::EverySec {
-            Some(start_syncer(&shared).map_err(|source| OpenError::Io {
+            start_syncer(&shared).map_err(|source| OpenError::Io {
                 file: ".".into(),
                 op: "spawn the everysec fsync thread",
                 source,
-            })?)
+            })?
         } else {
             None
         };
-        let syncer = Mutex::new(syncer);
+        let syncer = std::sync::Mutex::new(syncer);
         Ok(DataDir { shared, syncer })
     }
 
@@ -756,7 +763,7 @@ impl DataDir {
         if policy == FsyncPolicy::EverySec {
             let mut syncer = self.syncer.lock().unwrap_or_else(PoisonError::into_inner);
             if syncer.is_none() {
-                *syncer = Some(start_syncer(&self.shared).map_err(AppendError::Syncer)?);
+                *syncer = start_syncer(&self.shared).map_err(AppendError::Syncer)?;
             }
         }
         self.shared.log.set_policy(policy);
@@ -1105,13 +1112,21 @@ impl Drop for Rewrite {
     }
 }
 
-/// The `EverySec` thread: syncs once per interval while the policy is `EverySec`; ends
-/// when its sender is dropped (the `DataDir` dropped).
-fn start_syncer(shared: &Arc<Shared>) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+/// The running `EverySec` thread: dropping `stop` ends it.
+#[cfg_attr(loom, allow(dead_code))] // never started under loom (see below)
+struct Syncer {
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// Starts the `EverySec` thread: syncs once per interval while the policy is
+/// `EverySec`; ends when its sender is dropped (the `DataDir` dropped).
+#[cfg(not(loom))]
+fn start_syncer(shared: &Arc<Shared>) -> std::io::Result<Option<Syncer>> {
+    let (stop, rx) = crossbeam_channel::bounded::<()>(1);
     let s = shared.clone();
     let interval = s.opts.everysec_interval;
-    let handle = std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("larder-everysec".into())
         .spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
@@ -1120,7 +1135,17 @@ fn start_syncer(shared: &Arc<Shared>) -> std::io::Result<(Sender<()>, JoinHandle
                 }
             }
         })?;
-    Ok((tx, handle))
+    Ok(Some(Syncer { stop, thread }))
+}
+
+/// Under `--cfg loom` no `EverySec` thread is started, as the cache starts none by
+/// default: loom has no clock (a timed wait is an untimed one), a std thread must not
+/// touch loom's locks, and a thread ticking until the directory is dropped would keep
+/// a model from ending. Syncs then happen at switches, `sync()` and drop; a model of
+/// the tick calls `Log::sync_tick` from a thread of its own.
+#[cfg(loom)]
+fn start_syncer(_shared: &Arc<Shared>) -> std::io::Result<Option<Syncer>> {
+    Ok(None)
 }
 
 impl Drop for DataDir {
@@ -1130,9 +1155,9 @@ impl Drop for DataDir {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some((tx, handle)) = syncer {
-            drop(tx);
-            let _ = handle.join();
+        if let Some(Syncer { stop, thread }) = syncer {
+            drop(stop);
+            let _ = thread.join();
         }
         // Best effort: a clean close leaves nothing for the OS to lose.
         let _ = self.shared.log.sync_all();

@@ -58,6 +58,7 @@ mod log;
 pub mod manifest;
 pub mod record;
 pub mod recovery;
+mod shim;
 pub mod snapshot;
 
 pub use backend::{Backend, DirLock, FileHandle, LockError, MappedFile, OpenMode};

@@ -30,18 +30,24 @@
 //! reported loss into a silent one. The poisoned state is mirrored in an atomic flag so
 //! the write path can ask "may I write?" without taking the log's lock; the cause is
 //! read under the lock only once the flag is set.
+//!
+//! Each of these claims is checked by a loom model in `log/models.rs`.
 
 use std::cell::RefCell;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
-};
+use std::sync::{Arc, PoisonError};
 
 use crate::backend::{map_file, FileHandle, MappedFile};
 use crate::error::AppendError;
 use crate::frame::{encode_unsealed, seal_frame, CRC_OFFSET, FRAME_HEADER_LEN, MAX_PAYLOAD};
 use crate::record::Record;
+use crate::shim::{
+    AtomicBool, AtomicU64, AtomicU8, Condvar, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard,
+    RwLockWriteGuard,
+};
+
+#[cfg(test)]
+mod models;
 
 /// When appended records are fsynced, as Redis's `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -203,10 +209,22 @@ pub(crate) enum Written {
     Full { bytes: u64 },
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// Each appender's frame buffer: the frames of one append, encoded once. The same
     /// bytes are what lands in the segment (the seam for a replication stream).
     static FRAMES: RefCell<(Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+// Under loom the buffer is loom's thread-local. std's would be sound (the `RefCell`
+// and the fallback below cover any overlap) but not faithful: loom runs every model
+// thread on one OS thread, so all appenders would share one buffer and, whenever one
+// is preempted mid-append, the others would take the fallback path instead of the
+// one production takes. loom's gives each model thread its own buffer, as each OS
+// thread has in production.
+#[cfg(loom)]
+loom::thread_local! {
+    static FRAMES: RefCell<(Vec<u8>, Vec<u32>)> = RefCell::new((Vec::new(), Vec::new()));
 }
 
 impl Log {
@@ -429,6 +447,8 @@ impl Log {
 
     /// The `EverySec` tick: sync what was written, unless a sync is running (it will
     /// be picked up by the next tick) or the log is poisoned.
+    // Under loom no `EverySec` thread runs (see `start_syncer`); only the models tick.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn sync_tick(&self) {
         // Read before the state lock: a switch holds the segment's write lock while it
         // takes the state lock.
