@@ -267,7 +267,13 @@ where
                         master: v.master.map(|m| m.0),
                         config_epoch: v.config_epoch,
                         repl_offset: v.repl_offset,
-                        slots: to_ranges(t.slots_of(v.id).iter()),
+                        // A master turned replica may still hold its slots until
+                        // their taker's claim arrives; like Redis, list none for it.
+                        slots: if v.flags.contains(NodeFlags::MASTER) {
+                            to_ranges(t.slots_of(v.id).iter())
+                        } else {
+                            Vec::new()
+                        },
                     })
                     .collect();
                 NodesView {

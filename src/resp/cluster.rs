@@ -68,13 +68,21 @@ impl<W: Weigher<String, Vec<u8>>> ClusterKeyspace<W> {
         }
     }
 
-    /// Contiguous slot ranges and their owners.
+    /// Contiguous slot ranges and their owners. Slots still bound to a master that
+    /// turned replica (until their taker's claim arrives) are left out, as Redis, which
+    /// unassigns them at once, would show them: a replica never owns slots.
     fn ranges(rt: &Routing) -> Vec<(u16, u16, NodeId)> {
         let mut out: Vec<(u16, u16, NodeId)> = Vec::new();
         for slot in 0..16384u16 {
             let Some(owner) = rt.slots.owner(slot) else {
                 continue;
             };
+            if !rt
+                .node(owner)
+                .is_some_and(|n| n.flags.contains(NodeFlags::MASTER))
+            {
+                continue;
+            }
             match out.last_mut() {
                 Some((_, end, o)) if *o == owner && *end + 1 == slot => *end = slot,
                 _ => out.push((slot, slot, owner)),
@@ -455,5 +463,47 @@ impl<W: Weigher<String, Vec<u8>>> Keyspace for ClusterKeyspace<W> {
         });
         let cache = self.cache.clone();
         async move { Ok(cache.wait(replicas, timeout).await) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::larder_cluster::proto::{Config, Instant, Node, NodeView, SlotSet};
+    use crate::DefaultWeigher;
+
+    type Keyspace = ClusterKeyspace<DefaultWeigher<String, Vec<u8>>>;
+
+    /// A master that turned replica may still hold its slots in a peer's table until
+    /// their taker's claim arrives; `CLUSTER SLOTS`/`SHARDS`/`NODES` list none for it,
+    /// as Redis (which unassigns them at once) would.
+    #[test]
+    fn slots_held_by_a_replica_are_not_listed() {
+        let id = NodeId::from_hex("5f2a000000000000000000000000000000000001").unwrap();
+        let me = NodeId::from_hex("5f2a000000000000000000000000000000000002").unwrap();
+        let mut owner = Node::new(Config::default(), id, "10.0.0.1:7000", Instant::ZERO, 1);
+        owner
+            .add_slots(Instant::ZERO, &SlotSet::from_range(0..100))
+            .unwrap();
+        let view = |flags| NodeView {
+            id,
+            addr: "10.0.0.1:7000".into(),
+            flags,
+            master: None,
+            config_epoch: 1,
+            repl_offset: 0,
+            slot_count: 100,
+            failure_reports: 0,
+        };
+        let mut rt = Routing {
+            me,
+            cluster_ok: true,
+            is_master: true,
+            slots: owner.slots().clone(),
+            nodes: vec![view(NodeFlags::MASTER)],
+        };
+        assert_eq!(Keyspace::ranges(&rt), vec![(0, 99, id)]);
+        rt.nodes = vec![view(NodeFlags::REPLICA)];
+        assert_eq!(Keyspace::ranges(&rt), vec![]);
     }
 }

@@ -73,6 +73,11 @@ pub(crate) struct NodeRecord {
     /// Since when this master has been orphaned in this node's view (Redis's
     /// `orphaned_time`); `None` while it is not.
     pub(crate) orphaned_since: Option<Instant>,
+    /// Since when this node, a master turned replica in this node's view, has held
+    /// slots it served as a master. They stay bound to it, unclaimed, until a master
+    /// claims them or node_timeout passes (`Node::release_held_slots`). Only meaningful
+    /// while it is a replica with slots.
+    pub(crate) held_since: Option<Instant>,
 }
 
 impl NodeRecord {
@@ -98,6 +103,7 @@ impl NodeRecord {
             migrate_to: false,
             replicas_seen: 0,
             orphaned_since: None,
+            held_since: None,
         }
     }
 

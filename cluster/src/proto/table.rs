@@ -11,8 +11,9 @@ use super::slots::{Slot, SlotSet, SLOTS};
 pub struct SlotTable {
     owner: Vec<Option<NodeId>>,
     /// Slots whose owner's own header stopped claiming them (Redis's
-    /// `owner_not_claiming_slot`). The owner stays bound, so routing and coverage do not
-    /// change, but the next claimant takes the slot whatever its configEpoch.
+    /// `owner_not_claiming_slot`), or whose owner turned replica. The owner stays
+    /// bound, so routing and coverage do not change, but the next claimant takes the
+    /// slot whatever its configEpoch.
     not_claimed: SlotSet,
     migrating: BTreeMap<Slot, NodeId>,
     importing: BTreeMap<Slot, NodeId>,
@@ -73,8 +74,8 @@ impl SlotTable {
     }
 
     /// True if nobody claims `slot`: it has no owner, or its owner's own messages
-    /// stopped claiming it (Redis's `isSlotUnclaimed`). Any master's claim takes such a
-    /// slot, whatever its configEpoch.
+    /// stopped claiming it (Redis's `isSlotUnclaimed`), or its owner turned replica.
+    /// Any master's claim takes such a slot, whatever its configEpoch.
     pub fn is_unclaimed(&self, slot: Slot) -> bool {
         self.owner(slot).is_none() || self.not_claimed.contains(slot)
     }

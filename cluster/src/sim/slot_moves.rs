@@ -405,3 +405,16 @@ fn slot_moves_stale_owner_seeds() {
         }
     }
 }
+
+/// The seed that found the gap on a master turned replica: C (n2) hands its last slots
+/// to A and turns replica; B hears C's new role before A's claim of that group. When B
+/// unassigned the slots (Redis's `clusterDelNodeSlots`), its cluster state was FAIL for
+/// the 2 ms until the claim came, and the lossless lease check caught B unable to
+/// write. They now stay bound to C, unclaimed, until the claim takes them.
+#[test]
+fn slot_moves_turned_replica_seed() {
+    let seed = 4_350_273_523_730_244_377;
+    if let Err(e) = slot_moves_scenario(seed, SLOTS_PER_CALL) {
+        panic!("slot_moves_turned_replica_seed failed with seed {seed}\n{e}");
+    }
+}

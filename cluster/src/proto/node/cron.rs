@@ -101,9 +101,42 @@ impl Node {
             // node_timeout. Only on a new PFAIL, which bounds the extra traffic.
             self.broadcast_ping(now);
         }
+        self.release_held_slots(now);
         self.check_manual_failover(now);
         self.handle_replica_failover(now);
         self.handle_replica_migration(now);
         self.update_state(now);
+    }
+
+    /// Slots still bound to a master turned replica (see `process_header`) that no
+    /// master claimed within node_timeout are unassigned, as Redis unassigns them at
+    /// once: the taker's claim should have come one message later, so it is lost or
+    /// the taker is gone, and a replica must not pass for their owner any longer. A
+    /// claim that comes later takes them as it takes any unassigned slot.
+    pub(super) fn release_held_slots(&mut self, now: Instant) {
+        let nt = self.config.node_timeout;
+        let expired: Vec<(NodeId, SlotSet)> = self
+            .nodes
+            .values()
+            .filter(|r| {
+                r.id != self.me
+                    && !r.is_master()
+                    && !r.slots.is_empty()
+                    && r.held_since.is_none_or(|t| now.since(t) >= nt)
+            })
+            .map(|r| (r.id, r.slots.clone()))
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for (id, slots) in expired {
+            for slot in slots.iter() {
+                self.assign_slot(slot, None);
+            }
+            if let Some(r) = self.nodes.get_mut(&id) {
+                r.held_since = None;
+            }
+        }
+        self.slots_changed(now);
     }
 }

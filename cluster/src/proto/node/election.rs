@@ -10,6 +10,7 @@ impl Node {
             return false;
         };
         !self.is_master()
+            && master.is_master()
             && !master.slots.is_empty()
             && (master.flags.contains(NodeFlags::FAIL) || self.manual.can_start)
     }
@@ -47,9 +48,11 @@ impl Node {
         };
         let master_failed = master.flags.contains(NodeFlags::FAIL);
         // Automatic failover needs a FAIL master and may be disabled; a manual one
-        // needs neither. Either way the master must have had slots to hand over.
+        // needs neither. Either way the master must have had slots to hand over, and
+        // still be a master: slots a master turned replica still holds (until their
+        // taker's claim arrives) are not its to hand over.
         let automatic_ok = master_failed && !self.config.replica_no_failover;
-        if (!manual && !automatic_ok) || master.slots.is_empty() {
+        if (!manual && !automatic_ok) || !master.is_master() || master.slots.is_empty() {
             return;
         }
         let nt = self.config.node_timeout;
@@ -245,6 +248,11 @@ impl Node {
         let Some(master) = self.nodes.get(&master_id) else {
             return;
         };
+        if !master.is_master() {
+            // Its master turned replica: whatever slots it still holds here are on
+            // their way to another master, not the candidate's to take.
+            return;
+        }
         let force = h.mflags & mflags::FORCEACK != 0;
         let nt = self.config.node_timeout;
         if !master.flags.contains(NodeFlags::FAIL) && !force {

@@ -6,11 +6,14 @@ use crate::proto::codec::{mflags, Gossip, Header, Replacement};
 
 impl Node {
     /// The header for a message from this node. A replica announces its master's
-    /// slots and configEpoch, as in Redis, so peers learn them from any node of a shard.
+    /// slots and configEpoch, as in Redis, so peers learn them from any node of a shard
+    /// (none while its master has turned replica: slots that one still holds are not
+    /// its own).
     pub(super) fn header(&self, extra_mflags: u8) -> Header {
         let me = self.myself();
         let (config_epoch, slots) = match me.master.and_then(|m| self.nodes.get(&m)) {
-            Some(m) if !me.is_master() => (m.config_epoch, m.slots.clone()),
+            Some(m) if !me.is_master() && m.is_master() => (m.config_epoch, m.slots.clone()),
+            Some(m) if !me.is_master() => (m.config_epoch, SlotSet::new()),
             _ => (me.config_epoch, me.slots.clone()),
         };
         let mut mf = extra_mflags;
@@ -338,6 +341,7 @@ impl Node {
             // without any, replica migration should give it one (Redis sets
             // MIGRATE_TO in `clusterSetNodeAsPrimary`).
             rec.migrate_to = true;
+            rec.held_since = None;
             self.dirty = true;
         } else if !sender_is_master && (rec.is_master() || rec.master != h.master) {
             let was_master = rec.is_master();
@@ -345,15 +349,19 @@ impl Node {
             rec.flags.insert(NodeFlags::REPLICA);
             rec.master = h.master;
             self.dirty = true;
-            if was_master {
-                // A master turned replica serves nothing any more.
-                let owned = rec.slots.clone();
-                for slot in owned.iter() {
-                    self.assign_slot(slot, None);
-                }
-                if !owned.is_empty() {
-                    self.events.push_back(Event::SlotsChanged);
-                }
+            if was_master && !rec.slots.is_empty() {
+                // A master turned replica serves nothing any more, but its slots stay
+                // bound to it, unclaimed, instead of being unassigned as Redis's
+                // `clusterDelNodeSlots` does: a master that hands over its last slot
+                // turns replica, and any message of it may arrive before the taker's
+                // claim, which would leave the slots uncovered (cluster state FAIL)
+                // until the claim came. The next claimant takes them whatever its
+                // configEpoch; if none does within node_timeout they are unassigned
+                // (`release_held_slots`).
+                rec.held_since = Some(now);
+                let held = rec.slots.clone();
+                self.table.note_claims(&held, &SlotSet::new());
+                self.events.push_back(Event::SlotsChanged);
             }
         }
         if !sender_is_master {

@@ -279,6 +279,14 @@ impl Node {
             for slot in p.slots.iter() {
                 node.assign_slot(slot, Some(p.id));
             }
+            if p.master.is_some() && p.id != saved.id && !p.slots.is_empty() {
+                // Slots held by a master turned replica (see `process_header`): still
+                // unclaimed, and held for node_timeout from now.
+                node.table.note_claims(&p.slots, &SlotSet::new());
+                if let Some(r) = node.nodes.get_mut(&p.id) {
+                    r.held_since = Some(now);
+                }
+            }
         }
         for &(slot, n) in &saved.migrating {
             node.table.set_migrating(slot, Some(n));

@@ -1294,3 +1294,123 @@ fn a_master_told_it_was_voted_against_abstains_until_the_candidate_lost() {
     assert!(acked(n0, &h1), "the candidate lost: duties resume");
     assert_eq!(n0.write_status(now), Ok(()));
 }
+
+/// The gap found by the `slot_moves` simulation (seed 4350273523730244377): n2 hands
+/// its last slots to n0 and turns replica of n0; n1 hears n2's new role before n0's
+/// claim. The slots stay bound to n2, unclaimed, so n1's cluster state stays OK, and
+/// n0's claim, when it comes, takes them.
+#[test]
+fn a_master_turned_replica_keeps_its_slots_bound_until_the_takers_claim() {
+    let mut sim = cluster(3, 0);
+    let (m0, m2) = (id(&sim, 0), id(&sim, 2));
+    let old2 = sim.node(2).unwrap().my_slots().clone();
+    let slot = old2.iter().next().unwrap();
+    // n0 took all of n2's slots (its epoch bumped); n2 is now its replica and, as a
+    // replica, announces n0's slots and configEpoch.
+    let mut h0 = header_of(&sim, 0);
+    for s in old2.iter() {
+        h0.slots.insert(s);
+    }
+    h0.config_epoch = 10;
+    h0.current_epoch = 10;
+    let mut h2 = header_of(&sim, 2);
+    h2.flags = NodeFlags::REPLICA;
+    h2.master = Some(m0);
+    h2.slots = h0.slots.clone();
+    h2.config_epoch = 10;
+    h2.current_epoch = 10;
+    let now = sim.now();
+    let n1 = sim.node_mut(1).unwrap();
+    assert_eq!(n1.state(), ClusterState::Ok);
+    drain(n1);
+    n1.handle_message(now, m2, ping(h2.clone(), vec![]))
+        .unwrap();
+    assert!(!n1.nodes[&m2].is_master());
+    assert!(old2.iter().all(|s| n1.slots().owner(s) == Some(m2)));
+    assert!(old2.iter().all(|s| n1.slots().is_unclaimed(s)));
+    assert_eq!(n1.state(), ClusterState::Ok, "no coverage gap");
+    n1.handle_message(now + 2, m0, ping(h0.clone(), vec![]))
+        .unwrap();
+    assert!(old2.iter().all(|s| n1.slots().owner(s) == Some(m0)));
+    assert!(!n1.slots().is_unclaimed(slot));
+    assert!(n1.nodes[&m2].slots.is_empty());
+    assert_eq!(n1.state(), ClusterState::Ok);
+}
+
+/// If the taker's claim never comes (it died, or the claim was lost), the slots a
+/// master turned replica holds are unassigned after node_timeout, as Redis unassigns
+/// them at once; a claim that comes later takes them. A restart holds them again for
+/// node_timeout from the restart. A replica of the master turned replica does not
+/// run for its slots.
+#[test]
+fn slots_a_replica_holds_are_released_after_node_timeout() {
+    let mut sim = cluster(3, 1);
+    let (m0, m2) = (id(&sim, 0), id(&sim, 2));
+    let old2 = sim.node(2).unwrap().my_slots().clone();
+    let mut h0 = header_of(&sim, 0);
+    for s in old2.iter() {
+        h0.slots.insert(s);
+    }
+    h0.config_epoch = 10;
+    h0.current_epoch = 10;
+    let mut h2 = header_of(&sim, 2);
+    h2.flags = NodeFlags::REPLICA;
+    h2.master = Some(m0);
+    h2.slots = h0.slots.clone();
+    h2.config_epoch = 10;
+    h2.current_epoch = 10;
+    let now = sim.now();
+    let n1 = sim.node_mut(1).unwrap();
+    let nt = n1.config().node_timeout;
+    n1.handle_message(now, m2, ping(h2.clone(), vec![]))
+        .unwrap();
+    drain(n1);
+    let saved = n1.persistent_state();
+    n1.handle_timeout(now + nt / 2);
+    assert!(old2.iter().all(|s| n1.slots().owner(s) == Some(m2)));
+    n1.handle_timeout(now + nt + nt / 10);
+    assert!(old2.iter().all(|s| n1.slots().owner(s).is_none()));
+    assert!(n1.nodes[&m2].slots.is_empty());
+    let (_, events) = drain(n1);
+    assert!(events.contains(&Event::SlotsChanged));
+    n1.handle_message(now + nt + nt / 5, m0, ping(h0, vec![]))
+        .unwrap();
+    assert!(old2.iter().all(|s| n1.slots().owner(s) == Some(m0)));
+
+    // Restored from a state saved while it held them: held again, unclaimed, and
+    // released node_timeout after the restart.
+    let cfg = sim.node(1).unwrap().config().clone();
+    let later = now + 5 * nt;
+    let mut back = Node::restore(cfg, &saved, "10.0.0.1:7000", later, 3);
+    assert!(old2.iter().all(|s| back.slots().owner(s) == Some(m2)));
+    assert!(old2.iter().all(|s| back.slots().is_unclaimed(s)));
+    back.handle_timeout(later + nt / 2);
+    assert!(old2.iter().all(|s| back.slots().owner(s) == Some(m2)));
+    back.handle_timeout(later + nt + nt / 10);
+    assert!(old2.iter().all(|s| back.slots().owner(s).is_none()));
+
+    // n5, n2's replica, hears n2's new role before n0's claim and sees n2 fail: it
+    // holds n2's slots bound to n2 but does not run for them, and its header claims
+    // none of them.
+    let n5 = sim.node_mut(5).unwrap();
+    assert_eq!(n5.master(), Some(m2));
+    n5.handle_message(now, m2, ping(h2, vec![])).unwrap();
+    assert!(old2.iter().all(|s| n5.slots().owner(s) == Some(m2)));
+    n5.nodes.get_mut(&m2).unwrap().flags.insert(NodeFlags::FAIL);
+    assert!(!n5.election_pending());
+    // Past the longest election delay (fixed + random < 0.3 node_timeout), before the
+    // slots are released.
+    for t in [nt / 10, nt / 2, nt * 9 / 10] {
+        n5.handle_timeout(now + t);
+    }
+    let (_, events) = drain(n5);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ElectionStarted(_))),
+        "{events:?}"
+    );
+    assert!(n5.nodes[&m2].flags.contains(NodeFlags::FAIL));
+    assert!(n5.header(0).slots.is_empty());
+    assert_eq!(n5.master(), Some(m2));
+}
