@@ -1295,6 +1295,25 @@ fn a_master_told_it_was_voted_against_abstains_until_the_candidate_lost() {
     assert_eq!(n0.write_status(now), Ok(()));
 }
 
+/// The headers after n2 handed all its slots to n0: n0's claim (its epoch bumped),
+/// and n2's as n0's replica, announcing n0's slots and configEpoch.
+fn handed_over(sim: &Sim) -> (Header, Header) {
+    let m0 = id(sim, 0);
+    let mut h0 = header_of(sim, 0);
+    for s in sim.node(2).unwrap().my_slots().iter() {
+        h0.slots.insert(s);
+    }
+    h0.config_epoch = 10;
+    h0.current_epoch = 10;
+    let mut h2 = header_of(sim, 2);
+    h2.flags = NodeFlags::REPLICA;
+    h2.master = Some(m0);
+    h2.slots = h0.slots.clone();
+    h2.config_epoch = 10;
+    h2.current_epoch = 10;
+    (h0, h2)
+}
+
 /// The gap found by the `slot_moves` simulation (seed 4350273523730244377): n2 hands
 /// its last slots to n0 and turns replica of n0; n1 hears n2's new role before n0's
 /// claim. The slots stay bound to n2, unclaimed, so n1's cluster state stays OK, and
@@ -1305,20 +1324,7 @@ fn a_master_turned_replica_keeps_its_slots_bound_until_the_takers_claim() {
     let (m0, m2) = (id(&sim, 0), id(&sim, 2));
     let old2 = sim.node(2).unwrap().my_slots().clone();
     let slot = old2.iter().next().unwrap();
-    // n0 took all of n2's slots (its epoch bumped); n2 is now its replica and, as a
-    // replica, announces n0's slots and configEpoch.
-    let mut h0 = header_of(&sim, 0);
-    for s in old2.iter() {
-        h0.slots.insert(s);
-    }
-    h0.config_epoch = 10;
-    h0.current_epoch = 10;
-    let mut h2 = header_of(&sim, 2);
-    h2.flags = NodeFlags::REPLICA;
-    h2.master = Some(m0);
-    h2.slots = h0.slots.clone();
-    h2.config_epoch = 10;
-    h2.current_epoch = 10;
+    let (h0, h2) = handed_over(&sim);
     let now = sim.now();
     let n1 = sim.node_mut(1).unwrap();
     assert_eq!(n1.state(), ClusterState::Ok);
@@ -1347,18 +1353,7 @@ fn slots_a_replica_holds_are_released_after_node_timeout() {
     let mut sim = cluster(3, 1);
     let (m0, m2) = (id(&sim, 0), id(&sim, 2));
     let old2 = sim.node(2).unwrap().my_slots().clone();
-    let mut h0 = header_of(&sim, 0);
-    for s in old2.iter() {
-        h0.slots.insert(s);
-    }
-    h0.config_epoch = 10;
-    h0.current_epoch = 10;
-    let mut h2 = header_of(&sim, 2);
-    h2.flags = NodeFlags::REPLICA;
-    h2.master = Some(m0);
-    h2.slots = h0.slots.clone();
-    h2.config_epoch = 10;
-    h2.current_epoch = 10;
+    let (h0, h2) = handed_over(&sim);
     let now = sim.now();
     let n1 = sim.node_mut(1).unwrap();
     let nt = n1.config().node_timeout;
